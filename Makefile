@@ -1,0 +1,55 @@
+# Meridian: every install step lives here. A fresh machine needs Python 3.11+, make, and the
+# package registries (PyPI, npm, Debian).
+#   make demo    run the whole platform on the embedded runtime, with a scripted scenario
+#   make test    run the test suite (unit, contract, integration, e2e)
+#   make lint    ruff on everything, mypy on meridian/
+#   make bench   run the benchmarks and rewrite BENCHMARKS.md
+
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.9
+DEMO_DURATION ?= 45
+PYTEST_ARGS ?=
+
+# Use uv from PATH when present; otherwise install a pinned copy with pip into .tools/.
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+endif
+
+.PHONY: all demo test lint bench clean env node
+
+all: test
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+env: $(VENV)/.synced
+
+# npm packages (the Firestore emulator for contract tests, map assets), pinned by package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node: $(if $(wildcard package.json),node_modules/.installed)
+
+demo: env node
+	$(VENV)/bin/meridian demo --duration $(DEMO_DURATION)
+
+test: env node
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: env node
+	$(VENV)/bin/python -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) .tools .meridian node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,289 @@
+"""Loads and validates ``schemas/catalog.yaml``, the event catalog.
+
+The catalog names every topic, event type, subscription, service and Eventarc trigger of the
+platform. Every error names the file and the entry (``schemas/catalog.yaml: subscriptions.billing:
+…``) so a broken catalog is fixed in one read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import fastavro
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from meridian.domain.errors import CatalogError
+from meridian.filters import Filter, FilterSyntaxError, parse_filter
+
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "schemas" / "catalog.yaml"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_duration(value: object) -> float:
+    """``"10s"``, ``"5m"``, ``"2h"``, ``"7d"`` (or a number of seconds) → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like '10s', '5m', '2h' or '7d'")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceSpec(_Entry):
+    package: str
+    kind: Literal["http", "push-reactor", "eventarc-target", "pipeline"]
+    ingress: Literal["public", "internal"] | None = None
+    min_instances: int = Field(default=0, ge=0)
+
+
+class TopicSpec(_Entry):
+    description: str
+    message_retention: Seconds = Field(default=7 * 86400, ge=600, le=31 * 86400)
+    schema_: str | None = Field(default=None, alias="schema")
+
+
+class EventTypeSpec(_Entry):
+    schema_file: str = Field(alias="schema")
+    version: int = Field(ge=1)
+    description: str
+    producer: str
+    topic: str
+    subject: str
+    ordering_key: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class PushDelivery(_Entry):
+    type: Literal["push"]
+    service: str
+    path: str = Field(default="/events", pattern=r"^/")
+
+
+class PullDelivery(_Entry):
+    type: Literal["pull"]
+    consumer: str
+
+
+class BigQueryDelivery(_Entry):
+    type: Literal["bigquery"]
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+    write_metadata: bool = True
+
+
+Delivery = Annotated[PushDelivery | PullDelivery | BigQueryDelivery, Field(discriminator="type")]
+
+
+class RetrySpec(_Entry):
+    minimum_backoff: Seconds = Field(default=10, ge=0, le=600)
+    maximum_backoff: Seconds = Field(default=600, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySpec:
+        if self.minimum_backoff > self.maximum_backoff:
+            raise ValueError("minimum_backoff must not exceed maximum_backoff")
+        return self
+
+
+class SubscriptionSpec(_Entry):
+    topic: str
+    filter: str = ""
+    delivery: Delivery
+    dead_letter_topic: str | None = None
+    max_delivery_attempts: int | None = Field(default=None, ge=5, le=100)
+    retry: RetrySpec | None = None
+    ordering: bool = False
+    ack_deadline_seconds: int = Field(default=10, ge=10, le=600)
+    message_retention: Seconds = Field(default=7 * 86400, ge=600, le=31 * 86400)
+
+
+FIRESTORE_EVENT_TYPES = frozenset(
+    f"google.cloud.firestore.document.v1.{kind}"
+    for kind in ("created", "updated", "deleted", "written")
+)
+
+
+class TriggerSpec(_Entry):
+    document: str = Field(
+        pattern=r"^[^/{}]+/\{[A-Za-z_][A-Za-z0-9_]*\}(/[^/{}]+/\{[A-Za-z_][A-Za-z0-9_]*\})*$"
+    )
+    event_type: str
+    service: str
+    path: str = Field(default="/", pattern=r"^/")
+
+    @model_validator(mode="after")
+    def _known_type(self) -> TriggerSpec:
+        if self.event_type not in FIRESTORE_EVENT_TYPES:
+            raise ValueError(
+                f"event_type must be one of {', '.join(sorted(FIRESTORE_EVENT_TYPES))}"
+            )
+        return self
+
+
+class _CatalogFile(_Entry):
+    version: Literal[1]
+    services: dict[str, ServiceSpec]
+    topics: dict[str, TopicSpec]
+    event_types: dict[str, EventTypeSpec]
+    subscriptions: dict[str, SubscriptionSpec]
+    triggers: dict[str, TriggerSpec] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The validated catalog, with the parsed Avro schema of every event type."""
+
+    path: Path
+    services: dict[str, ServiceSpec]
+    topics: dict[str, TopicSpec]
+    event_types: dict[str, EventTypeSpec]
+    subscriptions: dict[str, SubscriptionSpec]
+    triggers: dict[str, TriggerSpec]
+    schemas: dict[str, dict[str, Any]]
+
+    @cached_property
+    def filters(self) -> dict[str, Filter]:
+        return {name: parse_filter(sub.filter) for name, sub in self.subscriptions.items()}
+
+    def event_types_on(self, topic: str) -> list[str]:
+        return [name for name, spec in self.event_types.items() if spec.topic == topic]
+
+    def subscriptions_of(self, topic: str) -> list[str]:
+        return [name for name, spec in self.subscriptions.items() if spec.topic == topic]
+
+    def matching_subscriptions(self, topic: str, attributes: Mapping[str, str]) -> list[str]:
+        """The subscriptions of ``topic`` whose filter accepts a message with ``attributes``."""
+        return [
+            name for name in self.subscriptions_of(topic) if self.filters[name].matches(attributes)
+        ]
+
+    def schema_path(self, event_type: str) -> Path:
+        return self.path.parent / self.event_types[event_type].schema_file
+
+
+def load_catalog(path: Path | str | None = None) -> Catalog:
+    """Read and validate the catalog; raises CatalogError naming the file and the entry."""
+    path = Path(path) if path else DEFAULT_CATALOG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: no such catalog file") from None
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{path}: not valid YAML: {e}") from None
+    try:
+        parsed = _CatalogFile.model_validate(raw)
+    except PydanticValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'] if not str(p).endswith('Delivery'))}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise CatalogError(f"{path}: {problems}") from None
+    schemas = {name: _load_schema(path, name, spec) for name, spec in parsed.event_types.items()}
+    catalog = Catalog(
+        path=path,
+        services=parsed.services,
+        topics=parsed.topics,
+        event_types=parsed.event_types,
+        subscriptions=parsed.subscriptions,
+        triggers=parsed.triggers,
+        schemas=schemas,
+    )
+    _check_references(catalog)
+    return catalog
+
+
+def _load_schema(catalog_path: Path, name: str, spec: EventTypeSpec) -> dict[str, Any]:
+    file = catalog_path.parent / spec.schema_file
+    where = f"{catalog_path}: event_types.{name}: schema {file}"
+    try:
+        schema = json.loads(file.read_text())
+        parsed = fastavro.parse_schema(schema)
+    except FileNotFoundError:
+        raise CatalogError(f"{where} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CatalogError(f"{where} is not valid JSON: {e}") from None
+    except Exception as e:  # fastavro raises several unrelated types for a bad schema
+        raise CatalogError(f"{where} is not a valid Avro schema: {e}") from None
+    if schema.get("type") != "record" or schema.get("name") != name:
+        raise CatalogError(f"{where} must be a record named {name!r}")
+    fields = {f["name"] for f in schema["fields"]}
+    used = [spec.subject, spec.ordering_key, *spec.attributes.values()]
+    for field in (f for f in used if f):
+        if field not in fields:
+            raise CatalogError(
+                f"{catalog_path}: event_types.{name}: field {field!r} is not in {file}"
+            )
+    assert isinstance(parsed, dict)  # a record schema parses to a dict
+    return parsed
+
+
+def _check_references(catalog: Catalog) -> None:
+    where = str(catalog.path)
+
+    def fail(entry: str, problem: str) -> NoReturn:
+        raise CatalogError(f"{where}: {entry}: {problem}")
+
+    dead_letter_topics = {s.dead_letter_topic for s in catalog.subscriptions.values()}
+    for name, topic in catalog.topics.items():
+        if topic.schema_ and catalog.event_types.get(topic.schema_, None) is None:
+            fail(f"topics.{name}", f"schema names unknown event type {topic.schema_!r}")
+    for name, spec in catalog.event_types.items():
+        if spec.producer not in catalog.services:
+            fail(f"event_types.{name}", f"producer {spec.producer!r} is not a known service")
+        if spec.topic not in catalog.topics:
+            fail(f"event_types.{name}", f"topic {spec.topic!r} is not a known topic")
+    for name, sub in catalog.subscriptions.items():
+        entry = f"subscriptions.{name}"
+        if sub.topic not in catalog.topics:
+            fail(entry, f"topic {sub.topic!r} is not a known topic")
+        if sub.dead_letter_topic is not None:
+            if sub.dead_letter_topic not in catalog.topics:
+                fail(entry, f"dead_letter_topic {sub.dead_letter_topic!r} is not a known topic")
+            if sub.dead_letter_topic == sub.topic:
+                fail(entry, "dead_letter_topic must differ from the subscription's topic")
+        elif sub.topic not in dead_letter_topics:
+            fail(
+                entry,
+                "every subscription needs a dead_letter_topic (poison messages must not loop)",
+            )
+        if isinstance(sub.delivery, PushDelivery):
+            target = catalog.services.get(sub.delivery.service)
+            if target is None:
+                fail(entry, f"push target {sub.delivery.service!r} is not a known service")
+            elif target.kind not in ("push-reactor", "http"):
+                fail(
+                    entry,
+                    f"push target {sub.delivery.service!r} is a {target.kind}, not an HTTP service",
+                )
+        try:
+            parsed = parse_filter(sub.filter)
+        except FilterSyntaxError as e:
+            fail(f"{entry}.filter", str(e))
+        on_topic = catalog.event_types_on(sub.topic)
+        for event_type in sorted(parsed.equality_values("eventType")):
+            if event_type not in on_topic:
+                fail(
+                    f"{entry}.filter", f"event type {event_type!r} is not published on {sub.topic}"
+                )
+        for prefix in sorted(parsed.prefix_values("eventType")):
+            if not any(t.startswith(prefix) for t in on_topic):
+                fail(f"{entry}.filter", f"no event type on {sub.topic} starts with {prefix!r}")
+    for name, trigger in catalog.triggers.items():
+        if trigger.service not in catalog.services:
+            fail(f"triggers.{name}", f"service {trigger.service!r} is not a known service")

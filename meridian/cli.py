@@ -1,0 +1,197 @@
+"""The ``meridian`` command. Every option also reads an environment variable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
+from meridian.config import Settings
+from meridian.domain.errors import CatalogError
+
+app = typer.Typer(
+    help="Meridian: event-driven last-mile logistics, on Google Cloud or embedded.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+CatalogPath = Annotated[
+    Path | None, typer.Option("--catalog", envvar="MERIDIAN_CATALOG", help="Event catalog file.")
+]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", envvar="MERIDIAN_DATA_DIR", help="Where the embedded runtime keeps its state."
+    ),
+]
+Host = Annotated[
+    str, typer.Option("--host", envvar="MERIDIAN_HOST", help="Address services bind to.")
+]
+BasePort = Annotated[
+    int,
+    typer.Option(
+        "--base-port",
+        envvar="MERIDIAN_BASE_PORT",
+        help="First port; each service has a fixed offset from it.",
+    ),
+]
+Duration = Annotated[
+    float,
+    typer.Option(
+        "--duration",
+        envvar="MERIDIAN_DURATION",
+        help="Stop after this many seconds (0: run until Ctrl-C).",
+    ),
+]
+
+
+@app.command()
+def catalog(path: CatalogPath = None) -> None:
+    """Print the topics, event types and subscriptions of the event catalog."""
+    try:
+        cat = load_catalog(path)
+    except CatalogError as e:
+        console.print(f"[red]catalog error:[/] {e}")
+        raise typer.Exit(2) from None
+    topics = Table(title="Topics")
+    for column in ("topic", "retention", "event types"):
+        topics.add_column(column)
+    for name, topic in cat.topics.items():
+        topics.add_row(
+            name, f"{topic.message_retention / 86400:g} d", ", ".join(cat.event_types_on(name))
+        )
+    types = Table(title="Event types")
+    for column in ("event type", "v", "producer", "topic", "ordering key", "schema"):
+        types.add_column(column)
+    for name, spec in cat.event_types.items():
+        types.add_row(
+            name,
+            str(spec.version),
+            spec.producer,
+            spec.topic,
+            spec.ordering_key or "-",
+            spec.schema_file,
+        )
+    subs = Table(title="Subscriptions")
+    for column in ("subscription", "topic", "delivery", "filter", "dead letters", "ack", "ordered"):
+        subs.add_column(column)
+    for name, sub in cat.subscriptions.items():
+        delivery = sub.delivery
+        route = (
+            f"push → {delivery.service}{delivery.path}"
+            if isinstance(delivery, PushDelivery)
+            else f"bigquery → {delivery.table}"
+            if isinstance(delivery, BigQueryDelivery)
+            else f"pull ({delivery.consumer})"
+        )
+        dlq = (
+            f"{sub.dead_letter_topic} after {sub.max_delivery_attempts or 5}"
+            if sub.dead_letter_topic
+            else "-"
+        )
+        subs.add_row(
+            name,
+            sub.topic,
+            route,
+            sub.filter or "(all)",
+            dlq,
+            f"{sub.ack_deadline_seconds}s",
+            "yes" if sub.ordering else "no",
+        )
+    console.print(topics, types, subs)
+
+
+def _settings(data_dir: Path, host: str, base_port: int) -> Settings:
+    env = Settings.from_env()
+    return Settings(
+        backend=env.backend, data_dir=data_dir, host=host, base_port=base_port, project=env.project
+    )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = Path(".meridian"),
+    host: Host = "127.0.0.1",
+    base_port: BasePort = 8700,
+    duration: Duration = 0,
+) -> None:
+    """Start the embedded runtime: every service as its own process. Ctrl-C stops them all."""
+    from meridian.runtime.supervisor import Supervisor, run_until, runnable_services
+
+    settings = _settings(data_dir, host, base_port)
+    supervisor = Supervisor(
+        settings, runnable_services(load_catalog(), settings), data_dir / "logs"
+    )
+    try:
+        _start(supervisor, settings)
+        reason = run_until(supervisor, duration or None)
+        console.print(f"stopping ({reason})")
+    finally:
+        supervisor.stop()
+    console.print("all services stopped")
+
+
+def _start(supervisor: object, settings: Settings) -> None:
+    from meridian.runtime.supervisor import Supervisor
+
+    assert isinstance(supervisor, Supervisor)
+    supervisor.start()
+    supervisor.wait_healthy()
+    table = Table(title=f"Meridian embedded runtime (data in {settings.data_dir})")
+    table.add_column("service")
+    table.add_column("url")
+    table.add_column("pid", justify="right")
+    pids = supervisor.pids()
+    for service in supervisor.services:
+        url = f"http://{settings.host}:{service.port}" if service.port else "-"
+        table.add_row(service.name, url, str(pids[service.name]))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = Path(".meridian"),
+    host: Host = "127.0.0.1",
+    base_port: BasePort = 8700,
+    duration: Duration = 45,
+    parcels: Annotated[int, typer.Option(envvar="MERIDIAN_DEMO_PARCELS", min=1, max=500)] = 20,
+) -> None:
+    """`up` plus a scripted delivery day, ending with a summary (after --duration seconds)."""
+    from meridian.runtime.demo import print_summary, run_scenario
+    from meridian.runtime.supervisor import Supervisor, run_until, runnable_services
+
+    started = time.monotonic()
+    settings = _settings(data_dir, host, base_port)
+    cat = load_catalog()
+    supervisor = Supervisor(settings, runnable_services(cat, settings), data_dir / "logs")
+    try:
+        _start(supervisor, settings)
+        budget = max(1.0, (duration or 60) - (time.monotonic() - started) - 3)
+        report = run_scenario(
+            cat, settings, seconds=budget * 0.8, console=console, parcel_count=parcels
+        )
+        remaining = (duration - (time.monotonic() - started) - 2) if duration else None
+        reason = (
+            run_until(supervisor, remaining)
+            if remaining is None or remaining > 0
+            else "scenario done"
+        )
+        console.print(f"stopping ({reason})")
+    finally:
+        codes = supervisor.stop()
+    print_summary(report, console)
+    console.print(
+        f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
+        f"services stopped: {', '.join(f'{k}={v}' for k, v in codes.items())}"
+    )
+
+
+if __name__ == "__main__":
+    app()

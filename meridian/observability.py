@@ -1,0 +1,104 @@
+"""Logs, traces and trace-context propagation, the same in every service.
+
+Logs are JSON lines on stdout with ``severity``, ``message`` and the trace field Cloud Logging
+reads (``logging.googleapis.com/trace``), so a request's log lines and its spans line up. Trace
+context crosses Pub/Sub as the W3C ``traceparent`` message attribute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_SEVERITY = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "exception": "ERROR",
+}
+
+
+def _google_fields(
+    _: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event["severity"] = _SEVERITY.get(method, method.upper())
+    event["message"] = event.pop("event", "")
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "meridian-local")
+        event["logging.googleapis.com/trace"] = f"projects/{project}/traces/{span.trace_id:032x}"
+        event["logging.googleapis.com/spanId"] = f"{span.span_id:016x}"
+    return event
+
+
+def configure_logging(service: str, level: str | None = None) -> None:
+    """JSON logs on stdout for ``service``; level from MERIDIAN_LOG_LEVEL (default INFO)."""
+    level_name = (level or os.environ.get("MERIDIAN_LOG_LEVEL", "INFO")).upper()
+    logging.basicConfig(stream=sys.stdout, level=level_name, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.TimeStamper(fmt="iso", key="time"),
+            structlog.processors.format_exc_info,
+            _google_fields,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)
+
+
+def configure_tracing(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
+    """Install an OpenTelemetry tracer provider for ``service``.
+
+    Spans are exported to ``exporter`` if given, else to the console when
+    MERIDIAN_TRACE_EXPORT=console; otherwise they are recorded but not exported.
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter is None and os.environ.get("MERIDIAN_TRACE_EXPORT") == "console":
+        exporter = ConsoleSpanExporter(out=sys.stderr)
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def inject_traceparent(attributes: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write the current span's W3C ``traceparent`` into message attributes (if a span is active)."""
+    traceparent = current_traceparent()
+    if traceparent:
+        attributes["traceparent"] = traceparent
+    return attributes
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def extract_context(attributes: Mapping[str, str]) -> otel_context.Context:
+    """The trace context carried by a message's ``traceparent`` attribute (empty if none or
+    malformed), to be used as the parent of the consumer's span."""
+    return _PROPAGATOR.extract(dict(attributes))

@@ -1,0 +1,372 @@
+"""The ports: what services need from infrastructure, never how it is provided.
+
+Each port has an embedded adapter (``meridian/embedded``) and a Google adapter (``meridian/gcp``),
+and one contract suite in ``tests/contract/`` that both must pass. Adapters raise only the core's
+errors (``meridian.domain.errors``), translated at the boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+# Document store ----------------------------------------------------------------------------------
+
+JsonValue = Any  # JSON-compatible values plus datetime
+Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document at ``path`` (``collection/id[/subcollection/id…]``)."""
+
+    path: str
+    data: Mapping[str, JsonValue]
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def id(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query on one collection, built fluently: ``Query("parcels").where("status", "==", "CREATED")``."""
+
+    collection: str
+    filters: tuple[tuple[str, Operator, JsonValue], ...] = ()
+    orders: tuple[tuple[str, Literal["asc", "desc"]], ...] = ()
+    limit_to: int | None = None
+
+    def where(self, field_path: str, op: Operator, value: JsonValue) -> Query:
+        return Query(
+            self.collection, (*self.filters, (field_path, op, value)), self.orders, self.limit_to
+        )
+
+    def order_by(self, field_path: str, direction: Literal["asc", "desc"] = "asc") -> Query:
+        return Query(
+            self.collection, self.filters, (*self.orders, (field_path, direction)), self.limit_to
+        )
+
+    def limit(self, count: int) -> Query:
+        return Query(self.collection, self.filters, self.orders, count)
+
+
+@dataclass(frozen=True)
+class DocumentChange:
+    """One change seen by a listener: ``kind`` is added, modified or removed."""
+
+    kind: Literal["added", "modified", "removed"]
+    document: Document | None
+    path: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a listener yields: the full current result, and what changed since the last one.
+
+    The first snapshot lists every document as ``added``; a listener that fell too far behind is
+    given a fresh full snapshot (``resync=True``) rather than silently skipping changes.
+    """
+
+    documents: tuple[Document, ...]
+    changes: tuple[DocumentChange, ...]
+    read_time: datetime
+    resync: bool = False
+
+
+class Transaction(abc.ABC):
+    """Reads first, then buffered writes, committed atomically when the transaction function returns."""
+
+    @abc.abstractmethod
+    def get(self, path: str) -> Document | None: ...
+
+    @abc.abstractmethod
+    def query(self, query: Query) -> list[Document]: ...
+
+    @abc.abstractmethod
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> None:
+        """Commit fails with AlreadyExists if the document exists."""
+
+    @abc.abstractmethod
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> None:
+        """Dotted field paths; commit fails with NotFound if the document does not exist."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None: ...
+
+
+class DocumentStore(abc.ABC):
+    """Firestore's semantics (reference §7): documents by path, create-if-absent, merge, field-path
+    updates, serializable transactions retried on contention (5 attempts, then
+    TransactionContention), single-collection queries, TTL expiry, listeners across processes.
+
+    Limits are enforced with LimitExceeded: 1 MiB per document, path rules (even segment count,
+    no empty segment, no ``.``/``..`` ids, ids ≤ 1,500 bytes).
+    """
+
+    @abc.abstractmethod
+    def get(self, path: str) -> Document | None: ...
+
+    @abc.abstractmethod
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
+        """Raises AlreadyExists if a document is at ``path``."""
+
+    @abc.abstractmethod
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> Document: ...
+
+    @abc.abstractmethod
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> Document:
+        """Raises NotFound if no document is at ``path``."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Deleting a missing document is not an error."""
+
+    @abc.abstractmethod
+    def query(self, query: Query) -> list[Document]: ...
+
+    @abc.abstractmethod
+    def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
+        """Run ``function`` in a transaction, re-running it on contention; its writes commit
+        atomically when it returns, and none commit if it raises."""
+
+    @abc.abstractmethod
+    def batch_write(
+        self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]
+    ) -> None:
+        """Apply (op, path, data) writes atomically, op in create/set/merge/update/delete."""
+
+    @abc.abstractmethod
+    def watch_document(self, path: str) -> AsyncIterator[Snapshot]: ...
+
+    @abc.abstractmethod
+    def watch_query(self, query: Query) -> AsyncIterator[Snapshot]: ...
+
+
+# Messaging ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Pub/Sub message as published: Avro body, string attributes, optional ordering key."""
+
+    data: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    ordering_key: str = ""
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A delivered message. ``delivery_attempt`` is 0 when the subscription has no dead-letter policy."""
+
+    ack_id: str
+    message_id: str
+    message: Message
+    publish_time: datetime
+    delivery_attempt: int = 0
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    max_messages: int = 1000
+    max_bytes: int = 100 * 1024 * 1024
+
+
+class Publisher(abc.ABC):
+    """Publishes to a topic. Returns only once the broker holds the message durably (an
+    acknowledged publish is never lost). Limits per reference §2.8 raise LimitExceeded."""
+
+    @abc.abstractmethod
+    def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
+        """Publish a batch; returns the server-assigned message ids, in order."""
+
+
+class Subscriber(abc.ABC):
+    """At-least-once delivery with Pub/Sub's semantics (reference §2): ack deadlines, nack
+    (= deadline 0), retry backoff, dead-lettering after max attempts, ordering keys, seek."""
+
+    @abc.abstractmethod
+    def pull(self, subscription: str, max_messages: int = 100) -> list[ReceivedMessage]: ...
+
+    @abc.abstractmethod
+    def acknowledge(self, subscription: str, ack_ids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    def modify_ack_deadline(self, subscription: str, ack_ids: Iterable[str], seconds: int) -> None:
+        """0 ≤ seconds ≤ 600; 0 is a nack."""
+
+    def nack(self, subscription: str, ack_ids: Iterable[str]) -> None:
+        self.modify_ack_deadline(subscription, ack_ids, 0)
+
+    @abc.abstractmethod
+    def stream(
+        self, subscription: str, flow: FlowControl = FlowControl()
+    ) -> AsyncIterator[ReceivedMessage]:
+        """Streaming pull: never more than ``flow`` outstanding (delivered, not acked) messages."""
+
+    @abc.abstractmethod
+    def seek(self, subscription: str, to: datetime | str) -> None:
+        """Seek to a time (earlier messages become acked, later unacked) or to a snapshot name."""
+
+    @abc.abstractmethod
+    def create_snapshot(self, snapshot: str, subscription: str) -> None: ...
+
+
+# Warehouse and workflows -------------------------------------------------------------------------
+
+
+class Warehouse(abc.ABC):
+    """BigQuery's role: append rows to day-partitioned tables and run SQL over them."""
+
+    @abc.abstractmethod
+    def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A workflow execution, shaped like Workflow Executions: ``state`` is ACTIVE, SUCCEEDED,
+    FAILED or CANCELLED; ``result`` / ``error`` are set when it ends."""
+
+    execution_id: str
+    workflow: str
+    state: Literal["ACTIVE", "SUCCEEDED", "FAILED", "CANCELLED"]
+    argument: Mapping[str, Any]
+    start_time: datetime
+    end_time: datetime | None = None
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+class WorkflowExecutions(abc.ABC):
+    """Start and follow executions of a workflow definition; deliver callbacks by URL."""
+
+    @abc.abstractmethod
+    def start(
+        self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
+    ) -> Execution:
+        """Starting with an ``execution_id`` that already exists returns that execution."""
+
+    @abc.abstractmethod
+    def get(self, execution_id: str) -> Execution:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
+    def list(self, workflow: str, state: str | None = None) -> list[Execution]: ...
+
+    @abc.abstractmethod
+    def cancel(self, execution_id: str) -> Execution: ...
+
+    @abc.abstractmethod
+    def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
+        """Deliver a callback; one sent before the workflow awaits it is kept until it does."""
+
+
+# External systems --------------------------------------------------------------------------------
+# Every call that changes something outside takes an idempotency key, so a redelivered event can
+# call again without a second effect.
+
+
+@dataclass(frozen=True)
+class SmsReceipt:
+    message_id: str
+    accepted_at: datetime
+
+
+class SmsGateway(abc.ABC):
+    @abc.abstractmethod
+    def send(self, to: str, body: str, idempotency_key: str) -> SmsReceipt:
+        """Raises Unavailable when the gateway fails or times out (the caller's message is retried)."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    client_id: str
+    reference: str
+    amount_minor: int
+    currency: str
+    description: str
+
+
+class BillingApi(abc.ABC):
+    @abc.abstractmethod
+    def charge(self, charge: Charge, idempotency_key: str) -> str:
+        """Post a billable event; the same key never charges twice. Returns the client's charge id."""
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+class WebhookSender(abc.ABC):
+    @abc.abstractmethod
+    def send(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
+    ) -> WebhookResponse:
+        """One HTTP POST; raises Unavailable on connection failure or timeout."""
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    lat: float
+    lng: float
+
+
+class TravelTime(abc.ABC):
+    @abc.abstractmethod
+    def seconds(self, origin: GeoPoint, destination: GeoPoint, depart_at: datetime) -> float: ...
+
+
+@dataclass(frozen=True)
+class RoutingProblem:
+    """A capacitated VRP with time windows: stops with demand and windows, vehicles with capacity."""
+
+    depot: GeoPoint
+    stops: Sequence[Mapping[str, Any]]
+    vehicles: Sequence[Mapping[str, Any]]
+    starts_at: datetime
+
+
+@dataclass(frozen=True)
+class RoutingSolution:
+    routes: Sequence[Mapping[str, Any]]
+    unserved: Sequence[Mapping[str, Any]]
+    cost: float
+    solve_seconds: float
+
+
+class RouteOptimizer(abc.ABC):
+    @abc.abstractmethod
+    def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
+        """Best solution found within the time limit; stops that cannot be served are listed
+        with a reason rather than dropped."""
+
+
+class BlobStore(abc.ABC):
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store and return a reference (``file://…`` embedded, ``gs://…`` on GCP)."""
+
+    @abc.abstractmethod
+    def get(self, reference: str) -> bytes:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
+    def exists(self, reference: str) -> bool: ...

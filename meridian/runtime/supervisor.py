@@ -1,0 +1,183 @@
+"""Starts the platform's processes, watches them, and stops them all cleanly.
+
+Each service runs as ``python -m <package>.app`` with ``PORT`` set, like a Cloud Run container.
+Children get their own session, so a Ctrl-C reaches only the supervisor, which then stops them in
+reverse order: SIGTERM, a grace period, then SIGKILL for any that linger.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from meridian.catalog import Catalog
+from meridian.config import Settings
+from meridian.observability import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """One process to run: its name, command line and the port its health check answers on."""
+
+    name: str
+    argv: Sequence[str]
+    port: int | None
+    health_path: str = "/healthz"
+
+
+def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProcess]:
+    """The platform process, then every catalog service whose ``<package>.app`` module exists.
+
+    The list grows by itself as services are built: a service is started once its package has an
+    ``app`` entrypoint.
+    """
+    processes = [
+        ServiceProcess(
+            "platform",
+            [sys.executable, "-m", "meridian.runtime.platform"],
+            settings.port_of("platform"),
+        )
+    ]
+    for name, spec in catalog.services.items():
+        if spec.kind == "pipeline" or not _module_exists(f"{spec.package}.app"):
+            continue
+        processes.append(
+            ServiceProcess(
+                name, [sys.executable, "-m", f"{spec.package}.app"], settings.port_of(name)
+            )
+        )
+    return processes
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    services: Sequence[ServiceProcess]
+    log_dir: Path
+    grace_seconds: float = 10.0
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for service in self.services:
+            env = {
+                **os.environ,
+                "MERIDIAN_SERVICE": service.name,
+                "MERIDIAN_BACKEND": self.settings.backend,
+                "MERIDIAN_DATA_DIR": str(self.settings.data_dir.resolve()),
+                "MERIDIAN_HOST": self.settings.host,
+                "MERIDIAN_BASE_PORT": str(self.settings.base_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+            if service.port is not None:
+                env["PORT"] = str(service.port)
+            logfile = (self.log_dir / f"{service.name}.log").open("ab")
+            self._children[service.name] = subprocess.Popen(
+                list(service.argv),
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            logfile.close()  # the child holds its own descriptor
+            log.info(
+                "service started",
+                name=service.name,
+                pid=self._children[service.name].pid,
+                port=service.port,
+            )
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        """Block until every service answers its health check; raise if one dies or times out."""
+        deadline = time.monotonic() + timeout_s
+        pending = [s for s in self.services if s.port is not None]
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                dead = self.dead()
+                if dead:
+                    raise RuntimeError(
+                        f"{', '.join(dead)} exited during start-up; see {self.log_dir}"
+                    )
+                still = []
+                for service in pending:
+                    url = f"http://{self.settings.host}:{service.port}{service.health_path}"
+                    try:
+                        if client.get(url).status_code != 200:
+                            still.append(service)
+                    except httpx.HTTPError:
+                        still.append(service)
+                pending = still
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(s.name for s in pending)
+                    raise TimeoutError(
+                        f"{names} not healthy after {timeout_s:.0f} s; see {self.log_dir}"
+                    )
+                if pending:
+                    time.sleep(0.1)
+
+    def dead(self) -> list[str]:
+        return [name for name, child in self._children.items() if child.poll() is not None]
+
+    def pids(self) -> dict[str, int]:
+        return {name: child.pid for name, child in self._children.items()}
+
+    def stop(self) -> dict[str, int]:
+        """Stop every child (reverse start order); returns each one's exit code."""
+        children = list(reversed(self._children.items()))
+        for _, child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_seconds
+        for name, child in children:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("service did not stop in time; killing it", name=name)
+                child.kill()
+                child.wait()
+        codes = {name: child.returncode for name, child in self._children.items()}
+        self._children.clear()
+        return codes
+
+
+def run_until(supervisor: Supervisor, duration_s: float | None, stop_on: Iterable[int] = ()) -> str:
+    """Wait until ``duration_s`` passes (None: forever), a signal arrives, or a child dies.
+    Returns why it stopped."""
+    reason = ""
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal reason
+        reason = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM, *stop_on)}
+    try:
+        deadline = None if not duration_s else time.monotonic() + duration_s
+        while not reason:
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = "duration elapsed"
+            elif dead := supervisor.dead():
+                reason = f"{', '.join(dead)} exited"
+            else:
+                time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return reason
