@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.table import Table
 from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
 from meridian.config import Settings
 from meridian.domain.errors import CatalogError
+from meridian.runtime.supervisor import StopSignals, Supervisor
 
 app = typer.Typer(
     help="Meridian: event-driven last-mile logistics, on Google Cloud or embedded.",
@@ -123,27 +125,28 @@ def up(
     duration: Duration = 0,
 ) -> None:
     """Start the embedded runtime: every service as its own process. Ctrl-C stops them all."""
-    from meridian.runtime.supervisor import Supervisor, run_until, runnable_services
+    from meridian.runtime.supervisor import StopRequested, run_until, runnable_services
 
     settings = _settings(data_dir, host, base_port)
     supervisor = Supervisor(
         settings, runnable_services(load_catalog(), settings), data_dir / "logs"
     )
-    try:
-        _start(supervisor, settings)
-        reason = run_until(supervisor, duration or None)
-        console.print(f"stopping ({reason})")
-    finally:
-        supervisor.stop()
+    reason = "start-up failed"
+    with StopSignals() as signals:
+        try:
+            _start(supervisor, settings, signals)
+            reason = run_until(supervisor, signals, duration or None)
+        except StopRequested as stop:
+            reason = str(stop)
+        finally:
+            console.print(f"stopping ({reason})")
+            _stop(supervisor)
     console.print("all services stopped")
 
 
-def _start(supervisor: object, settings: Settings) -> None:
-    from meridian.runtime.supervisor import Supervisor
-
-    assert isinstance(supervisor, Supervisor)
+def _start(supervisor: Supervisor, settings: Settings, signals: StopSignals) -> None:
     supervisor.start()
-    supervisor.wait_healthy()
+    supervisor.wait_healthy(signals=signals)
     table = Table(title=f"Meridian embedded runtime (data in {settings.data_dir})")
     table.add_column("service")
     table.add_column("url")
@@ -153,6 +156,15 @@ def _start(supervisor: object, settings: Settings) -> None:
         url = f"http://{settings.host}:{service.port}" if service.port else "-"
         table.add_row(service.name, url, str(pids[service.name]))
     console.print(table)
+
+
+def _stop(supervisor: Supervisor) -> dict[str, str]:
+    """Stop every child; describe how each ended (SIGTERM is the normal way for a server to end)."""
+    codes = supervisor.stop()
+    return {
+        name: "stopped" if code in (0, -signal.SIGTERM) else f"exit {code}"
+        for name, code in codes.items()
+    }
 
 
 @app.command()
@@ -165,32 +177,34 @@ def demo(
 ) -> None:
     """`up` plus a scripted delivery day, ending with a summary (after --duration seconds)."""
     from meridian.runtime.demo import print_summary, run_scenario
-    from meridian.runtime.supervisor import Supervisor, run_until, runnable_services
+    from meridian.runtime.supervisor import StopRequested, run_until, runnable_services
 
     started = time.monotonic()
     settings = _settings(data_dir, host, base_port)
     cat = load_catalog()
     supervisor = Supervisor(settings, runnable_services(cat, settings), data_dir / "logs")
-    try:
-        _start(supervisor, settings)
-        budget = max(1.0, (duration or 60) - (time.monotonic() - started) - 3)
-        report = run_scenario(
-            cat, settings, seconds=budget * 0.8, console=console, parcel_count=parcels
-        )
-        remaining = (duration - (time.monotonic() - started) - 2) if duration else None
-        reason = (
-            run_until(supervisor, remaining)
-            if remaining is None or remaining > 0
-            else "scenario done"
-        )
-        console.print(f"stopping ({reason})")
-    finally:
-        codes = supervisor.stop()
-    print_summary(report, console)
-    console.print(
-        f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
-        f"services stopped: {', '.join(f'{k}={v}' for k, v in codes.items())}"
-    )
+    report, reason = None, "start-up failed"
+    with StopSignals() as signals:
+        try:
+            _start(supervisor, settings, signals)
+            budget = max(1.0, (duration or 60) - (time.monotonic() - started) - 3)
+            report = run_scenario(cat, settings, seconds=budget * 0.8, console=console, parcel_count=parcels,
+                                  interrupted=lambda: bool(signals.reason))  # fmt: skip
+            remaining = duration - (time.monotonic() - started) - 2 if duration else None
+            reason = (
+                run_until(supervisor, signals, remaining)
+                if remaining is None or remaining > 0
+                else "done"
+            )
+        except StopRequested as stop:
+            reason = str(stop)
+        finally:
+            console.print(f"stopping ({reason})")
+            ended = _stop(supervisor)
+    if report is not None:
+        print_summary(report, console)
+    console.print(f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
+                  f"services: {', '.join(f'{k} {v}' for k, v in ended.items())}")  # fmt: skip
 
 
 if __name__ == "__main__":

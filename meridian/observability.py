@@ -47,21 +47,34 @@ def _google_fields(
 
 
 def configure_logging(service: str, level: str | None = None) -> None:
-    """JSON logs on stdout for ``service``; level from MERIDIAN_LOG_LEVEL (default INFO)."""
+    """JSON logs on stdout for ``service``, from structlog and from the standard library alike
+    (uvicorn, OpenTelemetry, …); level from MERIDIAN_LOG_LEVEL (default INFO)."""
     level_name = (level or os.environ.get("MERIDIAN_LOG_LEVEL", "INFO")).upper()
-    logging.basicConfig(stream=sys.stdout, level=level_name, format="%(message)s", force=True)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.TimeStamper(fmt="iso", key="time"),
+        structlog.processors.format_exc_info,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.TimeStamper(fmt="iso", key="time"),
-            structlog.processors.format_exc_info,
-            _google_fields,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*shared, _google_fields, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _google_fields,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level_name)
     structlog.contextvars.bind_contextvars(service=service)
 
 
@@ -75,12 +88,14 @@ def configure_tracing(service: str, exporter: SpanExporter | None = None) -> Tra
     Spans are exported to ``exporter`` if given, else to the console when
     MERIDIAN_TRACE_EXPORT=console; otherwise they are recorded but not exported.
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporter is None and os.environ.get("MERIDIAN_TRACE_EXPORT") == "console":
         exporter = ConsoleSpanExporter(out=sys.stderr)
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # OpenTelemetry lets the global be set only once
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        trace.set_tracer_provider(provider)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     return provider
 
 

@@ -224,6 +224,7 @@ def run_scenario(
     console: Console,
     parcel_count: int = 20,
     sleep: Callable[[float], None] = time.sleep,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> DemoReport:
     """Play the delivery day over about ``seconds``, printing each fact and where it fans out."""
     codec = EventCodec(catalog)
@@ -237,6 +238,9 @@ def run_scenario(
     day = list(delivery_day(random.Random(7), parcel_count))
     pause = seconds / max(1, len(day))
     for what, event in day:
+        if interrupted():
+            console.print("scenario interrupted")
+            break
         message = codec.to_message(event)
         decoded = codec.from_message(message.data, message.attributes)
         if decoded != event:

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -105,12 +106,15 @@ class Supervisor:
                 port=service.port,
             )
 
-    def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        """Block until every service answers its health check; raise if one dies or times out."""
+    def wait_healthy(self, timeout_s: float = 30.0, signals: StopSignals | None = None) -> None:
+        """Block until every service answers its health check; raise if one dies or times out,
+        or StopRequested if a stop signal arrives meanwhile."""
         deadline = time.monotonic() + timeout_s
         pending = [s for s in self.services if s.port is not None]
         with httpx.Client(timeout=1.0) as client:
             while pending:
+                if signals is not None:
+                    signals.check()
                 dead = self.dead()
                 if dead:
                     raise RuntimeError(
@@ -158,26 +162,44 @@ class Supervisor:
         return codes
 
 
-def run_until(supervisor: Supervisor, duration_s: float | None, stop_on: Iterable[int] = ()) -> str:
-    """Wait until ``duration_s`` passes (None: forever), a signal arrives, or a child dies.
-    Returns why it stopped."""
-    reason = ""
+class StopRequested(Exception):
+    """A signal asked the supervisor to stop while it was still starting services."""
 
-    def _stop(signum: int, _frame: object) -> None:
-        nonlocal reason
-        reason = signal.Signals(signum).name
 
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM, *stop_on)}
-    try:
-        deadline = None if not duration_s else time.monotonic() + duration_s
-        while not reason:
-            if deadline is not None and time.monotonic() >= deadline:
-                reason = "duration elapsed"
-            elif dead := supervisor.dead():
-                reason = f"{', '.join(dead)} exited"
-            else:
-                time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
+class StopSignals:
+    """Records SIGINT/SIGTERM from the moment it is entered, so a Ctrl-C during start-up still
+    stops every child instead of orphaning them (they run in their own sessions)."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.reason = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-    return reason
+
+    def check(self) -> None:
+        if self.reason:
+            raise StopRequested(self.reason)
+
+
+def run_until(supervisor: Supervisor, signals: StopSignals, duration_s: float | None) -> str:
+    """Wait until ``duration_s`` passes (None: forever), a stop signal arrives, or a child dies.
+    Returns why it stopped."""
+    deadline = None if not duration_s else time.monotonic() + duration_s
+    while True:
+        if signals.reason:
+            return signals.reason
+        if deadline is not None and time.monotonic() >= deadline:
+            return "duration elapsed"
+        if dead := supervisor.dead():
+            return f"{', '.join(dead)} exited"
+        time.sleep(0.1)

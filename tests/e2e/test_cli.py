@@ -1,0 +1,127 @@
+"""The `meridian` command as a user runs it: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import MERIDIAN, ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_catalog_prints_topics_event_types_and_subscriptions(runtime_env: dict[str, str]) -> None:
+    result = subprocess.run([*MERIDIAN, "catalog"], env={**runtime_env, "COLUMNS": "200"}, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for expected in ("vehicle.telemetry", "logistics.events.dlq", "ParcelDelivered", "client-webhook",
+                     "push → billing/events", 'attributes.eventType = "ParcelDelivered"'):  # fmt: skip
+        assert expected in result.stdout
+
+
+def test_catalog_refuses_a_broken_file(runtime_env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "catalog.yaml"
+    broken.write_text(
+        "version: 1\nservices: {}\ntopics: {}\nevent_types: {}\nsubscriptions: {x: {}}\n"
+    )
+    result = subprocess.run([*MERIDIAN, "catalog", "--catalog", str(broken)], env=runtime_env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert "subscriptions.x.topic" in " ".join(result.stdout.split())
+
+
+def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[str, str]) -> None:
+    base = int(runtime_env["MERIDIAN_BASE_PORT"])
+    process = subprocess.Popen([*MERIDIAN, "up", "--duration", "6"], env=runtime_env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        health = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=1).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health == {"status": "ok"}
+        topology = httpx.get(f"http://127.0.0.1:{base}/v1/topology", timeout=5).json()
+        assert topology["subscriptions"]["billing"]["filter"].startswith("attributes.eventType")
+        output, _ = process.communicate(timeout=40)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert "duration elapsed" in output
+    assert "all services stopped" in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=1)
+
+
+def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -> None:
+    base = int(runtime_env["MERIDIAN_BASE_PORT"])
+    process = subprocess.Popen([*MERIDIAN, "up"], env=runtime_env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        child_pids = [int(line.split()[-1]) for line in _pid_lines(base)]
+        assert child_pids, "no child listening on the platform port"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert "stopping (SIGINT)" in output
+    time.sleep(0.2)
+    assert not any(_alive(pid) for pid in child_pids)
+
+
+def _pid_lines(port: int) -> list[str]:
+    """Lines 'port pid' for processes listening on ``port`` (read from /proc, no extra tools)."""
+    inode_of = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.readlines()[1:]:
+                cols = row.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inode_of[cols[9]] = port
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inode_of:
+                    found.append(f"{port} {pid}")
+        except OSError:
+            continue
+    return found
+
+
+def test_demo_runs_the_scenario_and_exits_after_its_duration(runtime_env: dict[str, str]) -> None:
+    started = time.monotonic()
+    result = subprocess.run([*MERIDIAN, "demo", "--duration", "12", "--parcels", "6"], env=runtime_env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=90)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())
+    assert "p-demo-000 delivered" in out
+    assert "Fan-out by subscription" in out
+    assert "demo finished" in out
+    assert 8 < elapsed < 40, elapsed

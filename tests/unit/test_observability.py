@@ -1,0 +1,55 @@
+"""JSON logs with the fields Cloud Logging reads, and W3C trace context through message attributes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from meridian.observability import (
+    configure_logging,
+    configure_tracing,
+    extract_context,
+    get_logger,
+    inject_traceparent,
+)
+
+
+def test_logs_are_json_with_severity_message_and_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("billing")
+    tracer = configure_tracing("billing").get_tracer("test")
+    with tracer.start_as_current_span("charge") as span:
+        get_logger("test").warning("charge retried", parcel_id="p-1")
+        context = span.get_span_context()
+    get_logger("test").info("outside any span")
+    first, second = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert first["severity"] == "WARNING"
+    assert first["message"] == "charge retried"
+    assert first["parcel_id"] == "p-1"
+    assert first["service"] == "billing"
+    assert first["logging.googleapis.com/trace"].endswith(f"/traces/{context.trace_id:032x}")
+    assert first["logging.googleapis.com/spanId"] == f"{context.span_id:016x}"
+    assert second["severity"] == "INFO"
+    assert "logging.googleapis.com/trace" not in second
+
+
+def test_a_consumer_span_continues_the_producer_trace() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = configure_tracing("test", exporter).get_tracer("test")
+    with tracer.start_as_current_span("publish"):
+        attributes = inject_traceparent({"eventType": "ParcelDelivered"})
+    assert attributes["traceparent"].startswith("00-")
+    with tracer.start_as_current_span("consume", context=extract_context(attributes)):
+        pass
+    publish, consume = exporter.get_finished_spans()
+    assert consume.context.trace_id == publish.context.trace_id
+    assert consume.parent is not None and consume.parent.span_id == publish.context.span_id
+
+
+def test_no_span_means_no_traceparent_and_garbage_is_ignored() -> None:
+    configure_tracing("test")
+    assert inject_traceparent({}) == {}
+    context = extract_context({"traceparent": "not-a-traceparent"})
+    assert not trace.get_current_span(context).get_span_context().is_valid
