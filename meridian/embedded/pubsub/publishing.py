@@ -1,0 +1,152 @@
+"""Publish: check Pub/Sub's limits, store the batch and fan it out to every subscription.
+
+Filters are evaluated here, once per message and subscription (reference §1.2 [impl]): a message a
+subscription's filter rejects never gets a backlog row, which is what "auto-acknowledged, never
+delivered, never counted" means. The whole batch is one transaction with one ``executemany`` per
+table, which is what makes the broker fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from meridian.domain.errors import LimitExceeded, ValidationError
+from meridian.embedded.pubsub.config import (
+    MAX_ATTRIBUTE_KEY_BYTES,
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES,
+    MAX_DATA_BYTES,
+    MAX_MESSAGES_PER_PUBLISH,
+    MAX_ORDERING_KEY_BYTES,
+    MAX_REQUEST_BYTES,
+)
+from meridian.embedded.pubsub.store import Store
+from meridian.embedded.pubsub.topology import Topology
+from meridian.ports import Message
+
+
+def check_limits(messages: Sequence[Message]) -> None:
+    """Raise LimitExceeded naming the first limit the batch crosses (reference §2.8)."""
+    if not messages:
+        raise ValidationError("a publish request needs at least one message")
+    if len(messages) > MAX_MESSAGES_PER_PUBLISH:
+        raise LimitExceeded(
+            f"{len(messages)} messages in one publish; the limit is "
+            f"{MAX_MESSAGES_PER_PUBLISH} messages per publish request"
+        )
+    total = 0
+    for index, message in enumerate(messages):
+        where = f"message {index}"
+        size = len(message.data)
+        total += size
+        if size > MAX_DATA_BYTES:
+            raise LimitExceeded(
+                f"{where}: data is {size} bytes; the limit is {MAX_DATA_BYTES} bytes (10 MB)"
+            )
+        attributes = message.attributes
+        if not size and not attributes:
+            raise ValidationError(f"{where}: a message needs non-empty data or an attribute")
+        if len(attributes) > MAX_ATTRIBUTES:
+            raise LimitExceeded(
+                f"{where}: {len(attributes)} attributes; the limit is {MAX_ATTRIBUTES} attributes"
+            )
+        for key, value in attributes.items():
+            key_size = len(key.encode())
+            if key_size > MAX_ATTRIBUTE_KEY_BYTES:
+                raise LimitExceeded(
+                    f"{where}: attribute key {key[:32]!r}… is {key_size} bytes; the limit is "
+                    f"{MAX_ATTRIBUTE_KEY_BYTES} bytes per attribute key"
+                )
+            value_size = len(value.encode())
+            if value_size > MAX_ATTRIBUTE_VALUE_BYTES:
+                raise LimitExceeded(
+                    f"{where}: attribute {key!r} value is {value_size} bytes; the limit is "
+                    f"{MAX_ATTRIBUTE_VALUE_BYTES} bytes per attribute value"
+                )
+            if not key:
+                raise ValidationError(f"{where}: attribute keys must not be empty")
+            if key.startswith("goog"):
+                raise ValidationError(f"{where}: attribute key {key!r}: 'goog' keys are reserved")
+            total += key_size + value_size
+        key_size = len(message.ordering_key.encode())
+        if key_size > MAX_ORDERING_KEY_BYTES:
+            raise LimitExceeded(
+                f"{where}: ordering key is {key_size} bytes; the limit is "
+                f"{MAX_ORDERING_KEY_BYTES} bytes (1 KB)"
+            )
+    if total > MAX_REQUEST_BYTES:
+        raise LimitExceeded(
+            f"publish request is {total} bytes; the limit is {MAX_REQUEST_BYTES} bytes (10 MB)"
+        )
+
+
+def publish(
+    store: Store,
+    topology: Topology,
+    clock: Callable[[], float],
+    topic_name: str,
+    messages: Sequence[Message],
+    checked: bool = False,
+) -> list[str]:
+    """Store ``messages`` on the topic and fan them out; returns their ids once committed."""
+    if not checked:
+        check_limits(messages)
+    with store.write() as db:
+        topic = topology.topic(topic_name, db)
+        first = insert_batch(db, topology, topic.id, messages, clock())
+    return [str(first + i) for i in range(len(messages))]
+
+
+def insert_batch(
+    db: sqlite3.Connection,
+    topology: Topology,
+    topic_id: int,
+    messages: Sequence[Message],
+    now: float,
+) -> int:
+    """Inside the caller's write transaction: store and fan out; returns the first message id."""
+    count = len(messages)
+    (last,) = db.execute(
+        "UPDATE meta SET value = value + ? WHERE key = 'next_message_id' RETURNING value",
+        (count,),
+    ).fetchone()
+    first: int = last - count
+    db.executemany(
+        "INSERT INTO messages (id, topic_id, publish_time, data, attributes, ordering_key)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                first + i,
+                topic_id,
+                now,
+                m.data,
+                json.dumps(m.attributes, separators=(",", ":")) if m.attributes else None,
+                m.ordering_key or None,
+            )
+            for i, m in enumerate(messages)
+        ],
+    )
+    rows = fan_out(topology, topic_id, first, messages, now)
+    if rows:
+        db.executemany(
+            "INSERT INTO backlog (sub_id, msg_id, due, ordering_key) VALUES (?, ?, ?, ?)", rows
+        )
+    return first
+
+
+def fan_out(
+    topology: Topology, topic_id: int, first_id: int, messages: Sequence[Message], due: float
+) -> list[tuple[int, int, float, str | None]]:
+    """Backlog rows for every (subscription, message) its filter accepts."""
+    rows: list[tuple[int, int, float, str | None]] = []
+    for sub in topology.subscriptions_of(topic_id):
+        condition = sub.filter.condition
+        ordered = sub.config.ordering
+        for i, m in enumerate(messages):
+            if condition is None or condition.matches(m.attributes):
+                rows.append(
+                    (sub.id, first_id + i, due, (m.ordering_key or None) if ordered else None)
+                )
+    return rows

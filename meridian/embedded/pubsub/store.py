@@ -1,0 +1,99 @@
+"""The broker's SQLite file: schema, per-thread connections and write transactions.
+
+WAL mode lets many processes read while one writes; every write is one ``BEGIN IMMEDIATE``
+transaction so two processes pulling the same subscription never lease the same message twice.
+``synchronous=NORMAL`` in WAL mode keeps every committed transaction across a process crash
+(kill -9), which is the failure the platform must survive; only an OS crash could lose the last
+commits, and the broker is a laptop runtime.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('next_message_id', 1), ('topology_version', 0);
+CREATE TABLE IF NOT EXISTS topics (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, retention_s REAL NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, topic_id INTEGER NOT NULL,
+    config TEXT NOT NULL, created REAL NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0);
+-- Messages are kept for the topic's retention so that seek can replay them.
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, publish_time REAL NOT NULL,
+    data BLOB NOT NULL, attributes TEXT, ordering_key TEXT);
+CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic_id, publish_time);
+-- One row per (subscription, unacknowledged message): the backlog. Ack deletes the row, so the
+-- table stays as small as the backlog. ``due`` is when the message may next be delivered
+-- (publish time, lease expiry plus backoff, or nack time plus backoff); ``leased_until`` is set
+-- while a consumer holds it.
+CREATE TABLE IF NOT EXISTS backlog (
+    sub_id INTEGER NOT NULL, msg_id INTEGER NOT NULL, due REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, leased_until REAL, ordering_key TEXT,
+    PRIMARY KEY (sub_id, msg_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS backlog_due ON backlog (sub_id, due);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY, sub_id INTEGER NOT NULL, topic_id INTEGER NOT NULL,
+    high_water INTEGER NOT NULL, created REAL NOT NULL, expire REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot_members (
+    snapshot TEXT NOT NULL, msg_id INTEGER NOT NULL, PRIMARY KEY (snapshot, msg_id))
+    WITHOUT ROWID;
+"""
+
+
+class Store:
+    """One database file shared by every process of the data directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self.write() as db:
+            # One statement at a time: executescript would commit the write lock away, and two
+            # processes creating the schema at once must not interleave.
+            sql = "\n".join(line for line in SCHEMA.splitlines() if not line.startswith("--"))
+            for statement in sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must not be shared across threads)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One immediate (write-locked) transaction, committed on success, rolled back on error."""
+        db = self.connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap cross-process wake-up signal."""
+        row = self.connection().execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
