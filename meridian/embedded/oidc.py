@@ -38,8 +38,8 @@ class TokenIssuer:
 
     def __init__(self, data_dir: Path | str, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._key = _load_or_create_key(_oidc_dir(data_dir))
-        self._kid = _kid(self._key.public_key())
+        self._key = load_or_create_key(_oidc_dir(data_dir))
+        self._kid = key_id(self._key.public_key())
         self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
     def token(self, audience: str, email: str) -> str:
@@ -112,14 +112,16 @@ def verify_push_token(
     return PushTokenVerifier(load_jwks(data_dir)).verify(token, audience)
 
 
-def _kid(public_key: rsa.RSAPublicKey) -> str:
+def key_id(public_key: rsa.RSAPublicKey) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()[:16]
 
 
-def _load_or_create_key(directory: Path) -> rsa.RSAPrivateKey:
+def load_or_create_key(directory: Path) -> rsa.RSAPrivateKey:
+    """The RSA signing key kept in ``directory`` (created on first use, race-free across
+    processes), with its public half published beside it as ``jwks.json``."""
     key_path = directory / KEY_FILE
     if not key_path.exists():
         directory.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ def _load_or_create_key(directory: Path) -> rsa.RSAPrivateKey:
     jwks_path = directory / JWKS_FILE
     if not jwks_path.exists():
         jwk = json.loads(RSAAlgorithm.to_jwk(loaded.public_key()))
-        jwk.update({"kid": _kid(loaded.public_key()), "alg": "RS256", "use": "sig"})
+        jwk.update({"kid": key_id(loaded.public_key()), "alg": "RS256", "use": "sig"})
         tmp_jwks = directory / f".{JWKS_FILE}.{os.getpid()}"
         tmp_jwks.write_text(json.dumps({"keys": [jwk]}, indent=2))
         os.replace(tmp_jwks, jwks_path)

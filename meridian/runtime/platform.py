@@ -1,18 +1,46 @@
 """The platform process: the embedded stand-in for Google's managed side.
 
-It answers for the runtime as a whole (health, the topology it runs from the catalog). Push
-delivery, the Eventarc emulation, the Workflows engine and the BigQuery-subscription sink attach
-here as they are built, each with its own module.
+It runs what Google runs for us in production: Pub/Sub push delivery (with OIDC tokens), the
+BigQuery-subscription sink into the warehouse, and the Pub/Sub gRPC API for official clients
+(``PUBSUB_EMULATOR_HOST``). The Eventarc emulation and the Workflows engine attach here too, each in
+its own module. It also answers for the runtime as a whole: health and the topology it serves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 
 from meridian.catalog import Catalog, PushDelivery, load_catalog
 from meridian.config import Settings
+from meridian.embedded.oidc import TokenIssuer
+from meridian.embedded.pubsub.bigquery import BigQuerySink
+from meridian.embedded.pubsub.broker import Broker
+from meridian.embedded.pubsub.grpc_server import serve as serve_grpc
+from meridian.embedded.pubsub.push import PushDispatcher
+from meridian.embedded.warehouse import EmbeddedWarehouse
+from meridian.http import install_problem_handlers
+from meridian.observability import get_logger
+
+log = get_logger(__name__)
+
+
+def push_endpoint(settings: Settings) -> Any:
+    return lambda service, path: f"{settings.url_of(service)}{path}"
+
+
+def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
+    """Create the catalog's topics and subscriptions before any service starts, as a Terraform
+    apply precedes a deploy, so no service ever publishes to a topic that does not exist yet."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Broker(settings.data_dir, project=settings.project).apply_catalog(
+        catalog, push_endpoint(settings)
+    )
 
 
 def topology(catalog: Catalog, settings: Settings) -> dict[str, Any]:
@@ -37,11 +65,31 @@ def topology(catalog: Catalog, settings: Settings) -> dict[str, Any]:
             for n, e in catalog.event_types.items()
         },
         "subscriptions": subscriptions,
+        "pubsub_emulator_host": f"{settings.host}:{settings.port_of('pubsub-grpc')}",
     }
 
 
 def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
-    app = FastAPI(title="Meridian embedded platform", version="1")
+    broker = Broker(settings.data_dir, project=settings.project)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        broker.apply_catalog(catalog, push_endpoint(settings))
+        pusher = PushDispatcher(broker, TokenIssuer(settings.data_dir))
+        sink = BigQuerySink(broker, EmbeddedWarehouse(settings.data_dir))
+        grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))
+        tasks = [asyncio.create_task(pusher.run()), asyncio.create_task(sink.run())]
+        log.info("platform started", pubsub_grpc=f"{settings.host}:{grpc_port}")
+        try:
+            yield
+        finally:
+            pusher.stop()
+            sink.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            grpc_server.stop(grace=1)
+
+    app = FastAPI(title="Meridian embedded platform", version="1", lifespan=lifespan)
+    install_problem_handlers(app)
     served = topology(catalog, settings)
 
     @app.get("/healthz")
@@ -51,6 +99,10 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
     @app.get("/v1/topology")
     def get_topology() -> dict[str, Any]:
         return served
+
+    @app.get("/v1/subscriptions/{name}/metrics")
+    def subscription_metrics(name: str) -> dict[str, Any]:
+        return dataclasses.asdict(broker.metrics(name))
 
     return app
 

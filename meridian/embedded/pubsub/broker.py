@@ -24,6 +24,11 @@ from meridian.embedded.pubsub.topology import Topology
 from meridian.ports import Message, ReceivedMessage
 
 DB_FILE = "pubsub.sqlite3"
+
+
+def push_service_account(project: str) -> str:
+    """The one identity every push subscription signs with, as in terraform/ (pubsub-push)."""
+    return f"pubsub-push@{project}.iam.gserviceaccount.com"
 PURGE_EVERY_S = 60.0
 
 
@@ -108,7 +113,7 @@ class Broker:
                 push_endpoint=push_endpoint(delivery.service, delivery.path)
                 if isinstance(delivery, PushDelivery)
                 else None,
-                push_service_account=f"{delivery.service}-push@{self.project}.iam.gserviceaccount.com"
+                push_service_account=push_service_account(self.project)
                 if isinstance(delivery, PushDelivery)
                 else None,
                 bigquery_table=delivery.table if isinstance(delivery, BigQueryDelivery) else None,

@@ -1,0 +1,44 @@
+"""Who is calling: drivers and dispatchers with bearer tokens, client systems with API keys.
+
+Production verifies Identity Platform ID tokens; embedded, a local issuer signs tokens
+(``meridian token --role driver --sub drv-7``). Both produce an ``Actor``; handlers decide what
+that actor may do.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from meridian.domain.errors import PermissionDenied
+
+Role = Literal["driver", "dispatcher", "client"]
+ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated caller: ``subject`` is the driver id, dispatcher id or client id."""
+
+    subject: str
+    role: Role
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise PermissionDenied(
+                f"{self.role} {self.subject} may not do this; it needs the role {' or '.join(roles)}"
+            )
+
+
+class IdentityVerifier(abc.ABC):
+    """Turns a bearer token into an Actor; raises Unauthenticated for a bad or expired token."""
+
+    @abc.abstractmethod
+    def verify(self, token: str) -> Actor: ...
+
+
+def api_key_digest(api_key: str) -> str:
+    """API keys are stored only as this digest (``api_keys/{digest}`` → client id)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()

@@ -1,0 +1,251 @@
+"""The command service: accept fast, write once, answer 202.
+
+Entrypoint only: it parses HTTP, authenticates, calls a handler and maps errors to problem
+details. Everything that happens after the commit happens elsewhere, off this path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from meridian.auth import Actor, IdentityVerifier
+from meridian.domain.commands import (
+    CreateShipment,
+    DeliverParcel,
+    FailDelivery,
+    NewParcel,
+    RequeueParcel,
+    ReturnParcel,
+    SendOutForDelivery,
+)
+from meridian.domain.errors import Unauthenticated
+from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
+from meridian.http import install_problem_handlers
+from meridian.idempotency import RequestKey
+from services.command import handlers
+from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShipmentRequest(_Body):
+    shipment_id: Identifier | None = None
+    parcels: list[NewParcel] = Field(min_length=1, max_length=500)
+
+
+class DeliverRequest(_Body):
+    driver_id: Identifier | None = Field(default=None, description="defaults to the token's driver")
+    vehicle_id: Identifier
+    delivered_at: datetime
+    position: GeoPoint
+    pod: ProofOfDelivery | None = None
+
+
+class OutForDeliveryRequest(_Body):
+    driver_id: Identifier | None = None
+    vehicle_id: Identifier
+    at: datetime
+
+
+class FailRequest(_Body):
+    driver_id: Identifier | None = None
+    vehicle_id: Identifier
+    failed_at: datetime
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class AssignRequest(_Body):
+    route_id: Identifier
+    driver_id: Identifier
+    vehicle_id: Identifier
+    window_id: Identifier = "manual"
+
+
+class ReasonRequest(_Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class TelemetryRequest(_Body):
+    # Pings are validated one by one in the handler, so one bad ping does not sink the batch.
+    pings: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
+
+
+class Accepted(BaseModel):
+    parcel_id: str
+    status: str
+    accepted_at: str
+
+
+async def _caller(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Actor:
+    """Drivers and dispatchers send a bearer token; client systems send an API key."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Authorization must be 'Bearer <token>'")
+        verifier: IdentityVerifier = request.app.state.verifier
+        return verifier.verify(token)
+    if x_api_key:
+        deps: Deps = request.app.state.deps
+        return await run_in_threadpool(handlers.client_for_api_key, x_api_key, deps.store)
+    raise Unauthenticated(
+        "send a bearer token (drivers, dispatchers) or an X-API-Key (client systems)"
+    )
+
+
+Caller = Annotated[Actor, Depends(_caller)]
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+
+def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
+    app = FastAPI(
+        title="Meridian command service",
+        version="1",
+        description="Accept-fast commands: validate, one idempotent transactional write, 202.",
+    )
+    install_problem_handlers(app)
+    app.state.deps = deps
+    app.state.verifier = verifier
+
+    async def request_key(request: Request, caller: Actor, key: str | None) -> RequestKey | None:
+        if not key:
+            return None
+        return RequestKey.of(
+            f"{caller.role}:{caller.subject}",
+            key,
+            request.method,
+            request.url.path,
+            await request.body(),
+        )
+
+    def accepted(body: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(body, status_code=202)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/shipments", status_code=202, tags=["shipments"])
+    async def create_shipment(
+        body: ShipmentRequest,
+        request: Request,
+        caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        cmd = CreateShipment(
+            client_id=caller.subject, shipment_id=body.shipment_id, parcels=tuple(body.parcels)
+        )
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handlers.create_shipment, cmd, caller, deps, key))
+
+    @app.get("/v1/shipments/{shipment_id}", tags=["shipments"])
+    async def get_shipment(shipment_id: str, caller: Caller) -> dict[str, Any]:
+        return await run_in_threadpool(handlers.get_shipment, shipment_id, caller, deps)
+
+    @app.get("/v1/parcels/{parcel_id}", tags=["parcels"])
+    async def get_parcel(parcel_id: str, caller: Caller) -> dict[str, Any]:
+        return await run_in_threadpool(handlers.get_parcel_status, parcel_id, caller, deps)
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:deliver",
+        status_code=202,
+        response_model=Accepted,
+        tags=["parcels"],
+    )
+    async def deliver(
+        parcel_id: Identifier, body: DeliverRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        cmd = DeliverParcel(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject, vehicle_id=body.vehicle_id,
+                            delivered_at=body.delivered_at, position=body.position, pod=body.pod)  # fmt: skip
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handlers.deliver_parcel, cmd, caller, deps, key))
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:out-for-delivery",
+        status_code=202,
+        response_model=Accepted,
+        tags=["parcels"],
+    )
+    async def out_for_delivery(
+        parcel_id: Identifier, body: OutForDeliveryRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        cmd = SendOutForDelivery(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject,
+                                 vehicle_id=body.vehicle_id, at=body.at)  # fmt: skip
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(
+            await run_in_threadpool(handlers.send_out_for_delivery, cmd, caller, deps, key)
+        )
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:fail", status_code=202, response_model=Accepted, tags=["parcels"]
+    )
+    async def fail(
+        parcel_id: Identifier, body: FailRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        cmd = FailDelivery(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject, vehicle_id=body.vehicle_id,
+                           failed_at=body.failed_at, reason=body.reason)  # fmt: skip
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handlers.fail_delivery, cmd, caller, deps, key))
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:assign",
+        status_code=202,
+        response_model=Accepted,
+        tags=["dispatch"],
+    )
+    async def assign(
+        parcel_id: Identifier, body: AssignRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(
+            handlers.assign_parcel, parcel_id, body.route_id, body.driver_id, body.vehicle_id, body.window_id,
+            caller, deps, key))  # fmt: skip
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:requeue",
+        status_code=202,
+        response_model=Accepted,
+        tags=["dispatch"],
+    )
+    async def requeue(
+        parcel_id: Identifier, body: ReasonRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        cmd = RequeueParcel(parcel_id=parcel_id, reason=body.reason)
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handlers.requeue_parcel, cmd, caller, deps, key))
+
+    @app.post(
+        "/v1/parcels/{parcel_id}:return",
+        status_code=202,
+        response_model=Accepted,
+        tags=["dispatch"],
+    )
+    async def return_to_sender(
+        parcel_id: Identifier, body: ReasonRequest, request: Request, caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:  # fmt: skip
+        cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handlers.return_parcel, cmd, caller, deps, key))
+
+    @app.post("/v1/telemetry", status_code=202, tags=["telemetry"])
+    async def telemetry(body: TelemetryRequest, caller: Caller) -> JSONResponse:
+        return accepted(await run_in_threadpool(handlers.record_pings, body.pings, caller, deps))
+
+    return app

@@ -1,0 +1,301 @@
+"""The command service's use cases: one function each, taking the command and the ports it needs.
+
+Every write is one transaction that also records the idempotency ledger entry, so a retried
+request returns the first response and writes nothing more. The commit is the event: the event
+publisher turns each committed state change into a domain event (Eventarc's native outbox).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+from meridian.auth import Actor, api_key_digest
+from meridian.codec import EventCodec
+from meridian.domain.commands import (
+    CreateShipment,
+    DeliverParcel,
+    FailDelivery,
+    RecordPing,
+    RequeueParcel,
+    ReturnParcel,
+    SendOutForDelivery,
+)
+from meridian.domain.errors import NotFound, PermissionDenied, Unauthenticated
+from meridian.domain.events import VehiclePing, derive_event_id
+from meridian.domain.model import Parcel, Shipment
+from meridian.idempotency import RequestKey, record_response, replayed_response
+from meridian.ports import DocumentStore, Publisher, Transaction
+from meridian.records import parcel_document, parcel_from_document, shipment_document
+
+TELEMETRY_TOPIC = "vehicle.telemetry"
+MAX_PINGS_PER_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the handlers need: built once by bootstrap, fakes in unit tests."""
+
+    store: DocumentStore
+    publisher: Publisher
+    codec: EventCodec
+    clock: Callable[[], datetime]
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+# Shipments -------------------------------------------------------------------------------------
+
+
+def create_shipment(
+    cmd: CreateShipment, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    """Accept a client's shipment and its parcels in one transaction."""
+    actor.require("client")
+    if cmd.client_id != actor.subject:
+        raise PermissionDenied(
+            f"client {actor.subject} cannot create shipments for {cmd.client_id}"
+        )
+    now = deps.clock()
+    shipment_id = cmd.shipment_id or _new_id("s")
+    parcels = [
+        Parcel(
+            parcel_id=new.parcel_id or _new_id("p"),
+            shipment_id=shipment_id,
+            client_id=cmd.client_id,
+            recipient=new.recipient,
+            stop=new.stop,
+            weight_kg=new.weight_kg,
+        )
+        for new in cmd.parcels
+    ]
+    shipment = Shipment(
+        shipment_id=shipment_id,
+        client_id=cmd.client_id,
+        parcel_ids=tuple(p.parcel_id for p in parcels),
+        created_at=now,
+    )
+
+    def work(tx: Transaction) -> dict[str, Any]:
+        if (replay := replayed_response(tx, request)) is not None:
+            return replay
+        tx.create(f"shipments/{shipment_id}", shipment_document(shipment, now))
+        for parcel in parcels:
+            tx.create(
+                f"parcels/{parcel.parcel_id}", parcel_document(parcel, now, "CreateShipment", actor)
+            )
+        response = {
+            "shipment_id": shipment_id,
+            "parcel_ids": list(shipment.parcel_ids),
+            "status_url": f"/v1/shipments/{shipment_id}",
+            "parcel_status_urls": [f"/v1/parcels/{p}" for p in shipment.parcel_ids],
+            "accepted_at": now.isoformat(),
+        }
+        record_response(tx, request, response, now)
+        return response
+
+    return deps.store.run_transaction(work)
+
+
+def get_shipment(shipment_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:
+    document = deps.store.get(f"shipments/{shipment_id}")
+    if document is None or (actor.role == "client" and document.data["client_id"] != actor.subject):
+        raise NotFound(f"no shipment {shipment_id}")
+    statuses = {}
+    for parcel_id in document.data["parcel_ids"]:
+        parcel = deps.store.get(f"parcels/{parcel_id}")
+        statuses[parcel_id] = parcel.data["status"] if parcel else "UNKNOWN"
+    return {**_public(document.data), "parcels": statuses}
+
+
+# Parcel moves ----------------------------------------------------------------------------------
+
+
+def _move_parcel(
+    parcel_id: str,
+    command_name: str,
+    actor: Actor,
+    deps: Deps,
+    request: RequestKey | None,
+    move: Callable[[Parcel], Parcel],
+    authorize: Callable[[Parcel], None],
+) -> dict[str, Any]:
+    now = deps.clock()
+
+    def work(tx: Transaction) -> dict[str, Any]:
+        if (replay := replayed_response(tx, request)) is not None:
+            return replay
+        document = tx.get(f"parcels/{parcel_id}")
+        if document is None:
+            raise NotFound(f"no parcel {parcel_id}")
+        parcel = parcel_from_document(document.data)
+        authorize(parcel)
+        moved = move(parcel)
+        tx.set(f"parcels/{parcel_id}", parcel_document(moved, now, command_name, actor))
+        response = {
+            "parcel_id": parcel_id,
+            "status": moved.status.value,
+            "accepted_at": now.isoformat(),
+        }
+        record_response(tx, request, response, now)
+        return response
+
+    return deps.store.run_transaction(work)
+
+
+def _the_assigned_driver(actor: Actor, driver_id: str) -> Callable[[Parcel], None]:
+    """Drivers act only for themselves, and only on parcels assigned to them once assigned."""
+
+    def check(parcel: Parcel) -> None:
+        actor.require("driver")
+        if driver_id != actor.subject:
+            raise PermissionDenied(f"driver {actor.subject} cannot act as driver {driver_id}")
+        if parcel.driver_id is not None and parcel.driver_id != actor.subject:
+            raise PermissionDenied(f"parcel {parcel.parcel_id} is assigned to another driver")
+
+    return check
+
+
+def send_out_for_delivery(
+    cmd: SendOutForDelivery, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    return _move_parcel(cmd.parcel_id, "SendOutForDelivery", actor, deps, request,
+                        lambda p: p.send_out(), _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+
+
+def deliver_parcel(
+    cmd: DeliverParcel, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    return _move_parcel(cmd.parcel_id, "DeliverParcel", actor, deps, request,
+                        lambda p: p.deliver(cmd.delivered_at, cmd.position, cmd.pod),
+                        _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+
+
+def fail_delivery(
+    cmd: FailDelivery, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    return _move_parcel(cmd.parcel_id, "FailDelivery", actor, deps, request,
+                        lambda p: p.fail(cmd.reason), _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+
+
+def _dispatcher_only(actor: Actor) -> Callable[[Parcel], None]:
+    return lambda _: actor.require("dispatcher")
+
+
+def assign_parcel(
+    parcel_id: str, route_id: str, driver_id: str, vehicle_id: str, window_id: str,
+    actor: Actor, deps: Deps, request: RequestKey | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Manual dispatch from the desk: plan a parcel into a window and assign it in one step."""
+
+    def plan_and_assign(parcel: Parcel) -> Parcel:
+        planned = parcel.plan(window_id) if parcel.status == "CREATED" else parcel
+        return planned.assign(route_id, driver_id, vehicle_id)
+
+    return _move_parcel(
+        parcel_id, "AssignParcel", actor, deps, request, plan_and_assign, _dispatcher_only(actor)
+    )
+
+
+def requeue_parcel(
+    cmd: RequeueParcel, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    return _move_parcel(cmd.parcel_id, "RequeueParcel", actor, deps, request,
+                        lambda p: p.requeue(), _dispatcher_only(actor))  # fmt: skip
+
+
+def return_parcel(
+    cmd: ReturnParcel, actor: Actor, deps: Deps, request: RequestKey | None
+) -> dict[str, Any]:
+    return _move_parcel(cmd.parcel_id, "ReturnParcel", actor, deps, request,
+                        lambda p: p.return_to_sender(), _dispatcher_only(actor))  # fmt: skip
+
+
+def get_parcel_status(parcel_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:
+    """The parcel's status from the ``parcel_status`` read model (ETA and SLA included once the
+    ETA reactor has projected it), else from the parcel itself."""
+    parcel = deps.store.get(f"parcels/{parcel_id}")
+    if parcel is None or (actor.role == "client" and parcel.data["client_id"] != actor.subject):
+        raise NotFound(f"no parcel {parcel_id}")
+    view = deps.store.get(f"parcel_status/{parcel_id}")
+    status = {
+        "parcel_id": parcel_id,
+        "shipment_id": parcel.data["shipment_id"],
+        "status": parcel.data["status"],
+        "updated_at": parcel.data["updated_at"],
+        "driver_id": parcel.data.get("driver_id"),
+        "vehicle_id": parcel.data.get("vehicle_id"),
+        "window_end": parcel.data["stop"]["window"]["end"],
+    }
+    if view is not None:
+        status.update(
+            {k: v for k, v in view.data.items() if k in ("eta", "sla", "route_id", "pod_complete")}
+        )
+    return status
+
+
+# Telemetry -------------------------------------------------------------------------------------
+
+
+def record_pings(raw_pings: Sequence[Any], actor: Actor, deps: Deps) -> dict[str, Any]:
+    """Publish a batch of pings to the telemetry topic; never touches the document store.
+
+    Each ping is validated on its own: bad ones are listed with their index and error, good ones
+    in the same batch are kept.
+    """
+    actor.require("driver")
+    now = deps.clock()
+    messages, rejected = [], []
+    for index, raw in enumerate(raw_pings):
+        try:
+            ping = RecordPing.model_validate(raw)
+        except pydantic.ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'ping'}: {err['msg']}"
+                for err in e.errors()
+            )
+            rejected.append({"index": index, "error": problems})
+            continue
+        if ping.driver_id is not None and ping.driver_id != actor.subject:
+            rejected.append(
+                {"index": index, "error": f"driver_id: not {actor.subject}, the token's driver"}
+            )
+            continue
+        recorded = ping.recorded_at.isoformat()
+        event = VehiclePing(
+            event_id=derive_event_id("ping", ping.vehicle_id, recorded),
+            occurred_at=now,
+            vehicle_id=ping.vehicle_id,
+            driver_id=actor.subject,
+            lat=ping.position.lat,
+            lng=ping.position.lng,
+            heading_deg=ping.heading_deg,
+            speed_mps=ping.speed_mps,
+            accuracy_m=ping.accuracy_m,
+            recorded_at=ping.recorded_at,
+        )
+        messages.append(deps.codec.to_message(event))
+    if messages:
+        deps.publisher.publish(TELEMETRY_TOPIC, messages)
+    return {"accepted": len(messages), "rejected": rejected}
+
+
+# Client systems --------------------------------------------------------------------------------
+
+
+def client_for_api_key(api_key: str, store: DocumentStore) -> Actor:
+    entry = store.get(f"api_keys/{api_key_digest(api_key)}")
+    if entry is None or not entry.data.get("active", True):
+        raise Unauthenticated("unknown or revoked API key")
+    return Actor(subject=entry.data["client_id"], role="client")
+
+
+def _public(data: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(data).items() if not k.startswith("_")}

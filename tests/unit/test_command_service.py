@@ -1,0 +1,277 @@
+"""The command service over fakes of its ports: status codes, idempotency, authorization."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from meridian.auth import Actor, IdentityVerifier, api_key_digest
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain.errors import Unauthenticated
+from services.command.app import create_app
+from services.command.handlers import Deps
+from tests.fakes import FakeDocumentStore, FakePublisher
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+CODEC = EventCodec(load_catalog())
+
+
+class FakeVerifier(IdentityVerifier):
+    """Tokens are 'role:subject'."""
+
+    def verify(self, token: str) -> Actor:
+        role, _, subject = token.partition(":")
+        if role not in ("driver", "dispatcher") or not subject:
+            raise Unauthenticated("bad token")
+        return Actor(subject=subject, role=role)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> FakeDocumentStore:
+    store = FakeDocumentStore(clock=lambda: NOW)
+    store.create(
+        f"api_keys/{api_key_digest('key-freshmart')}", {"client_id": "c-freshmart", "active": True}
+    )
+    return store
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def client(store: FakeDocumentStore, publisher: FakePublisher) -> TestClient:
+    deps = Deps(store=store, publisher=publisher, codec=CODEC, clock=lambda: NOW)
+    return TestClient(create_app(deps, FakeVerifier()))
+
+
+CLIENT = {"X-API-Key": "key-freshmart"}
+DISPATCHER = {"Authorization": "Bearer dispatcher:dsp-1"}
+DRIVER = {"Authorization": "Bearer driver:drv-7"}
+
+
+def parcel_body(parcel_id: str = "p-1") -> dict[str, Any]:
+    start = NOW + timedelta(hours=1)
+    return {
+        "parcel_id": parcel_id,
+        "recipient": {"name": "Asha", "phone": "+919812345678"},
+        "stop": {
+            "location": {"lat": 12.97, "lng": 77.59},
+            "address": "1 MG Road",
+            "window": {"start": start.isoformat(), "end": (start + timedelta(hours=2)).isoformat()},
+        },
+        "weight_kg": 2.5,
+    }
+
+
+def deliver_body() -> dict[str, Any]:
+    return {"vehicle_id": "veh-3", "delivered_at": NOW.isoformat(), "position": {"lat": 12.97, "lng": 77.59},
+            "pod": {"signature_ref": "sig/p-1.png"}}  # fmt: skip
+
+
+def out_for_delivery(client: TestClient, parcel_id: str = "p-1") -> None:
+    assert client.post("/v1/shipments", json={"shipment_id": "s-1", "parcels": [parcel_body(parcel_id)]},
+                       headers=CLIENT).status_code == 202  # fmt: skip
+    assign = {"route_id": "r-1", "driver_id": "drv-7", "vehicle_id": "veh-3"}
+    assert (
+        client.post(f"/v1/parcels/{parcel_id}:assign", json=assign, headers=DISPATCHER).status_code
+        == 202
+    )
+    out = {"vehicle_id": "veh-3", "at": NOW.isoformat()}
+    assert (
+        client.post(
+            f"/v1/parcels/{parcel_id}:out-for-delivery", json=out, headers=DRIVER
+        ).status_code
+        == 202
+    )
+
+
+def test_a_shipment_and_its_parcels_are_written_in_one_transaction(
+    client: TestClient, store: FakeDocumentStore
+) -> None:
+    commits = store.commits
+    response = client.post(
+        "/v1/shipments", json={"parcels": [parcel_body("p-1"), parcel_body("p-2")]}, headers=CLIENT
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["parcel_ids"] == ["p-1", "p-2"]
+    assert body["status_url"] == f"/v1/shipments/{body['shipment_id']}"
+    assert store.commits == commits + 1
+    assert store.get("parcels/p-2").data["status"] == "CREATED"  # type: ignore[union-attr]
+    shipment = client.get(body["status_url"], headers=CLIENT).json()
+    assert shipment["parcels"] == {"p-1": "CREATED", "p-2": "CREATED"}
+
+
+def test_deliver_answers_202_and_a_retry_with_the_same_key_returns_the_first_response(
+    client: TestClient, store: FakeDocumentStore
+) -> None:
+    out_for_delivery(client)
+    headers = {**DRIVER, "Idempotency-Key": "k-1"}
+    first = client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=headers)
+    commits = store.commits
+    second = client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert (
+        first.json()
+        == second.json()
+        == {"parcel_id": "p-1", "status": "DELIVERED", "accepted_at": NOW.isoformat()}
+    )
+    assert store.commits == commits + 1  # the replay is a read-only transaction: nothing written
+    parcel = store.get("parcels/p-1").data  # type: ignore[union-attr]
+    assert parcel["status"] == "DELIVERED"
+    assert parcel["pod"]["signature_ref"] == "sig/p-1.png"
+    assert parcel["_last_command"]["name"] == "DeliverParcel"
+
+
+def test_the_same_key_with_another_body_is_refused(client: TestClient) -> None:
+    out_for_delivery(client)
+    headers = {**DRIVER, "Idempotency-Key": "k-1"}
+    assert (
+        client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=headers).status_code
+        == 202
+    )
+    other = {**deliver_body(), "vehicle_id": "veh-9"}
+    response = client.post("/v1/parcels/p-1:deliver", json=other, headers=headers)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "already used for a different request" in response.json()["detail"]
+
+
+def test_an_illegal_move_is_409_naming_the_current_state(client: TestClient) -> None:
+    out_for_delivery(client)
+    assert (
+        client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=DRIVER).status_code
+        == 202
+    )
+    response = client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=DRIVER)
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["current_state"] == "DELIVERED"
+    assert "cannot deliver parcel p-1: it is DELIVERED" in problem["detail"]
+
+
+def test_unknown_parcel_is_404(client: TestClient) -> None:
+    response = client.post("/v1/parcels/p-404:deliver", json=deliver_body(), headers=DRIVER)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "no parcel p-404"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Basic abc"}, 401),
+        ({"Authorization": "Bearer forged"}, 401),
+        ({"X-API-Key": "stolen"}, 401),
+        ({"Authorization": "Bearer driver:drv-8"}, 403),  # another driver
+        (DISPATCHER, 403),  # dispatchers do not deliver
+        (CLIENT, 403),
+    ],
+)
+def test_credentials_are_checked(client: TestClient, headers: dict[str, str], status: int) -> None:
+    out_for_delivery(client)
+    response = client.post("/v1/parcels/p-1:deliver", json=deliver_body(), headers=headers)
+    assert response.status_code == status, response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_driver_cannot_act_as_another_driver(client: TestClient) -> None:
+    out_for_delivery(client)
+    body = {**deliver_body(), "driver_id": "drv-8"}
+    assert client.post("/v1/parcels/p-1:deliver", json=body, headers=DRIVER).status_code == 403
+
+
+def test_bad_input_lists_every_field_error(client: TestClient) -> None:
+    body = {"vehicle_id": "", "delivered_at": "yesterday", "position": {"lat": 123}, "extra": 1}
+    response = client.post("/v1/parcels/p-1:deliver", json=body, headers=DRIVER)
+    assert response.status_code == 422
+    locations = {e["location"] for e in response.json()["errors"]}
+    assert {
+        "body.vehicle_id",
+        "body.delivered_at",
+        "body.position.lat",
+        "body.position.lng",
+        "body.extra",
+    } <= locations
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/v1/parcels/p-1:deliver",
+        content=b"{not json",
+        headers={**DRIVER, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["title"] == "malformed json"
+
+
+def test_a_client_sees_only_its_own_parcels(client: TestClient, store: FakeDocumentStore) -> None:
+    out_for_delivery(client)
+    store.create(f"api_keys/{api_key_digest('key-other')}", {"client_id": "c-other"})
+    assert client.get("/v1/parcels/p-1", headers=CLIENT).json()["status"] == "OUT_FOR_DELIVERY"
+    assert client.get("/v1/parcels/p-1", headers={"X-API-Key": "key-other"}).status_code == 404
+
+
+def test_status_comes_from_the_read_model_when_it_exists(
+    client: TestClient, store: FakeDocumentStore
+) -> None:
+    out_for_delivery(client)
+    store.set(
+        "parcel_status/p-1",
+        {"eta": "2026-11-21T10:15:00+00:00", "sla": "ON_TIME", "route_id": "r-1"},
+    )
+    status = client.get("/v1/parcels/p-1", headers=DISPATCHER).json()
+    assert (status["status"], status["eta"], status["sla"]) == (
+        "OUT_FOR_DELIVERY",
+        "2026-11-21T10:15:00+00:00",
+        "ON_TIME",
+    )
+
+
+def test_telemetry_keeps_good_pings_and_rejects_bad_ones_one_by_one(
+    client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
+) -> None:
+    documents = dict(store.docs)
+    good = {
+        "vehicle_id": "veh-3",
+        "position": {"lat": 12.9, "lng": 77.6},
+        "recorded_at": NOW.isoformat(),
+        "speed_mps": 8,
+    }
+    pings = [
+        good,
+        {**good, "position": {"lat": 200, "lng": 0}},
+        {**good, "recorded_at": "2026-11-21T09:00:00"},
+        good,
+    ]
+    response = client.post("/v1/telemetry", json={"pings": pings}, headers=DRIVER)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [r["index"] for r in body["rejected"]] == [1, 2]
+    assert "position.lat" in body["rejected"][0]["error"]
+    assert "timezone" in body["rejected"][1]["error"]
+    assert [topic for topic, _ in publisher.published] == ["vehicle.telemetry"] * 2
+    message = publisher.published[0][1]
+    assert message.attributes["vehicleId"] == "veh-3"
+    assert message.attributes["eventType"] == "VehiclePing"
+    assert CODEC.from_message(message.data, message.attributes).driver_id == "drv-7"
+    assert store.docs == documents  # telemetry never touches the document store
+
+
+def test_telemetry_batches_are_bounded(client: TestClient) -> None:
+    ping = {"vehicle_id": "v", "position": {"lat": 0, "lng": 0}, "recorded_at": NOW.isoformat()}
+    response = client.post("/v1/telemetry", json={"pings": [ping] * 501}, headers=DRIVER)
+    assert response.status_code == 422
+    assert "500" in response.json()["detail"]
+
+
+def test_openapi_documents_the_commands(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/shipments", "/v1/parcels/{parcel_id}:deliver", "/v1/telemetry"} <= set(paths)
