@@ -145,6 +145,9 @@ def up(
 
 
 def _start(supervisor: Supervisor, settings: Settings, signals: StopSignals) -> None:
+    from meridian.runtime.platform import prepare_data_dir
+
+    prepare_data_dir(load_catalog(), settings)
     supervisor.start()
     supervisor.wait_healthy(signals=signals)
     table = Table(title=f"Meridian embedded runtime (data in {settings.data_dir})")
@@ -205,6 +208,51 @@ def demo(
         print_summary(report, console)
     console.print(f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
                   f"services: {', '.join(f'{k} {v}' for k, v in ended.items())}")  # fmt: skip
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(envvar="MERIDIAN_TOKEN_ROLE", help="driver or dispatcher")],
+    sub: Annotated[
+        str, typer.Option(envvar="MERIDIAN_TOKEN_SUB", help="the driver or dispatcher id")
+    ],
+    ttl: Annotated[
+        float, typer.Option(envvar="MERIDIAN_TOKEN_TTL", help="lifetime in seconds")
+    ] = 12 * 3600,
+    data_dir: DataDir = Path(".meridian"),
+) -> None:
+    """Print a bearer token from the embedded identity issuer (Identity Platform's stand-in)."""
+    from meridian.embedded.identity import LocalIdentityIssuer
+
+    if role not in ("driver", "dispatcher"):
+        console.print(f"[red]--role must be driver or dispatcher, not {role!r}[/]")
+        raise typer.Exit(2)
+    typer.echo(LocalIdentityIssuer(data_dir).token(sub, role, ttl))
+
+
+clients = typer.Typer(
+    help="Client systems (API keys) of the embedded runtime.", no_args_is_help=True
+)
+app.add_typer(clients, name="client")
+
+
+@clients.command("create")
+def create_client(
+    client_id: Annotated[
+        str, typer.Option("--client-id", envvar="MERIDIAN_CLIENT_ID", help="e.g. c-freshmart")
+    ],
+    name: Annotated[str, typer.Option(envvar="MERIDIAN_CLIENT_NAME", help="the client's name")],
+    data_dir: DataDir = Path(".meridian"),
+) -> None:
+    """Register a client system and print its API key (shown once; only its digest is stored)."""
+    from meridian import adapters
+    from meridian.clients import register_client
+
+    settings = Settings.from_env()
+    store = adapters.document_store(
+        Settings(backend=settings.backend, data_dir=data_dir, project=settings.project)
+    )
+    typer.echo(register_client(store, client_id, name))
 
 
 if __name__ == "__main__":

@@ -249,3 +249,16 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         return accepted(await run_in_threadpool(handlers.record_pings, body.pings, caller, deps))
 
     return app
+
+
+def main() -> None:
+    from meridian.config import Settings
+    from meridian.runtime.serve import serve
+    from services.command.bootstrap import bootstrap
+
+    settings = Settings.from_env()
+    serve(create_app(*bootstrap(settings)), "command", settings.port_of("command"))
+
+
+if __name__ == "__main__":
+    main()

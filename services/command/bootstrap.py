@@ -1,0 +1,22 @@
+"""The only place the command service's adapters are built."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meridian import adapters
+from meridian.auth import IdentityVerifier
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.config import Settings
+from services.command.handlers import Deps
+
+
+def bootstrap(settings: Settings) -> tuple[Deps, IdentityVerifier]:
+    deps = Deps(
+        store=adapters.document_store(settings),
+        publisher=adapters.publisher(settings),
+        codec=EventCodec(load_catalog()),
+        clock=lambda: datetime.now(UTC),
+    )
+    return deps, adapters.identity_verifier(settings)
