@@ -1,0 +1,147 @@
+"""The SQLite file: connection settings, schema, and the write-transaction retry loop.
+
+Every process opens the file itself. WAL lets readers run beside the one writer; ``busy_timeout``
+makes a writer wait its turn for the lock instead of failing at once; ``BEGIN IMMEDIATE`` takes
+the write lock before the first read of a write transaction, which makes it serializable (the
+pessimistic locking of Firestore's server SDKs, reference §7.1) and avoids the deadlock of two
+readers both upgrading to writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from meridian.domain.errors import TransactionContention
+
+T = TypeVar("T")
+log = logging.getLogger("meridian.docstore")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    path TEXT PRIMARY KEY,
+    collection TEXT NOT NULL,
+    data TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    expire_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS documents_by_collection ON documents (collection, path);
+CREATE INDEX IF NOT EXISTS documents_by_expiry ON documents (expire_at) WHERE expire_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    old_data TEXT,
+    new_data TEXT,
+    update_mask TEXT,
+    create_time INTEGER,
+    commit_time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"""
+
+
+def json_path(field_path_parts: Iterable[str]) -> str:
+    """The JSON1 path of a field (``$."a"."b"``); one spelling, so expression indexes match."""
+    return "$" + "".join('."' + p.replace('"', '""') + '"' for p in field_path_parts)
+
+
+def index_name(field_path: str) -> str:
+    safe = "".join(c if c.isalnum() else "_" for c in field_path)
+    # crc32, not hash(): the name must be the same in every process.
+    return f"documents_field_{safe}_{zlib.crc32(field_path.encode()):08x}"
+
+
+def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the sqlite3 module never opens a
+    # transaction behind our back. check_same_thread=False only so that close() may run from
+    # another thread; each connection is otherwise used by the one thread that opened it.
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    # NORMAL in WAL mode survives any process crash (SIGKILL included); only an OS crash or power
+    # loss can drop the last commits, and never corrupts the file.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection, indexed_fields: Iterable[tuple[str, str]]) -> None:
+    """Create the schema and the expression indexes (idempotent; safe from many processes)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+    statements = [s for s in SCHEMA.split(";") if s.strip()]
+    for field_path, expression in indexed_fields:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {index_name(field_path)} ON documents (collection, {expression})"
+        )
+
+    def create(c: sqlite3.Connection) -> None:
+        for statement in statements:
+            c.execute(statement)
+
+    in_write_transaction(conn, create, attempts=20)
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def in_write_transaction(
+    conn: sqlite3.Connection,
+    body: Callable[[sqlite3.Connection], T],
+    attempts: int = 5,
+) -> T:
+    """Run ``body`` between BEGIN IMMEDIATE and COMMIT, re-running it when the lock stays busy
+    past ``busy_timeout``; after ``attempts`` tries raise TransactionContention.
+
+    An exception from ``body`` rolls back and propagates unchanged (it is not contention).
+    """
+    last: sqlite3.Error | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if not is_busy(e):
+                raise
+            last = e
+        else:
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as e:
+                conn.execute("ROLLBACK") if conn.in_transaction else None
+                if not is_busy(e):
+                    raise
+                last = e
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        log.warning(
+            "document store transaction attempt %d of %d hit contention: %s",
+            attempt,
+            attempts,
+            last,
+        )
+        if attempt < attempts:
+            # Jitter so that processes that collided do not collide again in lockstep.
+            time.sleep(random.uniform(0, 0.002 * attempt))
+    raise TransactionContention(
+        f"transaction gave up after {attempts} attempts: too much contention on the document store "
+        f"(the SQLite write lock stayed busy; last error: {last})"
+    )

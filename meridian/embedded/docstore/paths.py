@@ -1,0 +1,169 @@
+"""Firestore's naming and size rules (reference §7.3), shared by both DocumentStore adapters.
+
+The Google adapter checks these too before sending, so a document the embedded runtime refuses is
+refused the same way in production, and emulators that do not enforce them still behave like the
+real service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from meridian.domain.errors import FieldError, LimitExceeded, ValidationError
+
+MAX_DOCUMENT_BYTES = 1_048_576  # 1 MiB
+MAX_ID_BYTES = 1_500
+MAX_NAME_BYTES = 6 * 1024
+MAX_FIELD_PATH_BYTES = 1_500
+MAX_DEPTH = 20
+_RESERVED = re.compile(r"^__.*__$")
+
+
+def _check_segments(path: str, what: str) -> list[str]:
+    if not path or path.startswith("/") or path.endswith("/"):
+        raise LimitExceeded(
+            f"invalid {what} path {path!r}: it must not be empty or start/end with '/'"
+        )
+    segments = path.split("/")
+    for segment in segments:
+        if segment == "":
+            raise LimitExceeded(f"invalid {what} path {path!r}: empty segment")
+        if segment in (".", ".."):
+            raise LimitExceeded(f"invalid {what} path {path!r}: an id may not be '.' or '..'")
+        if _RESERVED.match(segment):
+            raise LimitExceeded(f"invalid {what} path {path!r}: ids matching __.*__ are reserved")
+        if len(segment.encode()) > MAX_ID_BYTES:
+            raise LimitExceeded(
+                f"invalid {what} path {path!r}: an id is limited to {MAX_ID_BYTES:,} bytes"
+            )
+    if len(path.encode()) > MAX_NAME_BYTES:
+        raise LimitExceeded(f"{what} path is longer than the {MAX_NAME_BYTES:,}-byte name limit")
+    return segments
+
+
+@lru_cache(maxsize=65_536)  # a pure function of the path, checked on every read and write
+def check_document_path(path: str) -> str:
+    """Validate a document path (even number of segments) and return its collection path."""
+    segments = _check_segments(path, "document")
+    if len(segments) % 2:
+        raise LimitExceeded(
+            f"invalid document path {path!r}: it needs an even number of segments (collection/id)"
+        )
+    return path.rsplit("/", 1)[0]
+
+
+def check_collection_path(path: str) -> str:
+    """Validate a collection path (odd number of segments) and return it."""
+    segments = _check_segments(path, "collection")
+    if len(segments) % 2 == 0:
+        raise LimitExceeded(
+            f"invalid collection path {path!r}: it needs an odd number of segments"
+        )
+    return path
+
+
+def collection_id(collection_path: str) -> str:
+    """The last segment: what a TTL policy (per collection group) is keyed by."""
+    return collection_path.rsplit("/", 1)[-1]
+
+
+@lru_cache(maxsize=4_096)
+def _split_field_path(field_path: str) -> tuple[str, ...]:
+    return tuple(_split(field_path))
+
+
+def split_field_path(field_path: str) -> list[str]:
+    return list(_split_field_path(field_path))
+
+
+def _split(field_path: str) -> list[str]:
+    """``a.b.c`` → ``[a, b, c]``; a segment in backticks may contain dots (`` `a.b`.c ``)."""
+    if not field_path:
+        raise ValidationError("a field path may not be empty")
+    if len(field_path.encode()) > MAX_FIELD_PATH_BYTES:
+        raise LimitExceeded(f"field path is longer than {MAX_FIELD_PATH_BYTES:,} bytes")
+    parts: list[str] = []
+    current, quoted, i = "", False, 0
+    while i < len(field_path):
+        ch = field_path[i]
+        if ch == "`":
+            quoted = not quoted
+        elif ch == "\\" and quoted and i + 1 < len(field_path):
+            i += 1
+            current += field_path[i]
+        elif ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+        i += 1
+    parts.append(current)
+    if quoted or any(p == "" for p in parts):
+        raise ValidationError(f"invalid field path {field_path!r}")
+    return parts
+
+
+def check_fields(data: Mapping[str, Any], depth: int = 0) -> None:
+    """Field names: non-empty, not ``__.*__`` (reserved); maps and arrays nested ≤ 20 deep."""
+    if depth >= MAX_DEPTH:
+        raise LimitExceeded(f"maps and arrays may be nested at most {MAX_DEPTH} deep")
+    for key, value in data.items():
+        if not isinstance(key, str) or key == "":
+            raise ValidationError(
+                "field names must be non-empty strings", [FieldError(str(key), "bad name")]
+            )
+        if _RESERVED.match(key):
+            raise ValidationError(f"field name {key!r} is reserved (names matching __.*__)")
+        _check_value(value, depth + 1)
+
+
+def _check_value(value: Any, depth: int) -> None:
+    if isinstance(value, Mapping):
+        check_fields(value, depth)
+    elif isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            raise LimitExceeded(f"maps and arrays may be nested at most {MAX_DEPTH} deep")
+        for item in value:
+            if isinstance(item, list | tuple):
+                raise ValidationError("an array may not directly contain another array")
+            _check_value(item, depth + 1)
+    elif value is not None and not isinstance(value, bool | int | float | str | datetime):
+        raise ValidationError(
+            f"unsupported value of type {type(value).__name__}: use JSON values or datetime"
+        )
+
+
+def _value_size(value: Any) -> int:
+    # Storage sizes from Firestore's "storage size calculations" page.
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, int | float | datetime):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode()) + 1
+    if isinstance(value, Mapping):
+        return sum(len(str(k).encode()) + 1 + _value_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(_value_size(v) for v in value)
+    return 8
+
+
+def document_size(path: str, data: Mapping[str, Any]) -> int:
+    """Firestore's storage size of a document: its name, its fields, plus 32 bytes."""
+    name = sum(len(s.encode()) + 1 for s in path.split("/")) + 16
+    return name + _value_size(data) + 32
+
+
+def check_document(path: str, data: Mapping[str, Any]) -> None:
+    """Field rules and the 1 MiB document limit, raising LimitExceeded that names the limit."""
+    check_fields(data)
+    size = document_size(path, data)
+    if size > MAX_DOCUMENT_BYTES:
+        raise LimitExceeded(
+            f"document {path} would be {size:,} bytes; the maximum document size is 1 MiB "
+            f"({MAX_DOCUMENT_BYTES:,} bytes)"
+        )

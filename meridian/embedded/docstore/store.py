@@ -1,0 +1,339 @@
+"""The embedded DocumentStore: Firestore's semantics on one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meridian.domain.errors import AlreadyExists, NotFound, ValidationError
+from meridian.ports import Document, DocumentStore, JsonValue, Query, Snapshot, Transaction
+
+from . import changelog, db, listeners
+from .changelog import ChangeLog
+from .paths import check_document, check_document_path, collection_id
+from .query import expression, run_query
+from .values import (
+    apply_merge,
+    apply_update,
+    changed_paths,
+    clone,
+    decode,
+    encode,
+    from_micros,
+    get_field,
+    to_micros,
+)
+
+T = TypeVar("T")
+
+# The fields the platform's services query on (status boards, a shipment's parcels); each gets a
+# JSON1 expression index per collection. Every index costs each write a JSON parse (see
+# BENCHMARKS.md), so pass ``indexed_fields`` to add only what a deployment queries.
+DEFAULT_INDEXED_FIELDS: tuple[str, ...] = ("status", "shipment_id")
+
+Write = tuple[str, str, Mapping[str, JsonValue] | None]
+_OPS = {"create", "set", "merge", "update", "delete"}
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class EmbeddedDocumentStore(DocumentStore):
+    """Documents in ``<data_dir>/docstore.sqlite3``, shared safely by every process that opens it.
+
+    ``ttl_fields`` maps a collection id (the last segment of a collection path, as a Firestore TTL
+    policy names a collection group) to its expiry field; ``sweep_expired`` deletes documents whose
+    expiry has passed, producing normal delete changes. ``change_retention`` bounds the change log.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        indexed_fields: Sequence[str] = DEFAULT_INDEXED_FIELDS,
+        ttl_fields: Mapping[str, str] | None = None,
+        change_retention: timedelta = timedelta(hours=24),
+        busy_timeout_ms: int = 5000,
+        filename: str = "docstore.sqlite3",
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.file = data_dir / filename
+        self.ttl_fields = dict(ttl_fields or {})
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, listeners.CommitHub] = (
+            weakref.WeakKeyDictionary()
+        )
+        db.initialise(self._conn(), [(f, expression(f)) for f in indexed_fields])
+        self.changes = ChangeLog(self._conn, change_retention)
+
+    # connections ---------------------------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection to the store's file (listeners keep one of their own)."""
+        conn = db.connect(self.file, self.busy_timeout_ms)
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        # One connection per thread: threads of one process then contend like separate clients.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    # reads ---------------------------------------------------------------------------------
+
+    def get(self, path: str) -> Document | None:
+        check_document_path(path)
+        return read_document(self._conn(), path)
+
+    def query(self, query: Query) -> list[Document]:
+        return run_query(self._conn(), query)
+
+    # writes --------------------------------------------------------------------------------
+
+    def _commit(self, writes: Sequence[Write], attempts: int = 5) -> list[Document | None]:
+        return db.in_write_transaction(
+            self._conn(), lambda conn: self._apply(conn, writes), attempts=attempts
+        )
+
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
+        return _written(self._commit([("create", path, data)])[0], path)
+
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> Document:
+        return _written(self._commit([("merge" if merge else "set", path, data)])[0], path)
+
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> Document:
+        return _written(self._commit([("update", path, fields)])[0], path)
+
+    def delete(self, path: str) -> None:
+        self._commit([("delete", path, None)])
+
+    def batch_write(self, writes: Sequence[Write]) -> None:
+        for op, path, data in writes:
+            _check_write(op, path, data)
+        self._commit(writes)
+
+    def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
+        def attempt(conn: sqlite3.Connection) -> T:
+            transaction = EmbeddedTransaction(conn)
+            result = function(transaction)
+            self._apply(conn, transaction.writes, transaction.rows)
+            return result
+
+        return db.in_write_transaction(self._conn(), attempt, attempts=max_attempts)
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        writes: Sequence[Write],
+        rows: dict[str, Row | None] | None = None,
+    ) -> list[Document | None]:
+        """Apply writes inside an open write transaction, with one commit time and a change
+        record per effective write. No-op writes change nothing and record nothing (as Firestore
+        emits no event for them)."""
+        commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
+        results: list[Document | None] = []
+        # Rows the transaction read under this same lock are still current: no second SELECT.
+        known = dict(rows or {})
+        for op, path, data in writes:
+            _check_write(op, path, data)
+            collection = check_document_path(path)
+            row = known.pop(path) if path in known else read_row(conn, path)
+            old_json, created = (row[0], row[1]) if row else (None, None)
+            old = decode(old_json)
+            if op == "create" and old is not None:
+                raise AlreadyExists(path)
+            if op == "update" and old is None:
+                raise NotFound(path)
+            new = _new_value(op, old, data)
+            if new is None:
+                if old is not None:
+                    conn.execute("DELETE FROM documents WHERE path = ?", (path,))
+                    changelog.record(
+                        conn, path, collection, old_json, None, [], created, commit_time
+                    )
+                results.append(None)
+                continue
+            check_document(path, new)
+            if row is not None and old is not None and not changed_paths(old, new):
+                results.append(row_document(path, row))
+                continue
+            new_json = encode(new)
+            created = created if created is not None else commit_time
+            conn.execute(
+                "INSERT INTO documents (path, collection, data, create_time, update_time, expire_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET data = excluded.data,"
+                " update_time = excluded.update_time, expire_at = excluded.expire_at",
+                (path, collection, new_json, created, commit_time, self._expiry(collection, new)),
+            )
+            mask = changed_paths(old, new) if old is not None else []
+            changelog.record(conn, path, collection, old_json, new_json, mask, created, commit_time)
+            results.append(Document(path, new, from_micros(created), from_micros(commit_time)))
+        return results
+
+    def _expiry(self, collection: str, data: Mapping[str, Any]) -> int | None:
+        field = self.ttl_fields.get(collection_id(collection))
+        if field is None:
+            return None
+        value = get_field(data, field)
+        # Only a timestamp expires a document; any other type (or none) never does (§7.5).
+        return to_micros(value) if isinstance(value, datetime) else None
+
+    # TTL -----------------------------------------------------------------------------------
+
+    def sweep_expired(self, now: datetime | None = None, batch: int = 500) -> int:
+        """Delete documents whose TTL field is in the past, as normal deletes (each one a
+        change record). Returns how many were deleted."""
+        cutoff = to_micros(now or datetime.now().astimezone())
+        deleted = 0
+        while True:
+
+            def one_batch(conn: sqlite3.Connection) -> int:
+                paths = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT path FROM documents WHERE expire_at <= ? LIMIT ?", (cutoff, batch)
+                    )
+                ]
+                self._apply(conn, [("delete", p, None) for p in paths])
+                return len(paths)
+
+            count = db.in_write_transaction(self._conn(), one_batch)
+            deleted += count
+            if count < batch:
+                return deleted
+
+    async def run_maintenance(self, interval_s: float = 1.0) -> None:
+        """Sweep expired documents and prune the change log every ``interval_s`` (run one per
+        data directory, e.g. in the platform process)."""
+        while True:
+            await asyncio.to_thread(self.sweep_expired)
+            await asyncio.to_thread(self.changes.prune)
+            await asyncio.sleep(interval_s)
+
+    # listeners -----------------------------------------------------------------------------
+
+    def hub(self) -> listeners.CommitHub:
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = self._hubs[loop] = listeners.CommitHub(
+                lambda: db.connect(self.file, self.busy_timeout_ms)
+            )
+        return hub
+
+    def watch_document(self, path: str) -> AsyncIterator[Snapshot]:
+        check_document_path(path)
+        return listeners.watch_document(self, path)
+
+    def watch_query(self, query: Query) -> AsyncIterator[Snapshot]:
+        return listeners.watch_query(self, query)
+
+
+Row = tuple[str, int, int]
+
+
+def read_row(conn: sqlite3.Connection, path: str) -> Row | None:
+    row: Row | None = conn.execute(
+        "SELECT data, create_time, update_time FROM documents WHERE path = ?", (path,)
+    ).fetchone()
+    return row
+
+
+def read_document(conn: sqlite3.Connection, path: str) -> Document | None:
+    return row_document(path, read_row(conn, path))
+
+
+def row_document(path: str, row: Row | None) -> Document | None:
+    if row is None:
+        return None
+    return Document(path, decode(row[0]) or {}, from_micros(row[1]), from_micros(row[2]))
+
+
+def _written(document: Document | None, path: str) -> Document:
+    assert document is not None, f"a write to {path} returned no document"
+    return document
+
+
+def _check_write(op: str, path: str, data: Mapping[str, Any] | None) -> None:
+    if op not in _OPS:
+        raise ValidationError(
+            f"unknown write operation {op!r}; use one of {', '.join(sorted(_OPS))}"
+        )
+    if op != "delete" and not isinstance(data, Mapping):
+        raise ValidationError(f"a {op} of {path} needs a mapping of fields")
+    check_document_path(path)
+
+
+def _new_value(
+    op: str, old: dict[str, Any] | None, data: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    if op == "delete" or data is None:
+        return None
+    if op == "merge":
+        return apply_merge(old or {}, data)
+    if op == "update":
+        return apply_update(old or {}, data)
+    return clone(data)  # a deep copy, so later edits by the caller do not leak in
+
+
+class EmbeddedTransaction(Transaction):
+    """Reads run under the write lock taken by BEGIN IMMEDIATE; writes are buffered until the
+    transaction function returns."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.writes: list[Write] = []
+        self.rows: dict[str, Row | None] = {}
+
+    def _before_read(self) -> None:
+        if self.writes:
+            raise ValidationError("a transaction must do all its reads before any write")
+
+    def get(self, path: str) -> Document | None:
+        self._before_read()
+        check_document_path(path)
+        row = self.rows[path] = read_row(self._conn, path)
+        return row_document(path, row)
+
+    def query(self, query: Query) -> list[Document]:
+        self._before_read()
+        return run_query(self._conn, query)
+
+    def _write(self, op: str, path: str, data: Mapping[str, Any] | None) -> None:
+        _check_write(op, path, data)
+        if data is not None:
+            data = clone(data)  # snapshot the caller's dict now, as Firestore does
+        self.writes.append((op, path, data))
+
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> None:
+        self._write("create", path, data)
+
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> None:
+        self._write("merge" if merge else "set", path, data)
+
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> None:
+        self._write("update", path, fields)
+
+    def delete(self, path: str) -> None:
+        self._write("delete", path, None)

@@ -1,0 +1,156 @@
+"""Document values: JSON text with timestamps, Firestore's value ordering, field-path edits.
+
+Timestamps are stored as ``{"__ts__": microseconds since the epoch}``. Field names matching
+``__.*__`` are reserved by Firestore (and refused by ``paths.check_fields``), so the tag can never
+collide with user data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from meridian.domain.errors import ValidationError
+
+from .paths import split_field_path
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TS = "__ts__"
+
+
+def to_micros(moment: datetime) -> int:
+    # Naive datetimes are taken as UTC, as the Firestore client does.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {_TS: to_micros(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    raise ValidationError(
+        f"unsupported value of type {type(value).__name__}: use JSON values or datetime"
+    )
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and _TS in obj:
+        return from_micros(obj[_TS])
+    return obj
+
+
+def encode(data: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(data, default=_default, allow_nan=False, separators=(",", ":"))
+    except ValueError as e:
+        # SQLite's JSON1 cannot read NaN/Infinity, so the embedded store refuses them.
+        raise ValidationError(f"unsupported value: {e}") from e
+
+
+def decode(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text, object_hook=_hook)
+
+
+# Firestore's ordering across types: null < bool < number < timestamp < string < bytes
+# < reference < geo point < array < map.
+def sort_key(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, int | float):
+        return (2, 0, 0.0) if isinstance(value, float) and math.isnan(value) else (2, 1, value)
+    if isinstance(value, datetime):
+        return (3, to_micros(value))
+    if isinstance(value, str):
+        return (4, value.encode())
+    if isinstance(value, list | tuple):
+        return (8, tuple(sort_key(v) for v in value))
+    if isinstance(value, Mapping):
+        return (9, tuple((k.encode(), sort_key(v)) for k, v in sorted(value.items())))
+    return (10, repr(value))
+
+
+def equal(a: Any, b: Any) -> bool:
+    """Firestore equality: 1 == 1.0, but True != 1."""
+    return sort_key(a) == sort_key(b)
+
+
+_MISSING = object()
+
+
+def get_field(data: Mapping[str, Any], field_path: str) -> Any:
+    """The value at a dotted field path, or ``MISSING``."""
+    node: Any = data
+    for part in split_field_path(field_path):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+MISSING = _MISSING
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (much cheaper than ``copy.deepcopy``)."""
+    if isinstance(value, Mapping):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clone(v) for v in value]
+    return value
+
+
+def apply_update(data: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``update()``: each key is a field path; its value replaces what is there (maps included)."""
+    result = clone(dict(data))
+    for field_path, value in fields.items():
+        parts = split_field_path(field_path)
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = clone(value)
+    return result
+
+
+def apply_merge(data: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``set(merge=True)``: maps merge recursively, every other value replaces."""
+    result = clone(dict(data))
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = apply_merge(result[key], value)
+        else:
+            result[key] = clone(value)
+    return result
+
+
+def _quote(part: str) -> str:
+    return (
+        part if part.isidentifier() else "`" + part.replace("\\", "\\\\").replace("`", "\\`") + "`"
+    )
+
+
+def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Leaf field paths whose value differs: the update mask of a change record."""
+    paths: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{_quote(key)}"
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            paths.extend(changed_paths(a, b, path + "."))
+        elif a is _MISSING or b is _MISSING or not equal(a, b) or type(a) is not type(b):
+            paths.append(path)
+    return paths

@@ -1,0 +1,310 @@
+"""The DocumentStore on Google Cloud Firestore (``google-cloud-firestore``).
+
+Google's errors are translated into the core's at this boundary. Transactions use the client's
+own retry (``@firestore.transactional``: the function re-runs on ABORTED, 5 attempts by default);
+``on_snapshot`` listeners, which call back on a background thread, are bridged to async iterators.
+The naming and size rules are checked before sending, with the same code as the embedded store,
+so both refuse the same documents with the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers as firestore_helpers
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from meridian.domain.errors import (
+    AlreadyExists,
+    LimitExceeded,
+    NotFound,
+    TransactionContention,
+    Unavailable,
+    ValidationError,
+)
+from meridian.embedded.docstore.paths import (
+    check_collection_path,
+    check_document,
+    check_document_path,
+)
+from meridian.embedded.docstore.query import check_query
+from meridian.ports import (
+    Document,
+    DocumentChange,
+    DocumentStore,
+    JsonValue,
+    Query,
+    Snapshot,
+    Transaction,
+)
+
+T = TypeVar("T")
+_KINDS: dict[str, Literal["added", "modified", "removed"]] = {
+    "ADDED": "added", "MODIFIED": "modified", "REMOVED": "removed"
+}
+
+
+def _plain(value: Any) -> Any:
+    """Client values → the port's: DatetimeWithNanoseconds → aware UTC datetime, maps → dicts."""
+    if isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                        value.microsecond, tzinfo=UTC)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _document(snapshot: Any) -> Document | None:
+    if not snapshot.exists:
+        return None
+    path = snapshot.reference.path
+    return Document(
+        path, _plain(snapshot.to_dict() or {}), _plain(snapshot.create_time), _plain(snapshot.update_time)
+    )
+
+
+@contextmanager
+def _translated(path: str = "") -> Iterator[None]:
+    """Google's exceptions → the core's, at the boundary."""
+    try:
+        yield
+    except gexc.AlreadyExists as e:
+        raise AlreadyExists(path or str(e)) from e
+    except gexc.NotFound as e:
+        raise NotFound(path or str(e)) from e
+    except gexc.Aborted as e:
+        raise TransactionContention(f"Firestore aborted the transaction on {path}: {e.message}") from e
+    except gexc.InvalidArgument as e:
+        if "size" in str(e).lower() or "exceeds" in str(e).lower():
+            raise LimitExceeded(f"{path}: {e.message}") from e
+        raise ValidationError(f"Firestore refused the request on {path}: {e.message}") from e
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted) as e:
+        raise Unavailable(f"Firestore unavailable: {e.message}") from e
+    except firestore_helpers.ReadAfterWriteError as e:
+        raise ValidationError(f"a transaction must do all its reads before any write: {e}") from e
+
+
+class FirestoreTransaction(Transaction):
+    def __init__(self, store: FirestoreDocumentStore, transaction: Any) -> None:
+        self._store = store
+        self._tx = transaction
+
+    def get(self, path: str) -> Document | None:
+        check_document_path(path)
+        with _translated(path):
+            return _document(self._store.ref(path).get(transaction=self._tx))
+
+    def query(self, query: Query) -> list[Document]:
+        with _translated(query.collection):
+            return [d for s in self._store.native_query(query).get(transaction=self._tx)
+                    if (d := _document(s)) is not None]
+
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> None:
+        check_document_path(path)
+        check_document(path, data)
+        self._tx.create(self._store.ref(path), dict(data))
+
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> None:
+        check_document_path(path)
+        check_document(path, data)
+        self._tx.set(self._store.ref(path), dict(data), merge=merge)
+
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> None:
+        check_document_path(path)
+        self._tx.update(self._store.ref(path), dict(fields))
+
+    def delete(self, path: str) -> None:
+        check_document_path(path)
+        self._tx.delete(self._store.ref(path))
+
+
+class FirestoreDocumentStore(DocumentStore):
+    """Firestore in Native mode. ``ttl_fields`` names the TTL field per collection id, as the TTL
+    policies in terraform do; ``sweep_expired`` deletes what has expired now (production Firestore
+    does that itself within about a day; emulators do not do it at all)."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        database: str | None = None,
+        ttl_fields: Mapping[str, str] | None = None,
+        client: Any = None,
+    ) -> None:
+        self.client = client or (
+            firestore.Client(project=project, database=database)
+            if database else firestore.Client(project=project)
+        )
+        self.ttl_fields = dict(ttl_fields or {})
+
+    def ref(self, path: str) -> Any:
+        return self.client.document(path)
+
+    def native_query(self, query: Query) -> Any:
+        check_query(query)
+        native: Any = self.client.collection(query.collection)
+        for field_path, op, value in query.filters:
+            native = native.where(filter=FieldFilter(field_path, op, list(value) if op == "in" else value))
+        for field_path, direction in query.orders:
+            native = native.order_by(
+                field_path,
+                direction=firestore.Query.DESCENDING if direction == "desc" else firestore.Query.ASCENDING,
+            )
+        if query.limit_to is not None:
+            native = native.limit(query.limit_to)
+        return native
+
+    def close(self) -> None:
+        self.client.close()
+
+    # reads ---------------------------------------------------------------------------------
+
+    def get(self, path: str) -> Document | None:
+        check_document_path(path)
+        with _translated(path):
+            return _document(self.ref(path).get())
+
+    def query(self, query: Query) -> list[Document]:
+        with _translated(query.collection):
+            return [d for s in self.native_query(query).stream() if (d := _document(s)) is not None]
+
+    # writes --------------------------------------------------------------------------------
+
+    def _write_and_read(self, path: str, write: Callable[[Any], Any]) -> Document:
+        ref = self.ref(path)
+        with _translated(path):
+            write(ref)
+            document = _document(ref.get())
+        if document is None:  # deleted by someone else in between; the write itself succeeded
+            raise NotFound(path)
+        return document
+
+    def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
+        check_document_path(path)
+        check_document(path, data)
+        return self._write_and_read(path, lambda ref: ref.create(dict(data)))
+
+    def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> Document:
+        check_document_path(path)
+        check_document(path, data)
+        return self._write_and_read(path, lambda ref: ref.set(dict(data), merge=merge))
+
+    def update(self, path: str, fields: Mapping[str, JsonValue]) -> Document:
+        check_document_path(path)
+        return self._write_and_read(path, lambda ref: ref.update(dict(fields)))
+
+    def delete(self, path: str) -> None:
+        check_document_path(path)
+        with _translated(path):
+            self.ref(path).delete()
+
+    def batch_write(self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]) -> None:
+        batch = self.client.batch()
+        for op, path, data in writes:
+            ref = self.ref(path)
+            if op == "delete":
+                check_document_path(path)
+                batch.delete(ref)
+                continue
+            if data is None:
+                raise ValidationError(f"a {op} of {path} needs a mapping of fields")
+            if op == "update":
+                check_document_path(path)
+                batch.update(ref, dict(data))
+            elif op in ("create", "set", "merge"):
+                check_document_path(path)
+                check_document(path, data)
+                if op == "create":
+                    batch.create(ref, dict(data))
+                else:
+                    batch.set(ref, dict(data), merge=op == "merge")
+            else:
+                raise ValidationError(f"unknown write operation {op!r}")
+        with _translated(writes[0][1] if writes else ""):
+            batch.commit()
+
+    def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
+        @firestore.transactional
+        def attempt(transaction: Any) -> T:
+            return function(FirestoreTransaction(self, transaction))
+
+        with _translated():
+            try:
+                return attempt(self.client.transaction(max_attempts=max_attempts))
+            except ValueError as e:
+                if isinstance(e.__cause__, gexc.Aborted):
+                    # The client's give-up after max_attempts ABORTED commits.
+                    raise TransactionContention(
+                        f"transaction gave up after {max_attempts} attempts: too much contention "
+                        f"on these documents ({e.__cause__.message})"
+                    ) from e
+                raise
+
+    # TTL -----------------------------------------------------------------------------------
+
+    def sweep_expired(self, now: datetime | None = None, batch: int = 500) -> int:
+        """Delete documents whose TTL field is past, each one only if unchanged since it was read
+        (so a document refreshed meanwhile survives). Returns how many were deleted."""
+        cutoff = now or datetime.now(UTC)
+        deleted = 0
+        for collection_id, field in self.ttl_fields.items():
+            group = self.client.collection_group(collection_id)
+            for snapshot in group.where(filter=FieldFilter(field, "<=", cutoff)).limit(batch).stream():
+                try:
+                    snapshot.reference.delete(
+                        option=self.client.write_option(last_update_time=snapshot.update_time)
+                    )
+                    deleted += 1
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    continue
+        return deleted
+
+    # listeners -----------------------------------------------------------------------------
+
+    def watch_document(self, path: str) -> AsyncIterator[Snapshot]:
+        check_document_path(path)
+        return self._watch(self.ref(path))
+
+    def watch_query(self, query: Query) -> AsyncIterator[Snapshot]:
+        check_collection_path(query.collection)
+        return self._watch(self.native_query(query))
+
+    async def _watch(self, target: Any) -> AsyncIterator[Snapshot]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Snapshot | BaseException] = asyncio.Queue()
+        first = threading.Event()
+
+        def on_snapshot(snapshots: Any, changes: Any, read_time: Any) -> None:
+            # Runs on the client's background thread.
+            documents = tuple(d for s in snapshots if (d := _document(s)) is not None)
+            converted = tuple(
+                DocumentChange(
+                    _KINDS[c.type.name],
+                    _document(c.document) if c.type.name != "REMOVED" else None,
+                    c.document.reference.path,
+                )
+                for c in changes
+            )
+            if not first.is_set():
+                first.set()
+                converted = tuple(DocumentChange("added", d, d.path) for d in documents)
+            loop.call_soon_threadsafe(queue.put_nowait, Snapshot(documents, converted, _plain(read_time)))
+
+        watch = target.on_snapshot(on_snapshot)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            watch.unsubscribe()

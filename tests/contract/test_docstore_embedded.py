@@ -1,0 +1,173 @@
+"""The DocumentStore contract on the embedded adapter, plus its change log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meridian.embedded.docstore import ChangesExpired, EmbeddedDocumentStore
+from meridian.ports import DocumentStore, Query
+
+from .docstore_contract import DocumentStoreContract, next_matching, next_snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestEmbeddedDocumentStore(DocumentStoreContract):
+    @pytest.fixture(autouse=True)
+    def _data_dir(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path
+
+    def make_store(self, ttl_fields: Mapping[str, str]) -> DocumentStore:
+        return EmbeddedDocumentStore(self.data_dir, ttl_fields=ttl_fields)
+
+    def remote_write(self, path: str, data: Mapping[str, Any]) -> None:
+        code = (
+            "import json, sys; from pathlib import Path;"
+            "from meridian.embedded.docstore import EmbeddedDocumentStore;"
+            "EmbeddedDocumentStore(Path(sys.argv[1])).set(sys.argv[2], json.loads(sys.argv[3]))"
+        )
+        import json
+
+        subprocess.run([sys.executable, "-c", code, str(self.data_dir), path, json.dumps(data)],
+                       check=True, cwd=ROOT)
+
+    @contextmanager
+    def contention(self, store: DocumentStore, release_after_failures: int | None) -> Iterator[None]:
+        assert isinstance(store, EmbeddedDocumentStore)
+        # Another connection holds the write lock; the store waits only briefly for it, and each
+        # failed attempt is logged, which is when the lock is let go if the test asks.
+        holder = sqlite3.connect(store.file, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        store._conn().execute("PRAGMA busy_timeout = 20")
+        failures = []
+
+        class Release(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                failures.append(record)
+                if release_after_failures is not None and len(failures) == release_after_failures:
+                    holder.execute("ROLLBACK")
+
+        handler = Release(logging.WARNING)
+        logger = logging.getLogger("meridian.docstore")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            if holder.in_transaction:
+                holder.execute("ROLLBACK")
+            holder.close()
+            store._conn().execute(f"PRAGMA busy_timeout = {store.busy_timeout_ms}")
+        if release_after_failures is not None:
+            assert len(failures) == release_after_failures
+
+
+# The change log (embedded only: in production Firestore itself feeds Eventarc) -----------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EmbeddedDocumentStore]:
+    s = EmbeddedDocumentStore(tmp_path, change_retention=timedelta(hours=1))
+    yield s
+    s.close()
+
+
+def test_each_committed_write_is_one_change_with_old_new_and_mask(store: EmbeddedDocumentStore) -> None:
+    store.create("parcels/p-1", {"status": "CREATED", "stop": {"lat": 1}})
+    store.update("parcels/p-1", {"status": "OUT", "stop.lat": 2})
+    store.update("parcels/p-1", {"status": "OUT"})  # no-op: no change, as Firestore emits no event
+    store.delete("parcels/p-1")
+    store.delete("parcels/p-1")  # nothing to delete: no change
+    with pytest.raises(RuntimeError):
+        store.run_transaction(lambda tx: (tx.set("parcels/p-2", {}), _raise()))
+    changes = store.changes.read_changes("eventarc", limit=10)
+    assert [(c.kind, c.path) for c in changes] == [
+        ("created", "parcels/p-1"), ("updated", "parcels/p-1"), ("deleted", "parcels/p-1")]
+    created, updated, deleted = changes
+    assert created.old_data is None and created.new_data == {"status": "CREATED", "stop": {"lat": 1}}
+    assert updated.update_mask == ("status", "stop.lat")
+    assert updated.old_data == {"status": "CREATED", "stop": {"lat": 1}}
+    assert deleted.new_data is None and deleted.old_data == {"status": "OUT", "stop": {"lat": 2}}
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes)
+    assert created.commit_time < updated.commit_time < deleted.commit_time
+
+
+def _raise() -> None:
+    raise RuntimeError("rolled back")
+
+
+def test_named_cursors_are_durable_and_independent(store: EmbeddedDocumentStore, tmp_path: Path) -> None:
+    for i in range(5):
+        store.create(f"parcels/p-{i}", {"i": i})
+    first = store.changes.read_changes("eventarc", limit=2)
+    assert [c.path for c in first] == ["parcels/p-0", "parcels/p-1"]
+    assert store.changes.read_changes("eventarc", limit=2) == first  # reading does not consume
+    store.changes.advance("eventarc", first[-1].seq)
+    store.changes.advance("eventarc", first[0].seq)  # never moves backwards
+    reopened = EmbeddedDocumentStore(tmp_path)
+    assert [c.path for c in reopened.changes.read_changes("eventarc", 10)] == [
+        "parcels/p-2", "parcels/p-3", "parcels/p-4"]
+    assert len(reopened.changes.read_changes("audit", 10)) == 5
+    reopened.close()
+
+
+def test_a_cursor_behind_retention_is_told_not_skipped(store: EmbeddedDocumentStore) -> None:
+    store.create("parcels/p-0", {})
+    store.changes.advance("slow", 0)
+    store.create("parcels/p-1", {})
+    assert store.changes.prune(now=datetime.now(UTC) + timedelta(hours=2)) == 2
+    store.create("parcels/p-2", {})
+    with pytest.raises(ChangesExpired) as caught:
+        store.changes.read_changes("slow", 10)
+    assert caught.value.first_seq == 3
+    store.changes.advance("slow", caught.value.first_seq - 1)
+    assert [c.path for c in store.changes.read_changes("slow", 10)] == ["parcels/p-2"]
+
+
+def test_a_listener_behind_retention_gets_a_fresh_snapshot(store: EmbeddedDocumentStore) -> None:
+    async def scenario() -> None:
+        listener = store.watch_query(Query("parcels"))
+        assert (await next_snapshot(listener)).documents == ()
+        # Write and prune in a worker thread without yielding to the listener in between, so
+        # the changes it has not read are gone when it looks.
+        def write_and_prune() -> None:
+            store.create("parcels/p-1", {"v": 1})
+            store.changes.prune(now=datetime.now(UTC) + timedelta(hours=2))
+            store.create("parcels/p-2", {"v": 2})
+        await asyncio.to_thread(write_and_prune)
+        fresh = await next_matching(listener, lambda s: len(s.documents) == 2)
+        assert fresh.resync
+        assert [c.kind for c in fresh.changes] == ["added", "added"]
+        await listener.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_query_indexes_are_used_for_indexed_fields(store: EmbeddedDocumentStore) -> None:
+    from meridian.embedded.docstore.query import expression
+
+    plan = store._conn().execute(
+        f"EXPLAIN QUERY PLAN SELECT path FROM documents WHERE collection = ? AND {expression('status')} = ?",
+        ("parcels", "OUT"),
+    ).fetchall()
+    assert any("documents_field_status" in str(row) for row in plan), plan
+
+
+def test_values_that_sqlite_json_cannot_hold_are_refused(store: EmbeddedDocumentStore) -> None:
+    from meridian.domain.errors import ValidationError
+
+    with pytest.raises(ValidationError):
+        store.create("parcels/p-1", {"x": float("nan")})
+    with pytest.raises(ValidationError):
+        store.create("parcels/p-1", {"x": object()})
