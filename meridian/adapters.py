@@ -5,7 +5,7 @@ Google clients are imported only when the gcp backend is chosen.
 
 from __future__ import annotations
 
-from meridian.auth import IdentityVerifier
+from meridian.auth import IdentityVerifier, PushAuthenticator
 from meridian.config import Settings
 from meridian.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.ports import DocumentStore, Publisher, Subscriber
@@ -55,3 +55,13 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
     from meridian.embedded.identity import LocalIdentityVerifier
 
     return LocalIdentityVerifier.for_data_dir(settings.data_dir)
+
+
+def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> PushAuthenticator:
+    from meridian.push_auth import CloudRunIamPush, VerifiedPush
+
+    if settings.backend == "gcp":
+        return CloudRunIamPush(allowed_emails)
+    from meridian.embedded.oidc import PushTokenVerifier, load_jwks
+
+    return VerifiedPush(PushTokenVerifier(load_jwks(settings.data_dir)), allowed_emails)

@@ -42,3 +42,11 @@ class IdentityVerifier(abc.ABC):
 def api_key_digest(api_key: str) -> str:
     """API keys are stored only as this digest (``api_keys/{digest}`` → client id)."""
     return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class PushAuthenticator(abc.ABC):
+    """Checks the OIDC token on a push request (Pub/Sub push, Eventarc) against the identity that
+    may call this endpoint; raises Unauthenticated or PermissionDenied."""
+
+    @abc.abstractmethod
+    def check(self, authorization: str | None, audience: str) -> None: ...

@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 
+from meridian.adapters import TTL_FIELDS
 from meridian.catalog import Catalog, PushDelivery, load_catalog
 from meridian.config import Settings
+from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.eventarc import EventarcEmulation
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.bigquery import BigQuerySink
 from meridian.embedded.pubsub.broker import Broker
+from meridian.embedded.pubsub.config import RetryPolicy
 from meridian.embedded.pubsub.grpc_server import serve as serve_grpc
 from meridian.embedded.pubsub.push import PushDispatcher
 from meridian.embedded.warehouse import EmbeddedWarehouse
@@ -41,6 +46,16 @@ def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
     Broker(settings.data_dir, project=settings.project).apply_catalog(
         catalog, push_endpoint(settings)
     )
+
+
+async def _expire_documents(store: EmbeddedDocumentStore) -> None:
+    """Firestore's TTL service: delete expired ledger entries (as normal deletes) every minute."""
+    every = float(os.environ.get("MERIDIAN_TTL_SWEEP_S", "60"))
+    while True:
+        deleted = await asyncio.to_thread(store.sweep_expired)
+        if deleted:
+            log.info("expired documents deleted", count=deleted)
+        await asyncio.sleep(every)
 
 
 def topology(catalog: Catalog, settings: Settings) -> dict[str, Any]:
@@ -78,13 +93,28 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         pusher = PushDispatcher(broker, TokenIssuer(settings.data_dir))
         sink = BigQuerySink(broker, EmbeddedWarehouse(settings.data_dir))
         grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))
-        tasks = [asyncio.create_task(pusher.run()), asyncio.create_task(sink.run())]
+        store = EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS)
+        retry = RetryPolicy(
+            float(os.environ.get("MERIDIAN_EVENTARC_MIN_BACKOFF", "10")),
+            float(os.environ.get("MERIDIAN_EVENTARC_MAX_BACKOFF", "600")),
+        )
+        eventarc = EventarcEmulation(
+            catalog, store, broker, TokenIssuer(settings.data_dir), push_endpoint(settings), retry
+        )
+        tasks = [
+            asyncio.create_task(pusher.run()),
+            asyncio.create_task(sink.run()),
+            asyncio.create_task(eventarc.run()),
+            asyncio.create_task(_expire_documents(store)),
+        ]
         log.info("platform started", pubsub_grpc=f"{settings.host}:{grpc_port}")
         try:
             yield
         finally:
             pusher.stop()
             sink.stop()
+            eventarc.stop()
+            tasks[-1].cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             grpc_server.stop(grace=1)
 

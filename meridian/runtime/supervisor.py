@@ -75,36 +75,40 @@ class Supervisor:
     log_dir: Path
     grace_seconds: float = 10.0
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _restarts: dict[str, list[float]] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for service in self.services:
-            env = {
-                **os.environ,
-                "MERIDIAN_SERVICE": service.name,
-                "MERIDIAN_BACKEND": self.settings.backend,
-                "MERIDIAN_DATA_DIR": str(self.settings.data_dir.resolve()),
-                "MERIDIAN_HOST": self.settings.host,
-                "MERIDIAN_BASE_PORT": str(self.settings.base_port),
-                "PYTHONUNBUFFERED": "1",
-            }
-            if service.port is not None:
-                env["PORT"] = str(service.port)
-            logfile = (self.log_dir / f"{service.name}.log").open("ab")
-            self._children[service.name] = subprocess.Popen(
-                list(service.argv),
-                env=env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            logfile.close()  # the child holds its own descriptor
-            log.info(
-                "service started",
-                name=service.name,
-                pid=self._children[service.name].pid,
-                port=service.port,
-            )
+            self._spawn(service)
+
+    def _spawn(self, service: ServiceProcess) -> None:
+        env = {
+            **os.environ,
+            "MERIDIAN_SERVICE": service.name,
+            "MERIDIAN_BACKEND": self.settings.backend,
+            "MERIDIAN_DATA_DIR": str(self.settings.data_dir.resolve()),
+            "MERIDIAN_HOST": self.settings.host,
+            "MERIDIAN_BASE_PORT": str(self.settings.base_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if service.port is not None:
+            env["PORT"] = str(service.port)
+        logfile = (self.log_dir / f"{service.name}.log").open("ab")
+        self._children[service.name] = subprocess.Popen(
+            list(service.argv),
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logfile.close()  # the child holds its own descriptor
+        log.info(
+            "service started",
+            name=service.name,
+            pid=self._children[service.name].pid,
+            port=service.port,
+        )
 
     def wait_healthy(self, timeout_s: float = 30.0, signals: StopSignals | None = None) -> None:
         """Block until every service answers its health check; raise if one dies or times out,
@@ -136,6 +140,24 @@ class Supervisor:
                     )
                 if pending:
                     time.sleep(0.1)
+
+    def restart_dead(self, max_restarts: int = 5, window_s: float = 60.0) -> list[str]:
+        """Restart children that exited, as Cloud Run replaces a crashed instance; returns the
+        names of those that crash-looped (more than ``max_restarts`` in ``window_s``)."""
+        looping = []
+        now = time.monotonic()
+        for service in self.services:
+            child = self._children.get(service.name)
+            if child is None or child.poll() is None:
+                continue
+            recent = [t for t in self._restarts.get(service.name, []) if now - t < window_s]
+            if len(recent) >= max_restarts:
+                looping.append(service.name)
+                continue
+            log.warning("service exited; restarting it", name=service.name, code=child.returncode)
+            self._restarts[service.name] = [*recent, now]
+            self._spawn(service)
+        return looping
 
     def dead(self) -> list[str]:
         return [name for name, child in self._children.items() if child.poll() is not None]
@@ -192,14 +214,14 @@ class StopSignals:
 
 
 def run_until(supervisor: Supervisor, signals: StopSignals, duration_s: float | None) -> str:
-    """Wait until ``duration_s`` passes (None: forever), a stop signal arrives, or a child dies.
-    Returns why it stopped."""
+    """Wait until ``duration_s`` passes (None: forever), a stop signal arrives, or a child keeps
+    crashing (a child that exits is restarted). Returns why it stopped."""
     deadline = None if not duration_s else time.monotonic() + duration_s
     while True:
         if signals.reason:
             return signals.reason
         if deadline is not None and time.monotonic() >= deadline:
             return "duration elapsed"
-        if dead := supervisor.dead():
-            return f"{', '.join(dead)} exited"
+        if looping := supervisor.restart_dead():
+            return f"{', '.join(looping)} kept crashing"
         time.sleep(0.1)

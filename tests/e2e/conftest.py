@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+
+from meridian.config import PORT_OFFSETS
 
 ROOT = Path(__file__).resolve().parents[2]
 MERIDIAN = [sys.executable, "-m", "meridian.cli"]
@@ -47,3 +54,65 @@ def runtime_env(tmp_path: Path) -> dict[str, str]:
         "MERIDIAN_HOST": "127.0.0.1",
         "PYTHONPATH": str(ROOT),
     }
+
+
+def listening_pids(port: int) -> list[int]:
+    """Pids of the processes listening on ``port`` on this machine (read from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.readlines()[1:]:
+                cols = row.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    found.add(int(pid))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+@dataclass
+class Runtime:
+    """A `meridian up` process tree on its own data dir and ports."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    base_port: int
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.base_port + PORT_OFFSETS[service]}"
+
+
+def start_runtime(env: dict[str, str], services: tuple[str, ...], timeout_s: float = 60) -> Runtime:
+    process = subprocess.Popen([*MERIDIAN, "up"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    runtime = Runtime(process, Path(env["MERIDIAN_DATA_DIR"]), int(env["MERIDIAN_BASE_PORT"]))
+    deadline = time.monotonic() + timeout_s
+    pending = list(services)
+    while pending:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(
+                f"runtime did not come up: {process.stdout.read() if process.stdout else ''}"
+            )
+        try:
+            httpx.get(f"{runtime.url(pending[0])}/healthz", timeout=1).raise_for_status()
+            pending.pop(0)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return runtime
+
+
+def stop_runtime(runtime: Runtime) -> str:
+    runtime.process.send_signal(signal.SIGINT)
+    try:
+        output, _ = runtime.process.communicate(timeout=30)
+    finally:
+        runtime.process.kill()
+    return output

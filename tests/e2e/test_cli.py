@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import MERIDIAN, ROOT
+from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        child_pids = [int(line.split()[-1]) for line in _pid_lines(base)]
+        child_pids = listening_pids(base)
         assert child_pids, "no child listening on the platform port"
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
@@ -91,27 +91,6 @@ def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -
     assert "stopping (SIGINT)" in output
     time.sleep(0.2)
     assert not any(_alive(pid) for pid in child_pids)
-
-
-def _pid_lines(port: int) -> list[str]:
-    """Lines 'port pid' for processes listening on ``port`` (read from /proc, no extra tools)."""
-    inode_of = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for row in f.readlines()[1:]:
-                cols = row.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    inode_of[cols[9]] = port
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:[") and target[8:-1] in inode_of:
-                    found.append(f"{port} {pid}")
-        except OSError:
-            continue
-    return found
 
 
 def test_demo_runs_the_scenario_and_exits_after_its_duration(runtime_env: dict[str, str]) -> None:

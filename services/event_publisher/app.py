@@ -1,0 +1,88 @@
+"""The event publisher: Eventarc's Firestore trigger target.
+
+It answers 2xx only once the event is published; anything else makes Eventarc retry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Request, Response
+from google.events.cloud import firestore as fs
+from starlette.concurrency import run_in_threadpool
+
+from meridian.auth import PushAuthenticator
+from meridian.domain.errors import DecodeError
+from meridian.firestore_values import from_fields
+from meridian.http import install_problem_handlers
+from meridian.observability import get_logger
+from services.event_publisher.handlers import Deps, DocumentChange, publish_change
+
+log = get_logger(__name__)
+
+
+def change_from_cloudevent(headers: dict[str, str], body: bytes) -> DocumentChange:
+    """Read a binary-mode Firestore CloudEvent (reference §5.2-5.5)."""
+    event_type = headers.get("ce-type", "")
+    if not event_type.startswith("google.cloud.firestore.document.v1."):
+        raise DecodeError(f"not a Firestore document event: ce-type {event_type!r}")
+    document = headers.get("ce-document") or headers.get("ce-subject", "").removeprefix(
+        "documents/"
+    )
+    if not document:
+        raise DecodeError("the event names no document (ce-document / ce-subject)")
+    try:
+        data = fs.DocumentEventData.deserialize(body)
+    except Exception as e:  # protobuf raises DecodeError of its own on a corrupt body
+        raise DecodeError(f"body is not a DocumentEventData protobuf: {e}") from None
+    has_value = fs.DocumentEventData.pb(data).HasField("value")
+    has_old = fs.DocumentEventData.pb(data).HasField("old_value")
+    current = data.value if has_value else data.old_value
+    return DocumentChange(
+        path=document,
+        old=from_fields(data.old_value.fields) if has_old else None,
+        new=from_fields(data.value.fields) if has_value else None,
+        update_time=current.update_time,
+    )
+
+
+def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
+    app = FastAPI(title="Meridian event publisher", version="1")
+    install_problem_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/firestore", status_code=204)
+    async def firestore_change(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        traceparent: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        auth.check(authorization, f"{own_url}/firestore")
+        change = change_from_cloudevent(dict(request.headers), await request.body())
+        event = await run_in_threadpool(publish_change, change, deps, traceparent)
+        if event is not None:
+            log.info(
+                "event published",
+                event_type=event.event_type,
+                event_id=event.event_id,
+                document=change.path,
+            )
+        return Response(status_code=204)
+
+    return app
+
+
+def main() -> None:
+    from meridian.config import Settings
+    from meridian.runtime.serve import serve
+    from services.event_publisher.bootstrap import bootstrap
+
+    settings = Settings.from_env()
+    serve(create_app(*bootstrap(settings)), "event-publisher", settings.port_of("event-publisher"))
+
+
+if __name__ == "__main__":
+    main()

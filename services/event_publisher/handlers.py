@@ -1,0 +1,129 @@
+"""Committed Firestore changes → typed domain events on ``logistics.events``.
+
+This is the target of Eventarc's Firestore triggers (the native outbox): it sees every committed
+write of a parcel or a shipment and publishes the business fact it represents. Event ids derive
+from the document path and its update time, so a redelivered change republishes the same id and
+consumers deduplicate it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from meridian.codec import EventCodec
+from meridian.domain import events as ev
+from meridian.domain.errors import DecodeError
+from meridian.domain.events import DomainEvent, derive_event_id
+from meridian.ports import Publisher
+
+EVENTS_TOPIC = "logistics.events"
+
+
+@dataclass(frozen=True)
+class DocumentChange:
+    """One committed write as Eventarc reports it; ``old``/``new`` are None for created/deleted."""
+
+    path: str
+    old: Mapping[str, Any] | None
+    new: Mapping[str, Any] | None
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class Deps:
+    publisher: Publisher
+    codec: EventCodec
+
+
+def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
+    if change.old is None:
+        return None  # a new parcel is announced by its shipment's ShipmentCreated
+    old_status = change.old.get("status")
+    status = new.get("status")
+    if status == old_status or status is None:
+        return None  # not a state change (a field update, or the parcel's creation)
+    base = {
+        "event_id": derive_event_id(change.path, change.update_time.isoformat(), str(status)),
+        "occurred_at": change.update_time,
+        "parcel_id": new["parcel_id"],
+        "shipment_id": new["shipment_id"],
+        "client_id": new["client_id"],
+    }
+    stop, recipient = new["stop"], new["recipient"]
+    on_route = {
+        "route_id": new.get("route_id"),
+        "driver_id": new.get("driver_id"),
+        "vehicle_id": new.get("vehicle_id"),
+    }
+    if status == "PLANNED":
+        return ev.ParcelPlanned(**base, window_id=new["window_id"])
+    if status == "ASSIGNED":
+        return ev.ParcelAssigned(**base, window_id=new.get("window_id"), **on_route)
+    if status == "OUT_FOR_DELIVERY":
+        return ev.ParcelOutForDelivery(
+            **base, **on_route, recipient_phone=recipient["phone"], lat=stop["location"]["lat"],
+            lng=stop["location"]["lng"], address=stop["address"], window_start=stop["window"]["start"],
+            window_end=stop["window"]["end"], attempt=new["attempts"],
+        )  # fmt: skip
+    if status == "DELIVERED":
+        position, pod = new["delivered_position"], new.get("pod") or {}
+        return ev.ParcelDelivered(
+            **base, **on_route, delivered_at=new["delivered_at"], lat=position["lat"], lng=position["lng"],
+            window_end=stop["window"]["end"], recipient_phone=recipient["phone"],
+            pod_signature_ref=pod.get("signature_ref"), pod_photo_ref=pod.get("photo_ref"),
+        )  # fmt: skip
+    if status == "DELIVERY_FAILED":
+        return ev.DeliveryFailed(
+            **base, **on_route, failed_at=change.update_time, reason=new.get("failure_reason") or "unknown",
+            attempt=max(1, new["attempts"]), recipient_phone=recipient["phone"],
+        )  # fmt: skip
+    if status == "CREATED":
+        return ev.ParcelRequeued(
+            **base, previous_status=str(old_status), reason=new.get("failure_reason")
+        )
+    if status == "RETURNED":
+        return ev.ParcelReturned(**base, reason=new.get("failure_reason"))
+    raise DecodeError(f"{change.path}: unknown parcel status {status!r}")
+
+
+def _shipment_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
+    event_id = derive_event_id(change.path, change.update_time.isoformat(), str(new.get("status")))
+    if change.old is None:
+        return ev.ShipmentCreated(event_id=event_id, occurred_at=change.update_time, shipment_id=new["shipment_id"],
+                                  client_id=new["client_id"], parcel_ids=tuple(new["parcel_ids"]))  # fmt: skip
+    if new.get("status") == "CLOSED" and change.old.get("status") != "CLOSED":
+        counts = new.get("counts", {})
+        return ev.ShipmentClosed(event_id=event_id, occurred_at=change.update_time, shipment_id=new["shipment_id"],
+                                 client_id=new["client_id"], delivered_count=counts.get("DELIVERED", 0),
+                                 failed_count=counts.get("DELIVERY_FAILED", 0),
+                                 returned_count=counts.get("RETURNED", 0))  # fmt: skip
+    return None
+
+
+def event_for_change(change: DocumentChange) -> DomainEvent | None:
+    """The business fact a committed write represents, if any."""
+    if change.new is None:
+        return None  # deletions of parcels and shipments are housekeeping, not business facts
+    collection = change.path.split("/", 1)[0]
+    try:
+        if collection == "parcels":
+            return _parcel_event(change, change.new)
+        if collection == "shipments":
+            return _shipment_event(change, change.new)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(
+            f"{change.path}: document does not carry what its event needs: {e!r}"
+        ) from None
+    return None
+
+
+def publish_change(
+    change: DocumentChange, deps: Deps, traceparent: str | None = None
+) -> DomainEvent | None:
+    event = event_for_change(change)
+    if event is not None:
+        deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(event, traceparent)])
+    return event

@@ -1,0 +1,148 @@
+"""Committed changes → domain events, and the Eventarc wire format between the two halves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from google.events.cloud import firestore as fs
+
+from meridian.auth import Actor
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain.errors import DecodeError
+from meridian.domain.model import GeoPoint, Parcel, ProofOfDelivery, Recipient, Stop, TimeWindow
+from meridian.embedded.docstore import Change
+from meridian.embedded.eventarc import Trigger, cloudevent_attributes, document_event, path_pattern
+from meridian.records import parcel_document
+from services.event_publisher.app import change_from_cloudevent
+from services.event_publisher.handlers import Deps, DocumentChange, event_for_change, publish_change
+from tests.fakes import FakePublisher
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+DRIVER = Actor("drv-7", "driver")
+CATALOG = load_catalog()
+
+
+def parcel() -> Parcel:
+    window = TimeWindow(start=NOW, end=NOW + timedelta(hours=2))
+    return Parcel(parcel_id="p-1", shipment_id="s-1", client_id="c-1",
+                  recipient=Recipient(name="Asha", phone="+919812345678"),
+                  stop=Stop(location=GeoPoint(lat=12.97, lng=77.59), address="1 MG Road", window=window),
+                  weight_kg=2.0)  # fmt: skip
+
+
+def doc(p: Parcel) -> dict[str, Any]:
+    return parcel_document(p, NOW, "test", DRIVER)
+
+
+def change(old: Parcel | None, new: Parcel, at: datetime = NOW) -> DocumentChange:
+    return DocumentChange("parcels/p-1", doc(old) if old else None, doc(new), at)
+
+
+def test_each_state_change_is_its_event() -> None:
+    created = parcel()
+    planned = created.plan("w-1")
+    assigned = planned.assign("r-1", "drv-7", "veh-3")
+    out = assigned.send_out()
+    delivered = out.deliver(
+        NOW, GeoPoint(lat=12.9, lng=77.6), ProofOfDelivery(photo_ref="pod/p-1.jpg")
+    )
+    failed = out.fail("gate locked")
+    steps = [(created, planned, "ParcelPlanned"), (planned, assigned, "ParcelAssigned"),
+             (assigned, out, "ParcelOutForDelivery"), (out, delivered, "ParcelDelivered"),
+             (out, failed, "DeliveryFailed"), (failed, failed.requeue(), "ParcelRequeued"),
+             (failed, failed.return_to_sender(), "ParcelReturned")]  # fmt: skip
+    for old, new, expected in steps:
+        event = event_for_change(change(old, new))
+        assert event is not None and event.event_type == expected
+    delivered_event = event_for_change(change(out, delivered))
+    assert delivered_event is not None
+    assert delivered_event.model_dump()["pod_photo_ref"] == "pod/p-1.jpg"
+    assert delivered_event.model_dump()["recipient_phone"] == "+919812345678"
+
+
+def test_no_event_for_creation_field_updates_or_deletes() -> None:
+    p = parcel()
+    assert event_for_change(DocumentChange("parcels/p-1", None, doc(p), NOW)) is None
+    assert event_for_change(change(p, p)) is None
+    assert event_for_change(DocumentChange("parcels/p-1", doc(p), None, NOW)) is None
+
+
+def test_event_ids_are_stable_for_a_redelivered_change() -> None:
+    out = parcel().plan("w").assign("r", "d", "v").send_out()
+    delivered = out.deliver(NOW, GeoPoint(lat=0, lng=0))
+    first, again = (
+        event_for_change(change(out, delivered)),
+        event_for_change(change(out, delivered)),
+    )
+    later = event_for_change(change(out, delivered, NOW + timedelta(seconds=1)))
+    assert first is not None and again is not None and later is not None
+    assert first.event_id == again.event_id != later.event_id
+
+
+def test_a_document_missing_what_its_event_needs_is_refused() -> None:
+    out = doc(parcel().plan("w").assign("r", "d", "v").send_out())
+    broken = {**out, "status": "DELIVERED"}  # no delivered_at, no position
+    with pytest.raises(DecodeError, match="does not carry"):
+        event_for_change(DocumentChange("parcels/p-1", out, broken, NOW))
+
+
+def test_shipment_creation_is_published_with_the_parcel_ordering_key() -> None:
+    publisher = FakePublisher()
+    new = {"shipment_id": "s-1", "client_id": "c-1", "parcel_ids": ["p-1", "p-2"], "status": "OPEN"}
+    event = publish_change(
+        DocumentChange("shipments/s-1", None, new, NOW), Deps(publisher, EventCodec(CATALOG))
+    )
+    assert event is not None and event.event_type == "ShipmentCreated"
+    [(topic, message)] = publisher.published
+    assert topic == "logistics.events"
+    assert message.ordering_key == "s-1"
+
+
+def test_path_patterns() -> None:
+    pattern = path_pattern("parcels/{parcelId}")
+    assert pattern.match("parcels/p-1")
+    assert not pattern.match("parcels/p-1/notes/n-1")
+    assert not pattern.match("shipments/s-1")
+
+
+def test_the_eventarc_wire_format_round_trips_into_the_publisher() -> None:
+    out = parcel().plan("w").assign("r", "d", "v").send_out()
+    delivered = out.deliver(NOW, GeoPoint(lat=0, lng=0))
+    committed = Change(seq=7, path="parcels/p-1", collection="parcels", kind="updated", old_data=doc(out),
+                       new_data=doc(delivered), update_mask=("status", "delivered_at"), create_time=NOW,
+                       commit_time=NOW + timedelta(seconds=3))  # fmt: skip
+    trigger = Trigger.of("parcel-changes", CATALOG.triggers["parcel-changes"])
+    assert trigger.matches(committed)
+    headers = cloudevent_attributes(trigger, committed, "proj", "local")
+    assert headers["ce-type"] == "google.cloud.firestore.document.v1.written"
+    assert headers["ce-subject"] == "documents/parcels/p-1"
+    assert headers["ce-source"] == "//firestore.googleapis.com/projects/proj/databases/(default)"
+    body = fs.DocumentEventData.serialize(document_event(committed, "proj"))
+    decoded = fs.DocumentEventData.deserialize(body)
+    assert decoded.value.name == "projects/proj/databases/(default)/documents/parcels/p-1"
+    assert list(decoded.update_mask.field_paths) == ["status", "delivered_at"]
+    received = change_from_cloudevent(headers, body)
+    assert received.path == "parcels/p-1"
+    assert received.new is not None and received.new["status"] == "DELIVERED"
+    assert received.update_time == NOW + timedelta(seconds=3)
+    assert event_for_change(received) == event_for_change(
+        change(out, delivered, NOW + timedelta(seconds=3))
+    )
+
+
+def test_a_noop_write_triggers_nothing() -> None:
+    same = doc(parcel())
+    noop = Change(seq=1, path="parcels/p-1", collection="parcels", kind="updated", old_data=same, new_data=same,
+                  update_mask=(), create_time=NOW, commit_time=NOW)  # fmt: skip
+    assert not Trigger.of("parcel-changes", CATALOG.triggers["parcel-changes"]).matches(noop)
+
+
+def test_garbage_is_not_a_firestore_event() -> None:
+    with pytest.raises(DecodeError, match="not a Firestore document event"):
+        change_from_cloudevent({"ce-type": "com.example"}, b"")
+    with pytest.raises(DecodeError, match="not a DocumentEventData"):
+        change_from_cloudevent({"ce-type": "google.cloud.firestore.document.v1.written",
+                                "ce-document": "parcels/p-1"}, b"\xff\xff\xff")  # fmt: skip
