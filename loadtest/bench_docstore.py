@@ -76,8 +76,13 @@ async def _listen(directory: Path) -> list[float]:
     listener = store.watch_document("live_map/veh-7")
     await anext(listener)
     writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.bench_docstore", "writer", str(directory),
-        str(LISTENED_WRITES), cwd=ROOT,
+        sys.executable,
+        "-m",
+        "loadtest.bench_docstore",
+        "writer",
+        str(directory),
+        str(LISTENED_WRITES),
+        cwd=ROOT,
     )
     latencies = []
     while True:

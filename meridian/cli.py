@@ -191,8 +191,14 @@ def demo(
         try:
             _start(supervisor, settings, signals)
             budget = max(1.0, (duration or 60) - (time.monotonic() - started) - 3)
-            report = run_scenario(cat, settings, seconds=budget * 0.8, console=console, parcel_count=parcels,
-                                  interrupted=lambda: bool(signals.reason))  # fmt: skip
+            report = run_scenario(
+                cat,
+                settings,
+                seconds=budget * 0.8,
+                console=console,
+                parcel_count=parcels,
+                interrupted=lambda: bool(signals.reason),
+            )
             remaining = duration - (time.monotonic() - started) - 2 if duration else None
             reason = (
                 run_until(supervisor, signals, remaining)
@@ -206,8 +212,10 @@ def demo(
             ended = _stop(supervisor)
     if report is not None:
         print_summary(report, console)
-    console.print(f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
-                  f"services: {', '.join(f'{k} {v}' for k, v in ended.items())}")  # fmt: skip
+    console.print(
+        f"[green]demo finished[/] in {time.monotonic() - started:.1f} s; "
+        f"services: {', '.join(f'{k} {v}' for k, v in ended.items())}"
+    )
 
 
 @app.command()

@@ -213,9 +213,17 @@ def _build(tree: Tree[Token], text: str) -> Condition:
 
 _ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|([0-3][0-7]{2})|(.?))", re.S)
 _SIMPLE_ESCAPES = {
-    "\\": "\\", '"': '"', "'": "'",
-    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-}  # fmt: skip
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
 
 
 def _unquote(token: Token, text: str) -> str:
@@ -241,11 +249,23 @@ _TOKEN = re.compile(r"[A-Za-z0-9_]+|!=|\S")
 _KEY_BEFORE = re.compile(r"attributes\s*[.:]\s*([A-Za-z0-9_-]+)$")
 _KEY_RUN = re.compile(r"[^\s=!,()]+")
 _EXPECTED_LABELS = {
-    "_ATTRIBUTES": "'attributes'", "_HAS_PREFIX": "'hasPrefix('", "_NOT": "'NOT'", "_MINUS": "'-'",
-    "_LPAR": "'('", "NAME": "a key", "STRING": "a string literal", "_COLON": "':'", "_DOT": "'.'",
-    "_EQ": "'='", "_NE": "'!='", "_COMMA": "','", "_AND": "'AND'", "_OR": "'OR'", "_RPAR": "')'",
+    "_ATTRIBUTES": "'attributes'",
+    "_HAS_PREFIX": "'hasPrefix('",
+    "_NOT": "'NOT'",
+    "_MINUS": "'-'",
+    "_LPAR": "'('",
+    "NAME": "a key",
+    "STRING": "a string literal",
+    "_COLON": "':'",
+    "_DOT": "'.'",
+    "_EQ": "'='",
+    "_NE": "'!='",
+    "_COMMA": "','",
+    "_AND": "'AND'",
+    "_OR": "'OR'",
+    "_RPAR": "')'",
     "$END": "end of filter",
-}  # fmt: skip
+}
 
 
 def _diagnose(text: str, pos: int, expected: set[str]) -> str:

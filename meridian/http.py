@@ -47,8 +47,13 @@ STATUS_OF: list[tuple[type[MeridianError], int, str]] = [
 
 
 def problem(status: int, slug: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": f"https://meridian.dev/problems/{slug}", "title": slug.replace("-", " "),
-            "status": status, "detail": detail, **extra}  # fmt: skip
+    body = {
+        "type": f"https://meridian.dev/problems/{slug}",
+        "title": slug.replace("-", " "),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -77,7 +82,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [
             {"location": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in error.errors()
-        ]  # fmt: skip
+        ]
         malformed = any(e.get("type") == "json_invalid" for e in error.errors())
         status, slug = (400, "malformed-json") if malformed else (422, "invalid-input")
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)

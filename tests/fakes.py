@@ -125,9 +125,10 @@ class FakeDocumentStore(DocumentStore):
         found = [
             d
             for p, d in self.docs.items()
-            if p.startswith(prefix) and "/" not in p[len(prefix) :]
+            if p.startswith(prefix)
+            and "/" not in p[len(prefix) :]
             and all(_OPS[op](_field(d.data, f), v) for f, op, v in query.filters)
-        ]  # fmt: skip
+        ]
         for field_path, direction in reversed(query.orders):
             found.sort(key=lambda d: _field(d.data, field_path), reverse=direction == "desc")
         return found[: query.limit_to] if query.limit_to is not None else found

@@ -30,8 +30,14 @@ def _bounded_float(metadata: list[Any]) -> st.SearchStrategy[float]:
             low = float(item.ge if isinstance(item, at.Ge) else item.gt)
         if isinstance(item, at.Le | at.Lt):
             high = float(item.le if isinstance(item, at.Le) else item.lt)
-    return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False,
-                     exclude_min=False, exclude_max=False)  # fmt: skip
+    return st.floats(
+        min_value=low,
+        max_value=high,
+        allow_nan=False,
+        allow_infinity=False,
+        exclude_min=False,
+        exclude_max=False,
+    )
 
 
 def _bounded_int(metadata: list[Any]) -> st.SearchStrategy[int]:

@@ -79,8 +79,12 @@ def document_event(change: Change, project: str) -> fs.DocumentEventData:
     create_time = timestamp(change.create_time or change.commit_time)
 
     def document(data: dict[str, object], update_time: datetime) -> fs.Document:
-        return fs.Document(name=name, fields=to_fields(data), create_time=create_time,
-                           update_time=timestamp(update_time))  # fmt: skip
+        return fs.Document(
+            name=name,
+            fields=to_fields(data),
+            create_time=create_time,
+            update_time=timestamp(update_time),
+        )
 
     event = fs.DocumentEventData()
     if change.new_data is not None:
@@ -162,8 +166,12 @@ class EventarcEmulation:
             try:
                 changes = self._store.changes.read_changes(cursor, limit)
             except ChangesExpired as gap:
-                log.error("eventarc cursor fell behind the change log; changes were lost", trigger=trigger.name,
-                          after=gap.after_seq, first_retained=gap.first_seq)  # fmt: skip
+                log.error(
+                    "eventarc cursor fell behind the change log; changes were lost",
+                    trigger=trigger.name,
+                    after=gap.after_seq,
+                    first_retained=gap.first_seq,
+                )
                 self._store.changes.advance(cursor, gap.first_seq - 1)
                 continue
             if not changes:

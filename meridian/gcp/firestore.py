@@ -47,15 +47,25 @@ from meridian.ports import (
 
 T = TypeVar("T")
 _KINDS: dict[str, Literal["added", "modified", "removed"]] = {
-    "ADDED": "added", "MODIFIED": "modified", "REMOVED": "removed"
+    "ADDED": "added",
+    "MODIFIED": "modified",
+    "REMOVED": "removed",
 }
 
 
 def _plain(value: Any) -> Any:
     """Client values → the port's: DatetimeWithNanoseconds → aware UTC datetime, maps → dicts."""
     if isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                        value.microsecond, tzinfo=UTC)
+        return datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            tzinfo=UTC,
+        )
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -68,7 +78,10 @@ def _document(snapshot: Any) -> Document | None:
         return None
     path = snapshot.reference.path
     return Document(
-        path, _plain(snapshot.to_dict() or {}), _plain(snapshot.create_time), _plain(snapshot.update_time)
+        path,
+        _plain(snapshot.to_dict() or {}),
+        _plain(snapshot.create_time),
+        _plain(snapshot.update_time),
     )
 
 
@@ -82,7 +95,9 @@ def _translated(path: str = "") -> Iterator[None]:
     except gexc.NotFound as e:
         raise NotFound(path or str(e)) from e
     except gexc.Aborted as e:
-        raise TransactionContention(f"Firestore aborted the transaction on {path}: {e.message}") from e
+        raise TransactionContention(
+            f"Firestore aborted the transaction on {path}: {e.message}"
+        ) from e
     except gexc.InvalidArgument as e:
         if "size" in str(e).lower() or "exceeds" in str(e).lower():
             raise LimitExceeded(f"{path}: {e.message}") from e
@@ -105,8 +120,11 @@ class FirestoreTransaction(Transaction):
 
     def query(self, query: Query) -> list[Document]:
         with _translated(query.collection):
-            return [d for s in self._store.native_query(query).get(transaction=self._tx)
-                    if (d := _document(s)) is not None]
+            return [
+                d
+                for s in self._store.native_query(query).get(transaction=self._tx)
+                if (d := _document(s)) is not None
+            ]
 
     def create(self, path: str, data: Mapping[str, JsonValue]) -> None:
         check_document_path(path)
@@ -142,7 +160,8 @@ class FirestoreDocumentStore(DocumentStore):
     ) -> None:
         self.client = client or (
             firestore.Client(project=project, database=database)
-            if database else firestore.Client(project=project)
+            if database
+            else firestore.Client(project=project)
         )
         self.ttl_fields = dict(ttl_fields or {})
 
@@ -153,11 +172,15 @@ class FirestoreDocumentStore(DocumentStore):
         check_query(query)
         native: Any = self.client.collection(query.collection)
         for field_path, op, value in query.filters:
-            native = native.where(filter=FieldFilter(field_path, op, list(value) if op == "in" else value))
+            native = native.where(
+                filter=FieldFilter(field_path, op, list(value) if op == "in" else value)
+            )
         for field_path, direction in query.orders:
             native = native.order_by(
                 field_path,
-                direction=firestore.Query.DESCENDING if direction == "desc" else firestore.Query.ASCENDING,
+                direction=firestore.Query.DESCENDING
+                if direction == "desc"
+                else firestore.Query.ASCENDING,
             )
         if query.limit_to is not None:
             native = native.limit(query.limit_to)
@@ -207,7 +230,9 @@ class FirestoreDocumentStore(DocumentStore):
         with _translated(path):
             self.ref(path).delete()
 
-    def batch_write(self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]) -> None:
+    def batch_write(
+        self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]
+    ) -> None:
         batch = self.client.batch()
         for op, path, data in writes:
             ref = self.ref(path)
@@ -258,7 +283,9 @@ class FirestoreDocumentStore(DocumentStore):
         deleted = 0
         for collection_id, field in self.ttl_fields.items():
             group = self.client.collection_group(collection_id)
-            for snapshot in group.where(filter=FieldFilter(field, "<=", cutoff)).limit(batch).stream():
+            for snapshot in (
+                group.where(filter=FieldFilter(field, "<=", cutoff)).limit(batch).stream()
+            ):
                 try:
                     snapshot.reference.delete(
                         option=self.client.write_option(last_update_time=snapshot.update_time)
@@ -297,7 +324,9 @@ class FirestoreDocumentStore(DocumentStore):
             if not first.is_set():
                 first.set()
                 converted = tuple(DocumentChange("added", d, d.path) for d in documents)
-            loop.call_soon_threadsafe(queue.put_nowait, Snapshot(documents, converted, _plain(read_time)))
+            loop.call_soon_threadsafe(
+                queue.put_nowait, Snapshot(documents, converted, _plain(read_time))
+            )
 
         watch = target.on_snapshot(on_snapshot)
         try:

@@ -164,11 +164,20 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         tags=["parcels"],
     )
     async def deliver(
-        parcel_id: Identifier, body: DeliverRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: DeliverRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
-        cmd = DeliverParcel(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject, vehicle_id=body.vehicle_id,
-                            delivered_at=body.delivered_at, position=body.position, pod=body.pod)  # fmt: skip
+    ) -> JSONResponse:
+        cmd = DeliverParcel(
+            parcel_id=parcel_id,
+            driver_id=body.driver_id or caller.subject,
+            vehicle_id=body.vehicle_id,
+            delivered_at=body.delivered_at,
+            position=body.position,
+            pod=body.pod,
+        )
         key = await request_key(request, caller, idempotency_key)
         return accepted(await run_in_threadpool(handlers.deliver_parcel, cmd, caller, deps, key))
 
@@ -179,11 +188,18 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         tags=["parcels"],
     )
     async def out_for_delivery(
-        parcel_id: Identifier, body: OutForDeliveryRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: OutForDeliveryRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
-        cmd = SendOutForDelivery(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject,
-                                 vehicle_id=body.vehicle_id, at=body.at)  # fmt: skip
+    ) -> JSONResponse:
+        cmd = SendOutForDelivery(
+            parcel_id=parcel_id,
+            driver_id=body.driver_id or caller.subject,
+            vehicle_id=body.vehicle_id,
+            at=body.at,
+        )
         key = await request_key(request, caller, idempotency_key)
         return accepted(
             await run_in_threadpool(handlers.send_out_for_delivery, cmd, caller, deps, key)
@@ -193,11 +209,19 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         "/v1/parcels/{parcel_id}:fail", status_code=202, response_model=Accepted, tags=["parcels"]
     )
     async def fail(
-        parcel_id: Identifier, body: FailRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: FailRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
-        cmd = FailDelivery(parcel_id=parcel_id, driver_id=body.driver_id or caller.subject, vehicle_id=body.vehicle_id,
-                           failed_at=body.failed_at, reason=body.reason)  # fmt: skip
+    ) -> JSONResponse:
+        cmd = FailDelivery(
+            parcel_id=parcel_id,
+            driver_id=body.driver_id or caller.subject,
+            vehicle_id=body.vehicle_id,
+            failed_at=body.failed_at,
+            reason=body.reason,
+        )
         key = await request_key(request, caller, idempotency_key)
         return accepted(await run_in_threadpool(handlers.fail_delivery, cmd, caller, deps, key))
 
@@ -208,13 +232,26 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         tags=["dispatch"],
     )
     async def assign(
-        parcel_id: Identifier, body: AssignRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: AssignRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
+    ) -> JSONResponse:
         key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(
-            handlers.assign_parcel, parcel_id, body.route_id, body.driver_id, body.vehicle_id, body.window_id,
-            caller, deps, key))  # fmt: skip
+        return accepted(
+            await run_in_threadpool(
+                handlers.assign_parcel,
+                parcel_id,
+                body.route_id,
+                body.driver_id,
+                body.vehicle_id,
+                body.window_id,
+                caller,
+                deps,
+                key,
+            )
+        )
 
     @app.post(
         "/v1/parcels/{parcel_id}:requeue",
@@ -223,9 +260,12 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         tags=["dispatch"],
     )
     async def requeue(
-        parcel_id: Identifier, body: ReasonRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: ReasonRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
+    ) -> JSONResponse:
         cmd = RequeueParcel(parcel_id=parcel_id, reason=body.reason)
         key = await request_key(request, caller, idempotency_key)
         return accepted(await run_in_threadpool(handlers.requeue_parcel, cmd, caller, deps, key))
@@ -237,9 +277,12 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         tags=["dispatch"],
     )
     async def return_to_sender(
-        parcel_id: Identifier, body: ReasonRequest, request: Request, caller: Caller,
+        parcel_id: Identifier,
+        body: ReasonRequest,
+        request: Request,
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
-    ) -> JSONResponse:  # fmt: skip
+    ) -> JSONResponse:
         cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)
         key = await request_key(request, caller, idempotency_key)
         return accepted(await run_in_threadpool(handlers.return_parcel, cmd, caller, deps, key))

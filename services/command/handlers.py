@@ -166,23 +166,43 @@ def _the_assigned_driver(actor: Actor, driver_id: str) -> Callable[[Parcel], Non
 def send_out_for_delivery(
     cmd: SendOutForDelivery, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
-    return _move_parcel(cmd.parcel_id, "SendOutForDelivery", actor, deps, request,
-                        lambda p: p.send_out(), _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+    return _move_parcel(
+        cmd.parcel_id,
+        "SendOutForDelivery",
+        actor,
+        deps,
+        request,
+        lambda p: p.send_out(),
+        _the_assigned_driver(actor, cmd.driver_id),
+    )
 
 
 def deliver_parcel(
     cmd: DeliverParcel, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
-    return _move_parcel(cmd.parcel_id, "DeliverParcel", actor, deps, request,
-                        lambda p: p.deliver(cmd.delivered_at, cmd.position, cmd.pod),
-                        _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+    return _move_parcel(
+        cmd.parcel_id,
+        "DeliverParcel",
+        actor,
+        deps,
+        request,
+        lambda p: p.deliver(cmd.delivered_at, cmd.position, cmd.pod),
+        _the_assigned_driver(actor, cmd.driver_id),
+    )
 
 
 def fail_delivery(
     cmd: FailDelivery, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
-    return _move_parcel(cmd.parcel_id, "FailDelivery", actor, deps, request,
-                        lambda p: p.fail(cmd.reason), _the_assigned_driver(actor, cmd.driver_id))  # fmt: skip
+    return _move_parcel(
+        cmd.parcel_id,
+        "FailDelivery",
+        actor,
+        deps,
+        request,
+        lambda p: p.fail(cmd.reason),
+        _the_assigned_driver(actor, cmd.driver_id),
+    )
 
 
 def _dispatcher_only(actor: Actor) -> Callable[[Parcel], None]:
@@ -190,9 +210,15 @@ def _dispatcher_only(actor: Actor) -> Callable[[Parcel], None]:
 
 
 def assign_parcel(
-    parcel_id: str, route_id: str, driver_id: str, vehicle_id: str, window_id: str,
-    actor: Actor, deps: Deps, request: RequestKey | None,
-) -> dict[str, Any]:  # fmt: skip
+    parcel_id: str,
+    route_id: str,
+    driver_id: str,
+    vehicle_id: str,
+    window_id: str,
+    actor: Actor,
+    deps: Deps,
+    request: RequestKey | None,
+) -> dict[str, Any]:
     """Manual dispatch from the desk: plan a parcel into a window and assign it in one step."""
 
     def plan_and_assign(parcel: Parcel) -> Parcel:
@@ -207,15 +233,29 @@ def assign_parcel(
 def requeue_parcel(
     cmd: RequeueParcel, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
-    return _move_parcel(cmd.parcel_id, "RequeueParcel", actor, deps, request,
-                        lambda p: p.requeue(), _dispatcher_only(actor))  # fmt: skip
+    return _move_parcel(
+        cmd.parcel_id,
+        "RequeueParcel",
+        actor,
+        deps,
+        request,
+        lambda p: p.requeue(),
+        _dispatcher_only(actor),
+    )
 
 
 def return_parcel(
     cmd: ReturnParcel, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
-    return _move_parcel(cmd.parcel_id, "ReturnParcel", actor, deps, request,
-                        lambda p: p.return_to_sender(), _dispatcher_only(actor))  # fmt: skip
+    return _move_parcel(
+        cmd.parcel_id,
+        "ReturnParcel",
+        actor,
+        deps,
+        request,
+        lambda p: p.return_to_sender(),
+        _dispatcher_only(actor),
+    )
 
 
 def get_parcel_status(parcel_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:

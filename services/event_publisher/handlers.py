@@ -64,22 +64,38 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
         return ev.ParcelAssigned(**base, window_id=new.get("window_id"), **on_route)
     if status == "OUT_FOR_DELIVERY":
         return ev.ParcelOutForDelivery(
-            **base, **on_route, recipient_phone=recipient["phone"], lat=stop["location"]["lat"],
-            lng=stop["location"]["lng"], address=stop["address"], window_start=stop["window"]["start"],
-            window_end=stop["window"]["end"], attempt=new["attempts"],
-        )  # fmt: skip
+            **base,
+            **on_route,
+            recipient_phone=recipient["phone"],
+            lat=stop["location"]["lat"],
+            lng=stop["location"]["lng"],
+            address=stop["address"],
+            window_start=stop["window"]["start"],
+            window_end=stop["window"]["end"],
+            attempt=new["attempts"],
+        )
     if status == "DELIVERED":
         position, pod = new["delivered_position"], new.get("pod") or {}
         return ev.ParcelDelivered(
-            **base, **on_route, delivered_at=new["delivered_at"], lat=position["lat"], lng=position["lng"],
-            window_end=stop["window"]["end"], recipient_phone=recipient["phone"],
-            pod_signature_ref=pod.get("signature_ref"), pod_photo_ref=pod.get("photo_ref"),
-        )  # fmt: skip
+            **base,
+            **on_route,
+            delivered_at=new["delivered_at"],
+            lat=position["lat"],
+            lng=position["lng"],
+            window_end=stop["window"]["end"],
+            recipient_phone=recipient["phone"],
+            pod_signature_ref=pod.get("signature_ref"),
+            pod_photo_ref=pod.get("photo_ref"),
+        )
     if status == "DELIVERY_FAILED":
         return ev.DeliveryFailed(
-            **base, **on_route, failed_at=change.update_time, reason=new.get("failure_reason") or "unknown",
-            attempt=max(1, new["attempts"]), recipient_phone=recipient["phone"],
-        )  # fmt: skip
+            **base,
+            **on_route,
+            failed_at=change.update_time,
+            reason=new.get("failure_reason") or "unknown",
+            attempt=max(1, new["attempts"]),
+            recipient_phone=recipient["phone"],
+        )
     if status == "CREATED":
         return ev.ParcelRequeued(
             **base, previous_status=str(old_status), reason=new.get("failure_reason")
@@ -92,14 +108,24 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
 def _shipment_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
     event_id = derive_event_id(change.path, change.update_time.isoformat(), str(new.get("status")))
     if change.old is None:
-        return ev.ShipmentCreated(event_id=event_id, occurred_at=change.update_time, shipment_id=new["shipment_id"],
-                                  client_id=new["client_id"], parcel_ids=tuple(new["parcel_ids"]))  # fmt: skip
+        return ev.ShipmentCreated(
+            event_id=event_id,
+            occurred_at=change.update_time,
+            shipment_id=new["shipment_id"],
+            client_id=new["client_id"],
+            parcel_ids=tuple(new["parcel_ids"]),
+        )
     if new.get("status") == "CLOSED" and change.old.get("status") != "CLOSED":
         counts = new.get("counts", {})
-        return ev.ShipmentClosed(event_id=event_id, occurred_at=change.update_time, shipment_id=new["shipment_id"],
-                                 client_id=new["client_id"], delivered_count=counts.get("DELIVERED", 0),
-                                 failed_count=counts.get("DELIVERY_FAILED", 0),
-                                 returned_count=counts.get("RETURNED", 0))  # fmt: skip
+        return ev.ShipmentClosed(
+            event_id=event_id,
+            occurred_at=change.update_time,
+            shipment_id=new["shipment_id"],
+            client_id=new["client_id"],
+            delivered_count=counts.get("DELIVERED", 0),
+            failed_count=counts.get("DELIVERY_FAILED", 0),
+            returned_count=counts.get("RETURNED", 0),
+        )
     return None
 
 

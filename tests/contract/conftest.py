@@ -72,8 +72,10 @@ def firestore_emulator() -> Iterator[str]:
     ensure_npm_packages()
     port = free_port()
     process = subprocess.Popen(
-        [node, "-e", _FIRESTORE_LAUNCHER, str(port)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [node, "-e", _FIRESTORE_LAUNCHER, str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
     try:

@@ -53,7 +53,9 @@ class DocumentStoreContract:
         """Write ``data`` at ``path`` from another client (another process where possible)."""
         raise NotImplementedError
 
-    def contention(self, store: DocumentStore, release_after_failures: int | None) -> AbstractContextManager[None]:
+    def contention(
+        self, store: DocumentStore, release_after_failures: int | None
+    ) -> AbstractContextManager[None]:
         """While open, transactions on ``store`` fail with contention; the contention ends after
         that many failed attempts (never, with None)."""
         raise NotImplementedError
@@ -77,8 +79,15 @@ class DocumentStoreContract:
 
     def test_create_then_get_round_trips_values(self, store: DocumentStore) -> None:
         at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
-        data = {"s": "é", "i": 7, "f": 2.5, "b": True, "n": None, "l": [1, "x", {"k": at}],
-                "m": {"deep": {"at": at}}}
+        data = {
+            "s": "é",
+            "i": 7,
+            "f": 2.5,
+            "b": True,
+            "n": None,
+            "l": [1, "x", {"k": at}],
+            "m": {"deep": {"at": at}},
+        }
         path = f"{self.col('parcels')}/p-1"
         created = store.create(path, data)
         got = store.get(path)
@@ -125,8 +134,12 @@ class DocumentStoreContract:
         path = f"{self.col('parcels')}/p-1"
         store.create(path, {"status": "CREATED", "stop": {"lat": 1.0, "lng": 2.0}, "keep": 1})
         updated = store.update(path, {"status": "DELIVERED", "stop.lat": 9.0, "pod.ref": "sig/1"})
-        expected = {"status": "DELIVERED", "stop": {"lat": 9.0, "lng": 2.0}, "keep": 1,
-                    "pod": {"ref": "sig/1"}}
+        expected = {
+            "status": "DELIVERED",
+            "stop": {"lat": 9.0, "lng": 2.0},
+            "keep": 1,
+            "pod": {"ref": "sig/1"},
+        }
         assert updated.data == expected
         got = store.get(path)
         assert got is not None and got.data == expected
@@ -159,7 +172,9 @@ class DocumentStoreContract:
         got = store.get(path)
         assert got is not None and got.data == {"a": 1}
 
-    def test_delete_removes_and_deleting_a_missing_document_is_fine(self, store: DocumentStore) -> None:
+    def test_delete_removes_and_deleting_a_missing_document_is_fine(
+        self, store: DocumentStore
+    ) -> None:
         path = f"{self.col('parcels')}/p-1"
         store.create(path, {"v": 1})
         store.delete(path)
@@ -170,17 +185,28 @@ class DocumentStoreContract:
     def test_batch_write_applies_every_write_in_order(self, store: DocumentStore) -> None:
         parcels = self.col("parcels")
         store.create(f"{parcels}/taken", {"v": 0})
-        store.batch_write([("create", f"{parcels}/a", {"v": 1}), ("set", f"{parcels}/b", {"v": 2}),
-                           ("merge", f"{parcels}/taken", {"w": 1}), ("update", f"{parcels}/a", {"v": 3})])
+        store.batch_write(
+            [
+                ("create", f"{parcels}/a", {"v": 1}),
+                ("set", f"{parcels}/b", {"v": 2}),
+                ("merge", f"{parcels}/taken", {"w": 1}),
+                ("update", f"{parcels}/a", {"v": 3}),
+            ]
+        )
         assert {d.id: d.data for d in store.query(Query(parcels))} == {
-            "a": {"v": 3}, "b": {"v": 2}, "taken": {"v": 0, "w": 1}}
+            "a": {"v": 3},
+            "b": {"v": 2},
+            "taken": {"v": 0, "w": 1},
+        }
 
     def test_batch_write_is_all_or_nothing(self, store: DocumentStore) -> None:
         parcels = self.col("parcels")
         store.create(f"{parcels}/taken", {"v": 0})
         store.create(f"{parcels}/b", {"v": 2})
         with pytest.raises(AlreadyExists):
-            store.batch_write([("delete", f"{parcels}/b", None), ("create", f"{parcels}/taken", {"v": 9})])
+            store.batch_write(
+                [("delete", f"{parcels}/b", None), ("create", f"{parcels}/taken", {"v": 9})]
+            )
         got = store.get(f"{parcels}/b")
         assert got is not None and got.data == {"v": 2}
 
@@ -193,8 +219,18 @@ class DocumentStoreContract:
         assert store.get(path) is None
         store.create(path, {"blob": "x" * (1024 * 1024 - 200)})  # just under the limit is fine
 
-    @pytest.mark.parametrize("bad", ["parcels", "parcels/p-1/scans", "parcels//p-1", "parcels/..",
-                                     "/parcels/p-1", "parcels/" + "x" * 1501, "parcels/__id__"])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "parcels",
+            "parcels/p-1/scans",
+            "parcels//p-1",
+            "parcels/..",
+            "/parcels/p-1",
+            "parcels/" + "x" * 1501,
+            "parcels/__id__",
+        ],
+    )
     def test_path_rules(self, store: DocumentStore, bad: str) -> None:
         with pytest.raises(LimitExceeded):
             store.set(bad, {"v": 1})
@@ -203,23 +239,27 @@ class DocumentStoreContract:
 
     def _fleet(self, store: DocumentStore) -> str:
         vehicles = self.col("vehicles")
-        for i, (status, load) in enumerate([("IDLE", 0), ("EN_ROUTE", 5), ("EN_ROUTE", 12),
-                                            ("OFFLINE", 3), ("IDLE", 7)]):
+        for i, (status, load) in enumerate(
+            [("IDLE", 0), ("EN_ROUTE", 5), ("EN_ROUTE", 12), ("OFFLINE", 3), ("IDLE", 7)]
+        ):
             store.create(f"{vehicles}/v{i}", {"status": status, "load": load, "seq": i})
         return vehicles
 
     @pytest.mark.parametrize(
         ("field", "op", "value", "expected"),
-        [("status", "==", "EN_ROUTE", ["v1", "v2"]),
-         ("status", "!=", "EN_ROUTE", ["v0", "v3", "v4"]),
-         ("load", "<", 5, ["v0", "v3"]),
-         ("load", "<=", 5, ["v0", "v1", "v3"]),
-         ("load", ">", 5, ["v2", "v4"]),
-         ("load", ">=", 5, ["v1", "v2", "v4"]),
-         ("status", "in", ["IDLE", "OFFLINE"], ["v0", "v3", "v4"])],
+        [
+            ("status", "==", "EN_ROUTE", ["v1", "v2"]),
+            ("status", "!=", "EN_ROUTE", ["v0", "v3", "v4"]),
+            ("load", "<", 5, ["v0", "v3"]),
+            ("load", "<=", 5, ["v0", "v1", "v3"]),
+            ("load", ">", 5, ["v2", "v4"]),
+            ("load", ">=", 5, ["v1", "v2", "v4"]),
+            ("status", "in", ["IDLE", "OFFLINE"], ["v0", "v3", "v4"]),
+        ],
     )
-    def test_query_operators(self, store: DocumentStore, field: str, op: Any, value: Any,
-                             expected: list[str]) -> None:
+    def test_query_operators(
+        self, store: DocumentStore, field: str, op: Any, value: Any, expected: list[str]
+    ) -> None:
         vehicles = self._fleet(store)
         found = store.query(Query(vehicles).where(field, op, value).order_by("seq"))
         assert [d.id for d in found] == expected
@@ -227,7 +267,12 @@ class DocumentStoreContract:
     def test_query_combines_filters_orders_and_limits(self, store: DocumentStore) -> None:
         vehicles = self._fleet(store)
         query = Query(vehicles).where("status", "in", ["EN_ROUTE", "IDLE"])
-        assert [d.id for d in store.query(query.order_by("load", "desc"))] == ["v2", "v4", "v1", "v0"]
+        assert [d.id for d in store.query(query.order_by("load", "desc"))] == [
+            "v2",
+            "v4",
+            "v1",
+            "v0",
+        ]
         assert [d.id for d in store.query(query.order_by("load").limit(2))] == ["v0", "v1"]
         both = Query(vehicles).where("status", "==", "EN_ROUTE").where("load", ">", 6)
         assert [d.id for d in store.query(both)] == ["v2"]
@@ -314,8 +359,10 @@ class DocumentStoreContract:
     def test_transaction_gives_up_after_max_attempts(self, store: DocumentStore) -> None:
         path = f"{self.col('counters')}/c"
         store.create(path, {"n": 0})
-        with self.contention(store, release_after_failures=None), \
-                pytest.raises(TransactionContention, match="5 attempts"):
+        with (
+            self.contention(store, release_after_failures=None),
+            pytest.raises(TransactionContention, match="5 attempts"),
+        ):
             store.run_transaction(lambda tx: tx.update(path, {"n": 1}))
         got = store.get(path)
         assert got is not None and got.data == {"n": 0}
@@ -344,7 +391,9 @@ class DocumentStoreContract:
 
     # TTL ---------------------------------------------------------------------------------
 
-    def test_ttl_sweep_deletes_expired_documents_as_normal_deletes(self, store: DocumentStore) -> None:
+    def test_ttl_sweep_deletes_expired_documents_as_normal_deletes(
+        self, store: DocumentStore
+    ) -> None:
         ledger = self.col("ledger")
         now = datetime.now(UTC)
         store.create(f"{ledger}/old", {"expire_at": now - timedelta(minutes=1)})
@@ -366,7 +415,9 @@ class DocumentStoreContract:
 
     # listeners ---------------------------------------------------------------------------
 
-    def test_document_listener_gets_the_snapshot_then_each_change(self, store: DocumentStore) -> None:
+    def test_document_listener_gets_the_snapshot_then_each_change(
+        self, store: DocumentStore
+    ) -> None:
         path = f"{self.col('parcels')}/p-1"
         store.create(path, {"status": "CREATED"})
 

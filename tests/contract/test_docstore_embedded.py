@@ -39,11 +39,16 @@ class TestEmbeddedDocumentStore(DocumentStoreContract):
         )
         import json
 
-        subprocess.run([sys.executable, "-c", code, str(self.data_dir), path, json.dumps(data)],
-                       check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-c", code, str(self.data_dir), path, json.dumps(data)],
+            check=True,
+            cwd=ROOT,
+        )
 
     @contextmanager
-    def contention(self, store: DocumentStore, release_after_failures: int | None) -> Iterator[None]:
+    def contention(
+        self, store: DocumentStore, release_after_failures: int | None
+    ) -> Iterator[None]:
         assert isinstance(store, EmbeddedDocumentStore)
         # Another connection holds the write lock; the store waits only briefly for it, and each
         # failed attempt is logged, which is when the lock is let go if the test asks.
@@ -83,7 +88,9 @@ def store(tmp_path: Path) -> Iterator[EmbeddedDocumentStore]:
     s.close()
 
 
-def test_each_committed_write_is_one_change_with_old_new_and_mask(store: EmbeddedDocumentStore) -> None:
+def test_each_committed_write_is_one_change_with_old_new_and_mask(
+    store: EmbeddedDocumentStore,
+) -> None:
     store.create("parcels/p-1", {"status": "CREATED", "stop": {"lat": 1}})
     store.update("parcels/p-1", {"status": "OUT", "stop.lat": 2})
     store.update("parcels/p-1", {"status": "OUT"})  # no-op: no change, as Firestore emits no event
@@ -93,9 +100,15 @@ def test_each_committed_write_is_one_change_with_old_new_and_mask(store: Embedde
         store.run_transaction(lambda tx: (tx.set("parcels/p-2", {}), _raise()))
     changes = store.changes.read_changes("eventarc", limit=10)
     assert [(c.kind, c.path) for c in changes] == [
-        ("created", "parcels/p-1"), ("updated", "parcels/p-1"), ("deleted", "parcels/p-1")]
+        ("created", "parcels/p-1"),
+        ("updated", "parcels/p-1"),
+        ("deleted", "parcels/p-1"),
+    ]
     created, updated, deleted = changes
-    assert created.old_data is None and created.new_data == {"status": "CREATED", "stop": {"lat": 1}}
+    assert created.old_data is None and created.new_data == {
+        "status": "CREATED",
+        "stop": {"lat": 1},
+    }
     assert updated.update_mask == ("status", "stop.lat")
     assert updated.old_data == {"status": "CREATED", "stop": {"lat": 1}}
     assert deleted.new_data is None and deleted.old_data == {"status": "OUT", "stop": {"lat": 2}}
@@ -107,7 +120,9 @@ def _raise() -> None:
     raise RuntimeError("rolled back")
 
 
-def test_named_cursors_are_durable_and_independent(store: EmbeddedDocumentStore, tmp_path: Path) -> None:
+def test_named_cursors_are_durable_and_independent(
+    store: EmbeddedDocumentStore, tmp_path: Path
+) -> None:
     for i in range(5):
         store.create(f"parcels/p-{i}", {"i": i})
     first = store.changes.read_changes("eventarc", limit=2)
@@ -117,7 +132,10 @@ def test_named_cursors_are_durable_and_independent(store: EmbeddedDocumentStore,
     store.changes.advance("eventarc", first[0].seq)  # never moves backwards
     reopened = EmbeddedDocumentStore(tmp_path)
     assert [c.path for c in reopened.changes.read_changes("eventarc", 10)] == [
-        "parcels/p-2", "parcels/p-3", "parcels/p-4"]
+        "parcels/p-2",
+        "parcels/p-3",
+        "parcels/p-4",
+    ]
     assert len(reopened.changes.read_changes("audit", 10)) == 5
     reopened.close()
 
@@ -139,12 +157,14 @@ def test_a_listener_behind_retention_gets_a_fresh_snapshot(store: EmbeddedDocume
     async def scenario() -> None:
         listener = store.watch_query(Query("parcels"))
         assert (await next_snapshot(listener)).documents == ()
+
         # Write and prune in a worker thread without yielding to the listener in between, so
         # the changes it has not read are gone when it looks.
         def write_and_prune() -> None:
             store.create("parcels/p-1", {"v": 1})
             store.changes.prune(now=datetime.now(UTC) + timedelta(hours=2))
             store.create("parcels/p-2", {"v": 2})
+
         await asyncio.to_thread(write_and_prune)
         fresh = await next_matching(listener, lambda s: len(s.documents) == 2)
         assert fresh.resync
@@ -157,10 +177,14 @@ def test_a_listener_behind_retention_gets_a_fresh_snapshot(store: EmbeddedDocume
 def test_query_indexes_are_used_for_indexed_fields(store: EmbeddedDocumentStore) -> None:
     from meridian.embedded.docstore.query import expression
 
-    plan = store._conn().execute(
-        f"EXPLAIN QUERY PLAN SELECT path FROM documents WHERE collection = ? AND {expression('status')} = ?",
-        ("parcels", "OUT"),
-    ).fetchall()
+    plan = (
+        store._conn()
+        .execute(
+            f"EXPLAIN QUERY PLAN SELECT path FROM documents WHERE collection = ? AND {expression('status')} = ?",
+            ("parcels", "OUT"),
+        )
+        .fetchall()
+    )
     assert any("documents_field_status" in str(row) for row in plan), plan
 
 

@@ -56,7 +56,9 @@ class TestFirestoreDocumentStore(DocumentStoreContract):
         other.set(path, data)
         other.close()
 
-    def contention(self, store: DocumentStore, release_after_failures: int | None) -> AbstractContextManager[None]:
+    def contention(
+        self, store: DocumentStore, release_after_failures: int | None
+    ) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     @NO_TRANSACTION_LOCKS

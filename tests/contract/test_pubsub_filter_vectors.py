@@ -32,9 +32,7 @@ REJECTED = [
 
 
 @pytest.mark.parametrize(("text", "expected"), VECTORS)
-def test_filter_vector_through_the_broker(
-    tmp_path: Path, text: str, expected: list[bool]
-) -> None:
+def test_filter_vector_through_the_broker(tmp_path: Path, text: str, expected: list[bool]) -> None:
     broker = Broker(tmp_path)
     broker.create_topic("t")
     broker.create_subscription(SubscriptionConfig("s", "t", filter=text))

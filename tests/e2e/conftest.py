@@ -90,8 +90,14 @@ class Runtime:
 
 
 def start_runtime(env: dict[str, str], services: tuple[str, ...], timeout_s: float = 60) -> Runtime:
-    process = subprocess.Popen([*MERIDIAN, "up"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [*MERIDIAN, "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     runtime = Runtime(process, Path(env["MERIDIAN_DATA_DIR"]), int(env["MERIDIAN_BASE_PORT"]))
     deadline = time.monotonic() + timeout_s
     pending = list(services)

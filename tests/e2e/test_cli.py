@@ -25,11 +25,23 @@ def _alive(pid: int) -> bool:
 
 
 def test_catalog_prints_topics_event_types_and_subscriptions(runtime_env: dict[str, str]) -> None:
-    result = subprocess.run([*MERIDIAN, "catalog"], env={**runtime_env, "COLUMNS": "200"}, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*MERIDIAN, "catalog"],
+        env={**runtime_env, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    for expected in ("vehicle.telemetry", "logistics.events.dlq", "ParcelDelivered", "client-webhook",
-                     "push → billing/events", 'attributes.eventType = "ParcelDelivered"'):  # fmt: skip
+    for expected in (
+        "vehicle.telemetry",
+        "logistics.events.dlq",
+        "ParcelDelivered",
+        "client-webhook",
+        "push → billing/events",
+        'attributes.eventType = "ParcelDelivered"',
+    ):
         assert expected in result.stdout
 
 
@@ -38,16 +50,28 @@ def test_catalog_refuses_a_broken_file(runtime_env: dict[str, str], tmp_path: Pa
     broken.write_text(
         "version: 1\nservices: {}\ntopics: {}\nevent_types: {}\nsubscriptions: {x: {}}\n"
     )
-    result = subprocess.run([*MERIDIAN, "catalog", "--catalog", str(broken)], env=runtime_env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*MERIDIAN, "catalog", "--catalog", str(broken)],
+        env=runtime_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "subscriptions.x.topic" in " ".join(result.stdout.split())
 
 
 def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[str, str]) -> None:
     base = int(runtime_env["MERIDIAN_BASE_PORT"])
-    process = subprocess.Popen([*MERIDIAN, "up", "--duration", "6"], env=runtime_env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [*MERIDIAN, "up", "--duration", "6"],
+        env=runtime_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         health = None
         deadline = time.monotonic() + 30
@@ -71,8 +95,14 @@ def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[s
 
 def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -> None:
     base = int(runtime_env["MERIDIAN_BASE_PORT"])
-    process = subprocess.Popen([*MERIDIAN, "up"], env=runtime_env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [*MERIDIAN, "up"],
+        env=runtime_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -95,12 +125,19 @@ def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -
 
 def test_demo_runs_the_scenario_and_exits_after_its_duration(runtime_env: dict[str, str]) -> None:
     started = time.monotonic()
-    result = subprocess.run([*MERIDIAN, "demo", "--duration", "12", "--parcels", "6"], env=runtime_env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=90)  # fmt: skip
+    result = subprocess.run(
+        [*MERIDIAN, "demo", "--duration", "12", "--parcels", "6"],
+        env=runtime_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())
-    assert "p-demo-000 delivered" in out
-    assert "Fan-out by subscription" in out
+    assert "posts a shipment of 6 parcels" in out
+    assert "event ParcelDelivered p-demo-000" in out  # the fact reached the bus through Eventarc
+    assert "Events on logistics.events" in out
     assert "demo finished" in out
     assert 8 < elapsed < 40, elapsed

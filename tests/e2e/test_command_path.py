@@ -56,9 +56,16 @@ def _headers(data_dir: Path) -> dict[str, dict[str, str]]:
 
 def _parcel(parcel_id: str) -> dict[str, Any]:
     window = {"start": NOW.isoformat(), "end": (NOW + timedelta(hours=2)).isoformat()}
-    return {"parcel_id": parcel_id, "recipient": {"name": "Asha", "phone": "+919812345678"},
-            "stop": {"location": {"lat": 12.97, "lng": 77.59}, "address": "1 MG Road", "window": window},
-            "weight_kg": 1.5}  # fmt: skip
+    return {
+        "parcel_id": parcel_id,
+        "recipient": {"name": "Asha", "phone": "+919812345678"},
+        "stop": {
+            "location": {"lat": 12.97, "lng": 77.59},
+            "address": "1 MG Road",
+            "window": window,
+        },
+        "weight_kg": 1.5,
+    }
 
 
 def _events(
@@ -82,16 +89,31 @@ def test_a_retried_delivery_is_one_event_and_survives_a_publisher_crash(runtime:
     headers = _headers(runtime.data_dir)
     suffix = os.urandom(3).hex()
     p1, p2 = f"p-{suffix}-1", f"p-{suffix}-2"
-    created = httpx.post(f"{command}/v1/shipments", json={"parcels": [_parcel(p1), _parcel(p2)]},
-                         headers=headers["client"])  # fmt: skip
+    created = httpx.post(
+        f"{command}/v1/shipments",
+        json={"parcels": [_parcel(p1), _parcel(p2)]},
+        headers=headers["client"],
+    )
     assert created.status_code == 202, created.text
     for parcel_id in (p1, p2):
         assign = {"route_id": "r-1", "driver_id": "drv-7", "vehicle_id": "veh-3"}
-        assert httpx.post(f"{command}/v1/parcels/{parcel_id}:assign", json=assign,
-                          headers=headers["dispatcher"]).status_code == 202  # fmt: skip
+        assert (
+            httpx.post(
+                f"{command}/v1/parcels/{parcel_id}:assign",
+                json=assign,
+                headers=headers["dispatcher"],
+            ).status_code
+            == 202
+        )
         out = {"vehicle_id": "veh-3", "at": NOW.isoformat()}
-        assert httpx.post(f"{command}/v1/parcels/{parcel_id}:out-for-delivery", json=out,
-                          headers=headers["driver"]).status_code == 202  # fmt: skip
+        assert (
+            httpx.post(
+                f"{command}/v1/parcels/{parcel_id}:out-for-delivery",
+                json=out,
+                headers=headers["driver"],
+            ).status_code
+            == 202
+        )
 
     deliver = {
         "vehicle_id": "veh-3",

@@ -18,7 +18,9 @@ WORKER = [sys.executable, "-m", "tests.integration.docstore_worker"]
 def test_four_processes_incrementing_one_counter_lose_no_update(tmp_path: Path) -> None:
     store = EmbeddedDocumentStore(tmp_path)
     store.create("counters/shared", {"n": 0})
-    workers = [subprocess.Popen([*WORKER, "increment", str(tmp_path), "250"], cwd=ROOT) for _ in range(4)]
+    workers = [
+        subprocess.Popen([*WORKER, "increment", str(tmp_path), "250"], cwd=ROOT) for _ in range(4)
+    ]
     assert [w.wait(timeout=120) for w in workers] == [0, 0, 0, 0]
     counter = store.get("counters/shared")
     assert counter is not None and counter.data == {"n": 1000}
@@ -27,9 +29,13 @@ def test_four_processes_incrementing_one_counter_lose_no_update(tmp_path: Path) 
     assert [c.kind for c in changes].count("updated") == 1000
 
 
-def test_a_process_killed_between_two_writes_of_a_transaction_leaves_neither(tmp_path: Path) -> None:
+def test_a_process_killed_between_two_writes_of_a_transaction_leaves_neither(
+    tmp_path: Path,
+) -> None:
     EmbeddedDocumentStore(tmp_path).close()
-    worker = subprocess.Popen([*WORKER, "crash", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [*WORKER, "crash", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert worker.stdout is not None
     assert worker.stdout.readline().strip() == "between-writes"
     worker.send_signal(signal.SIGKILL)
@@ -50,7 +56,8 @@ def test_a_listener_sees_every_write_of_another_process_in_order(tmp_path: Path)
         listener = store.watch_document("live_map/veh-7")
         seen = [await asyncio.wait_for(anext(listener), 20)]
         writer = await asyncio.create_subprocess_exec(
-            *WORKER, "write-sequence", str(tmp_path), "live_map/veh-7", "30", "0", cwd=ROOT)
+            *WORKER, "write-sequence", str(tmp_path), "live_map/veh-7", "30", "0", cwd=ROOT
+        )
         while seen[-1].documents[0].data["i"] != 30:
             seen.append(await asyncio.wait_for(anext(listener), 20))
         assert await writer.wait() == 0

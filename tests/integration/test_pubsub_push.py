@@ -129,7 +129,9 @@ def test_bigquery_subscription_writes_rows_with_metadata(tmp_path: Path) -> None
     broker.create_topic("telemetry")
     broker.create_subscription(
         SubscriptionConfig(
-            "archive", "telemetry", bigquery_table="telemetry.raw_pings",
+            "archive",
+            "telemetry",
+            bigquery_table="telemetry.raw_pings",
             bigquery_write_metadata=True,
         )
     )

@@ -63,7 +63,9 @@ def test_restart_while_waiting_for_callbacks_and_sleeping(tmp_path: Path) -> Non
 
     # a callback sent while no engine runs is kept in the store
     second_clock = FakeClock(start=clock.now(), auto=False)
-    second = WorkflowEngine(EmbeddedDocumentStore(tmp_path), transport=transport, clock=second_clock)
+    second = WorkflowEngine(
+        EmbeddedDocumentStore(tmp_path), transport=transport, clock=second_clock
+    )
     second.register("saga", SAGA)
     second.open()
     try:
@@ -71,8 +73,12 @@ def test_restart_while_waiting_for_callbacks_and_sleeping(tmp_path: Path) -> Non
         assert len(transport.requests) == 2  # finished steps are not re-run
         second.send_callback(urls["d2"], {"ok": False})
         # the parallel step finishes and the execution is sleeping in `nap`
-        _until(lambda: any(s["step"] == "offers" for s in second.steps("window-7"))
-               and second_clock.waiting >= 1)
+        _until(
+            lambda: (
+                any(s["step"] == "offers" for s in second.steps("window-7"))
+                and second_clock.waiting >= 1
+            )
+        )
         second.close()  # and dies again, this time during sys.sleep
 
         third_clock = FakeClock(start=second_clock.now())  # auto: the rest of the sleep passes
@@ -115,7 +121,9 @@ def test_restart_during_retry_backoff_keeps_the_attempt_count(tmp_path: Path) ->
     engine.close()
 
     resumed_clock = FakeClock(start=clock.now())
-    resumed = WorkflowEngine(EmbeddedDocumentStore(tmp_path), transport=transport, clock=resumed_clock)
+    resumed = WorkflowEngine(
+        EmbeddedDocumentStore(tmp_path), transport=transport, clock=resumed_clock
+    )
     resumed.register("retry", source)
     with resumed:
         done = resumed.wait(execution.execution_id)

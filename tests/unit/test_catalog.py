@@ -16,16 +16,37 @@ from meridian.domain.errors import CatalogError
 from meridian.domain.events import EVENT_TYPES
 
 REQUIRED_EVENT_TYPES = {
-    "VehiclePing", "ShipmentCreated", "ParcelPlanned", "ParcelAssigned", "ParcelOutForDelivery",
-    "ParcelDelivered", "DeliveryFailed", "RouteEtaUpdated", "SlaAtRisk", "SlaBreached",
-    "GeofenceCrossed", "VehicleIdle", "PodImageReceived", "DispatchWindowOpened",
-    "DriverAssignmentOffered", "DriverAssignmentAccepted", "DispatchCompleted", "DispatchFailed",
+    "VehiclePing",
+    "ShipmentCreated",
+    "ParcelPlanned",
+    "ParcelAssigned",
+    "ParcelOutForDelivery",
+    "ParcelDelivered",
+    "DeliveryFailed",
+    "RouteEtaUpdated",
+    "SlaAtRisk",
+    "SlaBreached",
+    "GeofenceCrossed",
+    "VehicleIdle",
+    "PodImageReceived",
+    "DispatchWindowOpened",
+    "DriverAssignmentOffered",
+    "DriverAssignmentAccepted",
+    "DispatchCompleted",
+    "DispatchFailed",
     "ShipmentClosed",
-}  # fmt: skip
+}
 REQUIRED_SUBSCRIPTIONS = {
-    "telemetry-archive", "live-map", "geofence", "eta", "notification", "billing", "pod",
-    "client-webhook", "driver-scoring",
-}  # fmt: skip
+    "telemetry-archive",
+    "live-map",
+    "geofence",
+    "eta",
+    "notification",
+    "billing",
+    "pod",
+    "client-webhook",
+    "driver-scoring",
+}
 
 
 def test_the_real_catalog_is_complete() -> None:

@@ -35,10 +35,20 @@ any_event = st.sampled_from(sorted(EVENT_TYPES)).flatmap(
 
 def delivered() -> ParcelDelivered:
     return ParcelDelivered(
-        event_id="evt-1", occurred_at=NOW, parcel_id="p-1", shipment_id="s-1", client_id="c-1",
-        route_id=None, driver_id="drv-7", vehicle_id="veh-3", delivered_at=NOW, lat=12.97, lng=77.59,
-        window_end=NOW + timedelta(hours=1), recipient_phone="+919812345678",
-    )  # fmt: skip
+        event_id="evt-1",
+        occurred_at=NOW,
+        parcel_id="p-1",
+        shipment_id="s-1",
+        client_id="c-1",
+        route_id=None,
+        driver_id="drv-7",
+        vehicle_id="veh-3",
+        delivered_at=NOW,
+        lat=12.97,
+        lng=77.59,
+        window_end=NOW + timedelta(hours=1),
+        recipient_phone="+919812345678",
+    )
 
 
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
@@ -122,9 +132,17 @@ def test_corrupt_bodies_never_decode_to_half_an_event(
 
 def test_a_body_that_breaks_the_domain_rules_is_refused() -> None:
     ping = VehiclePing.model_construct(
-        event_id="e", occurred_at=NOW, vehicle_id="v", lat=95.0, lng=0.0, driver_id=None,
-        heading_deg=None, speed_mps=None, accuracy_m=None, recorded_at=NOW,
-    )  # fmt: skip
+        event_id="e",
+        occurred_at=NOW,
+        vehicle_id="v",
+        lat=95.0,
+        lng=0.0,
+        driver_id=None,
+        heading_deg=None,
+        speed_mps=None,
+        accuracy_m=None,
+        recorded_at=NOW,
+    )
     body = CODEC.encode(ping)  # Avro has no range rules; the domain does
     with pytest.raises(DecodeError, match="lat"):
         CODEC.decode("VehiclePing", body)

@@ -11,14 +11,16 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from meridian.auth import api_key_digest
-from tests.unit.test_command_service import CODEC, NOW, FakeVerifier
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher
+from tests.unit.test_command_service import CODEC, NOW, FakeVerifier
 
 store = FakeDocumentStore(clock=lambda: NOW)
 store.create(f"api_keys/{api_key_digest('key-fuzz')}", {"client_id": "c-fuzz", "active": True})
-app = create_app(Deps(store=store, publisher=FakePublisher(), codec=CODEC, clock=lambda: NOW), FakeVerifier())
+app = create_app(
+    Deps(store=store, publisher=FakePublisher(), codec=CODEC, clock=lambda: NOW), FakeVerifier()
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 CREDENTIALS = {
@@ -32,9 +34,11 @@ CREDENTIALS = {
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_the_command_service_fail(case: schemathesis.Case) -> None:
     key = f"{case.method.lower()} {case.path}"
-    default = {"Authorization": "Bearer dispatcher:dsp-1"} if ":assign" in key or ":re" in key else {
-        "Authorization": "Bearer driver:drv-7"
-    }
+    default = (
+        {"Authorization": "Bearer dispatcher:dsp-1"}
+        if ":assign" in key or ":re" in key
+        else {"Authorization": "Bearer driver:drv-7"}
+    )
     headers = {**(case.headers or {}), **CREDENTIALS.get(key, default)}
     response = case.call(headers=headers)
     case.validate_response(response, checks=[not_a_server_error])

@@ -70,13 +70,23 @@ def parcel_body(parcel_id: str = "p-1") -> dict[str, Any]:
 
 
 def deliver_body() -> dict[str, Any]:
-    return {"vehicle_id": "veh-3", "delivered_at": NOW.isoformat(), "position": {"lat": 12.97, "lng": 77.59},
-            "pod": {"signature_ref": "sig/p-1.png"}}  # fmt: skip
+    return {
+        "vehicle_id": "veh-3",
+        "delivered_at": NOW.isoformat(),
+        "position": {"lat": 12.97, "lng": 77.59},
+        "pod": {"signature_ref": "sig/p-1.png"},
+    }
 
 
 def out_for_delivery(client: TestClient, parcel_id: str = "p-1") -> None:
-    assert client.post("/v1/shipments", json={"shipment_id": "s-1", "parcels": [parcel_body(parcel_id)]},
-                       headers=CLIENT).status_code == 202  # fmt: skip
+    assert (
+        client.post(
+            "/v1/shipments",
+            json={"shipment_id": "s-1", "parcels": [parcel_body(parcel_id)]},
+            headers=CLIENT,
+        ).status_code
+        == 202
+    )
     assign = {"route_id": "r-1", "driver_id": "drv-7", "vehicle_id": "veh-3"}
     assert (
         client.post(f"/v1/parcels/{parcel_id}:assign", json=assign, headers=DISPATCHER).status_code

@@ -27,10 +27,14 @@ CATALOG = load_catalog()
 
 def parcel() -> Parcel:
     window = TimeWindow(start=NOW, end=NOW + timedelta(hours=2))
-    return Parcel(parcel_id="p-1", shipment_id="s-1", client_id="c-1",
-                  recipient=Recipient(name="Asha", phone="+919812345678"),
-                  stop=Stop(location=GeoPoint(lat=12.97, lng=77.59), address="1 MG Road", window=window),
-                  weight_kg=2.0)  # fmt: skip
+    return Parcel(
+        parcel_id="p-1",
+        shipment_id="s-1",
+        client_id="c-1",
+        recipient=Recipient(name="Asha", phone="+919812345678"),
+        stop=Stop(location=GeoPoint(lat=12.97, lng=77.59), address="1 MG Road", window=window),
+        weight_kg=2.0,
+    )
 
 
 def doc(p: Parcel) -> dict[str, Any]:
@@ -50,10 +54,15 @@ def test_each_state_change_is_its_event() -> None:
         NOW, GeoPoint(lat=12.9, lng=77.6), ProofOfDelivery(photo_ref="pod/p-1.jpg")
     )
     failed = out.fail("gate locked")
-    steps = [(created, planned, "ParcelPlanned"), (planned, assigned, "ParcelAssigned"),
-             (assigned, out, "ParcelOutForDelivery"), (out, delivered, "ParcelDelivered"),
-             (out, failed, "DeliveryFailed"), (failed, failed.requeue(), "ParcelRequeued"),
-             (failed, failed.return_to_sender(), "ParcelReturned")]  # fmt: skip
+    steps = [
+        (created, planned, "ParcelPlanned"),
+        (planned, assigned, "ParcelAssigned"),
+        (assigned, out, "ParcelOutForDelivery"),
+        (out, delivered, "ParcelDelivered"),
+        (out, failed, "DeliveryFailed"),
+        (failed, failed.requeue(), "ParcelRequeued"),
+        (failed, failed.return_to_sender(), "ParcelReturned"),
+    ]
     for old, new, expected in steps:
         event = event_for_change(change(old, new))
         assert event is not None and event.event_type == expected
@@ -111,9 +120,17 @@ def test_path_patterns() -> None:
 def test_the_eventarc_wire_format_round_trips_into_the_publisher() -> None:
     out = parcel().plan("w").assign("r", "d", "v").send_out()
     delivered = out.deliver(NOW, GeoPoint(lat=0, lng=0))
-    committed = Change(seq=7, path="parcels/p-1", collection="parcels", kind="updated", old_data=doc(out),
-                       new_data=doc(delivered), update_mask=("status", "delivered_at"), create_time=NOW,
-                       commit_time=NOW + timedelta(seconds=3))  # fmt: skip
+    committed = Change(
+        seq=7,
+        path="parcels/p-1",
+        collection="parcels",
+        kind="updated",
+        old_data=doc(out),
+        new_data=doc(delivered),
+        update_mask=("status", "delivered_at"),
+        create_time=NOW,
+        commit_time=NOW + timedelta(seconds=3),
+    )
     trigger = Trigger.of("parcel-changes", CATALOG.triggers["parcel-changes"])
     assert trigger.matches(committed)
     headers = cloudevent_attributes(trigger, committed, "proj", "local")
@@ -135,8 +152,17 @@ def test_the_eventarc_wire_format_round_trips_into_the_publisher() -> None:
 
 def test_a_noop_write_triggers_nothing() -> None:
     same = doc(parcel())
-    noop = Change(seq=1, path="parcels/p-1", collection="parcels", kind="updated", old_data=same, new_data=same,
-                  update_mask=(), create_time=NOW, commit_time=NOW)  # fmt: skip
+    noop = Change(
+        seq=1,
+        path="parcels/p-1",
+        collection="parcels",
+        kind="updated",
+        old_data=same,
+        new_data=same,
+        update_mask=(),
+        create_time=NOW,
+        commit_time=NOW,
+    )
     assert not Trigger.of("parcel-changes", CATALOG.triggers["parcel-changes"]).matches(noop)
 
 
@@ -144,5 +170,7 @@ def test_garbage_is_not_a_firestore_event() -> None:
     with pytest.raises(DecodeError, match="not a Firestore document event"):
         change_from_cloudevent({"ce-type": "com.example"}, b"")
     with pytest.raises(DecodeError, match="not a DocumentEventData"):
-        change_from_cloudevent({"ce-type": "google.cloud.firestore.document.v1.written",
-                                "ce-document": "parcels/p-1"}, b"\xff\xff\xff")  # fmt: skip
+        change_from_cloudevent(
+            {"ce-type": "google.cloud.firestore.document.v1.written", "ce-document": "parcels/p-1"},
+            b"\xff\xff\xff",
+        )

@@ -29,8 +29,10 @@ def test_start_get_list_callback_steps_and_cancel() -> None:
     engine = make_engine(clock=clock)
     engine.register("offer", SOURCE)
     with TestClient(create_app(engine)) as client:
-        started = client.post("/v1/workflows/offer/executions",
-                              json={"argument": json.dumps({"who": "d1"}), "executionId": "e1"})
+        started = client.post(
+            "/v1/workflows/offer/executions",
+            json={"argument": json.dumps({"who": "d1"}), "executionId": "e1"},
+        )
         assert started.status_code == 200 and started.json()["state"] == "ACTIVE"
         again = client.post("/v1/workflows/offer/executions", json={"executionId": "e1"})
         assert again.json()["executionId"] == "e1"

@@ -46,10 +46,18 @@ helper:
 
 def test_reference_structure_example_switch_next_and_http() -> None:
     transport = FakeTransport(handler=lambda m, u, h, body: ok({"echo": body, "url": u}))
-    light = run(STRUCTURE_EXAMPLE, {"parcel": {"weight": 3}}, transport=transport,
-                env={"NOTIFY_URL": "http://127.0.0.1:9/notify"})  # fmt: skip
-    heavy = run(STRUCTURE_EXAMPLE, {"parcel": {"weight": 31}}, transport=transport,
-                env={"NOTIFY_URL": "http://127.0.0.1:9/notify"})  # fmt: skip
+    light = run(
+        STRUCTURE_EXAMPLE,
+        {"parcel": {"weight": 3}},
+        transport=transport,
+        env={"NOTIFY_URL": "http://127.0.0.1:9/notify"},
+    )
+    heavy = run(
+        STRUCTURE_EXAMPLE,
+        {"parcel": {"weight": 31}},
+        transport=transport,
+        env={"NOTIFY_URL": "http://127.0.0.1:9/notify"},
+    )
     assert light.result == {"echo": {"lane": "std"}, "url": "http://127.0.0.1:9/notify"}
     assert heavy.result["echo"] == {"lane": "freight"}
     assert transport.requests[0]["method"] == "POST"
@@ -59,8 +67,10 @@ def test_reference_structure_example_switch_next_and_http() -> None:
 def test_subworkflow_with_default_param() -> None:
     # §6.1: helper(a, b: 10) returns a + b
     full = STRUCTURE_EXAMPLE.replace(
-        "    - init:", "    - h:\n        call: helper\n        args: {a: 5}\n        result: h\n"
-        "    - early: {return: '${h}'}\n    - init:")
+        "    - init:",
+        "    - h:\n        call: helper\n        args: {a: 5}\n        result: h\n"
+        "    - early: {return: '${h}'}\n    - init:",
+    )
     assert run(full, {"parcel": {"weight": 1}}).result == 15
 
 
@@ -116,18 +126,22 @@ def test_for_in_index_break_continue_and_scoping() -> None:
 
 def test_for_range_is_inclusive() -> None:
     # §6.2: range [1, 9] is inclusive on both ends
-    assert run("""
+    assert (
+        run("""
         main:
           steps:
             - init: {assign: [{sum: 0}]}
             - loop:
                 for: {value: v, range: [1, 9], steps: [{s: {assign: [{sum: '${sum + v}'}]}}]}
             - r: {return: '${sum}'}
-        """).result == 45
+        """).result
+        == 45
+    )
 
 
 def test_next_end_stops_with_null_and_nested_steps() -> None:
-    assert run("""
+    assert (
+        run("""
         main:
           steps:
             - a:
@@ -135,7 +149,9 @@ def test_next_end_stops_with_null_and_nested_steps() -> None:
                   - inner: {assign: [{x: 1}]}
                 next: end
             - never: {return: 2}
-        """).result is None
+        """).result
+        is None
+    )
 
 
 def test_raise_string_and_map_and_except_as() -> None:
@@ -163,7 +179,8 @@ def test_raise_string_and_map_and_except_as() -> None:
 def test_http_error_map_and_tag_test() -> None:
     # §6.4: HttpError carries code, headers, body; test tags with "HttpError" in e.tags
     transport = FakeTransport(answers=[status(404)])
-    result = run("""
+    result = run(
+        """
         main:
           steps:
             - t:
@@ -174,18 +191,23 @@ def test_http_error_map_and_tag_test() -> None:
                   as: e
                   steps:
                     - r: {return: {http: '${"HttpError" in e.tags}', code: '${e.code}', body: '${e.body}'}}
-        """, transport=transport).result
+        """,
+        transport=transport,
+    ).result
     assert result == {"http": True, "code": 404, "body": "nope"}
     assert transport.requests[0]["url"] == "http://127.0.0.1:9/x?a=1&b=two"
 
 
 @pytest.mark.parametrize("tag", ["ConnectionError", "ConnectionFailedError", "TimeoutError"])
 def test_transport_failures_raise_the_reference_tags(tag: str) -> None:
-    failed = run("""
+    failed = run(
+        """
         main:
           steps:
             - c: {call: http.get, args: {url: "http://127.0.0.1:9/"}}
-        """, transport=FakeTransport(answers=[TransportError(tag, "down")]))
+        """,
+        transport=FakeTransport(answers=[TransportError(tag, "down")]),
+    )
     assert error_of(failed)["tags"] == [tag]
 
 
@@ -219,8 +241,10 @@ def test_custom_backoff_delays_match_reference() -> None:
     # §6.5: initial 1, max 60, multiplier 2, max_retries 8 → 1,2,4,8,16,32,60,60; 9 executions
     clock = FakeClock()
     transport = FakeTransport(answers=[status(503)] * 20)
-    policy = ("{predicate: '${http.default_retry_predicate}', max_retries: 8, "
-              "backoff: {initial_delay: 1, max_delay: 60, multiplier: 2}}")  # fmt: skip
+    policy = (
+        "{predicate: '${http.default_retry_predicate}', max_retries: 8, "
+        "backoff: {initial_delay: 1, max_delay: 60, multiplier: 2}}"
+    )
     execution = run(RETRY % policy, transport=transport, clock=clock)
     assert execution.result == {"failed": 503}
     assert clock.sleeps == [1, 2, 4, 8, 16, 32, 60, 60]
@@ -235,8 +259,11 @@ def test_default_retry_policy_retries_503_five_times_with_default_backoff() -> N
     assert execution.state == "SUCCEEDED"
     assert clock.sleeps == [1.0, 1.25, 1.5625]
     clock = FakeClock()
-    exhausted = run(RETRY % "${http.default_retry}", clock=clock,
-                    transport=FakeTransport(answers=[status(429)] * 10))  # fmt: skip
+    exhausted = run(
+        RETRY % "${http.default_retry}",
+        clock=clock,
+        transport=FakeTransport(answers=[status(429)] * 10),
+    )
     assert exhausted.result == {"failed": 429}
     assert clock.sleeps == [1.0, 1.25, 1.5625, 1.953125, 2.44140625]
 
@@ -301,7 +328,8 @@ def test_custom_predicate_subworkflow() -> None:
 
 def test_sys_sleep_log_now_and_get_env() -> None:
     clock = FakeClock(start=1000.0)
-    execution = run("""
+    execution = run(
+        """
         main:
           steps:
             - t0: {assign: [{t0: '${sys.now()}'}]}
@@ -310,7 +338,9 @@ def test_sys_sleep_log_now_and_get_env() -> None:
             - now: {call: sys.now, result: t1}
             - env: {call: sys.get_env, args: {name: GOOGLE_CLOUD_WORKFLOW_ID}, result: wf}
             - r: {return: {slept: '${t1 - t0}', wf: '${wf}', when: '${time.format(t1)}'}}
-        """, clock=clock)
+        """,
+        clock=clock,
+    )
     assert execution.result == {"slept": 30.0, "wf": "wf", "when": "1970-01-01T00:17:10.000000Z"}
     assert clock.sleeps == [30]
 
@@ -338,7 +368,8 @@ def test_parallel_branches_with_shared_variables() -> None:
 
 def test_parallel_for_with_concurrency_limit() -> None:
     clock = FakeClock()
-    result = run("""
+    result = run(
+        """
         main:
           steps:
             - init: {assign: [{total: 0}, {done: []}]}
@@ -353,7 +384,9 @@ def test_parallel_for_with_concurrency_limit() -> None:
                       - nap: {call: sys.sleep, args: {seconds: '${v}'}}
                       - add: {assign: [{total: '${total + v}'}, {done: '${list.concat(done, v)}'}]}
             - r: {return: {total: '${total}', n: '${len(done)}'}}
-        """, clock=clock).result
+        """,
+        clock=clock,
+    ).result
     assert result == {"total": 10, "n": 4}
 
 
@@ -469,14 +502,17 @@ def test_callback_sent_after_the_wait_starts() -> None:
 def test_callback_sent_before_the_wait_starts_is_kept() -> None:
     clock = FakeClock(auto=False)
     engine = make_engine(clock=clock)
-    engine.register("wf", textwrap.dedent("""
+    engine.register(
+        "wf",
+        textwrap.dedent("""
         main:
           steps:
             - create: {call: events.create_callback_endpoint, result: cb}
             - nap: {call: sys.sleep, args: {seconds: 5}}
             - wait: {call: events.await_callback, args: {callback: '${cb}'}, result: answer}
             - done: {return: '${answer}'}
-        """))
+        """),
+    )
     with engine:
         execution = engine.start("wf", {})
         _wait_until(lambda: clock.waiting > 0)  # sleeping, not yet awaiting
@@ -506,13 +542,16 @@ def test_await_callback_timeout_raises_timeout_error() -> None:
 def test_start_with_existing_id_is_idempotent_and_list_and_cancel() -> None:
     clock = FakeClock(auto=False)
     engine = make_engine(clock=clock)
-    engine.register("wf", textwrap.dedent("""
+    engine.register(
+        "wf",
+        textwrap.dedent("""
         main:
           params: [args]
           steps:
             - nap: {call: sys.sleep, args: {seconds: 100}}
             - r: {return: '${args}'}
-        """))
+        """),
+    )
     with engine:
         first = engine.start("wf", {"n": 1}, execution_id="window-1")
         again = engine.start("wf", {"n": 2}, execution_id="window-1")

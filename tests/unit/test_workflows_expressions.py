@@ -123,7 +123,7 @@ def test_syntax_errors_are_refused(bad: str) -> None:
         ('map.delete({"a": 1, "b": 2}, "a")', {"b": 2}),
         ("list.concat([1], 2)", [1, 2]),
         ("list.prepend([1], 0)", [0, 1]),
-        ('string(12) + string(1.5)', "121.5"),
+        ("string(12) + string(1.5)", "121.5"),
         ('int("42") + int(2.9)', 44),
         ('double("2.5")', 2.5),
         ('type({"a": 1})', "map"),

@@ -25,8 +25,9 @@ class FakeTransport:
         self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float
     ) -> HttpResponse:
         decoded = json.loads(body) if body else None
-        self.requests.append({"method": method, "url": url, "headers": headers, "body": decoded,
-                              "timeout": timeout})  # fmt: skip
+        self.requests.append(
+            {"method": method, "url": url, "headers": headers, "body": decoded, "timeout": timeout}
+        )
         if self.handler is not None:
             return self.handler(method, url, headers, decoded)
         answer = self.answers.pop(0) if self.answers else ok({})

@@ -86,7 +86,9 @@ def _document(change: Change) -> Document | None:
 
 
 _KINDS: dict[str, Literal["added", "modified", "removed"]] = {
-    "created": "added", "updated": "modified", "deleted": "removed"
+    "created": "added",
+    "updated": "modified",
+    "deleted": "removed",
 }
 
 

@@ -60,9 +60,7 @@ def check_collection_path(path: str) -> str:
     """Validate a collection path (odd number of segments) and return it."""
     segments = _check_segments(path, "collection")
     if len(segments) % 2 == 0:
-        raise LimitExceeded(
-            f"invalid collection path {path!r}: it needs an odd number of segments"
-        )
+        raise LimitExceeded(f"invalid collection path {path!r}: it needs an odd number of segments")
     return path
 
 

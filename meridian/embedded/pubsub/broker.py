@@ -29,6 +29,8 @@ DB_FILE = "pubsub.sqlite3"
 def push_service_account(project: str) -> str:
     """The one identity every push subscription signs with, as in terraform/ (pubsub-push)."""
     return f"pubsub-push@{project}.iam.gserviceaccount.com"
+
+
 PURGE_EVERY_S = 60.0
 
 

@@ -19,8 +19,10 @@ from .engine import WorkflowEngine
 
 
 def execution_json(engine: WorkflowEngine, execution: Execution) -> dict[str, Any]:
-    name = (f"projects/{engine.project}/locations/{engine.location}/workflows/"
-            f"{execution.workflow}/executions/{execution.execution_id}")  # fmt: skip
+    name = (
+        f"projects/{engine.project}/locations/{engine.location}/workflows/"
+        f"{execution.workflow}/executions/{execution.execution_id}"
+    )
     body: dict[str, Any] = {
         "name": name,
         "executionId": execution.execution_id,
@@ -28,7 +30,9 @@ def execution_json(engine: WorkflowEngine, execution: Execution) -> dict[str, An
         "state": execution.state,
         "argument": json.dumps(execution.argument),
         "startTime": execution.start_time.isoformat().replace("+00:00", "Z"),
-        "endTime": execution.end_time.isoformat().replace("+00:00", "Z") if execution.end_time else None,
+        "endTime": execution.end_time.isoformat().replace("+00:00", "Z")
+        if execution.end_time
+        else None,
     }
     if execution.state == "SUCCEEDED":
         body["result"] = json.dumps(records.plain(execution.result))
@@ -87,8 +91,10 @@ def create_router(engine: WorkflowEngine) -> APIRouter:
         except NotFound as e:
             raise _status(e) from e
 
-    @router.api_route("/v1/callbacks/{execution_id}/{callback_id}",
-                      methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])  # fmt: skip
+    @router.api_route(
+        "/v1/callbacks/{execution_id}/{callback_id}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    )
     async def callback(execution_id: str, callback_id: str, request: Request) -> dict[str, Any]:
         raw = await request.body()
         body: Any = None
@@ -98,8 +104,14 @@ def create_router(engine: WorkflowEngine) -> APIRouter:
             body = json.loads(text) if "json" in content_type else text
         url = f"{engine.base_url}/v1/callbacks/{execution_id}/{callback_id}"
         try:
-            await run_in_threadpool(engine.deliver_callback, url, request.method, body,
-                                    dict(request.headers), dict(request.query_params))  # fmt: skip
+            await run_in_threadpool(
+                engine.deliver_callback,
+                url,
+                request.method,
+                body,
+                dict(request.headers),
+                dict(request.query_params),
+            )
         except (NotFound, Conflict, ValidationError, ValueError) as e:
             raise _status(e) from e
         return {}

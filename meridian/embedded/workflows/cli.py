@@ -33,8 +33,11 @@ def start(
     ] = "{}",
     execution_id: Annotated[
         str | None,
-        typer.Option("--execution-id", envvar="MERIDIAN_WORKFLOWS_EXECUTION_ID",
-                     help="Idempotent id: starting it again returns the same execution."),
+        typer.Option(
+            "--execution-id",
+            envvar="MERIDIAN_WORKFLOWS_EXECUTION_ID",
+            help="Idempotent id: starting it again returns the same execution.",
+        ),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", envvar="MERIDIAN_WORKFLOWS_WAIT", help="Wait for the end.")
@@ -66,8 +69,12 @@ def list_(
     """List a workflow's executions, newest first."""
     table = Table("execution", "state", "started", "ended")
     for e in WorkflowsClient(url).list(workflow, state):
-        table.add_row(e.execution_id, e.state, e.start_time.isoformat(),
-                      e.end_time.isoformat() if e.end_time else "")  # fmt: skip
+        table.add_row(
+            e.execution_id,
+            e.state,
+            e.start_time.isoformat(),
+            e.end_time.isoformat() if e.end_time else "",
+        )
     console.print(table)
 
 

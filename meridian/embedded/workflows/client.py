@@ -65,13 +65,17 @@ class WorkflowsClient(WorkflowExecutions):
 
     def list(self, workflow: str, state: str | None = None) -> list[Execution]:
         params = {"workflow": workflow, **({"state": state} if state else {})}
-        return [from_json(e) for e in self._call("GET", "/v1/executions", params=params)["executions"]]
+        return [
+            from_json(e) for e in self._call("GET", "/v1/executions", params=params)["executions"]
+        ]
 
     def cancel(self, execution_id: str) -> Execution:
         return from_json(self._call("POST", f"/v1/executions/{execution_id}:cancel"))
 
     def steps(self, execution_id: str) -> builtins.list[dict[str, Any]]:
-        steps: builtins.list[dict[str, Any]] = self._call("GET", f"/v1/executions/{execution_id}/steps")["steps"]
+        steps: builtins.list[dict[str, Any]] = self._call(
+            "GET", f"/v1/executions/{execution_id}/steps"
+        )["steps"]
         return steps
 
     def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:

@@ -24,8 +24,16 @@ from .stdlib import FUNCTIONS
 Value = Callable[[Scope], Any]
 MISSING: Any = object()
 
-HTTP_ARGS = ("url", "headers", "body", "query", "auth", "timeout",
-             "private_service_name", "ca_certificate")  # fmt: skip
+HTTP_ARGS = (
+    "url",
+    "headers",
+    "body",
+    "query",
+    "auth",
+    "timeout",
+    "private_service_name",
+    "ca_certificate",
+)
 # Call steps with effects or waits, and the argument names each accepts (reference §6.7).
 EFFECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     **{f"http.{m}": (HTTP_ARGS, ("url",)) for m in ("get", "post", "put", "patch", "delete")},
@@ -167,13 +175,9 @@ def load_program(name: str, text: str) -> Program:
     names = set(document)
     if "main" not in names:
         raise DefinitionError("the file has no `main` workflow (line 1)")
-    workflows = {
-        wf_name: _workflow(wf_name, body, names) for wf_name, body in document.items()
-    }
+    workflows = {wf_name: _workflow(wf_name, body, names) for wf_name, body in document.items()}
     if len(workflows["main"].params) > 1:
-        raise DefinitionError(
-            f"`main` takes at most one param (line {workflows['main'].line})"
-        )
+        raise DefinitionError(f"`main` takes at most one param (line {workflows['main'].line})")
     return Program(name, text, workflows)
 
 
@@ -202,7 +206,7 @@ def _workflow(name: str, node: LineMap, names: set[str]) -> Workflow:
         if isinstance(param, str):
             params.append((param, MISSING))
         elif isinstance(param, dict) and len(param) == 1:
-            (pname, default), = param.items()
+            ((pname, default),) = param.items()
             params.append((str(pname), default))
         else:
             raise _refuse("params entry", line_of(node.get("params"), node.line))
@@ -218,8 +222,10 @@ def _block(raw: Any, ctx: _Context, line: int) -> Block:
     entries: list[tuple[str, LineMap, int]] = []
     for entry in raw:
         if not isinstance(entry, LineMap) or len(entry) != 1:
-            raise DefinitionError(f"a step is a map of one name to its body (line {line_of(entry, line)})")
-        (step_name, body), = entry.items()
+            raise DefinitionError(
+                f"a step is a map of one name to its body (line {line_of(entry, line)})"
+            )
+        ((step_name, body),) = entry.items()
         if not isinstance(body, LineMap):
             raise DefinitionError(f"step {step_name!r} has no body (line {entry.line})")
         entries.append((step_name, body, entry.line))
@@ -282,8 +288,9 @@ def _step(name: str, body: LineMap, line: int, ctx: _Context) -> Step:
     extra = {"call": {"args", "result"}, "try": {"retry", "except"}}.get(action or "", set())
     for key in ("args", "result", "retry", "except"):
         if key in body and key not in extra:
-            raise _refuse(f"{key} without {'call' if key in ('args', 'result') else 'try'}",
-                          body.line_of(key))
+            raise _refuse(
+                f"{key} without {'call' if key in ('args', 'result') else 'try'}", body.line_of(key)
+            )
     if action in ("return", "raise") and nxt is not None:
         raise _refuse(f"next with {action}", body.line_of("next"))
     at = body.line_of(action) if action else line
@@ -316,13 +323,15 @@ def _assignments(raw: Any, ctx: _Context, line: int) -> list[tuple[str, list[Acc
     if not isinstance(raw, list) or not raw:
         raise DefinitionError(f"`assign` needs a list of one-key maps (line {line})")
     if len(raw) > LIMIT_ASSIGNMENTS:
-        raise DefinitionError(f"more than {LIMIT_ASSIGNMENTS} assignments in one step (line {line})")
+        raise DefinitionError(
+            f"more than {LIMIT_ASSIGNMENTS} assignments in one step (line {line})"
+        )
     result = []
     for item in raw:
         at = line_of(item, line)
         if not isinstance(item, dict) or len(item) != 1:
             raise DefinitionError(f"each assignment is a one-key map (line {at})")
-        (target, value), = item.items()
+        ((target, value),) = item.items()
         found: list[Expr] = []
         try:
             variable, accessors = compile_target(str(target), found)
@@ -362,7 +371,11 @@ def _call(name: str, body: LineMap, line: int, nxt: str | None, ctx: _Context) -
 
 
 def _check_args(
-    function: str, args: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], at: int
+    function: str,
+    args: dict[str, Any],
+    allowed: tuple[str, ...],
+    required: tuple[str, ...],
+    at: int,
 ) -> None:
     for key in args:
         if key not in allowed:
@@ -383,8 +396,11 @@ def _switch(raw: Any, ctx: _Context, line: int) -> list[Condition]:
         if not isinstance(item, LineMap) or "condition" not in item:
             raise DefinitionError(f"each switch entry needs a `condition` (line {at})")
         inline = {k: v for k, v in item.items() if k not in ("condition", "next", "steps")}
-        _check_keys(item, {"condition", "next", "steps", "assign", "return", "raise", "call",
-                           "args", "result"}, "switch")  # fmt: skip
+        _check_keys(
+            item,
+            {"condition", "next", "steps", "assign", "return", "raise", "call", "args", "result"},
+            "switch",
+        )
         nxt = _check_next(item["next"], ctx, item.line_of("next")) if "next" in item else None
         body = None
         if "steps" in item:
@@ -472,11 +488,14 @@ def _for(name: str, raw: Any, line: int, nxt: str | None, ctx: _Context, at: int
     return ForStep(name, line, nxt, str(raw.get("value", "")), raw.get("index"), items, rng, body)
 
 
-def _parallel(name: str, raw: Any, line: int, nxt: str | None, ctx: _Context, at: int) -> ParallelStep:
+def _parallel(
+    name: str, raw: Any, line: int, nxt: str | None, ctx: _Context, at: int
+) -> ParallelStep:
     if not isinstance(raw, LineMap):
         raise DefinitionError(f"`parallel` needs a map (line {at})")
-    _check_keys(raw, {"shared", "concurrency_limit", "exception_policy", "branches", "for"},
-                "parallel")  # fmt: skip
+    _check_keys(
+        raw, {"shared", "concurrency_limit", "exception_policy", "branches", "for"}, "parallel"
+    )
     if ("branches" in raw) == ("for" in raw):
         raise DefinitionError(f"`parallel` needs exactly one of `branches` and `for` (line {at})")
     policy = raw.get("exception_policy")
@@ -484,9 +503,14 @@ def _parallel(name: str, raw: Any, line: int, nxt: str | None, ctx: _Context, at
         raise _refuse(f"exception_policy: {policy}", raw.line_of("exception_policy"))
     shared = raw.get("shared") or []
     if not isinstance(shared, list) or not all(isinstance(s, str) for s in shared):
-        raise DefinitionError(f"`shared` is a list of variable names (line {raw.line_of('shared')})")
-    limit = _value(raw["concurrency_limit"], ctx, raw.line_of("concurrency_limit")) \
-        if "concurrency_limit" in raw else None  # fmt: skip
+        raise DefinitionError(
+            f"`shared` is a list of variable names (line {raw.line_of('shared')})"
+        )
+    limit = (
+        _value(raw["concurrency_limit"], ctx, raw.line_of("concurrency_limit"))
+        if "concurrency_limit" in raw
+        else None
+    )
     outer = (ctx.scopes, ctx.in_loop, ctx.in_branch)
     ctx.scopes, ctx.in_loop, ctx.in_branch = [], False, True
     try:
@@ -502,8 +526,10 @@ def _parallel(name: str, raw: Any, line: int, nxt: str | None, ctx: _Context, at
         compiled = []
         for branch in branches:
             if not isinstance(branch, LineMap) or len(branch) != 1:
-                raise DefinitionError(f"a branch is a map of one name (line {line_of(branch, bat)})")
-            (bname, bbody), = branch.items()
+                raise DefinitionError(
+                    f"a branch is a map of one name (line {line_of(branch, bat)})"
+                )
+            ((bname, bbody),) = branch.items()
             if not isinstance(bbody, LineMap) or set(bbody) != {"steps"}:
                 raise DefinitionError(f"branch {bname!r} needs only `steps` (line {branch.line})")
             compiled.append((bname, _block(bbody["steps"], ctx, bbody.line_of("steps"))))

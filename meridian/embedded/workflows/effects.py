@@ -117,10 +117,14 @@ def _url(args: dict[str, Any]) -> str:
     return f"{url}{separator}{urllib.parse.urlencode(pairs)}"
 
 
-async def http_call(function: str, args: dict[str, Any], transport: HttpTransport) -> dict[str, Any]:
+async def http_call(
+    function: str, args: dict[str, Any], transport: HttpTransport
+) -> dict[str, Any]:
     """Run ``http.get``/``post``/…/``request``; returns ``{code, headers, body}`` or raises the
     Workflows error. ``auth`` is accepted and ignored: local services trust loopback."""
-    method = str(args.get("method", "")).upper() if function == "http.request" else function[5:].upper()
+    method = (
+        str(args.get("method", "")).upper() if function == "http.request" else function[5:].upper()
+    )
     if not method:
         raise value_error("http.request needs a method")
     timeout = args.get("timeout", DEFAULT_TIMEOUT)
@@ -140,11 +144,13 @@ async def http_call(function: str, args: dict[str, Any], transport: HttpTranspor
         raise builtin(e.tag, str(e)) from e
     decoded = _decode_body(response)
     if response.status >= 400:
-        raise WorkflowError({
-            "message": f"HTTP server responded with error code {response.status}",
-            "code": response.status,
-            "headers": response.headers,
-            "body": decoded,
-            "tags": ["HttpError"],
-        })  # fmt: skip
+        raise WorkflowError(
+            {
+                "message": f"HTTP server responded with error code {response.status}",
+                "code": response.status,
+                "headers": response.headers,
+                "body": decoded,
+                "tags": ["HttpError"],
+            }
+        )
     return {"code": response.status, "headers": response.headers, "body": decoded}

@@ -171,7 +171,9 @@ class WorkflowEngine(WorkflowExecutions):
             raise NotFound(f"workflow {workflow}")
         if len(records.dump_state(argument)) > MAX_ARGUMENT_BYTES:
             raise ValidationError(f"execution argument above {MAX_ARGUMENT_BYTES} bytes")
-        return self._on_loop(self._start(workflow, dict(argument), execution_id or str(uuid.uuid4())))
+        return self._on_loop(
+            self._start(workflow, dict(argument), execution_id or str(uuid.uuid4()))
+        )
 
     async def _start(self, workflow: str, argument: dict[str, Any], execution_id: str) -> Execution:
         existing = self.store.get(records.execution_path(execution_id))
@@ -179,10 +181,13 @@ class WorkflowEngine(WorkflowExecutions):
             return records.to_execution(dict(existing.data))
         program = self.programs[workflow]
         revision = records.revision_id(workflow, program.source)
-        self.store.set(f"{records.REVISIONS}/{revision}", {"workflow": workflow, "source": program.source})
+        self.store.set(
+            f"{records.REVISIONS}/{revision}", {"workflow": workflow, "source": program.source}
+        )
         self._revisions[revision] = program
-        doc = ExecutionRun.new_document(program, execution_id, workflow, revision, argument,
-                                        self.clock.now())  # fmt: skip
+        doc = ExecutionRun.new_document(
+            program, execution_id, workflow, revision, argument, self.clock.now()
+        )
         try:
             self.store.create(records.execution_path(execution_id), doc)
         except AlreadyExists:
@@ -221,8 +226,11 @@ class WorkflowEngine(WorkflowExecutions):
             with contextlib.suppress(BaseException):
                 await run.task
         doc = self._document(execution_id)
-        doc.update(state="CANCELLED", end_time=self.clock.now(),
-                   error=records.error_payload("Execution cancelled", "cancelled", []))  # fmt: skip
+        doc.update(
+            state="CANCELLED",
+            end_time=self.clock.now(),
+            error=records.error_payload("Execution cancelled", "cancelled", []),
+        )
         self.store.set(records.execution_path(execution_id), doc)
         return records.to_execution(doc)
 
@@ -251,12 +259,19 @@ class WorkflowEngine(WorkflowExecutions):
             raise Conflict("a callback request is already queued and not yet received")
         if doc.data.get("method") not in (method, None) and method != "HEAD":
             raise ValidationError(f"callback expects {doc.data.get('method')}, got {method}")
-        requests.append({
-            "http_request": {"body": body, "headers": headers, "method": method, "query": query,
-                             "url": urlparse(url).path},
-            "received_time": records.iso(self.clock.now()),
-            "type": "HTTP",
-        })  # fmt: skip
+        requests.append(
+            {
+                "http_request": {
+                    "body": body,
+                    "headers": headers,
+                    "method": method,
+                    "query": query,
+                    "url": urlparse(url).path,
+                },
+                "received_time": records.iso(self.clock.now()),
+                "type": "HTTP",
+            }
+        )
         self.store.update(path, {"requests": requests})
         run = self._runs.get(execution_id)
         if run is not None:

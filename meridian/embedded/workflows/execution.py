@@ -23,8 +23,17 @@ log = logging.getLogger("meridian.workflows")
 # A waiting execution also re-reads its callback this often, to see requests written by
 # another process straight into the store.
 CALLBACK_POLL_SECONDS = 1.0
-_SEVERITIES = {"DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT",
-               "EMERGENCY"}  # fmt: skip
+_SEVERITIES = {
+    "DEFAULT",
+    "DEBUG",
+    "INFO",
+    "NOTICE",
+    "WARNING",
+    "ERROR",
+    "CRITICAL",
+    "ALERT",
+    "EMERGENCY",
+}
 
 
 class ExecutionRun:
@@ -42,16 +51,28 @@ class ExecutionRun:
 
     @staticmethod
     def new_document(
-        program: Program, execution_id: str, workflow: str, revision: str,
-        argument: dict[str, Any], now: float,
-    ) -> dict[str, Any]:  # fmt: skip
+        program: Program,
+        execution_id: str,
+        workflow: str,
+        revision: str,
+        argument: dict[str, Any],
+        now: float,
+    ) -> dict[str, Any]:
         state = Interpreter.initial_state(program, argument)
         return {
-            "execution_id": execution_id, "workflow": workflow, "revision": revision,
-            "state": "ACTIVE", "argument": argument, "start_time": now, "end_time": None,
-            "result": None, "error": None, "state_tree": records.dump_state(state),
-            "history": 0, "callbacks": 0,
-        }  # fmt: skip
+            "execution_id": execution_id,
+            "workflow": workflow,
+            "revision": revision,
+            "state": "ACTIVE",
+            "argument": argument,
+            "start_time": now,
+            "end_time": None,
+            "result": None,
+            "error": None,
+            "state_tree": records.dump_state(state),
+            "history": 0,
+            "callbacks": 0,
+        }
 
     @property
     def path(self) -> str:
@@ -63,8 +84,9 @@ class ExecutionRun:
         try:
             result = await self.interpreter.run()
         except WorkflowError as e:
-            self._finish("FAILED", error=records.error_payload(
-                e.value, describe(e.value), self._stack(e)))  # fmt: skip
+            self._finish(
+                "FAILED", error=records.error_payload(e.value, describe(e.value), self._stack(e))
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -79,14 +101,23 @@ class ExecutionRun:
         if "step" not in self.doc.get("last_failure", {}):
             return []
         failure = self.doc["last_failure"]
-        return [{"step": failure["step"], "routine": failure["routine"],
-                 "position": {"line": failure["line"]}}]  # fmt: skip
+        return [
+            {
+                "step": failure["step"],
+                "routine": failure["routine"],
+                "position": {"line": failure["line"]},
+            }
+        ]
 
     def _finish(self, state: str, result: str | None = None, error: Any = None) -> None:
         self.doc.update(state=state, result=result, error=error, end_time=self.clock.now())
         self.save()
-        log.info("workflow execution %s %s", self.execution_id, state,
-                 extra={"json_fields": {"execution": self.execution_id, "state": state}})
+        log.info(
+            "workflow execution %s %s",
+            self.execution_id,
+            state,
+            extra={"json_fields": {"execution": self.execution_id, "state": state}},
+        )
 
     # Host: time, env, persistence --------------------------------------------------------------
 
@@ -134,10 +165,14 @@ class ExecutionRun:
         payload = args.get("json", args.get("data", args.get("text")))
         entry = {"severity": severity, "payload": records.plain(payload)}
         self._log.append(entry)
-        level = {"DEBUG": 10, "WARNING": 30, "ERROR": 40}.get(severity, 50 if severity in (
-            "CRITICAL", "ALERT", "EMERGENCY") else 20)  # fmt: skip
-        log.log(level, json.dumps(entry["payload"]) if not isinstance(payload, str) else payload,
-                extra={"json_fields": {"execution": self.execution_id}})
+        level = {"DEBUG": 10, "WARNING": 30, "ERROR": 40}.get(
+            severity, 50 if severity in ("CRITICAL", "ALERT", "EMERGENCY") else 20
+        )
+        log.log(
+            level,
+            json.dumps(entry["payload"]) if not isinstance(payload, str) else payload,
+            extra={"json_fields": {"execution": self.execution_id}},
+        )
 
     def create_callback(self, method: str) -> dict[str, Any]:
         # ids are a per-execution counter, so re-running an interrupted step recreates the same
@@ -147,9 +182,18 @@ class ExecutionRun:
         url = f"{self.engine.base_url}/v1/callbacks/{self.execution_id}/{callback_id}"
         path = records.callback_path(self.execution_id, callback_id)
         if self.engine.store.get(path) is None:
-            self.engine.store.set(path, {"execution_id": self.execution_id, "callback_id": callback_id,
-                                         "method": method, "url": url, "requests": [],
-                                         "consumed": 0, "created": self.now()})  # fmt: skip
+            self.engine.store.set(
+                path,
+                {
+                    "execution_id": self.execution_id,
+                    "callback_id": callback_id,
+                    "method": method,
+                    "url": url,
+                    "requests": [],
+                    "consumed": 0,
+                    "created": self.now(),
+                },
+            )
         return {"url": url}
 
     def callback_position(self, url: str) -> tuple[str, int]:
@@ -181,8 +225,11 @@ class ExecutionRun:
         arrived = asyncio.ensure_future(event.wait())
         expired = asyncio.ensure_future(self.clock.sleep(seconds))
         try:
-            await asyncio.wait({arrived, expired}, timeout=CALLBACK_POLL_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                {arrived, expired},
+                timeout=CALLBACK_POLL_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for waiter in (arrived, expired):
                 waiter.cancel()

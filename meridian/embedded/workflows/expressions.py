@@ -371,7 +371,11 @@ def _add(a: Any, b: Any) -> Any:
     if is_number(a) and is_number(b):
         return a + b
     scalar = (str, int, float)
-    if (isinstance(a, str) or isinstance(b, str)) and isinstance(a, scalar) and isinstance(b, scalar):
+    if (
+        (isinstance(a, str) or isinstance(b, str))
+        and isinstance(a, scalar)
+        and isinstance(b, scalar)
+    ):
         return to_string(a) + to_string(b)
     raise type_error(f"operator + does not apply to {type_name(a)} and {type_name(b)}")
 
@@ -406,8 +410,14 @@ BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "*": _arith("*", lambda a, b: a * b),
     "/": _arith("/", lambda a, b: a / b),
     "//": _arith("//", _floordiv),
-    "%": _arith("%", lambda a, b: math.fmod(a, b) if isinstance(a, float) or isinstance(b, float)
-                else int(math.fmod(a, b))),
+    "%": _arith(
+        "%",
+        lambda a, b: (
+            math.fmod(a, b)
+            if isinstance(a, float) or isinstance(b, float)
+            else int(math.fmod(a, b))
+        ),
+    ),
     "==": equal,
     "!=": lambda a, b: not equal(a, b),
     "<": _order("<", lambda a, b: a < b),

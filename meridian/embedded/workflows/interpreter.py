@@ -158,8 +158,13 @@ class Interpreter:
             raise builtin("ResourceLimitError", f"more than {MAX_STEPS} steps in one execution")
 
     def _entry(self, frame: Frame, step: Step, state: str, error: Any = None) -> dict[str, Any]:
-        entry = {"step": step.name, "routine": frame.workflow, "line": step.line,
-                 "state": state, "time": self.host.now()}  # fmt: skip
+        entry = {
+            "step": step.name,
+            "routine": frame.workflow,
+            "line": step.line,
+            "state": state,
+            "time": self.host.now(),
+        }
         if error is not None:
             entry["error"] = error
         return entry
@@ -200,7 +205,9 @@ class Interpreter:
             for k, condition in enumerate(step.conditions):
                 matched = self.eval(condition.condition, frame)
                 if not isinstance(matched, bool):
-                    raise type_error(f"switch condition must be a boolean, got {type_name(matched)}")
+                    raise type_error(
+                        f"switch condition must be a boolean, got {type_name(matched)}"
+                    )
                 if matched:
                     rec["k"] = k
                     break
@@ -219,8 +226,10 @@ class Interpreter:
         if step.kind == "subworkflow":
             if "f" not in rec:
                 args = {k: self.eval(v, frame) for k, v in step.args.items()}
-                rec["f"] = {"vars": self._bind(self.program.workflows[step.function], args),
-                            "b": {}}  # fmt: skip
+                rec["f"] = {
+                    "vars": self._bind(self.program.workflows[step.function], args),
+                    "b": {},
+                }
             result = await self.subworkflow(frame, step.function, rec["f"])
         elif step.kind == "function":
             values = [self.eval(v, frame) for v in step.args.values()]
@@ -297,7 +306,9 @@ class Interpreter:
     async def await_callback(self, args: dict[str, Any], rec: dict[str, Any]) -> Any:
         callback = args["callback"]
         if not isinstance(callback, dict) or not isinstance(callback.get("url"), str):
-            raise type_error("events.await_callback needs the map create_callback_endpoint returned")
+            raise type_error(
+                "events.await_callback needs the map create_callback_endpoint returned"
+            )
         if "cb" not in rec:
             timeout = args.get("timeout", DEFAULT_CALLBACK_TIMEOUT)
             if not is_number(timeout) or timeout < 0:
@@ -341,7 +352,9 @@ class Interpreter:
         assert step.except_body is not None
         return await self.block(frame, step.except_body, rec.setdefault("b", {}))
 
-    async def _retry_delay(self, frame: Frame, step: TryStep, attempt: int, error: Any) -> float | None:
+    async def _retry_delay(
+        self, frame: Frame, step: TryStep, attempt: int, error: Any
+    ) -> float | None:
         """The delay before the next attempt, or None when the policy stops retrying."""
         if step.retry is None:
             return None
@@ -357,7 +370,11 @@ class Interpreter:
         initial = backoff.get("initial_delay", 1)
         multiplier = backoff.get("multiplier", 1.25)
         maximum = backoff.get("max_delay", 60)
-        for name, value in (("initial_delay", initial), ("multiplier", multiplier), ("max_delay", maximum)):
+        for name, value in (
+            ("initial_delay", initial),
+            ("multiplier", multiplier),
+            ("max_delay", maximum),
+        ):
             if not is_number(value):
                 raise type_error(f"retry backoff {name} must be a number")
         return float(min(initial * multiplier**attempt, maximum))
@@ -431,23 +448,33 @@ class Interpreter:
 
     async def parallel(self, frame: Frame, step: ParallelStep, rec: dict[str, Any]) -> Jump | None:
         if frame.parallel_depth + 1 > MAX_PARALLEL_NESTING:
-            raise builtin("ParallelNestingError", f"parallel steps nested deeper than {MAX_PARALLEL_NESTING}")
+            raise builtin(
+                "ParallelNestingError", f"parallel steps nested deeper than {MAX_PARALLEL_NESTING}"
+            )
         if "br" not in rec:
             for name in step.shared:
                 if not frame.has(name):
-                    raise builtin("KeyError", f"shared variable {name} must exist before the parallel step")
+                    raise builtin(
+                        "KeyError", f"shared variable {name} must exist before the parallel step"
+                    )
             if step.loop is not None:
                 rec.update(self._loop_items(frame, step.loop))
                 count = self._loop_length(rec)
                 rec["br"] = [
-                    {"id": str(i), "vars": frame.branch(step.shared, self._loop_vars(step.loop, rec, i)),
-                     "b": {}, "done": False}
+                    {
+                        "id": str(i),
+                        "vars": frame.branch(step.shared, self._loop_vars(step.loop, rec, i)),
+                        "b": {},
+                        "done": False,
+                    }
                     for i in range(count)
-                ]  # fmt: skip
+                ]
             else:
                 assert step.branches is not None
-                rec["br"] = [{"id": name, "vars": frame.branch(step.shared), "b": {}, "done": False}
-                             for name, _ in step.branches]  # fmt: skip
+                rec["br"] = [
+                    {"id": name, "vars": frame.branch(step.shared), "b": {}, "done": False}
+                    for name, _ in step.branches
+                ]
             self.host.save()
         limit = MAX_CONCURRENT_BRANCHES
         if step.concurrency_limit is not None:
@@ -461,8 +488,14 @@ class Interpreter:
 
         async def run_branch(branch: dict[str, Any], body: Block) -> None:
             async with gate:
-                child = Frame(branch["vars"], frame.workflow, frame.depth, frame, shared,
-                              frame.parallel_depth + 1)  # fmt: skip
+                child = Frame(
+                    branch["vars"],
+                    frame.workflow,
+                    frame.depth,
+                    frame,
+                    shared,
+                    frame.parallel_depth + 1,
+                )
                 try:
                     await self.block(child, body, branch["b"])
                 except WorkflowError as e:
@@ -493,11 +526,13 @@ class Interpreter:
         if failures and not step.continue_all:
             raise failures[0][1]
         if failures:
-            raise WorkflowError({
-                "message": f"UnhandledBranchError: {len(failures)} branch(es) or iteration(s) "
-                           "raised an unhandled error",
-                "tags": ["UnhandledBranchError"],
-                "branches": [{"id": bid, "error": e.value} for bid, e in failures],
-                "truncated": len(failures) >= MAX_BRANCH_ERRORS,
-            })  # fmt: skip
+            raise WorkflowError(
+                {
+                    "message": f"UnhandledBranchError: {len(failures)} branch(es) or iteration(s) "
+                    "raised an unhandled error",
+                    "tags": ["UnhandledBranchError"],
+                    "branches": [{"id": bid, "error": e.value} for bid, e in failures],
+                    "truncated": len(failures) >= MAX_BRANCH_ERRORS,
+                }
+            )
         return None
