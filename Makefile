@@ -17,7 +17,7 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: all demo test lint bench clean env node
+.PHONY: all demo test lint bench clean env node browser redis
 
 all: test
 
@@ -38,6 +38,14 @@ node_modules/.installed: package.json package-lock.json
 
 node: $(if $(wildcard package.json),node_modules/.installed)
 
+# Debian's Chromium for the map page's browser test; Redis for the broker benchmark's baseline.
+# Installed with apt when missing (CI and developers' machines run as root here).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+
 demo: env node
 	$(VENV)/bin/meridian demo --duration $(DEMO_DURATION)
 
@@ -48,7 +56,7 @@ lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: env node
+bench: env node redis
 	$(VENV)/bin/python -m loadtest.bench
 
 clean:

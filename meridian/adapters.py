@@ -9,6 +9,7 @@ from meridian.auth import IdentityVerifier, PushAuthenticator
 from meridian.config import Settings
 from meridian.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.ports import DocumentStore, Publisher, Subscriber
+from meridian.tracking import TrackingTokens
 
 # Collections whose documents expire (Firestore TTL policies; terraform/modules/firestore).
 TTL_FIELDS = {REQUEST_LEDGER: EXPIRY_FIELD, EVENT_LEDGER: EXPIRY_FIELD}
@@ -65,3 +66,11 @@ def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> Pu
     from meridian.embedded.oidc import PushTokenVerifier, load_jwks
 
     return VerifiedPush(PushTokenVerifier(load_jwks(settings.data_dir)), allowed_emails)
+
+
+def tracking_tokens(settings: Settings) -> TrackingTokens:
+    if settings.backend == "gcp":
+        import os
+
+        return TrackingTokens(os.environ["MERIDIAN_TRACKING_SECRET"].encode())
+    return TrackingTokens.for_data_dir(settings.data_dir)

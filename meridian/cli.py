@@ -238,6 +238,21 @@ def token(
     typer.echo(LocalIdentityIssuer(data_dir).token(sub, role, ttl))
 
 
+def _mount_subcommands() -> None:
+    """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
+    from meridian.embedded.pubsub.cli import app as pubsub_app
+    from meridian.embedded.workflows.cli import app as workflows_app
+
+    emulator = typer.Typer(
+        help="Google API emulators over the embedded runtime.", no_args_is_help=True
+    )
+    emulator.add_typer(pubsub_app)
+    app.add_typer(emulator, name="emulator")
+    app.add_typer(workflows_app, name="workflows")
+
+
+_mount_subcommands()
+
 clients = typer.Typer(
     help="Client systems (API keys) of the embedded runtime.", no_args_is_help=True
 )

@@ -37,6 +37,14 @@ class ServiceProcess:
     health_path: str = "/healthz"
 
 
+# Embedded-only stand-ins for third parties (an SMS provider, a client's billing API): they are not
+# Meridian services, so they are not in the catalog, but the embedded runtime runs them locally.
+EMBEDDED_EXTERNALS: dict[str, str] = {
+    "sms-gateway": "meridian.embedded.external.sms_gateway",
+    "billing-api": "meridian.embedded.external.billing_api",
+}
+
+
 def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProcess]:
     """The platform process, then every catalog service whose ``<package>.app`` module exists.
 
@@ -50,6 +58,11 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
             settings.port_of("platform"),
         )
     ]
+    for name, module in EMBEDDED_EXTERNALS.items():
+        if settings.backend == "embedded" and _module_exists(module):
+            processes.append(
+                ServiceProcess(name, [sys.executable, "-m", module], settings.port_of(name))
+            )
     for name, spec in catalog.services.items():
         if spec.kind == "pipeline" or not _module_exists(f"{spec.package}.app"):
             continue

@@ -7,14 +7,14 @@ details. Everything that happens after the commit happens elsewhere, off this pa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import Actor, IdentityVerifier
+from meridian.auth import IdentityVerifier
 from meridian.domain.commands import (
     CreateShipment,
     DeliverParcel,
@@ -24,12 +24,11 @@ from meridian.domain.commands import (
     ReturnParcel,
     SendOutForDelivery,
 )
-from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
-from meridian.idempotency import RequestKey
 from services.command import handlers
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
+from services.command.web import Caller, IdempotencyKey, accepted, request_key
 
 
 class _Body(BaseModel):
@@ -84,30 +83,6 @@ class Accepted(BaseModel):
     accepted_at: str
 
 
-async def _caller(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Actor:
-    """Drivers and dispatchers send a bearer token; client systems send an API key."""
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("Authorization must be 'Bearer <token>'")
-        verifier: IdentityVerifier = request.app.state.verifier
-        return verifier.verify(token)
-    if x_api_key:
-        deps: Deps = request.app.state.deps
-        return await run_in_threadpool(handlers.client_for_api_key, x_api_key, deps.store)
-    raise Unauthenticated(
-        "send a bearer token (drivers, dispatchers) or an X-API-Key (client systems)"
-    )
-
-
-Caller = Annotated[Actor, Depends(_caller)]
-IdempotencyKey = Annotated[str | None, Header(max_length=255)]
-
-
 def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
     app = FastAPI(
         title="Meridian command service",
@@ -117,20 +92,6 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
     install_problem_handlers(app)
     app.state.deps = deps
     app.state.verifier = verifier
-
-    async def request_key(request: Request, caller: Actor, key: str | None) -> RequestKey | None:
-        if not key:
-            return None
-        return RequestKey.of(
-            f"{caller.role}:{caller.subject}",
-            key,
-            request.method,
-            request.url.path,
-            await request.body(),
-        )
-
-    def accepted(body: dict[str, Any]) -> JSONResponse:
-        return JSONResponse(body, status_code=202)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
