@@ -5,10 +5,21 @@ Google clients are imported only when the gcp backend is chosen.
 
 from __future__ import annotations
 
-from meridian.auth import IdentityVerifier, PushAuthenticator
+from meridian.auth import CachingVerifier, IdentityVerifier, PushAuthenticator
 from meridian.config import Settings
 from meridian.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
-from meridian.ports import DocumentStore, Publisher, Subscriber
+from meridian.ports import (
+    BillingApi,
+    BlobStore,
+    DocumentStore,
+    Publisher,
+    RouteOptimizer,
+    SmsGateway,
+    Subscriber,
+    TravelTime,
+    WebhookSender,
+    WorkflowExecutions,
+)
 from meridian.tracking import TrackingTokens
 
 # Collections whose documents expire (Firestore TTL policies; terraform/modules/firestore).
@@ -52,10 +63,10 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
     if settings.backend == "gcp":
         from meridian.gcp.identity import IdentityPlatformVerifier
 
-        return IdentityPlatformVerifier(settings.project)
+        return CachingVerifier(IdentityPlatformVerifier(settings.project))
     from meridian.embedded.identity import LocalIdentityVerifier
 
-    return LocalIdentityVerifier.for_data_dir(settings.data_dir)
+    return CachingVerifier(LocalIdentityVerifier.for_data_dir(settings.data_dir))
 
 
 def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> PushAuthenticator:
@@ -74,3 +85,90 @@ def tracking_tokens(settings: Settings) -> TrackingTokens:
 
         return TrackingTokens(os.environ["MERIDIAN_TRACKING_SECRET"].encode())
     return TrackingTokens.for_data_dir(settings.data_dir)
+
+
+# External systems (issue #6): embedded stand-ins locally, real providers on GCP -----------------
+
+
+def _provider_secret(settings: Settings, env: str) -> str:
+    """A provider credential from Secret Manager (secret named by ``env``'s value)."""
+    import os
+
+    from meridian.gcp.external import secret
+
+    return secret(settings.project, os.environ[env])
+
+
+def sms_gateway(settings: Settings) -> SmsGateway:
+    from meridian.external_http import HttpSmsGateway
+
+    if settings.backend == "gcp":
+        import os
+
+        api_key = _provider_secret(settings, "MERIDIAN_SMS_API_KEY_SECRET")
+        return HttpSmsGateway(os.environ["MERIDIAN_SMS_URL"], api_key)
+    return HttpSmsGateway(settings.url_of("sms-gateway"))
+
+
+def billing_api(settings: Settings) -> BillingApi:
+    from meridian.external_http import HttpBillingApi
+
+    if settings.backend == "gcp":
+        import os
+
+        api_key = _provider_secret(settings, "MERIDIAN_BILLING_API_KEY_SECRET")
+        return HttpBillingApi(os.environ["MERIDIAN_BILLING_URL"], api_key)
+    return HttpBillingApi(settings.url_of("billing-api"))
+
+
+def webhook_sender(settings: Settings) -> WebhookSender:
+    from meridian.external_http import HttpWebhookSender
+
+    return HttpWebhookSender()
+
+
+def travel_time(settings: Settings) -> TravelTime:
+    if settings.backend == "gcp":
+        from meridian.gcp.external import RoutesApiTravelTime
+
+        return RoutesApiTravelTime(_provider_secret(settings, "MERIDIAN_ROUTES_API_KEY_SECRET"))
+    from meridian.embedded.external.local import GreatCircleTravelTime
+
+    return GreatCircleTravelTime()
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    if settings.backend == "gcp":
+        import os
+
+        from meridian.gcp.external import GcsBlobStore
+
+        return GcsBlobStore(os.environ["MERIDIAN_POD_BUCKET"])
+    from meridian.embedded.external.local import LocalBlobStore
+
+    return LocalBlobStore(settings.data_dir / "blobs")
+
+
+# Dispatch (issue #8) ---------------------------------------------------------------------------
+
+
+def route_optimizer(settings: Settings) -> RouteOptimizer:
+    if settings.backend == "gcp":
+        from meridian.gcp.routing import RouteOptimizationApi
+
+        return RouteOptimizationApi(settings.project)
+    from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer, fault_dir
+
+    return FaultInjectingOptimizer(OrToolsRouteOptimizer(), fault_dir(settings.data_dir))
+
+
+def workflow_executions(settings: Settings) -> WorkflowExecutions:
+    """Executions are started from other processes: embedded, over the platform's executions API
+    (the engine runs in the platform process); on GCP, Cloud Workflows."""
+    if settings.backend == "gcp":
+        raise NotImplementedError(
+            "the Cloud Workflows adapter (google-cloud-workflows) is not built yet; see issue #8"
+        )
+    from meridian.embedded.workflows.client import WorkflowsClient
+
+    return WorkflowsClient(settings.url_of("platform"))

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+import jwt
 
 from meridian.domain.errors import PermissionDenied
 
@@ -37,6 +41,39 @@ class IdentityVerifier(abc.ABC):
 
     @abc.abstractmethod
     def verify(self, token: str) -> Actor: ...
+
+
+class CachingVerifier(IdentityVerifier):
+    """Remembers tokens already verified until they expire: an RS256 signature check costs more
+    than the rest of a "mark delivered" request, and a driver app sends the same token all shift."""
+
+    def __init__(
+        self,
+        inner: IdentityVerifier,
+        max_entries: int = 50_000,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._inner = inner
+        self._max = max_entries
+        self._clock = clock
+        self._known: dict[str, tuple[Actor, float]] = {}
+
+    def verify(self, token: str) -> Actor:
+        known = self._known.get(token)
+        if known is not None and known[1] > self._clock():
+            return known[0]
+        actor = self._inner.verify(token)
+        if len(self._known) >= self._max:
+            self._known.clear()  # crude but bounded; verification simply happens again
+        self._known[token] = (actor, self._expiry(token))
+        return actor
+
+    def _expiry(self, token: str) -> float:
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
+            return float(claims.get("exp", 0))
+        except jwt.PyJWTError:
+            return 0.0
 
 
 def api_key_digest(api_key: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -104,12 +105,16 @@ def in_write_transaction(
     conn: sqlite3.Connection,
     body: Callable[[sqlite3.Connection], T],
     attempts: int = 5,
+    lock: threading.Lock | None = None,
 ) -> T:
     """Run ``body`` between BEGIN IMMEDIATE and COMMIT, re-running it when the lock stays busy
     past ``busy_timeout``; after ``attempts`` tries raise TransactionContention.
 
     An exception from ``body`` rolls back and propagates unchanged (it is not contention).
     """
+    if lock is not None:
+        with lock:
+            return in_write_transaction(conn, body, attempts)
     last: sqlite3.Error | None = None
     for attempt in range(1, attempts + 1):
         try:

@@ -156,9 +156,38 @@ def document_size(path: str, data: Mapping[str, Any]) -> int:
     return name + _value_size(data) + 32
 
 
-def check_document(path: str, data: Mapping[str, Any]) -> None:
-    """Field rules and the 1 MiB document limit, raising LimitExceeded that names the limit."""
-    check_fields(data)
+# A stored value never takes more than 8 times its JSON text (the worst case is a one-digit number,
+# 1 byte of JSON and 8 of storage), so a document whose JSON is under this cannot reach 1 MiB.
+_SURELY_SMALL_JSON = MAX_DOCUMENT_BYTES // 8 - 1024
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+_TIMESTAMP_TAG = '"__ts__"'  # how values.encode stores a timestamp; not a user field name
+
+
+def _plainly_valid(json_text: str) -> bool:
+    """True when the document's JSON shows it breaks no field rule: no reserved (``"__…``) or
+    empty name, no array directly in an array, no nesting 20 deep. Anything else gets the full
+    walk (which also settles these texts appearing inside string values)."""
+    if '"__' in json_text.replace(_TIMESTAMP_TAG, "") or '"":' in json_text or "[[" in json_text:
+        return False
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", json_text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    # Timestamps add one level of their own ({"__ts__": n}) that is not a user map.
+    return deepest <= MAX_DEPTH - 1
+
+
+def check_document(path: str, data: Mapping[str, Any], json_text: str | None = None) -> None:
+    """Field rules and the 1 MiB document limit, raising LimitExceeded that names the limit.
+    ``json_text`` (the document as the store serialises it, when the caller has it) lets both
+    checks skip their walk for the common, plainly valid and far-below-the-limit document."""
+    if json_text is None or not _plainly_valid(json_text):
+        check_fields(data)
+    if json_text is not None and len(json_text) < _SURELY_SMALL_JSON:
+        return
     size = document_size(path, data)
     if size > MAX_DOCUMENT_BYTES:
         raise LimitExceeded(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meridian.domain.errors import AlreadyExists, NotFound, ValidationError
+from meridian.embedded.sqlite import process_write_lock
 from meridian.ports import Document, DocumentStore, JsonValue, Query, Snapshot, Transaction
 
 from . import changelog, db, listeners
@@ -66,6 +67,7 @@ class EmbeddedDocumentStore(DocumentStore):
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.file = data_dir / filename
+        self._write_lock = process_write_lock(self.file)
         self.ttl_fields = dict(ttl_fields or {})
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -113,7 +115,10 @@ class EmbeddedDocumentStore(DocumentStore):
 
     def _commit(self, writes: Sequence[Write], attempts: int = 5) -> list[Document | None]:
         return db.in_write_transaction(
-            self._conn(), lambda conn: self._apply(conn, writes), attempts=attempts
+            self._conn(),
+            lambda conn: self._apply(conn, writes),
+            attempts=attempts,
+            lock=self._write_lock,
         )
 
     def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
@@ -137,16 +142,19 @@ class EmbeddedDocumentStore(DocumentStore):
         def attempt(conn: sqlite3.Connection) -> T:
             transaction = EmbeddedTransaction(conn)
             result = function(transaction)
-            self._apply(conn, transaction.writes, transaction.rows)
+            self._apply(conn, transaction.writes, transaction.rows, copy=False)
             return result
 
-        return db.in_write_transaction(self._conn(), attempt, attempts=max_attempts)
+        return db.in_write_transaction(
+            self._conn(), attempt, attempts=max_attempts, lock=self._write_lock
+        )
 
     def _apply(
         self,
         conn: sqlite3.Connection,
         writes: Sequence[Write],
         rows: dict[str, Row | None] | None = None,
+        copy: bool = True,
     ) -> list[Document | None]:
         """Apply writes inside an open write transaction, with one commit time and a change
         record per effective write. No-op writes change nothing and record nothing (as Firestore
@@ -165,7 +173,7 @@ class EmbeddedDocumentStore(DocumentStore):
                 raise AlreadyExists(path)
             if op == "update" and old is None:
                 raise NotFound(path)
-            new = _new_value(op, old, data)
+            new = _new_value(op, old, data, copy)
             if new is None:
                 if old is not None:
                     conn.execute("DELETE FROM documents WHERE path = ?", (path,))
@@ -174,11 +182,12 @@ class EmbeddedDocumentStore(DocumentStore):
                     )
                 results.append(None)
                 continue
-            check_document(path, new)
-            if row is not None and old is not None and not changed_paths(old, new):
+            mask = changed_paths(old, new) if old is not None else []
+            if row is not None and old is not None and not mask:
                 results.append(row_document(path, row))
                 continue
             new_json = encode(new)
+            check_document(path, new, new_json)
             created = created if created is not None else commit_time
             conn.execute(
                 "INSERT INTO documents (path, collection, data, create_time, update_time, expire_at)"
@@ -186,7 +195,6 @@ class EmbeddedDocumentStore(DocumentStore):
                 " update_time = excluded.update_time, expire_at = excluded.expire_at",
                 (path, collection, new_json, created, commit_time, self._expiry(collection, new)),
             )
-            mask = changed_paths(old, new) if old is not None else []
             changelog.record(conn, path, collection, old_json, new_json, mask, created, commit_time)
             results.append(Document(path, new, from_micros(created), from_micros(commit_time)))
         return results
@@ -218,7 +226,7 @@ class EmbeddedDocumentStore(DocumentStore):
                 self._apply(conn, [("delete", p, None) for p in paths])
                 return len(paths)
 
-            count = db.in_write_transaction(self._conn(), one_batch)
+            count = db.in_write_transaction(self._conn(), one_batch, lock=self._write_lock)
             deleted += count
             if count < batch:
                 return deleted
@@ -286,7 +294,7 @@ def _check_write(op: str, path: str, data: Mapping[str, Any] | None) -> None:
 
 
 def _new_value(
-    op: str, old: dict[str, Any] | None, data: Mapping[str, Any] | None
+    op: str, old: dict[str, Any] | None, data: Mapping[str, Any] | None, copy: bool = True
 ) -> dict[str, Any] | None:
     if op == "delete" or data is None:
         return None
@@ -294,7 +302,9 @@ def _new_value(
         return apply_merge(old or {}, data)
     if op == "update":
         return apply_update(old or {}, data)
-    return clone(data)  # a deep copy, so later edits by the caller do not leak in
+    # A deep copy, so later edits by the caller cannot leak into the Document returned; inside a
+    # transaction nothing is returned and the data is serialised at once, so no copy is needed.
+    return clone(data) if copy else dict(data)
 
 
 class EmbeddedTransaction(Transaction):

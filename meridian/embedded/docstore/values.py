@@ -149,6 +149,8 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{_quote(key)}"
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if type(a) is type(b) and a == b:
+            continue  # the common case, settled by one C-level comparison of the whole subtree
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             paths.extend(changed_paths(a, b, path + "."))
         elif a is _MISSING or b is _MISSING or not equal(a, b) or type(a) is not type(b):

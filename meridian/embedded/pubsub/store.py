@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from meridian.embedded.sqlite import process_write_lock
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('next_message_id', 1), ('topology_version', 0);
@@ -56,6 +58,7 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._write_lock = process_write_lock(path)
         with self.write() as db:
             # One statement at a time: executescript would commit the write lock away, and two
             # processes creating the schema at once must not interleave.
@@ -79,13 +82,14 @@ class Store:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One immediate (write-locked) transaction, committed on success, rolled back on error."""
         db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap cross-process wake-up signal."""
