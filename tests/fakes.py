@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -12,11 +12,14 @@ from meridian.domain.errors import AlreadyExists, NotFound
 from meridian.ports import (
     Document,
     DocumentStore,
+    FlowControl,
     JsonValue,
     Message,
     Publisher,
     Query,
+    ReceivedMessage,
     Snapshot,
+    Subscriber,
     Transaction,
 )
 
@@ -185,3 +188,42 @@ class FakePublisher(Publisher):
             raise self.fail_with
         self.published.extend((topic, m) for m in messages)
         return [str(next(self._ids)) for _ in messages]
+
+
+class FakeSubscriber(Subscriber):
+    """Hands out the messages given to ``deliver`` from ``stream`` (which ends when they run out)
+    and records acks and nacks."""
+
+    def __init__(self) -> None:
+        self.queued: list[ReceivedMessage] = []
+        self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self._ids = itertools.count(1)
+
+    def deliver(self, message: Message) -> str:
+        ack_id = f"ack-{next(self._ids)}"
+        self.queued.append(ReceivedMessage(ack_id, ack_id, message, datetime.now(UTC)))
+        return ack_id
+
+    def pull(self, subscription: str, max_messages: int = 100) -> list[ReceivedMessage]:
+        batch, self.queued = self.queued[:max_messages], self.queued[max_messages:]
+        return batch
+
+    def acknowledge(self, subscription: str, ack_ids: Iterable[str]) -> None:
+        self.acked.extend(ack_ids)
+
+    def modify_ack_deadline(self, subscription: str, ack_ids: Iterable[str], seconds: int) -> None:
+        if seconds == 0:
+            self.nacked.extend(ack_ids)
+
+    async def stream(
+        self, subscription: str, flow: FlowControl = FlowControl()
+    ) -> AsyncIterator[ReceivedMessage]:
+        while self.queued:
+            yield self.queued.pop(0)
+
+    def seek(self, subscription: str, to: datetime | str) -> None:
+        raise NotImplementedError
+
+    def create_snapshot(self, snapshot: str, subscription: str) -> None:
+        raise NotImplementedError

@@ -60,6 +60,16 @@ class FailDelivery(Command):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class AssignParcel(Command):
+    """Manual dispatch from the desk: plan a parcel into a window and put it on a route."""
+
+    parcel_id: Identifier
+    route_id: Identifier
+    driver_id: Identifier
+    vehicle_id: Identifier
+    window_id: Identifier = "manual"
+
+
 class RequeueParcel(Command):
     parcel_id: Identifier
     reason: str = Field(min_length=1, max_length=500)

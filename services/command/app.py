@@ -6,6 +6,7 @@ details. Everything that happens after the commit happens elsewhere, off this pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import IdentityVerifier
+from meridian.auth import Actor, IdentityVerifier
 from meridian.domain.commands import (
+    AssignParcel,
     CreateShipment,
     DeliverParcel,
     FailDelivery,
@@ -26,7 +28,7 @@ from meridian.domain.commands import (
 )
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
-from services.command import handlers
+from services.command import dispatch, handlers, webhooks
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
 from services.command.web import Caller, IdempotencyKey, accepted, request_key
 
@@ -90,6 +92,8 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         description="Accept-fast commands: validate, one idempotent transactional write, 202.",
     )
     install_problem_handlers(app)
+    app.include_router(dispatch.router())
+    app.include_router(webhooks.router())
     app.state.deps = deps
     app.state.verifier = verifier
 
@@ -118,12 +122,19 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
     async def get_parcel(parcel_id: str, caller: Caller) -> dict[str, Any]:
         return await run_in_threadpool(handlers.get_parcel_status, parcel_id, caller, deps)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:deliver",
-        status_code=202,
-        response_model=Accepted,
-        tags=["parcels"],
-    )
+    async def run(
+        handler: Callable[..., dict[str, Any]],
+        cmd: Any,
+        request: Request,
+        caller: Actor,
+        idempotency_key: str | None,
+    ) -> JSONResponse:
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(await run_in_threadpool(handler, cmd, caller, deps, key))
+
+    moves = {"response_model": Accepted, "status_code": 202}
+
+    @app.post("/v1/parcels/{parcel_id}:deliver", tags=["parcels"], **moves)
     async def deliver(
         parcel_id: Identifier,
         body: DeliverRequest,
@@ -139,15 +150,9 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
             position=body.position,
             pod=body.pod,
         )
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(handlers.deliver_parcel, cmd, caller, deps, key))
+        return await run(handlers.deliver_parcel, cmd, request, caller, idempotency_key)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:out-for-delivery",
-        status_code=202,
-        response_model=Accepted,
-        tags=["parcels"],
-    )
+    @app.post("/v1/parcels/{parcel_id}:out-for-delivery", tags=["parcels"], **moves)
     async def out_for_delivery(
         parcel_id: Identifier,
         body: OutForDeliveryRequest,
@@ -161,14 +166,9 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
             vehicle_id=body.vehicle_id,
             at=body.at,
         )
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(
-            await run_in_threadpool(handlers.send_out_for_delivery, cmd, caller, deps, key)
-        )
+        return await run(handlers.send_out_for_delivery, cmd, request, caller, idempotency_key)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:fail", status_code=202, response_model=Accepted, tags=["parcels"]
-    )
+    @app.post("/v1/parcels/{parcel_id}:fail", tags=["parcels"], **moves)
     async def fail(
         parcel_id: Identifier,
         body: FailRequest,
@@ -183,15 +183,9 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
             failed_at=body.failed_at,
             reason=body.reason,
         )
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(handlers.fail_delivery, cmd, caller, deps, key))
+        return await run(handlers.fail_delivery, cmd, request, caller, idempotency_key)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:assign",
-        status_code=202,
-        response_model=Accepted,
-        tags=["dispatch"],
-    )
+    @app.post("/v1/parcels/{parcel_id}:assign", tags=["dispatch"], **moves)
     async def assign(
         parcel_id: Identifier,
         body: AssignRequest,
@@ -199,27 +193,10 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         caller: Caller,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(
-            await run_in_threadpool(
-                handlers.assign_parcel,
-                parcel_id,
-                body.route_id,
-                body.driver_id,
-                body.vehicle_id,
-                body.window_id,
-                caller,
-                deps,
-                key,
-            )
-        )
+        cmd = AssignParcel(parcel_id=parcel_id, **body.model_dump())
+        return await run(handlers.assign_parcel, cmd, request, caller, idempotency_key)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:requeue",
-        status_code=202,
-        response_model=Accepted,
-        tags=["dispatch"],
-    )
+    @app.post("/v1/parcels/{parcel_id}:requeue", tags=["dispatch"], **moves)
     async def requeue(
         parcel_id: Identifier,
         body: ReasonRequest,
@@ -228,15 +205,9 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         cmd = RequeueParcel(parcel_id=parcel_id, reason=body.reason)
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(handlers.requeue_parcel, cmd, caller, deps, key))
+        return await run(handlers.requeue_parcel, cmd, request, caller, idempotency_key)
 
-    @app.post(
-        "/v1/parcels/{parcel_id}:return",
-        status_code=202,
-        response_model=Accepted,
-        tags=["dispatch"],
-    )
+    @app.post("/v1/parcels/{parcel_id}:return", tags=["dispatch"], **moves)
     async def return_to_sender(
         parcel_id: Identifier,
         body: ReasonRequest,
@@ -245,8 +216,7 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)
-        key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(handlers.return_parcel, cmd, caller, deps, key))
+        return await run(handlers.return_parcel, cmd, request, caller, idempotency_key)
 
     @app.post("/v1/telemetry", status_code=202, tags=["telemetry"])
     async def telemetry(body: TelemetryRequest, caller: Caller) -> JSONResponse:

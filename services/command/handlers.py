@@ -18,6 +18,7 @@ import pydantic
 from meridian.auth import Actor, api_key_digest
 from meridian.codec import EventCodec
 from meridian.domain.commands import (
+    AssignParcel,
     CreateShipment,
     DeliverParcel,
     FailDelivery,
@@ -211,23 +212,22 @@ def _dispatcher_only(actor: Actor) -> Callable[[Parcel], None]:
 
 
 def assign_parcel(
-    parcel_id: str,
-    route_id: str,
-    driver_id: str,
-    vehicle_id: str,
-    window_id: str,
-    actor: Actor,
-    deps: Deps,
-    request: RequestKey | None,
+    cmd: AssignParcel, actor: Actor, deps: Deps, request: RequestKey | None
 ) -> dict[str, Any]:
     """Manual dispatch from the desk: plan a parcel into a window and assign it in one step."""
 
     def plan_and_assign(parcel: Parcel) -> Parcel:
-        planned = parcel.plan(window_id) if parcel.status == "CREATED" else parcel
-        return planned.assign(route_id, driver_id, vehicle_id)
+        planned = parcel.plan(cmd.window_id) if parcel.status == "CREATED" else parcel
+        return planned.assign(cmd.route_id, cmd.driver_id, cmd.vehicle_id)
 
     return _move_parcel(
-        parcel_id, "AssignParcel", actor, deps, request, plan_and_assign, _dispatcher_only(actor)
+        cmd.parcel_id,
+        "AssignParcel",
+        actor,
+        deps,
+        request,
+        plan_and_assign,
+        _dispatcher_only(actor),
     )
 
 

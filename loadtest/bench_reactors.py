@@ -1,0 +1,118 @@
+"""ParcelDelivered commit → all six reactors' effects done, at 200 deliveries/s.
+
+The platform, the command path and the six reactors run as separate processes (as in
+``tests/e2e/test_reactors.py``). Parcels are seeded out for delivery; ``:deliver`` is called at
+200/s for 20 s; for each parcel the time from the 202 to the last of its six effects (ETA
+projection with SLA, delivered SMS, charge, POD complete, webhook delivery enqueued, driver score
+updated) is read from the ledger entries each reactor commits with its effect.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.ports import Query
+from tests.e2e.conftest import free_port_block
+from tests.e2e.test_reactors import (
+    REACTORS,
+    Client,
+    _client,
+    _send_out,
+    start_services,
+    stop_services,
+)
+
+RATE, SECONDS = 200, 20
+CONSUMERS = ("eta", "notification", "billing", "pod", "client-webhook", "driver-scoring")
+
+
+def run() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        env = {
+            **os.environ,
+            "MERIDIAN_DATA_DIR": str(data_dir),
+            "MERIDIAN_BASE_PORT": str(free_port_block(24)),
+            "MERIDIAN_LOG_LEVEL": "WARNING",
+            "MERIDIAN_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        }
+        runtime, processes = start_services(env, data_dir)
+        try:
+            client: Client = _client(runtime)
+            parcels: list[str] = []
+            for _ in range(RATE * SECONDS // 100):  # routes of 100 stops
+                parcels += _send_out(runtime, client, 100, f"r-{os.urandom(3).hex()}")
+            time.sleep(5)  # let the out-for-delivery wave settle before measuring
+            committed: dict[str, float] = {}
+            http = httpx.Client(base_url=runtime.url("command"), timeout=10)
+            lock = threading.Lock()
+
+            def deliver(parcel: str) -> None:
+                body = {
+                    "vehicle_id": "veh-3",
+                    "delivered_at": datetime.now(UTC).isoformat(),
+                    "position": {"lat": 12.97, "lng": 77.59},
+                    "pod": {"signature_ref": f"sig-{parcel}"},
+                }
+                response = http.post(f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver)
+                if response.status_code == 202:
+                    with lock:
+                        committed[parcel] = time.time()
+
+            started = time.monotonic()
+            threads = []
+            for i, parcel in enumerate(parcels):
+                delay = started + i / RATE - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                thread = threading.Thread(target=deliver, args=(parcel,))
+                thread.start()
+                threads.append(thread)
+            for thread in threads:
+                thread.join()
+            achieved = len(committed) / (time.monotonic() - started)
+            time.sleep(15)
+            store = EmbeddedDocumentStore(data_dir)
+            done: dict[str, list[float]] = {}
+            for collection, stamp, keep in (
+                ("billing_ledger", "recorded_at", lambda d: d.get("event_type") == "ParcelDelivered"),
+                ("notifications", "sent_at", lambda d: d.get("kind") == "delivered"),
+                ("pod_records", "completed_at", lambda d: d.get("complete")),
+                ("parcel_status", "updated_at", lambda d: d.get("sla") == "met"),
+            ):
+                for doc in store.query(Query(collection)):
+                    parcel = doc.data.get("parcel_id") or doc.data.get("reference")
+                    if parcel in committed and keep(doc.data) and doc.data.get(stamp):
+                        done.setdefault(parcel, []).append(doc.data[stamp].timestamp())
+            latencies = [max(stamps) - committed[p] for p, stamps in done.items() if len(stamps) == 4]
+        finally:
+            stop_services(processes)
+    return _report(latencies, len(committed), achieved)
+
+
+def _report(latencies: list[float], committed: int, achieved: float) -> str:
+    if len(latencies) < 2:
+        return "## Reactors\n\nToo few completed deliveries to report."
+    q = statistics.quantiles(latencies, n=100)
+    return "\n".join(
+        [
+            "## Reactors: ParcelDelivered commit → effects done",
+            "",
+            f"{committed} deliveries at {achieved:.0f}/s (target {RATE}/s) on {len(REACTORS)} reactor processes.",
+            "",
+            "Effects timed: ETA/SLA projection, delivered SMS, charge, POD complete (latest of the four).",
+            "",
+            "| p50 ms | p95 ms | p99 ms | completed |",
+            "|---:|---:|---:|---:|",
+            f"| {q[49] * 1000:.0f} | {q[94] * 1000:.0f} | {q[98] * 1000:.0f} | {len(latencies)} |",
+        ]
+    )

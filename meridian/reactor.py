@@ -1,0 +1,212 @@
+"""What every reactor shares: its Pub/Sub push endpoint, and the replay of its dead letters.
+
+A reactor is a function ``handle(event)`` that does one effect idempotently. ``reactor_app`` wraps it
+in the ``POST /events`` endpoint Pub/Sub pushes to (reference §3): the push token is checked first
+(401/403), the envelope and the Avro body are decoded (an undecodable message answers 400, which
+Pub/Sub treats as a nack, so it is retried and finally dead-lettered rather than silently dropped),
+the trace continues from the ``traceparent`` attribute, and only a handler that returned answers
+204. Any error in the handler is a non-2xx answer, hence a retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import FastAPI, Header, Request, Response
+from opentelemetry import trace
+from starlette.concurrency import run_in_threadpool
+
+from meridian.auth import PushAuthenticator
+from meridian.codec import EventCodec
+from meridian.config import Settings
+from meridian.domain.errors import DecodeError, MeridianError
+from meridian.domain.events import DomainEvent
+from meridian.http import install_problem_handlers
+from meridian.observability import extract_context, get_logger
+from meridian.ports import Message, Publisher, Subscriber
+
+log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Handler = Callable[[DomainEvent], Any]
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
+
+
+def reactor_app(
+    service: str,
+    handle: Handler,
+    auth: PushAuthenticator,
+    codec: EventCodec,
+    own_url: str,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """The reactor's FastAPI app: ``POST /events`` (push endpoint) and ``GET /healthz``.
+
+    ``own_url`` is the service's base URL; the push token's audience must be ``{own_url}/events``,
+    as the push subscription's audience defaults to its endpoint URL (reference §3.4).
+    """
+    app = FastAPI(title=f"Meridian {service} reactor", version="1", lifespan=lifespan)
+    install_problem_handlers(app)
+    audience = f"{own_url}/events"
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/events", status_code=204)
+    async def events(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+        auth.check(authorization, audience)
+        push = decode_envelope(await request.body())
+        attributes = push.message.attributes
+        structlog.contextvars.bind_contextvars(
+            event_id=attributes.get("eventId"),
+            event_type=attributes.get("eventType"),
+            message_id=push.message_id,
+            delivery_attempt=push.delivery_attempt,
+        )
+        try:
+            try:
+                event = codec.from_message(push.message.data, attributes)
+            except DecodeError as e:
+                # Answered 400 (a nack): after max attempts it lands in the dead-letter topic.
+                log.error("undecodable event; it will be retried then dead-lettered", error=str(e))
+                raise
+            started = time.perf_counter()
+            with tracer.start_as_current_span(
+                f"{service} {event.event_type}",
+                context=extract_context(attributes),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.message.id": push.message_id},
+            ):
+                try:
+                    outcome = await run_in_threadpool(handle, event)
+                except MeridianError as e:
+                    log.warning("event not processed; Pub/Sub will retry it", error=repr(e))
+                    raise
+            log.info(
+                "event processed",
+                outcome=str(outcome) if outcome is not None else "done",
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "event_type", "message_id", "delivery_attempt")
+        return Response(status_code=204)
+
+    return app
+
+
+@dataclass(frozen=True)
+class PushEssentials:
+    """What every reactor's bootstrap builds the same way."""
+
+    auth: PushAuthenticator
+    codec: EventCodec
+    own_url: str
+
+
+def push_essentials(settings: Settings, service: str) -> PushEssentials:
+    """Push authentication (only Pub/Sub's push identity may call), the codec, the service URL."""
+    from meridian import adapters
+    from meridian.catalog import load_catalog
+    from meridian.embedded.pubsub.broker import push_service_account
+
+    auth = adapters.push_authenticator(settings, frozenset({push_service_account(settings.project)}))
+    return PushEssentials(auth, EventCodec(load_catalog()), settings.url_of(service))
+
+
+@dataclass(frozen=True)
+class PushedMessage:
+    message: Message
+    message_id: str
+    delivery_attempt: int
+
+
+def decode_envelope(body: bytes) -> PushedMessage:
+    """Pub/Sub's wrapped push envelope (reference §3.1); DecodeError if it is not one.
+
+    (``meridian.gcp.pubsub.decode_push_request`` does the same but imports the Pub/Sub client
+    library, about 3 s of start-up per reactor process; reactors need only the JSON.)
+    """
+    try:
+        envelope = json.loads(body)
+        raw = envelope["message"]
+        data = base64.b64decode(raw.get("data", ""), validate=True)
+        return PushedMessage(
+            Message(data, dict(raw.get("attributes") or {}), raw.get("orderingKey", "")),
+            str(raw.get("messageId") or raw["message_id"]),
+            int(envelope.get("deliveryAttempt", 0)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
+        raise DecodeError(f"not a Pub/Sub push envelope: {e}") from None
+
+
+def serve_reactor(service: str, build: Callable[[Settings], FastAPI]) -> None:
+    """A reactor's ``main()``: settings from the environment, ``build(settings)``, serve on $PORT."""
+    from meridian.runtime.serve import serve
+
+    settings = Settings.from_env()
+    serve(build(settings), service, settings.port_of(service))
+
+
+@contextlib.asynccontextmanager
+async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
+def replay_dead_letters(
+    subscriber: Subscriber,
+    publisher: Publisher,
+    dead_letters: str,
+    topic: str,
+    source_subscription: str | None = None,
+    max_messages: int = 1000,
+) -> int:
+    """Republish dead letters to ``topic`` (attributes as originally published) and ack them.
+
+    Only those dead-lettered from ``source_subscription`` when given; others are nacked back.
+    Every reactor deduplicates by event id, so reactors that had already processed a replayed
+    event acknowledge it without a second effect. Returns how many were replayed.
+    """
+    replayed = 0
+    while replayed < max_messages:
+        batch = subscriber.pull(dead_letters, min(100, max_messages - replayed))
+        if not batch:
+            return replayed
+        chosen, others = [], []
+        for received in batch:
+            source = received.message.attributes.get(f"{DEAD_LETTER_PREFIX}SourceSubscription", "")
+            if source_subscription is None or source.rsplit("/", 1)[-1] == source_subscription:
+                chosen.append(received)
+            else:
+                others.append(received)
+        if chosen:
+            publisher.publish(topic, [_original(r.message) for r in chosen])
+            subscriber.acknowledge(dead_letters, [r.ack_id for r in chosen])
+            replayed += len(chosen)
+        if others:
+            subscriber.nack(dead_letters, [r.ack_id for r in others])
+            if not chosen:
+                return replayed
+    return replayed
+
+
+def _original(message: Message) -> Message:
+    attributes = {k: v for k, v in message.attributes.items() if not k.startswith(DEAD_LETTER_PREFIX)}
+    return Message(message.data, attributes, message.ordering_key)
+
+
+__all__: Sequence[str] = (
+    "push_essentials",
+    "reactor_app",
+    "replay_dead_letters",
+    "serve_reactor",
+)

@@ -1,0 +1,127 @@
+"""Dispatch routes of the command service: open a dispatch window (starts the saga), follow it,
+and drivers' answers to route offers (sent to the saga as callbacks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from meridian import adapters
+from meridian.config import Settings
+from meridian.domain.model import GeoPoint, Identifier, TimeWindow
+from meridian.ports import WorkflowExecutions
+from services.command import dispatch_handlers
+from services.command.handlers import Deps
+from services.command.web import Caller, IdempotencyKey, accepted, request_key
+
+
+class OpenWindowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_id: Identifier | None = None
+    depot: GeoPoint
+    window: TimeWindow
+    max_offers: int = Field(
+        default=3, ge=1, le=10, description="offers per route before giving it back"
+    )
+    offer_timeout_s: float = Field(
+        default=900, gt=0, le=43200, description="how long a driver has to answer"
+    )
+    solve_time_limit_s: float = Field(
+        default=10, gt=0, le=600, description="route optimiser time limit"
+    )
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def _workflows(request: Request) -> WorkflowExecutions:
+    """The executions port, from app state (tests put a fake there); built on first use from the
+    environment otherwise, so ``create_app``'s signature stays as it is."""
+    state = request.app.state
+    if getattr(state, "workflows", None) is None:
+        state.workflows = adapters.workflow_executions(Settings.from_env())
+    workflows: WorkflowExecutions = state.workflows
+    return workflows
+
+
+def router() -> APIRouter:
+    routes = APIRouter(tags=["dispatch"])
+
+    @routes.post("/v1/dispatch-windows", status_code=202)
+    async def open_window(
+        body: OpenWindowRequest,
+        request: Request,
+        caller: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        deps: Deps = request.app.state.deps
+        cmd = dispatch_handlers.OpenWindow(
+            depot=body.depot,
+            window=body.window,
+            window_id=body.window_id,
+            max_offers=body.max_offers,
+            offer_timeout_s=body.offer_timeout_s,
+            solve_time_limit_s=body.solve_time_limit_s,
+        )
+        key = await request_key(request, caller, idempotency_key)
+        return accepted(
+            await run_in_threadpool(
+                dispatch_handlers.open_window, cmd, caller, deps, _workflows(request), key
+            )
+        )
+
+    @routes.get("/v1/dispatch-windows/{window_id}")
+    async def get_window(window_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+        deps: Deps = request.app.state.deps
+        return await run_in_threadpool(
+            dispatch_handlers.window_status, window_id, caller, deps, _workflows(request)
+        )
+
+    async def _answer(
+        assignment_id: str,
+        decision: dispatch_handlers.Decision,
+        body: AnswerRequest | None,
+        request: Request,
+        caller: Caller,
+    ) -> JSONResponse:
+        deps: Deps = request.app.state.deps
+        reason = body.reason if body else None
+        return accepted(
+            await run_in_threadpool(
+                dispatch_handlers.answer_offer,
+                assignment_id,
+                decision,
+                reason,
+                caller,
+                deps,
+                _workflows(request),
+            )
+        )
+
+    @routes.post("/v1/assignments/{assignment_id}:accept", status_code=202)
+    async def accept(
+        assignment_id: Identifier,
+        request: Request,
+        caller: Caller,
+        body: AnswerRequest | None = None,
+    ) -> JSONResponse:
+        return await _answer(assignment_id, "accept", body, request, caller)
+
+    @routes.post("/v1/assignments/{assignment_id}:decline", status_code=202)
+    async def decline(
+        assignment_id: Identifier,
+        request: Request,
+        caller: Caller,
+        body: AnswerRequest | None = None,
+    ) -> JSONResponse:
+        return await _answer(assignment_id, "decline", body, request, caller)
+
+    return routes

@@ -1,0 +1,1 @@
+"""The six reactors on logistics.events, one service each (issue #6)."""

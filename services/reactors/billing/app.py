@@ -1,0 +1,19 @@
+"""The billing reactor's entrypoint: Pub/Sub pushes ParcelDelivered and ShipmentClosed here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from meridian.config import Settings
+from meridian.reactor import reactor_app, serve_reactor
+from services.reactors.billing import handlers
+from services.reactors.billing.bootstrap import bootstrap
+
+
+def create_app(settings: Settings) -> FastAPI:
+    deps, push = bootstrap(settings)
+    return reactor_app("billing", lambda event: handlers.bill(event, deps), push.auth, push.codec, push.own_url)
+
+
+if __name__ == "__main__":
+    serve_reactor("billing", create_app)

@@ -1,0 +1,21 @@
+"""The driver-scoring reactor's entrypoint: Pub/Sub pushes its events here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from meridian.config import Settings
+from meridian.reactor import reactor_app, serve_reactor
+from services.reactors.driver_scoring import handlers
+from services.reactors.driver_scoring.bootstrap import bootstrap
+
+
+def create_app(settings: Settings) -> FastAPI:
+    deps, push = bootstrap(settings)
+    return reactor_app(
+        "driver-scoring", lambda event: handlers.score_driver(event, deps), push.auth, push.codec, push.own_url
+    )
+
+
+if __name__ == "__main__":
+    serve_reactor("driver-scoring", create_app)

@@ -1,0 +1,23 @@
+"""The only place the notification reactor's adapters are built."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from meridian import adapters
+from meridian.config import Settings
+from meridian.reactor import PushEssentials, push_essentials
+from services.reactors.notification.handlers import Deps
+
+
+def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
+    deps = Deps(
+        store=adapters.document_store(settings),
+        sms=adapters.sms_gateway(settings),
+        tracking=adapters.tracking_tokens(settings),
+        # The customer-facing tracking page is served by the live map.
+        tracking_base_url=os.environ.get("MERIDIAN_TRACKING_BASE_URL", settings.url_of("live-map")),
+        clock=lambda: datetime.now(UTC),
+    )
+    return deps, push_essentials(settings, "notification")

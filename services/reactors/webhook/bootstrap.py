@@ -1,0 +1,21 @@
+"""The only place the client-webhook reactor's adapters are built."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meridian import adapters
+from meridian.config import Settings
+from meridian.reactor import PushEssentials, push_essentials
+from meridian.webhooks import AllowList
+from services.reactors.webhook.handlers import Deps
+
+
+def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
+    deps = Deps(
+        store=adapters.document_store(settings),
+        sender=adapters.webhook_sender(settings),
+        allow=AllowList.from_env(),
+        clock=lambda: datetime.now(UTC),
+    )
+    return deps, push_essentials(settings, "client-webhook")

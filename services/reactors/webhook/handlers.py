@@ -1,0 +1,161 @@
+"""Client webhooks: each event becomes one delivery per matching endpoint of its client, and a
+worker sends due deliveries, signed per Standard Webhooks, on the retry schedule.
+
+Enqueueing (the delivery records and the processed-event entry, one transaction) is what the push
+answer waits for; sending is the worker's, so a slow or dead client endpoint never holds back the
+subscription. Deliveries have deterministic paths (endpoint, event), so an event is delivered once
+per endpoint however often it is pushed; ``webhook-id`` is the event id on every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from meridian.domain.errors import MeridianError, Unavailable
+from meridian.domain.events import DomainEvent
+from meridian.idempotency import already_processed, mark_processed
+from meridian.ports import DocumentStore, Query, Transaction, WebhookSender
+from meridian.webhooks import (
+    DELIVERIES,
+    ENDPOINTS,
+    AllowList,
+    check_destination,
+    next_attempt,
+    retry_delay_s,
+    signed_headers,
+)
+
+CONSUMER = "client-webhook"
+SEND_TIMEOUT_S = 10.0
+LEASE = timedelta(seconds=SEND_TIMEOUT_S + 30)  # a crashed sender's claim expires after this
+
+
+@dataclass(frozen=True)
+class Deps:
+    store: DocumentStore
+    sender: WebhookSender
+    allow: AllowList
+    clock: Callable[[], datetime]
+
+
+def payload(event: DomainEvent) -> bytes:
+    body = {
+        "type": event.event_type,
+        "timestamp": event.occurred_at.isoformat(),
+        "data": event.model_dump(mode="json"),
+    }
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def enqueue(event: DomainEvent, deps: Deps) -> list[str]:
+    """Record one pending delivery per active endpoint of the event's client that wants it."""
+    client_id = getattr(event, "client_id", None)
+    now = deps.clock()
+
+    def record(tx: Transaction) -> list[str]:
+        if already_processed(tx, CONSUMER, event.event_id):
+            return []
+        paths = []
+        if client_id:
+            endpoints = tx.query(Query(ENDPOINTS).where("client_id", "==", client_id))
+            for endpoint in endpoints:
+                wanted = endpoint.data.get("event_types") or []
+                if endpoint.data["status"] != "active" or (wanted and event.event_type not in wanted):
+                    continue
+                path = f"{DELIVERIES}/{endpoint.id}:{event.event_id}"
+                tx.set(
+                    path,
+                    {
+                        "webhook_id": endpoint.id,
+                        "client_id": client_id,
+                        "event_id": event.event_id,
+                        "event_type": event.event_type,
+                        "body": payload(event).decode(),
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "log": [],
+                    },
+                )
+                paths.append(path)
+        mark_processed(tx, CONSUMER, event.event_id, now)
+        return paths
+
+    return deps.store.run_transaction(record)
+
+
+def due(deps: Deps, limit: int = 50) -> list[str]:
+    now = deps.clock()
+    pending = deps.store.query(
+        Query(DELIVERIES).where("status", "==", "pending").order_by("next_attempt_at").limit(limit)
+    )
+    return [d.path for d in pending if d.data["next_attempt_at"] <= now]
+
+
+def _claim(path: str, deps: Deps) -> dict[str, Any] | None:
+    """Take the delivery for one attempt (a lease, so two workers do not send it at once)."""
+    now = deps.clock()
+
+    def claim(tx: Transaction) -> dict[str, Any] | None:
+        delivery = tx.get(path)
+        if delivery is None or delivery.data["status"] != "pending" or delivery.data["next_attempt_at"] > now:
+            return None
+        endpoint = tx.get(f"{ENDPOINTS}/{delivery.data['webhook_id']}")
+        if endpoint is None or endpoint.data["status"] != "active":
+            tx.update(path, {"status": "failed", "last_error": "endpoint deleted or disabled"})
+            return None
+        tx.update(path, {"next_attempt_at": now + LEASE, "attempts": delivery.data["attempts"] + 1})
+        return {**delivery.data, "attempts": delivery.data["attempts"] + 1, "endpoint": dict(endpoint.data)}
+
+    return deps.store.run_transaction(claim)
+
+
+def attempt(path: str, deps: Deps) -> str:
+    """One attempt at a due delivery; records the outcome and the next attempt (or gives up)."""
+    claimed = _claim(path, deps)
+    if claimed is None:
+        return "not due"
+    endpoint, body = claimed["endpoint"], claimed["body"].encode()
+    started = deps.clock()
+    status: int | None = None
+    retry_after: str | None = None
+    try:
+        check_destination(endpoint["url"], deps.allow)  # DNS may have changed since registration
+        headers = signed_headers(endpoint["secret"], claimed["event_id"], body, started)
+        response = deps.sender.send(endpoint["url"], headers, body, SEND_TIMEOUT_S)
+        status, error = response.status, None
+        retry_after = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
+    except Unavailable as e:
+        error = str(e)
+    except MeridianError as e:  # refused destination: no point retrying until the endpoint changes
+        error = str(e)
+        status = 0
+    finished = deps.clock()
+    entry = {"at": started, "status": status, "error": error, "ms": round((finished - started).total_seconds() * 1000)}
+    update: dict[str, Any] = {"log": [*claimed.get("log", []), entry][-20:], "last_status": status}
+    disable: str | None = None
+    if status is not None and 200 <= status < 300:
+        update.update(status="delivered", delivered_at=finished)
+    elif status in (410, 0):
+        update["status"] = "failed"
+        disable = "endpoint answered 410 Gone" if status == 410 else f"destination refused: {error}"
+    else:
+        delay = retry_delay_s(claimed["attempts"], retry_after)
+        if delay is None:
+            update["status"] = "failed"
+            disable = f"retry schedule exhausted after {claimed['attempts']} attempts"
+        else:
+            update["next_attempt_at"] = next_attempt(finished, delay)
+
+    def record(tx: Transaction) -> None:
+        tx.update(path, update)
+        if disable:
+            tx.update(f"{ENDPOINTS}/{claimed['webhook_id']}", {"status": "disabled", "disabled_reason": disable})
+
+    deps.store.run_transaction(record)
+    return str(update.get("status", "retry scheduled"))

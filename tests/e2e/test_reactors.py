@@ -1,0 +1,339 @@
+"""The six reactors over real processes: command → event publisher → push → reactors → effects,
+plus redelivery, token checks, dead letters and their replay, and a slow then failing SMS gateway."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from meridian.catalog import load_catalog
+from meridian.clients import register_client
+from meridian.codec import EventCodec
+from meridian.config import Settings
+from meridian.domain import events as ev
+from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.identity import LocalIdentityIssuer
+from meridian.embedded.oidc import TokenIssuer
+from meridian.embedded.pubsub.broker import Broker, push_service_account
+from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
+from meridian.reactor import replay_dead_letters
+from meridian.runtime.platform import prepare_data_dir
+from tests.e2e.conftest import ROOT, Runtime, free_port_block
+
+pytestmark = pytest.mark.e2e
+T = TypeVar("T")
+REACTORS = ("eta", "notification", "billing", "pod", "client-webhook", "driver-scoring")
+NOW = datetime.now(UTC)
+
+
+def eventually(probe: Callable[[], T | None], timeout_s: float = 20, what: str = "") -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        time.sleep(0.1)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A client's webhook endpoint: 500 on the first try of each webhook-id, then 200."""
+
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        first = all(h["webhook-id"] != self.headers["webhook-id"] for h, _ in self.received)
+        self.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(500 if first else 200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+MODULES = {
+    "platform": "meridian.runtime.platform",
+    "sms-gateway": "meridian.embedded.external.sms_gateway",
+    "billing-api": "meridian.embedded.external.billing_api",
+    "command": "services.command.app",
+    "event-publisher": "services.event_publisher.app",
+    "eta": "services.reactors.eta.app",
+    "notification": "services.reactors.notification.app",
+    "billing": "services.reactors.billing.app",
+    "pod": "services.reactors.pod.app",
+    "client-webhook": "services.reactors.webhook.app",
+    "driver-scoring": "services.reactors.driver_scoring.app",
+}
+
+
+def start_services(env: dict[str, str], data_dir: Path) -> tuple[Runtime, list[subprocess.Popen[bytes]]]:
+    """The platform and the services the reactors need, each its own process as `meridian up`
+    runs them (only these, and with a start-up allowance for a loaded 2-core machine)."""
+    settings = Settings(data_dir=data_dir, base_port=int(env["MERIDIAN_BASE_PORT"]))
+    prepare_data_dir(load_catalog(), settings)
+    processes = []
+    for name, module in MODULES.items():
+        child_env = {**env, "PORT": str(settings.port_of(name)), "MERIDIAN_SERVICE": name, "PYTHONPATH": str(ROOT)}
+        log = (data_dir / f"{name}.log").open("ab")
+        argv = [sys.executable, "-m", module]
+        processes.append(subprocess.Popen(argv, env=child_env, cwd=ROOT, stdout=log, stderr=log))
+    runtime = Runtime(processes[0], data_dir, settings.base_port)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 150
+    for name in MODULES:
+        while True:
+            try:
+                httpx.get(f"{runtime.url(name)}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    stop_services(processes)
+                    raise RuntimeError(f"{name} did not start; see {data_dir}/{name}.log") from None
+                time.sleep(0.2)
+    return runtime, processes
+
+
+def stop_services(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    data_dir = tmp_path_factory.mktemp("reactors")
+    env = {
+        **os.environ,
+        "MERIDIAN_DATA_DIR": str(data_dir),
+        "MERIDIAN_BASE_PORT": str(free_port_block(24)),
+        "MERIDIAN_EVENTARC_MIN_BACKOFF": "0.5",
+        "MERIDIAN_EVENTARC_MAX_BACKOFF": "2",
+        "MERIDIAN_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "MERIDIAN_LOG_LEVEL": "WARNING",
+    }
+    runtime, processes = start_services(env, data_dir)
+    broker = Broker(data_dir)
+    for name in REACTORS:  # Pub/Sub retries from 10 s up; shorter here so tests see retries quickly
+        config = broker.get_subscription(name)
+        broker.update_subscription(dataclasses.replace(config, retry=RetryPolicy(0.5, 2.0)))
+    broker.create_subscription(SubscriptionConfig(name="e2e-audit", topic="logistics.events"))
+    yield runtime
+    stop_services(processes)
+
+
+@dataclasses.dataclass
+class Client:
+    client_id: str
+    api_key: str
+    driver: dict[str, str]
+    dispatcher: dict[str, str]
+
+
+def _client(runtime: Runtime, tariff: bool = True) -> Client:
+    store = EmbeddedDocumentStore(runtime.data_dir)
+    client_id = f"c-{os.urandom(4).hex()}"
+    key = register_client(store, client_id, "Freshmart")
+    if tariff:
+        store.set(f"billing_tariffs/{client_id}", {"per_delivery_minor": 4500, "currency": "INR"})
+    issuer = LocalIdentityIssuer(runtime.data_dir)
+    return Client(
+        client_id,
+        key,
+        {"Authorization": f"Bearer {issuer.token('drv-7', 'driver')}"},
+        {"Authorization": f"Bearer {issuer.token('dsp-1', 'dispatcher')}"},
+    )
+
+
+def _send_out(runtime: Runtime, client: Client, count: int, route: str) -> list[str]:
+    command = runtime.url("command")
+    parcels = [f"p-{os.urandom(4).hex()}" for _ in range(count)]
+    window = {"start": NOW.isoformat(), "end": (NOW + timedelta(hours=3)).isoformat()}
+    body = {
+        "parcels": [
+            {
+                "parcel_id": p,
+                "recipient": {"name": "Asha", "phone": "+919812345678"},
+                "stop": {"location": {"lat": 12.97 + i / 100, "lng": 77.59}, "address": "MG Road", "window": window},
+                "weight_kg": 1.5,
+            }
+            for i, p in enumerate(parcels)
+        ]
+    }
+    with httpx.Client(base_url=command, timeout=10) as http:
+        assert http.post("/v1/shipments", json=body, headers={"X-API-Key": client.api_key}).status_code == 202
+        for p in parcels:
+            assign = {"route_id": route, "driver_id": "drv-7", "vehicle_id": "veh-3"}
+            assert http.post(f"/v1/parcels/{p}:assign", json=assign, headers=client.dispatcher).status_code == 202
+            out = {"vehicle_id": "veh-3", "at": NOW.isoformat()}
+            assert http.post(f"/v1/parcels/{p}:out-for-delivery", json=out, headers=client.driver).status_code == 202
+    return parcels
+
+
+def _deliver(http: httpx.Client, client: Client, parcel: str) -> float:
+    body = {
+        "vehicle_id": "veh-3",
+        "delivered_at": datetime.now(UTC).isoformat(),
+        "position": {"lat": 12.97, "lng": 77.59},
+        "pod": {"signature_ref": f"sig-{parcel}"},
+    }
+    started = time.perf_counter()
+    response = http.post(f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver)
+    assert response.status_code == 202, response.text
+    return time.perf_counter() - started
+
+
+def _sms(runtime: Runtime, parcel: str) -> list[str]:
+    sent = httpx.get(f"{runtime.url('sms-gateway')}/v1/messages", timeout=5).json()
+    return [m["body"] for m in sent if parcel in m["body"]]
+
+
+def _charges(runtime: Runtime, parcel: str) -> list[dict[str, Any]]:
+    charges = httpx.get(f"{runtime.url('billing-api')}/v1/charges", timeout=5).json()
+    return [c for c in charges if c["reference"] == parcel]
+
+
+def test_a_delivery_reaches_all_six_reactors_once_even_when_redelivered(runtime: Runtime) -> None:
+    client = _client(runtime)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    command = httpx.Client(base_url=runtime.url("command"), timeout=10)
+    hook_url = f"http://127.0.0.1:{server.server_port}/hooks"
+    registered = command.post(
+        f"/v1/clients/{client.client_id}/webhooks",
+        json={"url": hook_url, "event_types": ["ParcelDelivered"]},
+        headers={"X-API-Key": client.api_key},
+    )
+    assert registered.status_code == 201, registered.text
+    secret = registered.json()["secret"]
+    refused = command.post(
+        f"/v1/clients/{client.client_id}/webhooks",
+        json={"url": "http://169.254.169.254/latest/meta-data"},
+        headers={"X-API-Key": client.api_key},
+    )
+    assert refused.status_code == 403
+
+    (parcel,) = _send_out(runtime, client, 1, f"r-{os.urandom(3).hex()}")
+    eventually(lambda: _sms(runtime, parcel), what="out-for-delivery SMS")
+    eta = eventually(lambda: command.get(f"/v1/parcels/{parcel}", headers=client.driver).json().get("eta"), what="eta")
+    assert datetime.fromisoformat(eta) > NOW
+    _deliver(command, client, parcel)
+
+    def done() -> dict[str, Any] | None:
+        status = command.get(f"/v1/parcels/{parcel}", headers=client.driver).json()
+        return status if status.get("sla") == "met" and status.get("pod_complete") else None
+
+    eventually(done, what="parcel status with SLA met and POD complete")
+    eventually(lambda: len(_sms(runtime, parcel)) == 2, what="delivered SMS")
+    eventually(lambda: _charges(runtime, parcel), what="charge")
+    store = EmbeddedDocumentStore(runtime.data_dir)
+    eventually(lambda: store.get("driver_scores/drv-7"), what="driver score")
+    eventually(lambda: len(Receiver.received) >= 2, what="webhook retried after a 500")
+    (first_headers, body), (second_headers, _) = Receiver.received[:2]
+    assert first_headers["webhook-id"] == second_headers["webhook-id"]
+    assert Webhook(secret).verify(body, first_headers)["data"]["parcel_id"] == parcel
+
+    # The same ParcelDelivered pushed again (a redelivery): no second SMS, charge or webhook.
+    broker = Broker(runtime.data_dir)
+    audit = eventually(lambda: broker.pull("e2e-audit", 1000), what="audit")
+    (again,) = [
+        m.message for m in audit if m.message.attributes.get("eventType") == "ParcelDelivered"
+        and m.message.attributes.get("subject") == parcel
+    ]
+    broker.publish("logistics.events", [again])
+    processed = f"processed_events/notification:{again.attributes['eventId']}"
+    time.sleep(2.5)
+    assert store.get(processed) is not None
+    assert len(_sms(runtime, parcel)) == 2 and len(_charges(runtime, parcel)) == 1
+    assert len([h for h, _ in Receiver.received if h["webhook-id"] == again.attributes["eventId"]]) == 2
+    server.shutdown()
+
+
+def test_push_without_or_with_a_forged_token_is_refused(runtime: Runtime, tmp_path: Path) -> None:
+    forged = TokenIssuer(tmp_path).token  # a key nobody trusts
+    real = TokenIssuer(runtime.data_dir).token
+    for name in REACTORS:
+        url = f"{runtime.url(name)}/events"
+        body = {"message": {"data": "", "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "x"}
+        assert httpx.post(url, json=body).status_code == 401
+        sa = push_service_account("meridian-local")
+        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {forged(url, sa)}"}).status_code == 401
+        stranger = real(url, "someone@meridian-local.iam.gserviceaccount.com")
+        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {stranger}"}).status_code == 403
+
+
+def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once(runtime: Runtime) -> None:
+    codec = EventCodec(load_catalog())
+    broker = Broker(runtime.data_dir)
+    billed, unbilled = _client(runtime), _client(runtime, tariff=False)
+
+    def delivered(client: Client) -> ev.ParcelDelivered:
+        parcel = f"p-{os.urandom(4).hex()}"
+        return ev.ParcelDelivered(
+            event_id=f"evt-{parcel}", occurred_at=NOW, parcel_id=parcel, shipment_id="s", client_id=client.client_id,
+            driver_id="drv-9", vehicle_id="veh-9", delivered_at=NOW, lat=1, lng=1, window_end=NOW,
+            recipient_phone="+919800000009",
+        )  # fmt: skip
+
+    poison, fine = delivered(unbilled), delivered(billed)
+    broker.publish("logistics.events", [codec.to_message(poison), codec.to_message(fine)])
+    eventually(lambda: _charges(runtime, fine.parcel_id), what="the healthy event's charge")
+
+    def dead_lettered() -> bool:
+        return broker.metrics("billing").dead_letter_depth >= 1
+
+    eventually(dead_lettered, timeout_s=30, what="the poison event in the dead-letter topic")
+    assert _charges(runtime, poison.parcel_id) == []
+    # The fix: the client gets a tariff. The operator replays billing's dead letters.
+    EmbeddedDocumentStore(runtime.data_dir).set(
+        f"billing_tariffs/{unbilled.client_id}", {"per_delivery_minor": 3000, "currency": "INR"}
+    )
+    assert replay_dead_letters(broker, broker, "logistics-events-dead-letters", "logistics.events", "billing") >= 1
+    eventually(lambda: _charges(runtime, poison.parcel_id), what="the replayed charge")
+    time.sleep(1.5)
+    assert len(_charges(runtime, poison.parcel_id)) == 1
+    assert len(_sms(runtime, poison.parcel_id)) == 1  # the other reactors deduplicated the replay
+
+
+def test_a_slow_then_failing_sms_gateway_does_not_slow_deliveries_and_nothing_is_lost(runtime: Runtime) -> None:
+    client = _client(runtime)
+    parcels = _send_out(runtime, client, 40, f"r-{os.urandom(3).hex()}")
+    eventually(lambda: all(_sms(runtime, p) for p in parcels), timeout_s=30, what="out-for-delivery SMS")
+    gateway = httpx.Client(base_url=runtime.url("sms-gateway"), timeout=5)
+    command = httpx.Client(base_url=runtime.url("command"), timeout=10)
+    before = [_deliver(command, client, p) for p in parcels[:20]]
+    assert gateway.put("/v1/config", json={"latency_s": 6, "failure_rate": 0}).status_code == 200
+    during = [_deliver(command, client, p) for p in parcels[20:]]
+    time.sleep(3)
+    gateway.put("/v1/config", json={"latency_s": 0, "failure_rate": 1})
+    time.sleep(3)
+    gateway.put("/v1/config", json={"latency_s": 0, "failure_rate": 0})
+    p99 = {k: statistics.quantiles(v, n=100)[98] for k, v in (("before", before), ("during", during))}
+    assert p99["during"] < max(3 * p99["before"], 0.25), p99  # milliseconds, nowhere near 6 s
+    def delivered_sms(parcel: str) -> int:
+        return sum("was delivered" in body for body in _sms(runtime, parcel))
+
+    eventually(lambda: all(delivered_sms(p) for p in parcels), timeout_s=45, what="notifications drained")
+    time.sleep(1)
+    assert all(delivered_sms(p) == 1 for p in parcels)  # nothing sent twice
+    print(json.dumps({k: round(v * 1000, 1) for k, v in p99.items()}))

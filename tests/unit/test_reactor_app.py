@@ -1,0 +1,104 @@
+"""The shared push endpoint: token checks, undecodable messages never acked, 204 only when done."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain import events as ev
+from meridian.domain.errors import Unavailable
+from meridian.embedded.oidc import PushTokenVerifier, TokenIssuer, load_jwks
+from meridian.embedded.pubsub.broker import push_service_account
+from meridian.embedded.pubsub.push import envelope
+from meridian.ports import Message, ReceivedMessage
+from meridian.push_auth import VerifiedPush
+from meridian.reactor import reactor_app
+
+URL = "http://127.0.0.1:9999"
+SA = push_service_account("meridian-local")
+CODEC = EventCodec(load_catalog())
+EVENT = ev.ShipmentCreated(
+    event_id="evt-1",
+    occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    shipment_id="s-1",
+    client_id="c-1",
+    parcel_ids=("p",),
+)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[TestClient, TokenIssuer, list[Any]]:
+    issuer = TokenIssuer(tmp_path)
+    seen: list[Any] = []
+
+    def handle(event: ev.DomainEvent) -> None:
+        if event.event_id == "evt-flaky":
+            raise Unavailable("downstream down")
+        seen.append(event)
+
+    auth = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({SA}))
+    return TestClient(reactor_app("test", handle, auth, CODEC, URL)), issuer, seen
+
+
+def _body(message: Message) -> str:
+    received = ReceivedMessage("ack", "m-1", message, datetime.now(UTC), 1)
+    return json.dumps(envelope(received, "sub", "meridian-local", True))
+
+
+def _post(client: TestClient, body: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post("/events", content=body, headers=headers).status_code
+
+
+def test_a_verified_push_is_handled_and_acked_with_204(
+    setup: tuple[TestClient, TokenIssuer, list[Any]],
+) -> None:
+    client, issuer, seen = setup
+    assert _post(client, _body(CODEC.to_message(EVENT)), issuer.token(f"{URL}/events", SA)) == 204
+    assert seen == [EVENT]
+
+
+def test_push_without_a_token_is_401_and_with_a_forged_or_foreign_one_401_or_403(
+    setup: tuple[TestClient, TokenIssuer, list[Any]], tmp_path: Path
+) -> None:
+    client, issuer, seen = setup
+    body = _body(CODEC.to_message(EVENT))
+    assert _post(client, body, None) == 401
+    forged = TokenIssuer(tmp_path / "elsewhere").token(f"{URL}/events", SA)  # another key
+    assert _post(client, body, forged) == 401
+    assert _post(client, body, issuer.token("http://other/events", SA)) == 401  # wrong audience
+    assert (
+        _post(client, body, issuer.token(f"{URL}/events", "intruder@x.iam.gserviceaccount.com"))
+        == 403
+    )
+    assert seen == []
+
+
+def test_undecodable_messages_are_nacked_so_they_end_up_dead_lettered(
+    setup: tuple[TestClient, TokenIssuer, list[Any]],
+) -> None:
+    client, issuer, seen = setup
+    token = issuer.token(f"{URL}/events", SA)
+    good = CODEC.to_message(EVENT)
+    assert _post(client, _body(Message(b"\x00garbage", good.attributes)), token) == 400
+    assert (
+        _post(client, _body(Message(good.data, {**good.attributes, "eventType": "Nope"})), token)
+        == 400
+    )
+    assert _post(client, "{not json", token) == 400
+    assert seen == []
+
+
+def test_a_failing_handler_answers_non_2xx_so_pubsub_retries(
+    setup: tuple[TestClient, TokenIssuer, list[Any]],
+) -> None:
+    client, issuer, _ = setup
+    flaky = CODEC.to_message(EVENT.model_copy(update={"event_id": "evt-flaky"}))
+    assert _post(client, _body(flaky), issuer.token(f"{URL}/events", SA)) == 503

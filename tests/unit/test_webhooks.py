@@ -1,0 +1,143 @@
+"""Client webhooks on fakes: Standard Webhooks signatures (checked by the reference library),
+retry schedule and Retry-After, disabling on 410, SSRF refusal, one delivery per event."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from meridian import webhooks
+from meridian.domain import events as ev
+from meridian.domain.errors import PermissionDenied
+from services.reactors.webhook import handlers
+from tests.fakes import FakeDocumentStore
+from tests.fakes_reactors import FakeWebhookSender
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+LOCAL = webhooks.AllowList.parse("127.0.0.0/8")
+EVENT = ev.ShipmentCreated(
+    event_id="evt-1", occurred_at=T0, shipment_id="s-1", client_id="c-1", parcel_ids=("p",)
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _setup(
+    statuses: list[int], headers: dict[str, str] | None = None
+) -> tuple[handlers.Deps, FakeWebhookSender, dict, Clock]:  # type: ignore[type-arg]
+    clock = Clock()
+    sender = FakeWebhookSender(statuses, headers)
+    deps = handlers.Deps(FakeDocumentStore(), sender, LOCAL, clock)
+    endpoint = webhooks.register_endpoint(
+        deps.store, "c-1", "http://127.0.0.1:1/hook", [], LOCAL, T0
+    )
+    return deps, sender, endpoint, clock
+
+
+def _run_due(deps: handlers.Deps) -> list[str]:
+    return [handlers.attempt(path, deps) for path in handlers.due(deps)]
+
+
+def test_signed_delivery_verifies_with_the_reference_library_and_is_sent_once() -> None:
+    deps, sender, endpoint, clock = _setup([200])
+    clock.now = datetime.now(UTC)  # the reference library refuses timestamps older than 5 minutes
+    assert endpoint["secret"].startswith("whsec_")
+    handlers.enqueue(EVENT, deps)
+    handlers.enqueue(EVENT, deps)  # redelivered push: still one delivery
+    assert _run_due(deps) == ["delivered"]
+    assert _run_due(deps) == []
+    ((_, headers, body),) = sender.requests
+    verified = Webhook(endpoint["secret"]).verify(body, headers)  # raises if the signature is wrong
+    assert verified["data"]["shipment_id"] == "s-1" and headers["webhook-id"] == "evt-1"
+
+
+def test_a_500_is_retried_after_the_schedule_with_the_same_webhook_id() -> None:
+    deps, sender, _, clock = _setup([500, 200])
+    handlers.enqueue(EVENT, deps)
+    assert _run_due(deps) == ["retry scheduled"]
+    clock.now += timedelta(seconds=4)
+    assert _run_due(deps) == []  # 5 s ± 10 % not yet elapsed
+    clock.now += timedelta(seconds=2)
+    assert _run_due(deps) == ["delivered"]
+    ids = [h["webhook-id"] for _, h, _ in sender.requests]
+    assert ids == ["evt-1", "evt-1"]
+    log = webhooks.delivery_log(deps.store, "c-1", _endpoint_id(deps))
+    assert [e["status"] for e in log[0]["log"]] == [500, 200]
+
+
+def _endpoint_id(deps: handlers.Deps) -> str:
+    return webhooks.list_endpoints(deps.store, "c-1")[0]["webhook_id"]
+
+
+def test_retry_after_is_honoured_when_longer_than_the_schedule() -> None:
+    deps, _, _, clock = _setup([429, 200], {"Retry-After": "120"})
+    handlers.enqueue(EVENT, deps)
+    _run_due(deps)
+    clock.now += timedelta(seconds=60)
+    assert _run_due(deps) == []
+    clock.now += timedelta(seconds=61)
+    assert _run_due(deps) == ["delivered"]
+
+
+def test_410_disables_the_endpoint_and_replay_reenables_it() -> None:
+    deps, _sender, _, clock = _setup([410, 200])
+    handlers.enqueue(EVENT, deps)
+    assert _run_due(deps) == ["failed"]
+    endpoint = webhooks.list_endpoints(deps.store, "c-1")[0]
+    assert endpoint["status"] == "disabled" and "410" in endpoint["disabled_reason"]
+    assert webhooks.replay(deps.store, "c-1", endpoint["webhook_id"], None, clock.now) == 1
+    assert _run_due(deps) == ["delivered"]
+
+
+def test_an_exhausted_schedule_disables_the_endpoint() -> None:
+    deps, sender, _, clock = _setup([503])
+    handlers.enqueue(EVENT, deps)
+    for _ in range(len(webhooks.RETRY_SCHEDULE_S) + 1):
+        _run_due(deps)
+        clock.now += timedelta(days=1)
+    assert len(sender.requests) == len(webhooks.RETRY_SCHEDULE_S) + 1
+    assert webhooks.list_endpoints(deps.store, "c-1")[0]["status"] == "disabled"
+
+
+def test_schedule_spans_days_with_bounded_jitter() -> None:
+    rng = random.Random(7)
+    delays = [
+        webhooks.retry_delay_s(n, None, rng) for n in range(1, len(webhooks.RETRY_SCHEDULE_S) + 1)
+    ]
+    assert all(d is not None for d in delays)
+    assert 4.5 <= delays[0] <= 5.5 and sum(d for d in delays if d) > 86400
+    assert webhooks.retry_delay_s(len(webhooks.RETRY_SCHEDULE_S) + 1, None) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]/x",
+     "http://192.168.0.1/x", "http://[::ffff:127.0.0.1]/x"],
+)  # fmt: skip
+def test_internal_destinations_are_refused_unless_allow_listed(url: str) -> None:
+    with pytest.raises(PermissionDenied):
+        webhooks.check_destination(url, webhooks.AllowList())
+
+
+def test_the_allow_list_admits_only_what_it_names() -> None:
+    webhooks.check_destination("http://127.0.0.1:8080/x", LOCAL)
+    with pytest.raises(PermissionDenied):
+        webhooks.check_destination("http://10.0.0.1/x", LOCAL)
+
+
+def test_events_go_only_to_endpoints_that_want_their_type() -> None:
+    deps, _, _, _ = _setup([200])
+    webhooks.register_endpoint(
+        deps.store, "c-1", "http://127.0.0.1:2/h", ["ParcelDelivered"], LOCAL, T0
+    )
+    webhooks.register_endpoint(deps.store, "c-2", "http://127.0.0.1:3/h", [], LOCAL, T0)
+    assert len(handlers.enqueue(EVENT, deps)) == 1  # only c-1's catch-all endpoint
