@@ -123,9 +123,12 @@ class Supervisor:
             port=service.port,
         )
 
-    def wait_healthy(self, timeout_s: float = 30.0, signals: StopSignals | None = None) -> None:
+    def wait_healthy(self, timeout_s: float | None = None, signals: StopSignals | None = None) -> None:
         """Block until every service answers its health check; raise if one dies or times out,
-        or StopRequested if a stop signal arrives meanwhile."""
+        or StopRequested if a stop signal arrives meanwhile. The timeout (MERIDIAN_START_TIMEOUT,
+        default 90 s) is generous: a dozen Python processes importing at once on two cores is slow."""
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("MERIDIAN_START_TIMEOUT", "90"))
         deadline = time.monotonic() + timeout_s
         pending = [s for s in self.services if s.port is not None]
         with httpx.Client(timeout=1.0) as client:
