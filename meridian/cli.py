@@ -278,5 +278,46 @@ def create_client(
     typer.echo(register_client(store, client_id, name))
 
 
+@app.command("replay-dead-letters")
+def replay_dead_letters(
+    topic: Annotated[
+        str,
+        typer.Option(envvar="MERIDIAN_REPLAY_TOPIC", help="the topic whose dead letters to replay"),
+    ] = ("logistics.events"),
+    source: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MERIDIAN_REPLAY_SOURCE", help="only those dead-lettered from this subscription"
+        ),
+    ] = None,
+    max_messages: Annotated[int, typer.Option("--max", envvar="MERIDIAN_REPLAY_MAX", min=1)] = 1000,
+    data_dir: DataDir = Path(".meridian"),
+) -> None:
+    """Republish dead letters to their topic once the bug that poisoned them is fixed; reactors
+    deduplicate by event id, so only those that had not processed an event act on it."""
+    from meridian import adapters
+    from meridian.reactor import replay_dead_letters as replay
+
+    cat = load_catalog()
+    dead_letter_topics = {
+        s.dead_letter_topic for s in cat.subscriptions.values() if s.topic == topic
+    }
+    holders = [n for n, s in cat.subscriptions.items() if s.topic in dead_letter_topics]
+    if not holders:
+        console.print(f"[red]no subscription holds the dead letters of {topic}[/]")
+        raise typer.Exit(2)
+    env = Settings.from_env()
+    settings = Settings(backend=env.backend, data_dir=data_dir, project=env.project)
+    count = replay(
+        adapters.subscriber(settings),
+        adapters.publisher(settings),
+        holders[0],
+        topic,
+        source,
+        max_messages,
+    )
+    console.print(f"replayed {count} dead letters from {holders[0]} to {topic}")
+
+
 if __name__ == "__main__":
     app()
