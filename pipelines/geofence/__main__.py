@@ -1,0 +1,3 @@
+from pipelines.geofence.pipeline import main
+
+main()

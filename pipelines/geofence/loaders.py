@@ -1,0 +1,131 @@
+"""Where fences come from: the ``geofences`` collection, a GeoJSON file, or both.
+
+Loaders are small picklable specs (Beam ships them to workers); each opens its store lazily on
+the worker, never at construction. ``load(as_of)`` returns a ``FenceSet``; ``as_of`` is the end of
+the event-time window being served, which test loaders use to change fences mid-stream.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.geofence.fences import (
+    COLLECTION,
+    FenceSet,
+    Geofence,
+    fences_from_documents,
+    fences_from_geojson,
+    fingerprint,
+)
+
+
+class FenceLoader(abc.ABC):
+    @abc.abstractmethod
+    def fences(self, as_of: float) -> list[Geofence]: ...
+
+    def load(self, as_of: float) -> FenceSet:
+        fences = self.fences(as_of)
+        version = fingerprint(fences)
+        cached: FenceSet | None = getattr(self, "_cache", None)
+        if cached is not None and cached.version == version:
+            return cached  # rebuilding the index for an unchanged set would waste the tick
+        self._cache = FenceSet(tuple(fences), version)
+        return self._cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass
+class GeoJsonFences(FenceLoader):
+    path: str
+    default_margin_m: float = 15.0
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        fences, _problems = fences_from_geojson(Path(self.path), self.default_margin_m)
+        return fences
+
+
+@dataclass
+class EmbeddedStoreFences(FenceLoader):
+    """The ``geofences`` collection of the embedded document store in ``data_dir``."""
+
+    data_dir: str
+    default_margin_m: float = 15.0
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        store = getattr(self, "_store", None)
+        if store is None:
+            from meridian.embedded.docstore import EmbeddedDocumentStore
+
+            store = self._store = EmbeddedDocumentStore(Path(self.data_dir))
+        from meridian.ports import Query
+
+        documents = store.query(Query(COLLECTION))
+        fences, _problems = fences_from_documents(
+            ((d.id, d.data) for d in documents), self.default_margin_m
+        )
+        return fences
+
+
+@dataclass
+class FirestoreFences(FenceLoader):
+    """The ``geofences`` collection in Firestore (production)."""
+
+    project: str
+    default_margin_m: float = 15.0
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        client = getattr(self, "_client", None)
+        if client is None:
+            from google.cloud import firestore
+
+            client = self._client = firestore.Client(project=self.project)
+        documents = ((d.id, d.to_dict() or {}) for d in client.collection(COLLECTION).stream())
+        fences, _problems = fences_from_documents(documents, self.default_margin_m)
+        return fences
+
+
+@dataclass
+class StaticFences(FenceLoader):
+    """A fixed list of fences (tests, benchmarks)."""
+
+    fixed: Sequence[Geofence] = ()
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        return list(self.fixed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fixed": self.fixed}
+
+
+@dataclass
+class ScheduledFences(FenceLoader):
+    """Fence sets that change at given event times: ``[(from_ts, fences), …]`` (tests)."""
+
+    schedule: Sequence[tuple[float, Sequence[Geofence]]] = ()
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        current: Sequence[Geofence] = ()
+        for start, fences in sorted(self.schedule, key=lambda s: s[0]):
+            if start < as_of:
+                current = fences
+        return list(current)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"schedule": self.schedule}
+
+
+@dataclass
+class CombinedFences(FenceLoader):
+    loaders: Sequence[FenceLoader] = field(default_factory=list)
+
+    def fences(self, as_of: float) -> list[Geofence]:
+        return [f for loader in self.loaders for f in loader.fences(as_of)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"loaders": self.loaders}

@@ -1,0 +1,289 @@
+"""Where pings come from: one function picks the source, the rest of the job is the same.
+
+- Dataflow (or any portable runner): ``ReadFromPubSub`` on the ``geofence`` subscription.
+- Local streaming (the DirectRunner): ``ReadFromEmbeddedBroker``, ours, over the embedded broker.
+- Batch (backfill/replay): a time range of raw pings from the warehouse archive.
+
+Why our own local source, and how it is hosted. Beam's Python DirectRunner reads Pub/Sub 10
+messages per bundle and acks them before they are processed (about 1,000 messages/s, at most
+once). A splittable DoFn does not help there: the DirectRunner holds the output watermark of an
+unfinished SDF at -infinity, so no event-time timer downstream would ever fire; a DoFn looping
+after an Impulse never finishes its bundle, so nothing it outputs is ever committed. What the
+DirectRunner does run as a live, watermark-holding root is a *root transform evaluator* (that is
+how Beam itself runs its Pub/Sub read and TestStream there), so ``ReadFromEmbeddedBroker`` is a
+primitive transform with its own evaluator, registered through the DirectRunner's evaluator
+registry. Each evaluation:
+
+1. acknowledges the batch pulled by the previous evaluation: by now the executor has committed
+   that evaluation's output bundle, i.e. handed the pings on (a crash before this point means
+   redelivery, and the stateful step drops the duplicates);
+2. pulls up to ``max_batch`` messages (waiting briefly when there are none);
+3. decodes them into one ``PingBatch`` stamped with the earliest ping time (the ping's own
+   ``recorded_at``, never the arrival time);
+4. reports a watermark hold of ``newest ping time - allowed lateness`` (bounded out-of-orderness),
+   advanced to ``wall clock - allowed lateness`` when the subscription has been empty for the
+   allowed lateness, so idle timers still fire when the fleet goes quiet.
+
+With ``stop_when_idle_s`` the source finishes (watermark to +infinity) once the subscription
+has been empty that long, which drains and ends the pipeline: tests and benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
+from apache_beam.runners.direct.transform_evaluator import (
+    TransformEvaluatorRegistry,
+    _TransformEvaluator,
+)
+from apache_beam.runners.direct.util import TransformResult
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from meridian.catalog import load_catalog
+from pipelines.geofence.model import Ping, PingBatch
+from pipelines.geofence.transforms import BatchPings
+from pipelines.geofence.validation import PingDecoder, decode_archive_rows
+
+ARCHIVE_TABLE = "telemetry.raw_pings"
+
+
+@dataclass(frozen=True)
+class BrokerSourceSettings:
+    data_dir: str
+    subscription: str = "geofence"
+    project: str = "meridian-local"
+    max_batch: int = 20_000
+    pull_chunk: int = 5_000
+    idle_wait_s: float = 0.2
+    allowed_lateness_s: float = 10.0
+    stop_when_idle_s: float | None = None
+    catalog_path: str | None = None
+
+
+class ReadFromEmbeddedBroker(beam.PTransform):  # type: ignore[misc]
+    """A root transform: PingBatches from the embedded broker (DirectRunner only)."""
+
+    def __init__(self, settings: BrokerSourceSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def get_windowing(self, inputs: Any) -> beam.Windowing:
+        return beam.Windowing(GlobalWindows())
+
+    def _infer_output_coder(self, input_type: Any = None, input_coder: Any = None) -> PickleCoder:
+        return PickleCoder()
+
+    def expand(self, pbegin: pvalue.PBegin) -> pvalue.PCollection:
+        # A primitive: the DirectRunner runs it with _BrokerReadEvaluator below.
+        return pvalue.PCollection(pbegin.pipeline, is_bounded=False)
+
+
+@dataclass
+class _ReadState:
+    """What one running source keeps between evaluations (evaluators are made per bundle)."""
+
+    settings: BrokerSourceSettings
+    broker: Any = None
+    decoder: PingDecoder | None = None
+    unacked: list[str] = field(default_factory=list)
+    newest: float = float("-inf")
+    watermark: float = float("-inf")
+    last_message_at: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acked_batches: int = 0  # for tests: how many batches were acknowledged so far
+
+    def open(self) -> None:
+        if self.broker is None:
+            from meridian.embedded.pubsub.broker import Broker
+
+            self.broker = Broker(self.settings.data_dir, project=self.settings.project)
+            self.decoder = PingDecoder(load_catalog(self.settings.catalog_path))
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _ReadState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def read_state(transform: ReadFromEmbeddedBroker) -> _ReadState:
+    with _STATES_LOCK:
+        state = _STATES.get(transform)
+        if state is None:
+            state = _STATES[transform] = _ReadState(transform.settings)
+        return state
+
+
+class _BrokerReadEvaluator(_TransformEvaluator):  # type: ignore[misc]
+    def start_bundle(self) -> None:
+        pass
+
+    def process_element(self, element: Any) -> None:
+        pass
+
+    def finish_bundle(self) -> TransformResult:
+        transform: ReadFromEmbeddedBroker = self._applied_ptransform.transform
+        state = read_state(transform)
+        settings = state.settings
+        with state.lock:
+            state.open()
+            broker = state.broker
+            if state.unacked:  # the previous batch's outputs have been committed downstream
+                broker.acknowledge(settings.subscription, state.unacked)
+                state.unacked = []
+                state.acked_batches += 1
+            received = self._pull(state)
+            bundles = []
+            if received:
+                state.last_message_at = time.monotonic()
+                state.unacked = [m.ack_id for m in received]
+                assert state.decoder is not None
+                batch = state.decoder.decode_batch(
+                    (m.message.data, m.message.attributes) for m in received
+                )
+                stamp = min((p.ts for p in batch.pings), default=max(state.watermark, 0.0))
+                state.newest = max([state.newest, *(p.ts for p in batch.pings)])
+                bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
+                bundle.output(GlobalWindows.windowed_value(batch, timestamp=Timestamp.of(stamp)))
+                bundles.append(bundle)
+            quiet_for = time.monotonic() - state.last_message_at
+            lateness = settings.allowed_lateness_s
+            state.watermark = max(state.watermark, state.newest - lateness)
+            if not received and quiet_for >= lateness:
+                state.watermark = max(state.watermark, time.time() - lateness)
+            if (
+                settings.stop_when_idle_s is not None
+                and not received
+                and quiet_for >= settings.stop_when_idle_s
+            ):
+                return TransformResult(self, bundles, [], None, {None: MAX_TIMESTAMP})
+        again = self._evaluation_context.create_bundle(pvalue.PBegin(transform.pipeline))
+        hold = Timestamp.of(state.watermark) if state.watermark > 0 else Timestamp.of(0)
+        return TransformResult(self, bundles, [again], None, {None: hold})
+
+    @staticmethod
+    def _pull(state: _ReadState) -> list[Any]:
+        settings, broker = state.settings, state.broker
+        received: list[Any] = []
+        while len(received) < settings.max_batch:
+            chunk = broker.pull(
+                settings.subscription, min(settings.pull_chunk, settings.max_batch - len(received))
+            )
+            if not chunk:
+                if received:
+                    break
+                broker.wait(settings.idle_wait_s)
+                chunk = broker.pull(
+                    settings.subscription, min(settings.pull_chunk, settings.max_batch)
+                )
+                if not chunk:
+                    break
+            received.extend(chunk)
+        return received
+
+
+# The DirectRunner's documented-for-tests hook for evaluators of extra primitive transforms.
+TransformEvaluatorRegistry._test_evaluators_overrides[ReadFromEmbeddedBroker] = _BrokerReadEvaluator
+
+
+# Dataflow ----------------------------------------------------------------------------------------
+
+
+class DecodePubsubMessage(beam.DoFn):  # type: ignore[misc]
+    """Pub/Sub messages → Pings stamped with their own time; undecodable ones as batch rejects."""
+
+    def __init__(self, catalog_path: str | None = None) -> None:
+        self._catalog_path = catalog_path
+
+    def setup(self) -> None:
+        self._decoder = PingDecoder(load_catalog(self._catalog_path))
+
+    def process(self, message: Any) -> Iterator[Any]:
+        result = self._decoder.decode(message.data, message.attributes or {})
+        if isinstance(result, Ping):
+            yield TimestampedValue(result, result.ts)
+        else:
+            yield PingBatch((), (result,))
+
+
+def read_from_pubsub(
+    p: beam.Pipeline,
+    subscription_path: str,
+    timestamp_attribute: str | None,
+    catalog_path: str | None,
+) -> beam.PCollection:
+    from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+    decoded = (
+        p
+        | "ReadFromPubSub"
+        >> ReadFromPubSub(
+            subscription=subscription_path,
+            with_attributes=True,
+            timestamp_attribute=timestamp_attribute,
+        )
+        | "Decode" >> beam.ParDo(DecodePubsubMessage(catalog_path))
+    )
+    pings = decoded | "OnlyPings" >> beam.Filter(lambda x: not isinstance(x, PingBatch))
+    rejects = decoded | "OnlyRejects" >> beam.Filter(lambda x: isinstance(x, PingBatch))
+    batches = pings | "BatchPings" >> beam.ParDo(BatchPings())
+    return (batches, rejects) | "AllBatches" >> beam.Flatten()
+
+
+# Batch: the warehouse archive --------------------------------------------------------------------
+
+
+class ReadArchive(beam.DoFn):  # type: ignore[misc]
+    """One query of the archive for a time range; the pings whose own time falls in it."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        start: float,
+        end: float,
+        chunk: int = 20_000,
+        catalog_path: str | None = None,
+    ) -> None:
+        self._data_dir, self._start, self._end, self._chunk = data_dir, start, end, chunk
+        self._catalog_path = catalog_path
+
+    def process(self, _impulse: Any) -> Iterator[TimestampedValue]:
+        from meridian.embedded.warehouse import EmbeddedWarehouse
+
+        warehouse = EmbeddedWarehouse(self._data_dir)
+        # publish_time bounds prune partitions; a ping is published after it is recorded, and
+        # phones buffer pings for a while, so the upper bound gets a day of slack.
+        rows = warehouse.query(
+            f"SELECT ANY_VALUE(data) AS data, ANY_VALUE(attributes) AS attributes FROM {ARCHIVE_TABLE} "
+            "WHERE publish_time >= $start AND publish_time < $end GROUP BY message_id",
+            {"start": _naive(self._start), "end": _naive(self._end + 86_400)},
+        )
+        decoder = PingDecoder(load_catalog(self._catalog_path))
+        for i in range(0, len(rows), self._chunk):
+            batch = decode_archive_rows(decoder, rows[i : i + self._chunk])
+            pings = tuple(p for p in batch.pings if self._start <= p.ts < self._end)
+            if pings or batch.rejected:
+                stamp = min((p.ts for p in pings), default=self._start)
+                yield TimestampedValue(PingBatch(pings, batch.rejected), stamp)
+
+
+def read_archive(
+    p: beam.Pipeline, data_dir: str, start: float, end: float, catalog_path: str | None
+) -> beam.PCollection:
+    return (
+        p
+        | "Impulse" >> beam.Impulse()
+        | "ReadArchive" >> beam.ParDo(ReadArchive(data_dir, start, end, catalog_path=catalog_path))
+    )
+
+
+def _naive(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
