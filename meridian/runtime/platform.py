@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,10 +30,13 @@ from meridian.embedded.pubsub.config import RetryPolicy
 from meridian.embedded.pubsub.grpc_server import serve as serve_grpc
 from meridian.embedded.pubsub.push import PushDispatcher
 from meridian.embedded.warehouse import EmbeddedWarehouse
+from meridian.embedded.workflows import WorkflowEngine
+from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.http import install_problem_handlers
 from meridian.observability import get_logger
 
 log = get_logger(__name__)
+WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 
 
 def push_endpoint(settings: Settings) -> Any:
@@ -86,6 +90,16 @@ def topology(catalog: Catalog, settings: Settings) -> dict[str, Any]:
 
 def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
     broker = Broker(settings.data_dir, project=settings.project)
+    # The Workflows engine runs workflows/*.yaml durably in the document store; its
+    # executions and callbacks API is served at the platform's URL, so callback URLs point here.
+    # A restarted platform resumes every ACTIVE execution when the engine opens.
+    engine = WorkflowEngine(
+        EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS),
+        base_url=settings.url_of("platform"),
+        env={"DISPATCH_STEPS_URL": settings.url_of("dispatch")},
+        project=settings.project,
+    )
+    engine.register_directory(Path(os.environ.get("MERIDIAN_WORKFLOWS_DIR", WORKFLOWS_DIR)))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -107,10 +121,12 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
             asyncio.create_task(eventarc.run()),
             asyncio.create_task(_expire_documents(store)),
         ]
+        await asyncio.to_thread(engine.open)
         log.info("platform started", pubsub_grpc=f"{settings.host}:{grpc_port}")
         try:
             yield
         finally:
+            await asyncio.to_thread(engine.close)
             pusher.stop()
             sink.stop()
             eventarc.stop()
@@ -120,6 +136,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Meridian embedded platform", version="1", lifespan=lifespan)
     install_problem_handlers(app)
+    app.include_router(workflows_router(engine))
     served = topology(catalog, settings)
 
     @app.get("/healthz")

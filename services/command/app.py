@@ -132,7 +132,7 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
         key = await request_key(request, caller, idempotency_key)
         return accepted(await run_in_threadpool(handler, cmd, caller, deps, key))
 
-    moves = {"response_model": Accepted, "status_code": 202}
+    moves: dict[str, Any] = {"response_model": Accepted, "status_code": 202}
 
     @app.post("/v1/parcels/{parcel_id}:deliver", tags=["parcels"], **moves)
     async def deliver(

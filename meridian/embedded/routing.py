@@ -1,0 +1,191 @@
+"""The embedded RouteOptimizer: a capacitated VRP with time windows solved by OR-Tools.
+
+Travel times are great-circle distances at a fixed urban speed (the embedded runtime has no road
+network); every stop is optional with a large drop penalty, so an over-full window still yields
+routes, and the stops left out are listed with the reason they could not be served.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from meridian.domain.errors import Unavailable, ValidationError
+from meridian.ports import GeoPoint, RouteOptimizer, RoutingProblem, RoutingSolution
+
+SPEED_MPS = 25_000 / 3600  # 25 km/h: city traffic, door to door
+SERVICE_S = 120  # time at each stop
+GRAMS_PER_KG = 1000
+# Dropping a stop must always cost more than any detour that could serve it.
+DROP_PENALTY = 10_000_000
+
+
+def haversine_m(a: GeoPoint, b: GeoPoint) -> float:
+    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
+    dlat, dlng = lat2 - lat1, math.radians(b.lng - a.lng)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))
+
+
+def _seconds(moment: datetime, origin: datetime) -> int:
+    return int((moment - origin).total_seconds())
+
+
+class OrToolsRouteOptimizer(RouteOptimizer):
+    """Solves in-process. Stops are maps with ``id``, ``lat``, ``lng``, ``weight_kg``,
+    ``window_start`` and ``window_end`` (aware datetimes); vehicles have ``id``, ``capacity_kg``
+    and ``capacity_parcels``. Routes come back with each stop's sequence and ETA."""
+
+    def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
+        started = time.monotonic()
+        stops, vehicles = list(problem.stops), list(problem.vehicles)
+        unserved = [
+            {"id": s["id"], "reason": why} for s in stops if (why := self._hopeless(s, problem))
+        ]
+        hopeless = {u["id"] for u in unserved}
+        servable = [s for s in stops if s["id"] not in hopeless]
+        if not servable or not vehicles:
+            reason = "no vehicle available in the window"
+            unserved += [{"id": s["id"], "reason": reason} for s in servable]
+            return RoutingSolution([], unserved, 0.0, time.monotonic() - started)
+        routes, dropped, cost = self._solve(problem, servable, vehicles, time_limit_s)
+        unserved += [
+            {"id": s["id"], "reason": "no vehicle capacity or time left in the window"}
+            for s in dropped
+        ]
+        return RoutingSolution(routes, unserved, cost, time.monotonic() - started)
+
+    @staticmethod
+    def _hopeless(stop: Mapping[str, Any], problem: RoutingProblem) -> str | None:
+        """Why a stop cannot be served by any vehicle whatever the others do, if it cannot."""
+        start, end = problem.starts_at, problem.starts_at + timedelta(days=1)
+        if stop["window_end"] <= start:
+            return "its delivery window closed before the dispatch window opened"
+        if stop["window_start"] >= end:
+            return "its delivery window opens after the planning horizon"
+        heaviest = max((float(v["capacity_kg"]) for v in problem.vehicles), default=0.0)
+        if float(stop["weight_kg"]) > heaviest:
+            return f"{stop['weight_kg']} kg is more than any vehicle carries"
+        drive = haversine_m(problem.depot, GeoPoint(stop["lat"], stop["lng"])) / SPEED_MPS
+        if start + timedelta(seconds=drive) > stop["window_end"]:
+            return "too far from the depot to reach inside its delivery window"
+        return None
+
+    def _solve(
+        self,
+        problem: RoutingProblem,
+        stops: Sequence[Mapping[str, Any]],
+        vehicles: Sequence[Mapping[str, Any]],
+        time_limit_s: float,
+    ) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], float]:
+        # imported here: OR-Tools is a large native library only the embedded optimizer needs
+        from ortools.constraint_solver import pywrapcp, routing_enums_pb2
+
+        origin = problem.starts_at
+        points = [problem.depot, *(GeoPoint(s["lat"], s["lng"]) for s in stops)]
+        count = len(points)
+        travel = [
+            [
+                0 if i == j else int(haversine_m(points[i], points[j]) / SPEED_MPS)
+                for j in range(count)
+            ]
+            for i in range(count)
+        ]
+        horizon = max(_seconds(s["window_end"], origin) for s in stops) + SERVICE_S
+        manager = pywrapcp.RoutingIndexManager(count, len(vehicles), 0)
+        routing = pywrapcp.RoutingModel(manager)
+
+        def transit(i: int, j: int) -> int:
+            a, b = manager.IndexToNode(i), manager.IndexToNode(j)
+            return travel[a][b] + (SERVICE_S if a else 0)
+
+        transit_index = routing.RegisterTransitCallback(transit)
+        routing.SetArcCostEvaluatorOfAllVehicles(transit_index)
+        routing.AddDimension(transit_index, horizon, horizon, False, "time")
+        clock = routing.GetDimensionOrDie("time")
+        weights = [0, *(int(float(s["weight_kg"]) * GRAMS_PER_KG) for s in stops)]
+        weight_index = routing.RegisterUnaryTransitCallback(
+            lambda i: weights[manager.IndexToNode(i)]
+        )
+        routing.AddDimensionWithVehicleCapacity(
+            weight_index,
+            0,
+            [int(float(v["capacity_kg"]) * GRAMS_PER_KG) for v in vehicles],
+            True,
+            "weight",
+        )
+        parcels_index = routing.RegisterUnaryTransitCallback(
+            lambda i: 0 if manager.IndexToNode(i) == 0 else 1
+        )
+        routing.AddDimensionWithVehicleCapacity(
+            parcels_index, 0, [int(v["capacity_parcels"]) for v in vehicles], True, "parcels"
+        )
+        for node, stop in enumerate(stops, start=1):
+            index = manager.NodeToIndex(node)
+            opens = max(0, _seconds(stop["window_start"], origin))
+            closes = min(horizon, _seconds(stop["window_end"], origin))
+            clock.CumulVar(index).SetRange(opens, max(opens, closes))
+            routing.AddDisjunction([index], DROP_PENALTY)
+        for v in range(len(vehicles)):
+            clock.CumulVar(routing.Start(v)).SetRange(0, horizon)
+        params = pywrapcp.DefaultRoutingSearchParameters()
+        params.first_solution_strategy = (
+            routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION
+        )
+        params.local_search_metaheuristic = (
+            routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
+        )
+        params.time_limit.FromMilliseconds(max(1, int(time_limit_s * 1000)))
+        solution = routing.SolveWithParameters(params)
+        if solution is None:
+            raise Unavailable(f"no solution found within {time_limit_s} s")
+        routes: list[dict[str, Any]] = []
+        served: set[int] = set()
+        cost = 0.0
+        for v, vehicle in enumerate(vehicles):
+            index = solution.Value(routing.NextVar(routing.Start(v)))
+            visits: list[dict[str, Any]] = []
+            previous = routing.Start(v)
+            while not routing.IsEnd(index):
+                node = manager.IndexToNode(index)
+                served.add(node)
+                eta = origin + timedelta(seconds=solution.Min(clock.CumulVar(index)))
+                visits.append({"id": stops[node - 1]["id"], "sequence": len(visits), "eta": eta})
+                cost += transit(previous, index)
+                previous, index = index, solution.Value(routing.NextVar(index))
+            if visits:
+                cost += transit(previous, index)
+                routes.append(
+                    {
+                        "vehicle_id": vehicle["id"],
+                        "stops": visits,
+                        "duration_s": solution.Min(clock.CumulVar(index)),
+                    }
+                )
+        dropped = [s for node, s in enumerate(stops, start=1) if node not in served]
+        return routes, dropped, cost
+
+
+class FaultInjectingOptimizer(RouteOptimizer):
+    """The embedded stand-in for an external API that can be down: while the file ``down`` exists
+    in its fault directory every solve raises Unavailable, as a failing remote optimiser would."""
+
+    def __init__(self, inner: RouteOptimizer, fault_dir: Path) -> None:
+        self.inner = inner
+        self.fault_dir = fault_dir
+
+    def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
+        if (self.fault_dir / "down").exists():
+            raise Unavailable("route optimizer unavailable (fault injected)")
+        if time_limit_s <= 0:
+            raise ValidationError("time_limit_s must be positive")
+        return self.inner.solve(problem, time_limit_s)
+
+
+def fault_dir(data_dir: Path) -> Path:
+    """Where tests and demos switch the embedded optimiser's faults on and off."""
+    return data_dir / "faults" / "route-optimizer"

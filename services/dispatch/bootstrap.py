@@ -1,0 +1,21 @@
+"""The only place the dispatch service's adapters are built."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meridian import adapters
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.config import Settings
+from services.dispatch.handlers import Deps
+
+
+def bootstrap(settings: Settings) -> Deps:
+    return Deps(
+        store=adapters.document_store(settings),
+        publisher=adapters.publisher(settings),
+        codec=EventCodec(load_catalog()),
+        optimizer=adapters.route_optimizer(settings),
+        clock=lambda: datetime.now(UTC),
+    )

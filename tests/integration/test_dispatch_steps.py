@@ -1,0 +1,209 @@
+"""The saga's steps over the embedded document store (which enforces Firestore's transaction
+rules): each step's effect, its idempotency, re-offers, compensation and the events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meridian.auth import Actor
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain.errors import Conflict, Unavailable
+from meridian.domain.model import DispatchWindow, GeoPoint, Parcel, Recipient, Stop, TimeWindow
+from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer
+from meridian.records import parcel_document
+from services.dispatch import handlers
+from services.dispatch import records as rec
+from services.dispatch.handlers import Deps
+from tests.fakes import FakePublisher
+
+NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+DEPOT = GeoPoint(lat=12.97, lng=77.59)
+CODEC = EventCodec(load_catalog())
+
+
+@pytest.fixture
+def deps(tmp_path: Path) -> Iterator[Deps]:
+    store = EmbeddedDocumentStore(tmp_path)
+    optimizer = FaultInjectingOptimizer(OrToolsRouteOptimizer(), tmp_path / "faults")
+    yield Deps(store, FakePublisher(), CODEC, optimizer, lambda: NOW)
+
+
+def _seed(deps: Deps, parcels: int, drivers: int, vehicles: int = 1, late: int = 0) -> None:
+    writes: list[tuple[str, str, Any]] = []
+    for i in range(drivers):
+        writes.append(
+            (
+                "set",
+                f"drivers/d{i}",
+                {
+                    "driver_id": f"d{i}",
+                    "name": "D",
+                    "phone": "+919800000001",
+                    "status": "AVAILABLE",
+                },
+            )
+        )
+    for i in range(vehicles):
+        writes.append(
+            (
+                "set",
+                f"vehicles/v{i}",
+                {
+                    "vehicle_id": f"v{i}",
+                    "capacity_kg": 100.0,
+                    "capacity_parcels": 10,
+                    "depot": DEPOT.model_dump(),
+                    "status": "AVAILABLE",
+                },
+            )
+        )
+    for i in range(parcels + late):
+        # the `late` ones are promised before the window opens: the optimizer cannot serve them
+        start = NOW - timedelta(hours=5) if i >= parcels else NOW + timedelta(hours=1)
+        window = TimeWindow(
+            start=start, end=start + timedelta(hours=3 if i < parcels else 4, minutes=-1)
+        )
+        parcel = Parcel(
+            parcel_id=f"p{i}",
+            shipment_id="s",
+            client_id="c",
+            recipient=Recipient(name="A", phone="+919812345678"),
+            stop=Stop(
+                location=GeoPoint(lat=12.97 + i / 500, lng=77.59), address="x", window=window
+            ),
+            weight_kg=1.0,
+        )
+        writes.append(
+            ("set", f"parcels/p{i}", parcel_document(parcel, NOW, "seed", Actor("t", "dispatcher")))
+        )
+    dispatch_window = DispatchWindow(
+        window_id="w1",
+        depot=DEPOT,
+        window=TimeWindow(start=NOW - timedelta(hours=2), end=NOW + timedelta(hours=8)),
+        opened_by="dsp",
+        execution_id="dispatch-w1",
+    )
+    writes.append(("set", rec.window_path("w1"), rec.window_document(dispatch_window, NOW)))
+    deps.store.batch_write(writes)
+
+
+def _step(deps: Deps, name: str, key: str | None = None, **body: Any) -> dict[str, Any]:
+    return handlers.run_step(name, key, body, deps, handlers.STEPS[name])
+
+
+def _status(deps: Deps, path: str) -> str:
+    doc = deps.store.get(path)
+    assert doc is not None
+    return str(doc.data["status"])
+
+
+def _events(deps: Deps) -> list[str]:
+    assert isinstance(deps.publisher, FakePublisher)
+    return [m.attributes["eventType"] for _, m in deps.publisher.published]
+
+
+def test_reserve_optimize_assign_offer_confirm_complete(deps: Deps) -> None:
+    _seed(deps, parcels=4, drivers=2, late=1)
+    assert _step(deps, "reserve", window_id="w1") == {
+        "window_id": "w1",
+        "parcels": 5,
+        "drivers": 2,
+        "vehicles": 1,
+    }
+    plan = _step(deps, "optimize", window_id="w1", time_limit_s=0.2)
+    assert (plan["routes"], plan["served"], plan["unserved"]) == (1, 4, 1)
+    assigned = _step(deps, "assign", window_id="w1")
+    assert assigned["routes"] == [{"route_id": "w1-r01", "driver_id": "d0", "vehicle_id": "v0"}]
+    assert _status(deps, "parcels/p4") == "CREATED"  # unservable: back for the next window
+    assert _status(deps, "drivers/d1") == "AVAILABLE"  # not needed by any route
+    offered = _step(
+        deps, "offer", window_id="w1", route_id="w1-r01", offer_number=1, callback_url="http://cb/1"
+    )
+    assert offered["driver_id"] == "d0"
+    _step(deps, "confirm", assignment_id=offered["assignment_id"])
+    assert {_status(deps, f"parcels/p{i}") for i in range(4)} == {"ASSIGNED"}
+    assert (_status(deps, "drivers/d0"), _status(deps, "vehicles/v0")) == ("ON_ROUTE", "ON_ROUTE")
+    done = _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")
+    assert done == {
+        "window_id": "w1",
+        "status": "DISPATCHED",
+        "routes_confirmed": ["w1-r01"],
+        "parcels_requeued": 1,
+    }
+    assert _events(deps) == [
+        "DriverAssignmentOffered",
+        "DriverAssignmentAccepted",
+        "DispatchCompleted",
+    ]
+
+
+def test_a_retried_step_replays_its_first_answer_and_changes_nothing(deps: Deps) -> None:
+    _seed(deps, parcels=2, drivers=1)
+    _step(deps, "reserve", "x:reserve", window_id="w1")
+    first = _step(deps, "optimize", "x:optimize", window_id="w1", time_limit_s=0.2)
+    assert _step(deps, "optimize", "x:optimize", window_id="w1", time_limit_s=0.2) == first
+    _step(deps, "assign", "x:assign", window_id="w1")
+    assert _step(deps, "assign", "x:assign", window_id="w1")["routes"][0]["route_id"] == "w1-r01"
+    offer = {
+        "window_id": "w1",
+        "route_id": "w1-r01",
+        "offer_number": 1,
+        "callback_url": "http://cb/1",
+    }
+    assert _step(deps, "offer", "x:offer", **offer) == _step(deps, "offer", "x:offer", **offer)
+    # without the ledger too: the step finds its own work done and answers the same
+    assert _step(deps, "offer", None, **offer)["assignment_id"] == "w1-r01-o1"
+    with pytest.raises(Conflict):
+        _step(deps, "offer", "x:offer", **{**offer, "callback_url": "http://cb/other"})
+
+
+def test_decline_then_reoffer_to_another_driver_then_nobody_left(deps: Deps) -> None:
+    _seed(deps, parcels=2, drivers=2)
+    for name in ("reserve", "assign"):
+        if name == "assign":
+            _step(deps, "optimize", window_id="w1", time_limit_s=0.2)
+        _step(deps, name, window_id="w1")
+    base = {"window_id": "w1", "route_id": "w1-r01", "callback_url": "http://cb"}
+    first = _step(deps, "offer", offer_number=1, **base)
+    _step(deps, "decline", assignment_id=first["assignment_id"], reason="van too small")
+    assert _status(deps, f"drivers/{first['driver_id']}") == "AVAILABLE"
+    second = _step(deps, "offer", offer_number=2, **base)
+    assert second["driver_id"] not in (None, first["driver_id"])
+    _step(deps, "decline", assignment_id=second["assignment_id"], expired=True)
+    assert _status(deps, f"assignments/{second['assignment_id']}") == "EXPIRED"
+    # both drivers have turned this route down: nobody is left to offer it to
+    assert _step(deps, "offer", offer_number=3, **base)["assignment_id"] is None
+    with pytest.raises(Conflict):
+        _step(deps, "confirm", assignment_id=first["assignment_id"])
+    _step(deps, "release", window_id="w1", route_id="w1-r01")
+    assert _step(deps, "requeue", window_id="w1", route_id="w1-r01")["requeued"] == 2
+    assert _status(deps, "routes/w1-r01") == "RELEASED"
+    assert (_status(deps, "parcels/p0"), _status(deps, "vehicles/v0")) == ("CREATED", "AVAILABLE")
+
+
+def test_optimizer_down_then_full_compensation_and_failure_event(
+    deps: Deps, tmp_path: Path
+) -> None:
+    _seed(deps, parcels=3, drivers=1)
+    _step(deps, "reserve", window_id="w1")
+    (tmp_path / "faults").mkdir()
+    (tmp_path / "faults" / "down").touch()
+    with pytest.raises(Unavailable):  # the service answers 503, which the workflow retries
+        _step(deps, "optimize", "x:optimize", window_id="w1")
+    _step(deps, "release", window_id="w1")
+    assert _step(deps, "requeue", window_id="w1")["requeued"] == 3
+    failed = _step(
+        deps, "fail", window_id="w1", execution_id="dispatch-w1", reason="optimizer down"
+    )
+    assert failed == {"window_id": "w1", "status": "FAILED", "parcels_requeued": 3}
+    assert (_status(deps, "drivers/d0"), _status(deps, "parcels/p1")) == ("AVAILABLE", "CREATED")
+    assert _events(deps) == ["DispatchFailed"]
+    # the first recorded outcome stands
+    assert _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")["status"] == "FAILED"

@@ -1,0 +1,134 @@
+"""The command service's dispatch routes over fakes: opening a window starts one execution per
+window, progress, and drivers' answers relayed as callbacks (once, to the right driver only)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain.errors import Conflict, NotFound
+from meridian.ports import Execution, WorkflowExecutions
+from services.command.app import create_app
+from services.command.handlers import Deps
+from tests.fakes import FakeDocumentStore, FakePublisher
+from tests.unit.test_command_service import DISPATCHER, DRIVER, FakeVerifier
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+class FakeWorkflows(WorkflowExecutions):
+    def __init__(self) -> None:
+        self.executions: dict[str, Execution] = {}
+        self.callbacks: list[tuple[str, Mapping[str, Any]]] = []
+        self.queued: set[str] = set()
+
+    def start(
+        self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
+    ) -> Execution:
+        assert execution_id is not None
+        return self.executions.setdefault(
+            execution_id, Execution(execution_id, workflow, "ACTIVE", dict(argument), NOW)
+        )
+
+    def get(self, execution_id: str) -> Execution:
+        if execution_id not in self.executions:
+            raise NotFound(execution_id)
+        return self.executions[execution_id]
+
+    def list(self, workflow: str, state: str | None = None) -> builtins.list[Execution]:
+        return list(self.executions.values())
+
+    def cancel(self, execution_id: str) -> Execution:
+        return self.executions[execution_id]
+
+    def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
+        if callback_url in self.queued:
+            raise Conflict("already queued")  # what the engine answers (429) to a second send
+        self.queued.add(callback_url)
+        self.callbacks.append((callback_url, body))
+
+
+@pytest.fixture
+def setup() -> tuple[TestClient, FakeDocumentStore, FakeWorkflows, FakePublisher]:
+    store, publisher, workflows = (
+        FakeDocumentStore(clock=lambda: NOW),
+        FakePublisher(),
+        FakeWorkflows(),
+    )
+    app = create_app(
+        Deps(store, publisher, EventCodec(load_catalog()), lambda: NOW), FakeVerifier()
+    )
+    app.state.workflows = workflows
+    return TestClient(app), store, workflows, publisher
+
+
+WINDOW = {
+    "window_id": "w-1",
+    "depot": {"lat": 12.97, "lng": 77.59},
+    "window": {"start": NOW.isoformat(), "end": (NOW + timedelta(hours=8)).isoformat()},
+    "offer_timeout_s": 60,
+}
+
+
+def test_opening_a_window_twice_starts_one_execution(setup: Any) -> None:
+    client, _, workflows, publisher = setup
+    first = client.post("/v1/dispatch-windows", json=WINDOW, headers=DISPATCHER)
+    second = client.post("/v1/dispatch-windows", json=WINDOW, headers=DISPATCHER)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["execution_id"] == second.json()["execution_id"] == "dispatch-w-1"
+    assert list(workflows.executions) == ["dispatch-w-1"]
+    assert workflows.executions["dispatch-w-1"].argument["offer_timeout_s"] == 60
+    ids = {m.attributes["eventId"] for _, m in publisher.published}
+    assert len(ids) == 1  # republished on a repeat, with the same event id
+    progress = client.get("/v1/dispatch-windows/w-1", headers=DISPATCHER).json()
+    assert (progress["status"], progress["execution"]["state"]) == ("OPEN", "ACTIVE")
+    assert client.post("/v1/dispatch-windows", json=WINDOW, headers=DRIVER).status_code == 403
+    assert client.get("/v1/dispatch-windows/nope", headers=DISPATCHER).status_code == 404
+
+
+def test_a_driver_answer_is_sent_once_and_only_by_that_driver(setup: Any) -> None:
+    client, store, workflows, _ = setup
+    store.create(
+        "assignments/a-1",
+        {
+            "assignment_id": "a-1",
+            "driver_id": "drv-7",
+            "route_id": "r-1",
+            "status": "OFFERED",
+            "callback_url": "http://engine/cb/1",
+            "expires_at": NOW + timedelta(minutes=5),
+        },
+    )
+    other = {"Authorization": "Bearer driver:drv-8"}
+    assert client.post("/v1/assignments/a-1:accept", headers=other).status_code == 403
+    assert client.post("/v1/assignments/a-1:accept", headers=DRIVER).status_code == 202
+    assert client.post("/v1/assignments/a-1:accept", headers=DRIVER).status_code == 202  # a retry
+    assert workflows.callbacks == [
+        ("http://engine/cb/1", {"decision": "accept", "reason": None, "driver_id": "drv-7"})
+    ]
+    assert client.post("/v1/assignments/a-1:decline", headers=DRIVER).status_code == 409
+    assert client.post("/v1/assignments/nope:accept", headers=DRIVER).status_code == 404
+
+
+def test_an_expired_offer_cannot_be_answered(setup: Any) -> None:
+    client, store, workflows, _ = setup
+    store.create(
+        "assignments/a-2",
+        {
+            "assignment_id": "a-2",
+            "driver_id": "drv-7",
+            "route_id": "r-1",
+            "status": "OFFERED",
+            "callback_url": "http://engine/cb/2",
+            "expires_at": NOW - timedelta(seconds=1),
+        },
+    )
+    response = client.post("/v1/assignments/a-2:decline", json={"reason": "sick"}, headers=DRIVER)
+    assert response.status_code == 409 and workflows.callbacks == []
