@@ -14,7 +14,7 @@ from rich.table import Table
 from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
 from meridian.config import Settings
 from meridian.domain.errors import CatalogError
-from meridian.runtime.supervisor import StopSignals, Supervisor
+from meridian.runtime.supervisor import ServiceProcess, StopSignals, Supervisor
 
 app = typer.Typer(
     help="Meridian: event-driven last-mile logistics, on Google Cloud or embedded.",
@@ -42,6 +42,14 @@ BasePort = Annotated[
         "--base-port",
         envvar="MERIDIAN_BASE_PORT",
         help="First port; each service has a fixed offset from it.",
+    ),
+]
+Only = Annotated[
+    str,
+    typer.Option(
+        "--services",
+        envvar="MERIDIAN_SERVICES",
+        help="Comma-separated services to run (default: all).",
     ),
 ]
 Duration = Annotated[
@@ -123,13 +131,14 @@ def up(
     host: Host = "127.0.0.1",
     base_port: BasePort = 8700,
     duration: Duration = 0,
+    services: Only = "",
 ) -> None:
     """Start the embedded runtime: every service as its own process. Ctrl-C stops them all."""
     from meridian.runtime.supervisor import StopRequested, run_until, runnable_services
 
     settings = _settings(data_dir, host, base_port)
     supervisor = Supervisor(
-        settings, runnable_services(load_catalog(), settings), data_dir / "logs"
+        settings, _chosen(runnable_services(load_catalog(), settings), services), data_dir / "logs"
     )
     reason = "start-up failed"
     with StopSignals() as signals:
@@ -142,6 +151,16 @@ def up(
             console.print(f"stopping ({reason})")
             _stop(supervisor)
     console.print("all services stopped")
+
+
+def _chosen(available: list[ServiceProcess], only: str) -> list[ServiceProcess]:
+    """The services named in ``only`` (all when empty); the platform always runs."""
+    names = {n.strip() for n in only.split(",") if n.strip()}
+    unknown = names - {s.name for s in available}
+    if unknown:
+        console.print(f"[red]unknown service(s): {', '.join(sorted(unknown))}[/]")
+        raise typer.Exit(2)
+    return [s for s in available if not names or s.name in names or s.name == "platform"]
 
 
 def _start(supervisor: Supervisor, settings: Settings, signals: StopSignals) -> None:

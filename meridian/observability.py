@@ -46,6 +46,19 @@ def _google_fields(
     return event
 
 
+class _StdoutLogger:
+    """Writes each line to whatever ``sys.stdout`` is at that moment (a logger bound to the
+    stream at creation outlives a replaced or closed stream, as under test capture)."""
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stdout, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure_logging(service: str, level: str | None = None) -> None:
     """JSON logs on stdout for ``service``, from structlog and from the standard library alike
     (uvicorn, OpenTelemetry, …); level from MERIDIAN_LOG_LEVEL (default INFO)."""
@@ -58,7 +71,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
     structlog.configure(
         processors=[*shared, _google_fields, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)

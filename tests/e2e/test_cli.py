@@ -65,7 +65,7 @@ def test_catalog_refuses_a_broken_file(runtime_env: dict[str, str], tmp_path: Pa
 def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[str, str]) -> None:
     base = int(runtime_env["MERIDIAN_BASE_PORT"])
     process = subprocess.Popen(
-        [*MERIDIAN, "up", "--duration", "6"],
+        [*MERIDIAN, "up", "--duration", "6", "--services", "platform"],
         env=runtime_env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -74,7 +74,7 @@ def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[s
     )
     try:
         health = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and health is None:
             try:
                 health = httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=1).json()
@@ -96,7 +96,7 @@ def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[s
 def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -> None:
     base = int(runtime_env["MERIDIAN_BASE_PORT"])
     process = subprocess.Popen(
-        [*MERIDIAN, "up"],
+        [*MERIDIAN, "up", "--services", "platform"],
         env=runtime_env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -104,7 +104,7 @@ def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=1)

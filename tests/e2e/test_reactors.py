@@ -154,8 +154,8 @@ def _client(runtime: Runtime, tariff: bool = True) -> Client:
     store = EmbeddedDocumentStore(runtime.data_dir)
     client_id = f"c-{os.urandom(4).hex()}"
     key = register_client(store, client_id, "Freshmart")
-    if tariff:
-        store.set(f"billing_tariffs/{client_id}", {"per_delivery_minor": 4500, "currency": "INR"})
+    if not tariff:  # a client onboarded without a price: billing must not guess one
+        store.delete(f"billing_tariffs/{client_id}")
     issuer = LocalIdentityIssuer(runtime.data_dir)
     return Client(
         client_id,
