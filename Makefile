@@ -49,7 +49,7 @@ redis:
 demo: env node
 	$(VENV)/bin/meridian demo --duration $(DEMO_DURATION)
 
-test: env node
+test: env node browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: env

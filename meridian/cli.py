@@ -261,6 +261,7 @@ def _mount_subcommands() -> None:
     """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
     from meridian.embedded.pubsub.cli import app as pubsub_app
     from meridian.embedded.workflows.cli import app as workflows_app
+    from meridian.sim_cli import app as sim_app
 
     emulator = typer.Typer(
         help="Google API emulators over the embedded runtime.", no_args_is_help=True
@@ -268,6 +269,7 @@ def _mount_subcommands() -> None:
     emulator.add_typer(pubsub_app)
     app.add_typer(emulator, name="emulator")
     app.add_typer(workflows_app, name="workflows")
+    app.add_typer(sim_app, name="sim")
 
 
 _mount_subcommands()

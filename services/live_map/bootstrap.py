@@ -1,0 +1,75 @@
+"""The only place the live-map service's adapters are built."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from meridian import adapters
+from meridian.auth import IdentityVerifier
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.config import Settings
+from services.live_map.positions import DEFAULT_INTERVAL_S
+from services.live_map.tracking import TrackingDeps
+from services.live_map.writer import DEFAULT_MAX_OUTSTANDING, PositionWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """Read from the environment: ``LIVE_MAP_DEBOUNCE_S`` (default 2), ``LIVE_MAP_WRITER`` (on|off),
+    ``LIVE_MAP_MAX_OUTSTANDING``, ``LIVE_MAP_TILE_URL`` (base tiles; empty, the default, draws stops
+    and routes on a plain background and needs no network), ``LIVE_MAP_ASSETS`` (Leaflet's
+    ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``)."""
+
+    debounce_s: float = DEFAULT_INTERVAL_S
+    writer: bool = True
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING
+    tile_url: str = ""
+    tile_attribution: str = ""
+    leaflet_dir: Path = ROOT / "node_modules" / "leaflet" / "dist"
+
+    @classmethod
+    def from_env(cls) -> MapOptions:
+        env = os.environ
+        return cls(
+            debounce_s=float(env.get("LIVE_MAP_DEBOUNCE_S", DEFAULT_INTERVAL_S)),
+            writer=env.get("LIVE_MAP_WRITER", "on").lower() not in ("off", "0", "false", "no"),
+            max_outstanding=int(env.get("LIVE_MAP_MAX_OUTSTANDING", DEFAULT_MAX_OUTSTANDING)),
+            tile_url=env.get("LIVE_MAP_TILE_URL", ""),
+            tile_attribution=env.get("LIVE_MAP_TILE_ATTRIBUTION", ""),
+            leaflet_dir=Path(env.get("LIVE_MAP_ASSETS", str(cls.leaflet_dir))),
+        )
+
+
+@dataclass(frozen=True)
+class LiveMap:
+    tracking: TrackingDeps
+    verifier: IdentityVerifier
+    writer: PositionWriter | None
+    options: MapOptions
+
+
+def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
+    store = adapters.document_store(settings)
+    writer = None
+    if options.writer:
+        writer = PositionWriter(
+            store,
+            adapters.subscriber(settings),
+            EventCodec(load_catalog()),
+            clock=lambda: datetime.now(UTC),
+            interval_s=options.debounce_s,
+            max_outstanding=options.max_outstanding,
+        )
+    return LiveMap(
+        tracking=TrackingDeps(store, adapters.tracking_tokens(settings), time.time),
+        verifier=adapters.identity_verifier(settings),
+        writer=writer,
+        options=options,
+    )
