@@ -31,9 +31,8 @@ from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker, push_service_account
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
-from meridian.reactor import replay_dead_letters
 from meridian.runtime.platform import prepare_data_dir
-from tests.e2e.conftest import ROOT, Runtime, free_port_block
+from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, free_port_block
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -84,14 +83,21 @@ MODULES = {
 }
 
 
-def start_services(env: dict[str, str], data_dir: Path) -> tuple[Runtime, list[subprocess.Popen[bytes]]]:
+def start_services(
+    env: dict[str, str], data_dir: Path
+) -> tuple[Runtime, list[subprocess.Popen[bytes]]]:
     """The platform and the services the reactors need, each its own process as `meridian up`
     runs them (only these, and with a start-up allowance for a loaded 2-core machine)."""
     settings = Settings(data_dir=data_dir, base_port=int(env["MERIDIAN_BASE_PORT"]))
     prepare_data_dir(load_catalog(), settings)
     processes = []
     for name, module in MODULES.items():
-        child_env = {**env, "PORT": str(settings.port_of(name)), "MERIDIAN_SERVICE": name, "PYTHONPATH": str(ROOT)}
+        child_env = {
+            **env,
+            "PORT": str(settings.port_of(name)),
+            "MERIDIAN_SERVICE": name,
+            "PYTHONPATH": str(ROOT),
+        }
         log = (data_dir / f"{name}.log").open("ab")
         argv = [sys.executable, "-m", module]
         processes.append(subprocess.Popen(argv, env=child_env, cwd=ROOT, stdout=log, stderr=log))
@@ -174,19 +180,36 @@ def _send_out(runtime: Runtime, client: Client, count: int, route: str) -> list[
             {
                 "parcel_id": p,
                 "recipient": {"name": "Asha", "phone": "+919812345678"},
-                "stop": {"location": {"lat": 12.97 + i / 100, "lng": 77.59}, "address": "MG Road", "window": window},
+                "stop": {
+                    "location": {"lat": 12.97 + i / 100, "lng": 77.59},
+                    "address": "MG Road",
+                    "window": window,
+                },
                 "weight_kg": 1.5,
             }
             for i, p in enumerate(parcels)
         ]
     }
     with httpx.Client(base_url=command, timeout=10) as http:
-        assert http.post("/v1/shipments", json=body, headers={"X-API-Key": client.api_key}).status_code == 202
+        assert (
+            http.post("/v1/shipments", json=body, headers={"X-API-Key": client.api_key}).status_code
+            == 202
+        )
         for p in parcels:
             assign = {"route_id": route, "driver_id": "drv-7", "vehicle_id": "veh-3"}
-            assert http.post(f"/v1/parcels/{p}:assign", json=assign, headers=client.dispatcher).status_code == 202
+            assert (
+                http.post(
+                    f"/v1/parcels/{p}:assign", json=assign, headers=client.dispatcher
+                ).status_code
+                == 202
+            )
             out = {"vehicle_id": "veh-3", "at": NOW.isoformat()}
-            assert http.post(f"/v1/parcels/{p}:out-for-delivery", json=out, headers=client.driver).status_code == 202
+            assert (
+                http.post(
+                    f"/v1/parcels/{p}:out-for-delivery", json=out, headers=client.driver
+                ).status_code
+                == 202
+            )
     return parcels
 
 
@@ -235,7 +258,10 @@ def test_a_delivery_reaches_all_six_reactors_once_even_when_redelivered(runtime:
 
     (parcel,) = _send_out(runtime, client, 1, f"r-{os.urandom(3).hex()}")
     eventually(lambda: _sms(runtime, parcel), what="out-for-delivery SMS")
-    eta = eventually(lambda: command.get(f"/v1/parcels/{parcel}", headers=client.driver).json().get("eta"), what="eta")
+    eta = eventually(
+        lambda: command.get(f"/v1/parcels/{parcel}", headers=client.driver).json().get("eta"),
+        what="eta",
+    )
     assert datetime.fromisoformat(eta) > NOW
     _deliver(command, client, parcel)
 
@@ -257,7 +283,9 @@ def test_a_delivery_reaches_all_six_reactors_once_even_when_redelivered(runtime:
     broker = Broker(runtime.data_dir)
     audit = eventually(lambda: broker.pull("e2e-audit", 1000), what="audit")
     (again,) = [
-        m.message for m in audit if m.message.attributes.get("eventType") == "ParcelDelivered"
+        m.message
+        for m in audit
+        if m.message.attributes.get("eventType") == "ParcelDelivered"
         and m.message.attributes.get("subject") == parcel
     ]
     broker.publish("logistics.events", [again])
@@ -265,7 +293,10 @@ def test_a_delivery_reaches_all_six_reactors_once_even_when_redelivered(runtime:
     time.sleep(2.5)
     assert store.get(processed) is not None
     assert len(_sms(runtime, parcel)) == 2 and len(_charges(runtime, parcel)) == 1
-    assert len([h for h, _ in Receiver.received if h["webhook-id"] == again.attributes["eventId"]]) == 2
+    assert (
+        len([h for h, _ in Receiver.received if h["webhook-id"] == again.attributes["eventId"]])
+        == 2
+    )
     server.shutdown()
 
 
@@ -274,15 +305,28 @@ def test_push_without_or_with_a_forged_token_is_refused(runtime: Runtime, tmp_pa
     real = TokenIssuer(runtime.data_dir).token
     for name in REACTORS:
         url = f"{runtime.url(name)}/events"
-        body = {"message": {"data": "", "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "x"}
+        body = {
+            "message": {"data": "", "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"},
+            "subscription": "x",
+        }
         assert httpx.post(url, json=body).status_code == 401
         sa = push_service_account("meridian-local")
-        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {forged(url, sa)}"}).status_code == 401
+        assert (
+            httpx.post(
+                url, json=body, headers={"Authorization": f"Bearer {forged(url, sa)}"}
+            ).status_code
+            == 401
+        )
         stranger = real(url, "someone@meridian-local.iam.gserviceaccount.com")
-        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {stranger}"}).status_code == 403
+        assert (
+            httpx.post(url, json=body, headers={"Authorization": f"Bearer {stranger}"}).status_code
+            == 403
+        )
 
 
-def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once(runtime: Runtime) -> None:
+def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once(
+    runtime: Runtime,
+) -> None:
     codec = EventCodec(load_catalog())
     broker = Broker(runtime.data_dir)
     billed, unbilled = _client(runtime), _client(runtime, tariff=False)
@@ -308,17 +352,37 @@ def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once
     EmbeddedDocumentStore(runtime.data_dir).set(
         f"billing_tariffs/{unbilled.client_id}", {"per_delivery_minor": 3000, "currency": "INR"}
     )
-    assert replay_dead_letters(broker, broker, "logistics-events-dead-letters", "logistics.events", "billing") >= 1
+    replay = subprocess.run(
+        [
+            *MERIDIAN,
+            "replay-dead-letters",
+            "--source",
+            "billing",
+            "--data-dir",
+            str(runtime.data_dir),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 1 dead letters from logistics-events-dead-letters" in replay.stdout
     eventually(lambda: _charges(runtime, poison.parcel_id), what="the replayed charge")
     time.sleep(1.5)
     assert len(_charges(runtime, poison.parcel_id)) == 1
     assert len(_sms(runtime, poison.parcel_id)) == 1  # the other reactors deduplicated the replay
 
 
-def test_a_slow_then_failing_sms_gateway_does_not_slow_deliveries_and_nothing_is_lost(runtime: Runtime) -> None:
+def test_a_slow_then_failing_sms_gateway_does_not_slow_deliveries_and_nothing_is_lost(
+    runtime: Runtime,
+) -> None:
     client = _client(runtime)
     parcels = _send_out(runtime, client, 40, f"r-{os.urandom(3).hex()}")
-    eventually(lambda: all(_sms(runtime, p) for p in parcels), timeout_s=30, what="out-for-delivery SMS")
+    eventually(
+        lambda: all(_sms(runtime, p) for p in parcels), timeout_s=30, what="out-for-delivery SMS"
+    )
     gateway = httpx.Client(base_url=runtime.url("sms-gateway"), timeout=5)
     command = httpx.Client(base_url=runtime.url("command"), timeout=10)
     before = [_deliver(command, client, p) for p in parcels[:20]]
@@ -328,15 +392,20 @@ def test_a_slow_then_failing_sms_gateway_does_not_slow_deliveries_and_nothing_is
     gateway.put("/v1/config", json={"latency_s": 0, "failure_rate": 1})
     time.sleep(3)
     gateway.put("/v1/config", json={"latency_s": 0, "failure_rate": 0})
-    p99 = {k: statistics.quantiles(v, n=100)[98] for k, v in (("before", before), ("during", during))}
+    p99 = {
+        k: statistics.quantiles(v, n=100)[98] for k, v in (("before", before), ("during", during))
+    }
     # No delivery waits for the 6 s gateway (even the slowest is far below it on a busy 2-core
     # machine), and the typical delivery is as fast as before the gateway slowed down.
     assert max(during) < 2.0, p99
     assert statistics.median(during) < max(3 * statistics.median(before), 0.1), (before, during)
+
     def delivered_sms(parcel: str) -> int:
         return sum("was delivered" in body for body in _sms(runtime, parcel))
 
-    eventually(lambda: all(delivered_sms(p) for p in parcels), timeout_s=45, what="notifications drained")
+    eventually(
+        lambda: all(delivered_sms(p) for p in parcels), timeout_s=45, what="notifications drained"
+    )
     time.sleep(1)
     assert all(delivered_sms(p) == 1 for p in parcels)  # nothing sent twice
     print(json.dumps({k: round(v * 1000, 1) for k, v in p99.items()}))

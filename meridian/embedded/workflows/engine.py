@@ -1,9 +1,12 @@
 """The embedded Workflows engine: the ``WorkflowExecutions`` port over a DocumentStore.
 
 One event loop in a background thread runs every execution as a task; all writes to a running
-execution happen on that loop, so starts, cancels and callbacks never race the interpreter.
-``close()`` stops the loop without touching stored state, exactly like a killed process: a new
-engine over the same store resumes every ACTIVE execution when opened.
+execution happen on that loop, so starts, cancels and callbacks never race the interpreter. The
+steps saved during one turn of the loop commit together (see ``checkpoints`` for the rule that
+keeps that durable).
+``close()`` commits what was already saved and stops the loop, leaving executions ACTIVE, like a
+process killed a moment later: a new engine over the same store resumes every ACTIVE execution
+when opened.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from meridian.domain.errors import AlreadyExists, Conflict, NotFound, Validation
 from meridian.ports import DocumentStore, Execution, Query, WorkflowExecutions
 
 from . import records
+from .checkpoints import GroupCommit
 from .clock import Clock, SystemClock
 from .definition import Program, load_program
 from .effects import HttpTransport, HttpxTransport
@@ -57,6 +61,7 @@ class WorkflowEngine(WorkflowExecutions):
         self.project = project
         self.location = location
         self.programs: dict[str, Program] = {}
+        self.commits = GroupCommit(store)
         self._revisions: dict[str, Program] = {}
         self._runs: dict[str, ExecutionRun] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,6 +151,9 @@ class WorkflowEngine(WorkflowExecutions):
         for run in runs:
             with contextlib.suppress(BaseException):
                 await run.task
+        self.commits.flush()  # what they saved before stopping, as if killed a moment later
+        for run in runs:
+            run.stored.close()
         self._runs.clear()
         closer = getattr(self.transport, "aclose", None)
         if closer is not None:
@@ -225,6 +233,8 @@ class WorkflowEngine(WorkflowExecutions):
             run.task.cancel()
             with contextlib.suppress(BaseException):
                 await run.task
+            self.commits.flush()  # its history up to the cancel, then nothing more from it
+            run.stored.close()
         doc = self._document(execution_id)
         doc.update(
             state="CANCELLED",
@@ -248,6 +258,8 @@ class WorkflowEngine(WorkflowExecutions):
         self, url: str, method: str, body: Any, headers: dict[str, str], query: dict[str, Any]
     ) -> None:
         execution_id, callback_id = parse_callback_url(url)
+        # accepted against committed state: a request taken this turn must count as consumed
+        self.commits.flush()
         if self._document(execution_id)["state"] != "ACTIVE":
             raise NotFound(f"execution {execution_id} is not active")
         path = records.callback_path(execution_id, callback_id)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from meridian.domain.errors import NotFound
 
 from . import records
+from .checkpoints import StoredState, Write
 from .clock import Clock
 from .definition import Program
 from .effects import http_call
@@ -44,8 +45,10 @@ class ExecutionRun:
         self.doc = doc
         self.execution_id: str = doc["execution_id"]
         self.clock: Clock = engine.clock
-        self.interpreter = Interpreter(program, records.load_state(doc["state_tree"]), self)
-        self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.stored = StoredState(engine.store, doc, engine.commits, self._abandon)
+        self.interpreter = Interpreter(program, self.stored.tree, self)
+        self._pending: list[Write] = []
+        self._consumed: dict[str, int] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._log: list[dict[str, Any]] = []
 
@@ -112,6 +115,10 @@ class ExecutionRun:
     def _finish(self, state: str, result: str | None = None, error: Any = None) -> None:
         self.doc.update(state=state, result=result, error=error, end_time=self.clock.now())
         self.save()
+        self.engine.commits.flush()  # reported only once committed
+        if self.stored.closed:
+            return  # the commit failed: _abandon recorded why
+        self.stored.close()
         log.info(
             "workflow execution %s %s",
             self.execution_id,
@@ -136,8 +143,7 @@ class ExecutionRun:
         return builtins.get(name, self.engine.env.get(name))
 
     def save(self, entry: dict[str, Any] | None = None) -> None:
-        self.doc["state_tree"] = records.dump_state(self.interpreter.state)
-        writes: list[tuple[str, str, dict[str, Any] | None]] = []
+        writes: list[Write] = []
         if entry is not None:
             if self._log:
                 entry["log"] = self._log
@@ -148,14 +154,36 @@ class ExecutionRun:
             self.doc["history"] = int(self.doc.get("history", 0)) + 1
             entry["seq"] = self.doc["history"]
             writes.append(("set", records.step_path(self.execution_id, entry["seq"]), entry))
-        writes.insert(0, ("set", self.path, self.doc))
         writes.extend(self._pending)
         self._pending = []
-        self.engine.store.batch_write(writes)
+        self.stored.save(writes)
+
+    def _abandon(self, error: Exception) -> None:
+        """Its state could not be committed: fail the execution where its last commit left it."""
+        log.error(
+            "workflow execution %s: state not committed: %s",
+            self.execution_id,
+            error,
+            exc_info=error,
+            extra={"json_fields": {"execution": self.execution_id}},
+        )
+        value = builtin("SystemError", f"{type(error).__name__}: {error}").value
+        ending = {
+            "state": "FAILED",
+            "end_time": self.clock.now(),
+            "error": records.error_payload(value, str(error), []),
+        }
+        self.doc.update(ending)
+        try:
+            self.engine.store.update(self.path, ending)
+        except Exception:
+            log.exception("workflow execution %s: could not record its failure", self.execution_id)
+        self.task.cancel()
 
     # Host: effects ------------------------------------------------------------------------------
 
     async def http(self, function: str, args: dict[str, Any]) -> dict[str, Any]:
+        await self.stored.durable()  # the request may depend on any step saved before it
         return await http_call(function, args, self.engine.transport)
 
     def log(self, args: dict[str, Any]) -> None:
@@ -206,7 +234,9 @@ class ExecutionRun:
         doc = self.engine.store.get(records.callback_path(execution_id, callback_id))
         if execution_id != self.execution_id or doc is None:
             raise builtin("ValueError", "only the execution that created a callback can await it")
-        return callback_id, int(doc.data.get("consumed", 0))
+        # a request taken earlier in this turn is consumed in the store only once committed
+        stored = int(doc.data.get("consumed", 0))
+        return callback_id, max(stored, self._consumed.get(callback_id, 0))
 
     def take_callback(self, callback_id: str, index: int) -> dict[str, Any] | None:
         path = records.callback_path(self.execution_id, callback_id)
@@ -216,6 +246,7 @@ class ExecutionRun:
             return None
         # marked consumed in the same write that saves the step's result
         self._pending.append(("update", path, {"consumed": index + 1}))
+        self._consumed[callback_id] = index + 1
         request: dict[str, Any] = records.load_state(records.dump_state(requests[index]))
         return request
 

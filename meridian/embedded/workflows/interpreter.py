@@ -4,7 +4,8 @@ Every construct keeps its progress in a plain dict inside the execution's state 
 its step index, a loop its position, a try its attempt and backoff deadline, a wait its deadline,
 a parallel step one record per branch). Re-running the interpreter over a saved tree therefore
 resumes where it stopped: each level reads its record instead of starting afresh. The state is
-saved after every step; a step interrupted mid-way (an HTTP call in flight) is run again.
+saved after every step (committed in groups, each parallel branch in a document of its own: see
+``checkpoints``); a step interrupted mid-way (an HTTP call in flight) is run again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .checkpoints import Branch, inside
 from .clock import Clock
 from .definition import (
     MISSING,
@@ -55,9 +57,11 @@ class Host(Protocol):
     def now(self) -> float: ...
 
     def save(self, entry: dict[str, Any] | None = None) -> None:
-        """Persist the whole state tree, with an optional step-history entry."""
+        """Record that the state moved on, with an optional step-history entry; committed by
+        the end of the event-loop turn."""
 
-    async def http(self, function: str, args: dict[str, Any]) -> dict[str, Any]: ...
+    async def http(self, function: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Sent only once every earlier save is committed."""
 
     def log(self, args: dict[str, Any]) -> None: ...
 
@@ -461,21 +465,25 @@ class Interpreter:
                 rec.update(self._loop_items(frame, step.loop))
                 count = self._loop_length(rec)
                 rec["br"] = [
-                    {
-                        "id": str(i),
-                        "vars": frame.branch(step.shared, self._loop_vars(step.loop, rec, i)),
-                        "b": {},
-                        "done": False,
-                    }
+                    Branch(
+                        {
+                            "id": str(i),
+                            "vars": frame.branch(step.shared, self._loop_vars(step.loop, rec, i)),
+                            "b": {},
+                            "done": False,
+                        }
+                    )
                     for i in range(count)
                 ]
             else:
                 assert step.branches is not None
                 rec["br"] = [
-                    {"id": name, "vars": frame.branch(step.shared), "b": {}, "done": False}
+                    Branch({"id": name, "vars": frame.branch(step.shared), "b": {}, "done": False})
                     for name, _ in step.branches
                 ]
             self.host.save()
+        else:  # saved before branches had documents of their own
+            rec["br"] = [b if isinstance(b, Branch) else Branch(b) for b in rec["br"]]
         limit = MAX_CONCURRENT_BRANCHES
         if step.concurrency_limit is not None:
             wanted = self.eval(step.concurrency_limit, frame)
@@ -486,7 +494,7 @@ class Interpreter:
         shared = frozenset(step.shared)
         failures: list[tuple[str, WorkflowError]] = []
 
-        async def run_branch(branch: dict[str, Any], body: Block) -> None:
+        async def run_branch(branch: Branch, body: Block) -> None:
             async with gate:
                 child = Frame(
                     branch["vars"],
@@ -496,18 +504,19 @@ class Interpreter:
                     shared,
                     frame.parallel_depth + 1,
                 )
-                try:
-                    await self.block(child, body, branch["b"])
-                except WorkflowError as e:
-                    branch["error"], branch["done"] = e.value, True
-                    failures.append((branch["id"], e))
+                with inside(branch):
+                    try:
+                        await self.block(child, body, branch["b"])
+                    except WorkflowError as e:
+                        branch["error"], branch["done"] = e.value, True
+                        failures.append((branch["id"], e))
+                        self.host.save()
+                        if not step.continue_all or len(failures) >= MAX_BRANCH_ERRORS:
+                            raise _Abort() from e
+                        return
+                    # only a branch that ran to its end is done: a cancelled one resumes on restart
+                    branch["done"] = True
                     self.host.save()
-                    if not step.continue_all or len(failures) >= MAX_BRANCH_ERRORS:
-                        raise _Abort() from e
-                    return
-                # only a branch that ran to its end is done: a cancelled one resumes on restart
-                branch["done"] = True
-                self.host.save()
 
         bodies = [b for _, b in step.branches] if step.branches else None
         for branch in rec["br"]:

@@ -2,6 +2,8 @@
 
 ``workflow_executions/{id}``            the execution: state, result/error, and the interpreter's
                                         state tree (as JSON text, so bytes and nested lists keep)
+                                        with each parallel branch replaced by ``{"$branch": key}``
+``workflow_executions/{id}/branches/{key}`` one parallel branch's record, as JSON text likewise
 ``workflow_executions/{id}/steps/{n}``  one document per finished step, for the step history
 ``workflow_executions/{id}/callbacks/{c}`` a callback endpoint and the requests it received
 ``workflow_revisions/{name}-{sha}``     the source each execution runs, pinned at start
@@ -35,6 +37,14 @@ def steps_collection(execution_id: str) -> str:
     return f"{EXECUTIONS}/{execution_id}/steps"
 
 
+def branch_path(execution_id: str, key: str) -> str:
+    return f"{EXECUTIONS}/{execution_id}/branches/{key}"
+
+
+def branches_collection(execution_id: str) -> str:
+    return f"{EXECUTIONS}/{execution_id}/branches"
+
+
 def callback_path(execution_id: str, callback_id: str) -> str:
     return f"{EXECUTIONS}/{execution_id}/callbacks/{callback_id}"
 
@@ -43,7 +53,8 @@ def revision_id(workflow: str, source: str) -> str:
     return f"{workflow}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
 
-def _encode(value: Any) -> Any:
+def encode_value(value: Any) -> Any:
+    """JSON for what json cannot write itself (the ``default`` of ``json.dumps``)."""
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode()}
     if isinstance(value, PredicateRef):
@@ -51,7 +62,8 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__}")
 
 
-def _decode(obj: dict[str, Any]) -> Any:
+def decode_object(obj: dict[str, Any]) -> Any:
+    """The inverse of ``encode_value`` (the ``object_hook`` of ``json.loads``)."""
     if len(obj) == 1 and "$bytes" in obj:
         return base64.b64decode(obj["$bytes"])
     if len(obj) == 2 and "$predicate" in obj and "builtin" in obj:
@@ -60,11 +72,11 @@ def _decode(obj: dict[str, Any]) -> Any:
 
 
 def dump_state(state: Any) -> str:
-    return json.dumps(state, default=_encode, separators=(",", ":"))
+    return json.dumps(state, default=encode_value, separators=(",", ":"))
 
 
 def load_state(text: str) -> Any:
-    return json.loads(text, object_hook=_decode)
+    return json.loads(text, object_hook=decode_object)
 
 
 def plain(value: Any) -> Any:
