@@ -7,6 +7,7 @@ reverse order: SIGTERM, a grace period, then SIGKILL for any that linger.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import signal
@@ -74,6 +75,14 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
     return processes
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the supervisor dies, so that
+    even a supervisor killed with SIGKILL leaves no orphaned service behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _module_exists(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -114,6 +123,7 @@ class Supervisor:
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         logfile.close()  # the child holds its own descriptor
         log.info(
