@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def run() -> str:
                 parcels += _send_out(runtime, client, 100, f"r-{os.urandom(3).hex()}")
             time.sleep(5)  # let the out-for-delivery wave settle before measuring
             committed: dict[str, float] = {}
-            http = httpx.Client(base_url=runtime.url("command"), timeout=10)
+            # A bounded pool of senders paced at RATE: if the command service cannot keep up, the
+            # achieved rate says so instead of the load generator drowning in threads.
+            http = httpx.Client(
+                base_url=runtime.url("command"), timeout=30, limits=httpx.Limits(max_connections=64)
+            )
             lock = threading.Lock()
 
             def deliver(parcel: str) -> None:
@@ -63,22 +68,21 @@ def run() -> str:
                     "position": {"lat": 12.97, "lng": 77.59},
                     "pod": {"signature_ref": f"sig-{parcel}"},
                 }
-                response = http.post(f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver)
+                try:
+                    response = http.post(f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver)
+                except httpx.HTTPError:
+                    return
                 if response.status_code == 202:
                     with lock:
                         committed[parcel] = time.time()
 
             started = time.monotonic()
-            threads = []
-            for i, parcel in enumerate(parcels):
-                delay = started + i / RATE - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                thread = threading.Thread(target=deliver, args=(parcel,))
-                thread.start()
-                threads.append(thread)
-            for thread in threads:
-                thread.join()
+            with ThreadPoolExecutor(max_workers=48) as pool:
+                for i, parcel in enumerate(parcels):
+                    delay = started + i / RATE - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    pool.submit(deliver, parcel)
             achieved = len(committed) / (time.monotonic() - started)
             time.sleep(15)
             store = EmbeddedDocumentStore(data_dir)
@@ -87,7 +91,7 @@ def run() -> str:
                 ("billing_ledger", "recorded_at", lambda d: d.get("event_type") == "ParcelDelivered"),
                 ("notifications", "sent_at", lambda d: d.get("kind") == "delivered"),
                 ("pod_records", "completed_at", lambda d: d.get("complete")),
-                ("parcel_status", "updated_at", lambda d: d.get("sla") == "met"),
+                ("parcel_status", "updated_at", lambda d: d.get("sla") in ("met", "breached")),
             ):
                 for doc in store.query(Query(collection)):
                     parcel = doc.data.get("parcel_id") or doc.data.get("reference")
@@ -109,7 +113,7 @@ def _report(latencies: list[float], committed: int, achieved: float) -> str:
             "",
             f"{committed} deliveries at {achieved:.0f}/s (target {RATE}/s) on {len(REACTORS)} reactor processes.",
             "",
-            "Effects timed: ETA/SLA projection, delivered SMS, charge, POD complete (latest of the four).",
+            "Effects timed (latest of the four per parcel): ETA/SLA projection of the delivery, delivered SMS sent, charge recorded, POD complete. Webhook deliveries and driver scores are not stamped per parcel and are not timed.",
             "",
             "| p50 ms | p95 ms | p99 ms | completed |",
             "|---:|---:|---:|---:|",
