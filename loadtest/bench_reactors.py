@@ -32,7 +32,7 @@ from tests.e2e.test_reactors import (
     stop_services,
 )
 
-RATE, SECONDS = 200, 20
+RATE, SECONDS, DRAIN_S = 200, 10, 120
 CONSUMERS = ("eta", "notification", "billing", "pod", "client-webhook", "driver-scoring")
 
 
@@ -69,7 +69,9 @@ def run() -> str:
                     "pod": {"signature_ref": f"sig-{parcel}"},
                 }
                 try:
-                    response = http.post(f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver)
+                    response = http.post(
+                        f"/v1/parcels/{parcel}:deliver", json=body, headers=client.driver
+                    )
                 except httpx.HTTPError:
                     return
                 if response.status_code == 202:
@@ -84,11 +86,26 @@ def run() -> str:
                         time.sleep(delay)
                     pool.submit(deliver, parcel)
             achieved = len(committed) / (time.monotonic() - started)
-            time.sleep(15)
             store = EmbeddedDocumentStore(data_dir)
+            # Wait for the reactors to drain (bounded): effects that take longer are what we measure.
+            drain_deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < drain_deadline:
+                charged = sum(
+                    1
+                    for d in store.query(Query("billing_ledger"))
+                    if d.data.get("reference") in committed
+                )
+                if charged >= 0.99 * len(committed):
+                    break
+                time.sleep(2)
             done: dict[str, list[float]] = {}
+            per_effect: dict[str, list[float]] = {}
             for collection, stamp, keep in (
-                ("billing_ledger", "recorded_at", lambda d: d.get("event_type") == "ParcelDelivered"),
+                (
+                    "billing_ledger",
+                    "recorded_at",
+                    lambda d: d.get("event_type") == "ParcelDelivered",
+                ),
                 ("notifications", "sent_at", lambda d: d.get("kind") == "delivered"),
                 ("pod_records", "completed_at", lambda d: d.get("complete")),
                 ("parcel_status", "updated_at", lambda d: d.get("sla") in ("met", "breached")),
@@ -96,27 +113,43 @@ def run() -> str:
                 for doc in store.query(Query(collection)):
                     parcel = doc.data.get("parcel_id") or doc.data.get("reference")
                     if parcel in committed and keep(doc.data) and doc.data.get(stamp):
-                        done.setdefault(parcel, []).append(doc.data[stamp].timestamp())
-            latencies = [max(stamps) - committed[p] for p, stamps in done.items() if len(stamps) == 4]
+                        moment = doc.data[stamp].timestamp()
+                        done.setdefault(parcel, []).append(moment)
+                        per_effect.setdefault(collection, []).append(moment - committed[parcel])
+            latencies = [
+                max(stamps) - committed[p] for p, stamps in done.items() if len(stamps) == 4
+            ]
         finally:
             stop_services(processes)
-    return _report(latencies, len(committed), achieved)
+    return _report(latencies, len(committed), achieved, per_effect)
 
 
-def _report(latencies: list[float], committed: int, achieved: float) -> str:
-    if len(latencies) < 2:
-        return "## Reactors\n\nToo few completed deliveries to report."
-    q = statistics.quantiles(latencies, n=100)
+def _report(
+    latencies: list[float], committed: int, achieved: float, per_effect: dict[str, list[float]]
+) -> str:
+    def row(label: str, values: list[float]) -> str:
+        if len(values) < 2:
+            return f"| {label} | – | – | – | {len(values)} |"
+        q = statistics.quantiles(values, n=100)
+        return f"| {label} | {q[49] * 1000:.0f} | {q[94] * 1000:.0f} | {q[98] * 1000:.0f} | {len(values)} |"
+
     return "\n".join(
         [
             "## Reactors: ParcelDelivered commit → effects done",
             "",
-            f"{committed} deliveries at {achieved:.0f}/s (target {RATE}/s) on {len(REACTORS)} reactor processes.",
+            f"{committed} deliveries accepted at {achieved:.0f}/s (target {RATE}/s) with {len(REACTORS)} reactor "
+            "processes, the platform (push, Eventarc) and the command service on the same 2 cores. Latency is from "
+            "the 202 to the effect's own commit time, read back from what each reactor stores.",
             "",
-            "Effects timed (latest of the four per parcel): ETA/SLA projection of the delivery, delivered SMS sent, charge recorded, POD complete. Webhook deliveries and driver scores are not stamped per parcel and are not timed.",
+            "| effect | p50 ms | p95 ms | p99 ms | parcels |",
+            "|---|---:|---:|---:|---:|",
+            row("ETA/SLA projection of the delivery", per_effect.get("parcel_status", [])),
+            row("delivered SMS sent", per_effect.get("notifications", [])),
+            row("charge recorded", per_effect.get("billing_ledger", [])),
+            row("POD complete", per_effect.get("pod_records", [])),
+            row("**all four done** (latest of them)", latencies),
             "",
-            "| p50 ms | p95 ms | p99 ms | completed |",
-            "|---:|---:|---:|---:|",
-            f"| {q[49] * 1000:.0f} | {q[94] * 1000:.0f} | {q[98] * 1000:.0f} | {len(latencies)} |",
+            "Aim: p95 ≤ 250 ms for all effects. Webhook deliveries and driver scores are not stamped per parcel "
+            "and are not timed.",
         ]
     )
