@@ -28,6 +28,7 @@ from meridian.domain.commands import (
 )
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
+from meridian.ports import WorkflowExecutions
 from services.command import dispatch, handlers, webhooks
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
 from services.command.web import Caller, IdempotencyKey, accepted, request_key
@@ -85,7 +86,9 @@ class Accepted(BaseModel):
     accepted_at: str
 
 
-def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
+def create_app(
+    deps: Deps, verifier: IdentityVerifier, workflows: WorkflowExecutions | None = None
+) -> FastAPI:
     app = FastAPI(
         title="Meridian command service",
         version="1",
@@ -96,6 +99,7 @@ def create_app(deps: Deps, verifier: IdentityVerifier) -> FastAPI:
     app.include_router(webhooks.router())
     app.state.deps = deps
     app.state.verifier = verifier
+    app.state.workflows = workflows
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

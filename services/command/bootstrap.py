@@ -9,14 +9,19 @@ from meridian.auth import IdentityVerifier
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.config import Settings
+from meridian.ports import WorkflowExecutions
 from services.command.handlers import Deps
 
 
-def bootstrap(settings: Settings) -> tuple[Deps, IdentityVerifier]:
+def bootstrap(settings: Settings) -> tuple[Deps, IdentityVerifier, WorkflowExecutions | None]:
     deps = Deps(
         store=adapters.document_store(settings),
         publisher=adapters.publisher(settings),
         codec=EventCodec(load_catalog()),
         clock=lambda: datetime.now(UTC),
     )
-    return deps, adapters.identity_verifier(settings)
+    try:
+        workflows: WorkflowExecutions | None = adapters.workflow_executions(settings)
+    except NotImplementedError:  # no Cloud Workflows adapter yet: dispatch routes answer 503
+        workflows = None
+    return deps, adapters.identity_verifier(settings), workflows

@@ -10,8 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian import adapters
-from meridian.config import Settings
+from meridian.domain.errors import Unavailable
 from meridian.domain.model import GeoPoint, Identifier, TimeWindow
 from meridian.ports import WorkflowExecutions
 from services.command import dispatch_handlers
@@ -43,12 +42,12 @@ class AnswerRequest(BaseModel):
 
 
 def _workflows(request: Request) -> WorkflowExecutions:
-    """The executions port, from app state (tests put a fake there); built on first use from the
-    environment otherwise, so ``create_app``'s signature stays as it is."""
-    state = request.app.state
-    if getattr(state, "workflows", None) is None:
-        state.workflows = adapters.workflow_executions(Settings.from_env())
-    workflows: WorkflowExecutions = state.workflows
+    """The executions port bootstrap put in app state (a fake in unit tests)."""
+    workflows: WorkflowExecutions | None = getattr(request.app.state, "workflows", None)
+    if workflows is None:
+        raise Unavailable(
+            "dispatch windows need a Workflows executions adapter; none was configured"
+        )
     return workflows
 
 
