@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from meridian.domain.errors import AlreadyExists, NotFound
+from meridian.domain.errors import AlreadyExists, Conflict, NotFound
 from meridian.ports import (
     Document,
     DocumentStore,
+    Execution,
     FlowControl,
     JsonValue,
     Message,
@@ -21,6 +23,7 @@ from meridian.ports import (
     Snapshot,
     Subscriber,
     Transaction,
+    WorkflowExecutions,
 )
 
 T = TypeVar("T")
@@ -227,3 +230,39 @@ class FakeSubscriber(Subscriber):
 
     def create_snapshot(self, snapshot: str, subscription: str) -> None:
         raise NotImplementedError
+
+
+class FakeWorkflows(WorkflowExecutions):
+    """Workflows executions in memory: start is idempotent per execution id, a second callback
+    to the same URL is refused as the engine refuses it."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+        self.executions: dict[str, Execution] = {}
+        self.callbacks: list[tuple[str, Mapping[str, Any]]] = []
+        self.queued: set[str] = set()
+
+    def start(
+        self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
+    ) -> Execution:
+        assert execution_id is not None
+        return self.executions.setdefault(
+            execution_id, Execution(execution_id, workflow, "ACTIVE", dict(argument), self.now)
+        )
+
+    def get(self, execution_id: str) -> Execution:
+        if execution_id not in self.executions:
+            raise NotFound(execution_id)
+        return self.executions[execution_id]
+
+    def list(self, workflow: str, state: str | None = None) -> builtins.list[Execution]:
+        return list(self.executions.values())
+
+    def cancel(self, execution_id: str) -> Execution:
+        return self.executions[execution_id]
+
+    def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
+        if callback_url in self.queued:
+            raise Conflict("already queued")  # what the engine answers (429) to a second send
+        self.queued.add(callback_url)
+        self.callbacks.append((callback_url, body))

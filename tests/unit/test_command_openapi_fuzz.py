@@ -13,13 +13,15 @@ from schemathesis.checks import not_a_server_error
 from meridian.auth import api_key_digest
 from services.command.app import create_app
 from services.command.handlers import Deps
-from tests.fakes import FakeDocumentStore, FakePublisher
+from tests.fakes import FakeDocumentStore, FakePublisher, FakeWorkflows
 from tests.unit.test_command_service import CODEC, NOW, FakeVerifier
 
 store = FakeDocumentStore(clock=lambda: NOW)
 store.create(f"api_keys/{api_key_digest('key-fuzz')}", {"client_id": "c-fuzz", "active": True})
 app = create_app(
-    Deps(store=store, publisher=FakePublisher(), codec=CODEC, clock=lambda: NOW), FakeVerifier()
+    Deps(store=store, publisher=FakePublisher(), codec=CODEC, clock=lambda: NOW),
+    FakeVerifier(),
+    FakeWorkflows(NOW),
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 

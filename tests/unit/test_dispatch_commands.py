@@ -3,8 +3,6 @@ window, progress, and drivers' answers relayed as callbacks (once, to the right 
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,46 +11,12 @@ from fastapi.testclient import TestClient
 
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
-from meridian.domain.errors import Conflict, NotFound
-from meridian.ports import Execution, WorkflowExecutions
 from services.command.app import create_app
 from services.command.handlers import Deps
-from tests.fakes import FakeDocumentStore, FakePublisher
+from tests.fakes import FakeDocumentStore, FakePublisher, FakeWorkflows
 from tests.unit.test_command_service import DISPATCHER, DRIVER, FakeVerifier
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-
-
-class FakeWorkflows(WorkflowExecutions):
-    def __init__(self) -> None:
-        self.executions: dict[str, Execution] = {}
-        self.callbacks: list[tuple[str, Mapping[str, Any]]] = []
-        self.queued: set[str] = set()
-
-    def start(
-        self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
-    ) -> Execution:
-        assert execution_id is not None
-        return self.executions.setdefault(
-            execution_id, Execution(execution_id, workflow, "ACTIVE", dict(argument), NOW)
-        )
-
-    def get(self, execution_id: str) -> Execution:
-        if execution_id not in self.executions:
-            raise NotFound(execution_id)
-        return self.executions[execution_id]
-
-    def list(self, workflow: str, state: str | None = None) -> builtins.list[Execution]:
-        return list(self.executions.values())
-
-    def cancel(self, execution_id: str) -> Execution:
-        return self.executions[execution_id]
-
-    def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
-        if callback_url in self.queued:
-            raise Conflict("already queued")  # what the engine answers (429) to a second send
-        self.queued.add(callback_url)
-        self.callbacks.append((callback_url, body))
 
 
 @pytest.fixture
