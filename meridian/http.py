@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -87,6 +88,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         status, slug = (400, "malformed-json") if malformed else (422, "invalid-input")
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
         return problem(status, slug, detail, errors=errors)
+
+    @app.exception_handler(pydantic.ValidationError)
+    async def invalid_value(_: Request, error: pydantic.ValidationError) -> JSONResponse:
+        # A domain value built from accepted input refused it: still the caller's input, so 422,
+        # never a 500 (the request models should have caught it first; this is the backstop).
+        errors = [
+            {"location": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        return problem(422, "invalid-input", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -35,7 +35,9 @@ from services.command.web import Caller, IdempotencyKey, accepted, request_key
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strip like the domain's values do, so "reason": "\r" is refused here, at the body, with
+    # the field named, instead of when the command is built from an already accepted body.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class ShipmentRequest(_Body):

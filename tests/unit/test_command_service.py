@@ -6,12 +6,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from meridian.auth import Actor, IdentityVerifier, api_key_digest
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.domain.errors import Unauthenticated
+from meridian.domain.model import GeoPoint
+from meridian.http import install_problem_handlers
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher
@@ -209,6 +212,28 @@ def test_bad_input_lists_every_field_error(client: TestClient) -> None:
         "body.position.lng",
         "body.extra",
     } <= locations
+
+
+def test_a_blank_reason_is_422_naming_the_field(client: TestClient) -> None:
+    # Found by the schemathesis run: "\r" passed the request model but not the stripped command.
+    body = {"vehicle_id": "veh-3", "failed_at": NOW.isoformat(), "reason": "\r"}
+    response = client.post("/v1/parcels/p-1:fail", json=body, headers=DRIVER)
+    assert response.status_code == 422
+    assert [e["location"] for e in response.json()["errors"]] == ["body.reason"]
+
+
+def test_a_domain_value_refusing_accepted_input_is_422_not_500() -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        GeoPoint(lat=91, lng=0)
+
+    response = TestClient(app).get("/boom")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"] == "lat"
 
 
 def test_malformed_json_is_400(client: TestClient) -> None:
