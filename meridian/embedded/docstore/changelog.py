@@ -130,6 +130,42 @@ def read_after(conn: sqlite3.Connection, after_seq: int, limit: int, cursor: str
     return [row_to_change(r) for r in rows]
 
 
+def latest_after(conn: sqlite3.Connection, after_seq: int, cursor: str) -> int:
+    """The latest sequence, checking that nothing after ``after_seq`` was pruned (else
+    ChangesExpired): what a listener needs before reading only the changes it cares about."""
+    latest = max_seq(conn)
+    if latest > after_seq:
+        first = first_retained_seq(conn)
+        if first is None or first > after_seq + 1:
+            raise ChangesExpired(cursor, after_seq, first if first is not None else latest + 1)
+    return latest
+
+
+def changes_of_path(
+    conn: sqlite3.Connection, after_seq: int, upto_seq: int, path: str
+) -> list[Change]:
+    """The changes of one document in (after_seq, upto_seq], oldest first.
+
+    Filtered in SQL, so a listener woken by a burst of other documents' commits decodes none of
+    them (before this, every listener decoded every change, the live map's main cost)."""
+    rows = conn.execute(
+        f"{SELECT} WHERE seq > ? AND seq <= ? AND path = ? ORDER BY seq",
+        (after_seq, upto_seq, path),
+    ).fetchall()
+    return [row_to_change(r) for r in rows]
+
+
+def collection_changed(
+    conn: sqlite3.Connection, after_seq: int, upto_seq: int, collection: str
+) -> Change | None:
+    """The last change to ``collection`` in (after_seq, upto_seq], if any."""
+    row = conn.execute(
+        f"{SELECT} WHERE seq > ? AND seq <= ? AND collection = ? ORDER BY seq DESC LIMIT 1",
+        (after_seq, upto_seq, collection),
+    ).fetchone()
+    return row_to_change(row) if row else None
+
+
 class ChangeLog:
     """Durable named cursors over the change log of one store file."""
 

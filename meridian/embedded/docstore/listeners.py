@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Literal
 from meridian.ports import Document, DocumentChange, Query, Snapshot
 
 from . import db
-from .changelog import Change, ChangesExpired, max_seq, read_after
+from .changelog import (
+    Change,
+    ChangesExpired,
+    changes_of_path,
+    collection_changed,
+    latest_after,
+    max_seq,
+)
 from .query import run_query
 from .values import from_micros
 
@@ -26,7 +33,6 @@ if TYPE_CHECKING:
 
 MIN_POLL_S = 0.001
 MAX_POLL_S = 0.02  # bounds the idle wake-up latency; one PRAGMA per 20 ms per process is free
-_BATCH = 1000
 
 
 class CommitHub:
@@ -131,22 +137,18 @@ async def watch_document(store: EmbeddedDocumentStore, path: str) -> AsyncIterat
             try:
                 while True:
                     generation = await hub.wait(generation)
-                    while True:
-                        with _ReadSnapshot(conn):
-                            batch = read_after(conn, seq, _BATCH, f"listener:{path}")
-                        if not batch:
-                            break
-                        seq = batch[-1].seq
-                        for change in batch:
-                            if change.path != path:
-                                continue
-                            document = _document(change)
-                            kind = _KINDS[change.kind]
-                            yield Snapshot(
-                                (document,) if document else (),
-                                (DocumentChange(kind, document, path),),
-                                change.commit_time,
-                            )
+                    with _ReadSnapshot(conn):
+                        latest = latest_after(conn, seq, f"listener:{path}")
+                        mine = changes_of_path(conn, seq, latest, path)
+                    seq = latest
+                    for change in mine:
+                        document = _document(change)
+                        kind = _KINDS[change.kind]
+                        yield Snapshot(
+                            (document,) if document else (),
+                            (DocumentChange(kind, document, path),),
+                            change.commit_time,
+                        )
             except ChangesExpired:
                 resync = True
     finally:
@@ -189,16 +191,11 @@ async def watch_query(store: EmbeddedDocumentStore, query: Query) -> AsyncIterat
                     # Changes and the re-run query are read in one transaction, so the snapshot
                     # is exactly the state after the last change read.
                     with _ReadSnapshot(conn):
-                        relevant, last = False, None
-                        while batch := read_after(
-                            conn, seq, _BATCH, f"listener:{query.collection}"
-                        ):
-                            seq, last = batch[-1].seq, batch[-1]
-                            relevant = relevant or any(
-                                c.collection == query.collection for c in batch
-                            )
-                        documents = run_query(conn, query) if relevant else []
-                    if not relevant or last is None:
+                        latest = latest_after(conn, seq, f"listener:{query.collection}")
+                        last = collection_changed(conn, seq, latest, query.collection)
+                        documents = run_query(conn, query) if last is not None else []
+                    seq = latest
+                    if last is None:
                         continue
                     changes = _diff(current, documents)
                     current = {d.path: d for d in documents}

@@ -35,6 +35,7 @@ class _Outstanding:
         with self._lock:
             size = len(message.message.data)
             self.sizes[message.ack_id] = size
+            self.extended.pop(message.ack_id, None)  # keep ``extended`` in time order
             self.extended[message.ack_id] = time.monotonic()
             self.bytes += size
 
@@ -51,10 +52,20 @@ class _Outstanding:
             self._loop.call_soon_threadsafe(self.freed.set)
 
     def due_for_extension(self, older_than: float) -> list[str]:
+        """Leases last extended ``older_than`` seconds ago, now marked extended.
+
+        ``extended`` is kept in the order of its times (an entry is re-inserted at the end when
+        extended), so the scan stops at the first fresh lease: O(due), not O(outstanding). The
+        stream calls this once per message handed out, with up to tens of thousands held."""
         with self._lock:
             now = time.monotonic()
-            stale = [a for a, at in self.extended.items() if now - at >= older_than]
+            stale = []
+            for ack_id, at in self.extended.items():
+                if now - at < older_than:
+                    break
+                stale.append(ack_id)
             for ack_id in stale:
+                del self.extended[ack_id]
                 self.extended[ack_id] = now
             return stale
 
