@@ -46,6 +46,7 @@ def _check_segments(path: str, what: str) -> list[str]:
 
 
 @lru_cache(maxsize=65_536)  # a pure function of the path, checked on every read and write
+@lru_cache(maxsize=65_536)  # every read and write checks its path; hot documents repeat
 def check_document_path(path: str) -> str:
     """Validate a document path (even number of segments) and return its collection path."""
     segments = _check_segments(path, "document")

@@ -142,7 +142,7 @@ class EmbeddedDocumentStore(DocumentStore):
         def attempt(conn: sqlite3.Connection) -> T:
             transaction = EmbeddedTransaction(conn)
             result = function(transaction)
-            self._apply(conn, transaction.writes, transaction.rows, copy=False)
+            self._apply(conn, transaction.writes, transaction.rows, copy=False, results=False)
             return result
 
         return db.in_write_transaction(
@@ -155,12 +155,14 @@ class EmbeddedDocumentStore(DocumentStore):
         writes: Sequence[Write],
         rows: dict[str, Row | None] | None = None,
         copy: bool = True,
+        results: bool = True,
     ) -> list[Document | None]:
         """Apply writes inside an open write transaction, with one commit time and a change
         record per effective write. No-op writes change nothing and record nothing (as Firestore
-        emits no event for them)."""
+        emits no event for them). ``results=False`` (transactions, which return nothing) skips
+        building the written Documents."""
         commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
-        results: list[Document | None] = []
+        written: list[Document | None] = []
         # Rows the transaction read under this same lock are still current: no second SELECT.
         known = dict(rows or {})
         for op, path, data in writes:
@@ -180,11 +182,11 @@ class EmbeddedDocumentStore(DocumentStore):
                     changelog.record(
                         conn, path, collection, old_json, None, [], created, commit_time
                     )
-                results.append(None)
+                written.append(None)
                 continue
             mask = changed_paths(old, new) if old is not None else []
             if row is not None and old is not None and not mask:
-                results.append(row_document(path, row))
+                written.append(row_document(path, row) if results else None)
                 continue
             new_json = encode(new)
             check_document(path, new, new_json)
@@ -196,8 +198,9 @@ class EmbeddedDocumentStore(DocumentStore):
                 (path, collection, new_json, created, commit_time, self._expiry(collection, new)),
             )
             changelog.record(conn, path, collection, old_json, new_json, mask, created, commit_time)
-            results.append(Document(path, new, from_micros(created), from_micros(commit_time)))
-        return results
+            if results:
+                written.append(Document(path, new, from_micros(created), from_micros(commit_time)))
+        return written
 
     def _expiry(self, collection: str, data: Mapping[str, Any]) -> int | None:
         field = self.ttl_fields.get(collection_id(collection))

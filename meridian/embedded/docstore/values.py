@@ -29,7 +29,9 @@ def to_micros(moment: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    # Positional (days, seconds, microseconds): a third of the cost of the keyword form, and this
+    # runs for every timestamp of every document read.
+    return _EPOCH + timedelta(0, 0, micros)
 
 
 def _default(value: Any) -> Any:
