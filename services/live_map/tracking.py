@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +44,7 @@ class TrackingEnded(MeridianError):
 class MapEvent:
     """One Server-Sent Event: ``kind`` is its event name, ``data`` its JSON body."""
 
-    kind: Literal["vehicle", "status", "end", "keepalive"]
+    kind: Literal["vehicle", "status", "end", "keepalive", "geofence", "route"]
     data: Mapping[str, Any]
 
 
@@ -205,22 +206,81 @@ async def track_parcel(
         await listeners.close()
 
 
+FENCES = "geofences"  # written by dispatchers; read by the geofence pipeline
+BOARDS = "route_board"  # the ETA reactor's projection of each route
+
+
+def fence_view(document: Document) -> dict[str, Any]:
+    """A geofence as the map draws it: GeoJSON geometry (a Point with ``radius_m`` is a circle).
+
+    The collection stores the geometry as a JSON string (Firestore has no nested arrays)."""
+    data = document.data
+    geometry = data.get("geometry")
+    if isinstance(geometry, str):
+        try:
+            geometry = json.loads(geometry)
+        except ValueError:
+            geometry = None  # the pipeline reports bad fences; the map just leaves them out
+    return {
+        "fence_id": document.id,
+        "name": data.get("name", document.id),
+        "geometry": geometry if isinstance(geometry, dict) else None,
+        "radius_m": data.get("radius_m"),
+    }
+
+
+def route_view(document: Document) -> dict[str, Any]:
+    """A route board as the map draws it: the stops in planned order with status and ETA, and
+    the vehicle's last position the ETA reactor used. Recipients are not included."""
+    data = document.data
+    stops = sorted(
+        (s for s in data.get("stops", {}).values() if "lat" in s and "lng" in s),
+        key=lambda s: s.get("sequence", 0),
+    )
+    return {
+        "route_id": document.id,
+        "vehicle_id": data.get("vehicle_id"),
+        "position": data.get("position"),
+        "stops": [
+            {
+                "parcel_id": s.get("parcel_id"),
+                "lat": s["lat"],
+                "lng": s["lng"],
+                "status": s.get("status"),
+                "eta": _iso(s.get("eta")),
+            }
+            for s in stops
+        ],
+    }
+
+
+def _removed(kind: Literal["vehicle", "geofence", "route"], change_path: str) -> MapEvent:
+    key = {"vehicle": "vehicle_id", "geofence": "fence_id", "route": "route_id"}[kind]
+    return MapEvent(kind, {key: change_path.rsplit("/", 1)[-1], "removed": True})
+
+
 async def track_fleet(store: DocumentStore) -> AsyncIterator[MapEvent]:
-    """The dispatchers' stream: every vehicle's position, then each one as it is written."""
+    """The dispatchers' stream: every vehicle's position, geofence and route board, then each
+    one again as it is written (or ``removed``)."""
+    views: dict[str, tuple[Literal["vehicle", "geofence", "route"], Any]] = {
+        COLLECTION: ("vehicle", vehicle_view),
+        FENCES: ("geofence", fence_view),
+        BOARDS: ("route", route_view),
+    }
     listeners = _Listeners()
-    listeners.follow("fleet", store.watch_query(Query(COLLECTION)))
+    for collection in views:
+        listeners.follow(collection, store.watch_query(Query(collection)))
     try:
         while True:
             fired = await listeners.next(KEEPALIVE_S)
             if fired is None:
                 yield MapEvent("keepalive", {})
                 continue
+            kind, view = views[fired[0]]
             for change in fired[1].changes:
                 if change.kind == "removed" or change.document is None:
-                    yield MapEvent(
-                        "vehicle", {"vehicle_id": change.path.rsplit("/", 1)[-1], "removed": True}
-                    )
+                    yield _removed(kind, change.path)
                 else:
-                    yield MapEvent("vehicle", vehicle_view(change.document))
+                    yield MapEvent(kind, view(change.document))
     finally:
         await listeners.close()

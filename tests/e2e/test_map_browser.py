@@ -1,19 +1,21 @@
-"""The customer's map page in real headless Chromium (Debian's, installed by ``make browser``),
-driven by Playwright: the page loads Leaflet from the service, opens the tracking stream, and the
-vehicle marker moves when the fleet simulator's pings are posted. A screenshot is saved to
-``test-artifacts/``."""
+"""The map pages in real headless Chromium (Debian's, installed by ``make browser``), driven by
+Playwright: the customer page loads Leaflet from the service, opens the tracking stream, and the
+vehicle marker moves when the fleet simulator's pings are posted; the dispatcher page draws the
+geofences and route boards as they are written. Screenshots are saved to ``test-artifacts/``."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.sim import Fleet, HttpSink, SimOptions
 from tests.e2e.conftest import ROOT
@@ -53,6 +55,15 @@ def simulate(services: Services, vehicle_id: str, steps: int) -> list[dict[str, 
     return sent
 
 
+BROWSER_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]
+
+
 def test_the_customer_map_moves_the_marker_as_pings_arrive(services: Services) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -60,16 +71,7 @@ def test_the_customer_map_moves_the_marker_as_pings_arrive(services: Services) -
     url = f"{services.url('live-map')}/map?parcel={delivery.parcel_id}#token={delivery.token}"
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-dev-shm-usage",
-            ],
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 650})
             errors: list[str] = []
@@ -97,3 +99,67 @@ def test_the_customer_map_moves_the_marker_as_pings_arrive(services: Services) -
             assert errors == []
         finally:
             browser.close()
+
+
+def test_the_dispatcher_map_draws_geofences_and_routes_as_they_are_written(
+    services: Services,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    store = EmbeddedDocumentStore(services.data_dir)
+    square = [[77.58, 12.96], [77.60, 12.96], [77.60, 12.98], [77.58, 12.98], [77.58, 12.96]]
+    store.set(
+        "geofences/depot",
+        {"name": "Depot", "geometry": json.dumps({"type": "Polygon", "coordinates": [square]})},
+    )
+    now = datetime.now(UTC)
+    # What the ETA reactor projects for a route (written here: the reactor is not running).
+    store.set(
+        "route_board/r-browser",
+        {
+            "vehicle_id": "veh-browser",
+            "position": {"lat": 12.95, "lng": 77.57},
+            "stops": {
+                f"p-{i}": {
+                    "parcel_id": f"p-{i}",
+                    "sequence": i,
+                    "lat": 12.96 + i / 100,
+                    "lng": 77.58 + i / 100,
+                    "status": "pending",
+                    "eta": now + timedelta(minutes=10 * (i + 1)),
+                }
+                for i in range(3)
+            },
+        },
+    )
+    token = LocalIdentityIssuer(services.data_dir).token("dsp-browser", "dispatcher")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 650})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{services.url('live-map')}/dispatch#token={token}")
+            page.wait_for_function(
+                "window.meridianMap.fences && window.meridianMap.fences.depot !== undefined"
+                " && window.meridianMap.routes['r-browser'] !== undefined",
+                timeout=20_000,
+            )
+            assert page.text_content("#overlays") == "1 geofences · 1 routes"
+            # A fence added while the page is open is drawn too (listener-driven, not a reload).
+            store.set(
+                "geofences/yard",
+                {
+                    "name": "Yard",
+                    "geometry": json.dumps({"type": "Point", "coordinates": [77.62, 12.99]}),
+                    "radius_m": 300,
+                },
+            )
+            page.wait_for_function("window.meridianMap.fences.yard !== undefined", timeout=20_000)
+            # Polygon, circle, route line and three stops are all SVG paths on the overlay pane.
+            assert page.locator(".leaflet-overlay-pane path").count() >= 6
+            page.screenshot(path=str(ARTIFACTS / "dispatch-map.png"))
+            assert errors == []
+        finally:
+            browser.close()
+    store.close()

@@ -3,6 +3,7 @@ delivery. Status codes are asserted over HTTP in tests/e2e/test_live_map.py."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,12 +11,21 @@ from typing import Any
 import pytest
 
 from meridian.domain.errors import Conflict, NotFound, PermissionDenied, Unauthenticated
+from meridian.ports import Document
 from meridian.tracking import TrackingTokens
-from services.live_map.tracking import TrackingDeps, TrackingEnded, open_tracking, status_view
+from services.live_map.tracking import (
+    TrackingDeps,
+    TrackingEnded,
+    fence_view,
+    open_tracking,
+    route_view,
+    status_view,
+)
 from tests.fakes import FakeDocumentStore
 
 SECRET = b"s" * 32
 NOW = time.time()
+T = datetime(2026, 11, 21, 9, tzinfo=UTC)
 
 
 def parcel(status: str, vehicle: str | None = "veh-1") -> dict[str, Any]:
@@ -96,3 +106,44 @@ def test_the_status_shows_the_projected_eta_and_nothing_private(deps: TrackingDe
     assert view["eta"] == "2026-11-21T10:00:00+00:00"
     assert view["route_id"] == "r-1"
     assert "recipient" not in view and "driver_id" not in view
+
+
+def test_a_fence_is_shown_as_geojson_and_a_broken_one_without_geometry() -> None:
+    polygon = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    fence = Document("geofences/depot", {"name": "Depot", "geometry": json.dumps(polygon)}, T, T)
+    assert fence_view(fence) == {
+        "fence_id": "depot",
+        "name": "Depot",
+        "geometry": polygon,
+        "radius_m": None,
+    }
+    broken = Document("geofences/bad", {"geometry": "{not json"}, T, T)
+    assert fence_view(broken)["geometry"] is None
+    assert fence_view(broken)["name"] == "bad"
+
+
+def test_a_route_is_shown_in_planned_order_without_recipients() -> None:
+    stops = {
+        f"p-{i}": {
+            "parcel_id": f"p-{i}",
+            "client_id": "c-secret",
+            "recipient_phone": "+91000",
+            "sequence": 2 - i,
+            "lat": 12.0 + i,
+            "lng": 77.0,
+            "status": "pending",
+            "eta": T,
+        }
+        for i in range(3)
+    }
+    board = Document("route_board/r-1", {"vehicle_id": "veh-1", "stops": stops}, T, T)
+    view = route_view(board)
+    assert [s["parcel_id"] for s in view["stops"]] == ["p-2", "p-1", "p-0"]
+    assert view["stops"][0] == {
+        "parcel_id": "p-2",
+        "lat": 14.0,
+        "lng": 77.0,
+        "status": "pending",
+        "eta": T.isoformat(),
+    }
+    assert "c-secret" not in json.dumps(view)

@@ -90,7 +90,7 @@ const Meridian = (() => {
       if (vehicleMarker) points.push(vehicleMarker.getLatLng());
       if (stopMarker) points.push(stopMarker.getLatLng());
       if (points.length === 1) map.setView(points[0], 15);
-      if (points.length === 2) map.fitBounds(L.latLngBounds(points).pad(0.4));
+      if (points.length === 2) map.fitBounds(L.latLngBounds(points).pad(0.4), { maxZoom: 17 });
       framed = points.length === 2;
     }
 
@@ -137,9 +137,64 @@ const Meridian = (() => {
     }
     const map = newMap();
     const markers = {};
-    let framed = false;
+    const fences = {};
+    const routes = {};
+    state.fences = fences;
+    state.routes = routes;
+    // The view follows what arrives during the first seconds (the initial snapshots), then is
+    // left to the dispatcher.
+    const framingUntil = Date.now() + 5000;
+    let framing = null;
+
+    function frameSoon() {
+      if (framing || Date.now() > framingUntil) return;
+      framing = setTimeout(() => {
+        framing = null;
+        const bounds = L.latLngBounds([]);
+        for (const m of Object.values(markers)) bounds.extend(m.getLatLng());
+        for (const f of Object.values(fences)) bounds.extend(f.getBounds());
+        for (const r of Object.values(routes)) bounds.extend(L.featureGroup(r.getLayers()).getBounds());
+        // maxZoom: without a tile layer Leaflet has no zoom limit, and one vehicle's bounds
+        // (a point) would zoom to infinity (NaN coordinates).
+        if (bounds.isValid()) map.fitBounds(bounds.pad(0.2), { maxZoom: 16 });
+      }, 200);
+    }
+
+    function drawFence(data) {
+      if (fences[data.fence_id]) fences[data.fence_id].remove();
+      delete fences[data.fence_id];
+      if (data.removed || !data.geometry) return;
+      const style = { color: "#b5651d", weight: 2, fillOpacity: 0.08, dashArray: "4 4" };
+      const layer = data.geometry.type === "Point" && data.radius_m
+        ? L.circle([data.geometry.coordinates[1], data.geometry.coordinates[0]], { ...style, radius: data.radius_m })
+        : L.geoJSON(data.geometry, { style });
+      fences[data.fence_id] = layer.addTo(map).bindTooltip(data.name);
+    }
+
+    function drawRoute(data) {
+      if (routes[data.route_id]) routes[data.route_id].remove();
+      delete routes[data.route_id];
+      if (data.removed || !data.stops.length) return;
+      const layer = L.layerGroup();
+      const path = data.stops.map((s) => [s.lat, s.lng]);
+      if (data.position) path.unshift([data.position.lat, data.position.lng]);
+      L.polyline(path, { color: "#6c757d", weight: 2, opacity: 0.7 }).addTo(layer);
+      for (const stop of data.stops) {
+        const done = stop.status !== "pending";
+        const eta = stop.eta ? ` · ETA ${new Date(stop.eta).toLocaleTimeString()}` : "";
+        L.circleMarker([stop.lat, stop.lng], {
+          radius: 4, color: done ? "#1b7f3b" : "#6c757d", fillOpacity: done ? 0.9 : 0.3, weight: 1,
+        }).addTo(layer).bindTooltip(`${stop.parcel_id} · ${stop.status}${eta}`);
+      }
+      routes[data.route_id] = layer.addTo(map);
+    }
+
     follow("/v1/fleet/stream", token, (name, data) => {
       state.events += 1;
+      if (name === "geofence") drawFence(data);
+      if (name === "route") drawRoute(data);
+      text("overlays", `${Object.keys(fences).length} geofences · ${Object.keys(routes).length} routes`);
+      frameSoon();
       if (name !== "vehicle") return true;
       if (data.removed) {
         if (markers[data.vehicle_id]) markers[data.vehicle_id].remove();
@@ -156,10 +211,6 @@ const Meridian = (() => {
       const ids = Object.keys(markers);
       text("count", String(ids.length));
       text("seen", `last update ${new Date().toLocaleTimeString()}`);
-      if (!framed && ids.length) {
-        map.fitBounds(L.latLngBounds(ids.map((id) => markers[id].getLatLng())).pad(0.2));
-        framed = ids.length > 1;
-      }
       return true;
     });
   }
