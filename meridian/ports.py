@@ -140,6 +140,24 @@ class DocumentStore(abc.ABC):
         """Run ``function`` in a transaction, re-running it on contention; its writes commit
         atomically when it returns, and none commit if it raises."""
 
+    #: True when a transaction is a local sub-millisecond operation (the embedded store) that an
+    #: event loop may run inline; False when it is network I/O (Firestore) that needs a thread.
+    local_transactions: bool = False
+
+    def run_transactions(
+        self, functions: Sequence[Callable[[Transaction], T]], max_attempts: int = 5
+    ) -> list[T | BaseException]:
+        """Several independent transactions, each atomic on its own; a function that raises
+        gets its exception in its place and does not affect the others. This default runs them
+        one by one; a store that can commit them together (group commit) overrides it."""
+        outcomes: list[T | BaseException] = []
+        for function in functions:
+            try:
+                outcomes.append(self.run_transaction(function, max_attempts))
+            except Exception as e:
+                outcomes.append(e)
+        return outcomes
+
     @abc.abstractmethod
     def batch_write(
         self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]

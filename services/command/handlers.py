@@ -120,6 +120,11 @@ def get_shipment(shipment_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:
 # Parcel moves ----------------------------------------------------------------------------------
 
 
+# A parcel move is returned as the transaction to run, not run here: the route hands it to the
+# group committer (``commit.py``), which commits the moves that arrive together in one go.
+Move = Callable[[Transaction], dict[str, Any]]
+
+
 def _move_parcel(
     parcel_id: str,
     command_name: str,
@@ -128,7 +133,7 @@ def _move_parcel(
     request: RequestKey | None,
     move: Callable[[Parcel], Parcel],
     authorize: Callable[[Parcel], None],
-) -> dict[str, Any]:
+) -> Move:
     now = deps.clock()
 
     def work(tx: Transaction) -> dict[str, Any]:
@@ -149,7 +154,7 @@ def _move_parcel(
         record_response(tx, request, response, now)
         return response
 
-    return deps.store.run_transaction(work)
+    return work
 
 
 def _the_assigned_driver(actor: Actor, driver_id: str) -> Callable[[Parcel], None]:
@@ -167,7 +172,7 @@ def _the_assigned_driver(actor: Actor, driver_id: str) -> Callable[[Parcel], Non
 
 def send_out_for_delivery(
     cmd: SendOutForDelivery, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+) -> Move:
     return _move_parcel(
         cmd.parcel_id,
         "SendOutForDelivery",
@@ -181,7 +186,7 @@ def send_out_for_delivery(
 
 def deliver_parcel(
     cmd: DeliverParcel, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+) -> Move:
     return _move_parcel(
         cmd.parcel_id,
         "DeliverParcel",
@@ -193,9 +198,7 @@ def deliver_parcel(
     )
 
 
-def fail_delivery(
-    cmd: FailDelivery, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+def fail_delivery(cmd: FailDelivery, actor: Actor, deps: Deps, request: RequestKey | None) -> Move:
     return _move_parcel(
         cmd.parcel_id,
         "FailDelivery",
@@ -211,9 +214,7 @@ def _dispatcher_only(actor: Actor) -> Callable[[Parcel], None]:
     return lambda _: actor.require("dispatcher")
 
 
-def assign_parcel(
-    cmd: AssignParcel, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+def assign_parcel(cmd: AssignParcel, actor: Actor, deps: Deps, request: RequestKey | None) -> Move:
     """Manual dispatch from the desk: plan a parcel into a window and assign it in one step."""
 
     def plan_and_assign(parcel: Parcel) -> Parcel:
@@ -233,7 +234,7 @@ def assign_parcel(
 
 def requeue_parcel(
     cmd: RequeueParcel, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+) -> Move:
     return _move_parcel(
         cmd.parcel_id,
         "RequeueParcel",
@@ -245,9 +246,7 @@ def requeue_parcel(
     )
 
 
-def return_parcel(
-    cmd: ReturnParcel, actor: Actor, deps: Deps, request: RequestKey | None
-) -> dict[str, Any]:
+def return_parcel(cmd: ReturnParcel, actor: Actor, deps: Deps, request: RequestKey | None) -> Move:
     return _move_parcel(
         cmd.parcel_id,
         "ReturnParcel",

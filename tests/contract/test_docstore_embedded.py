@@ -120,6 +120,27 @@ def _raise() -> None:
     raise RuntimeError("rolled back")
 
 
+def test_a_group_commit_records_a_change_for_each_committed_transaction_only(
+    store: EmbeddedDocumentStore,
+) -> None:
+    before = store.changes.read_changes("eventarc", limit=100)
+    outcomes = store.run_transactions(
+        [
+            lambda tx: tx.set("parcels/p-1", {"status": "DELIVERED"}),
+            lambda tx: (tx.set("parcels/p-2", {"status": "DELIVERED"}), _raise()),
+            lambda tx: tx.set("parcels/p-3", {"status": "DELIVERED"}),
+        ]
+    )
+    assert isinstance(outcomes[1], RuntimeError)
+    changes = store.changes.read_changes("eventarc", limit=100)[len(before) :]
+    assert [(c.kind, c.path) for c in changes] == [
+        ("created", "parcels/p-1"),
+        ("created", "parcels/p-3"),
+    ]
+    # One SQLite commit, but each transaction keeps its own Firestore commit time.
+    assert changes[0].commit_time < changes[1].commit_time
+
+
 def test_named_cursors_are_durable_and_independent(
     store: EmbeddedDocumentStore, tmp_path: Path
 ) -> None:
