@@ -65,7 +65,14 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
                 ServiceProcess(name, [sys.executable, "-m", module], settings.port_of(name))
             )
     for name, spec in catalog.services.items():
-        if spec.kind == "pipeline" or not _module_exists(f"{spec.package}.app"):
+        if spec.kind == "pipeline":
+            # Locally a pipeline streams on the DirectRunner in its own process, with no port
+            # (start-up does not wait for it); with the gcp backend it runs on Dataflow instead.
+            if settings.backend == "embedded" and _module_exists(f"{spec.package}.__main__"):
+                argv = [sys.executable, "-m", spec.package, "--streaming"]
+                processes.append(ServiceProcess(name, argv, None))
+            continue
+        if not _module_exists(f"{spec.package}.app"):
             continue
         processes.append(
             ServiceProcess(
@@ -133,7 +140,9 @@ class Supervisor:
             port=service.port,
         )
 
-    def wait_healthy(self, timeout_s: float | None = None, signals: StopSignals | None = None) -> None:
+    def wait_healthy(
+        self, timeout_s: float | None = None, signals: StopSignals | None = None
+    ) -> None:
         """Block until every service answers its health check; raise if one dies or times out,
         or StopRequested if a stop signal arrives meanwhile. The timeout (MERIDIAN_START_TIMEOUT,
         default 90 s) is generous: a dozen Python processes importing at once on two cores is slow."""

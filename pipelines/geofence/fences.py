@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import shapely
@@ -35,6 +36,7 @@ from pipelines.geofence.model import Located, Ping
 METRES_PER_DEGREE = 111_320.0
 CIRCLE_SEGMENTS = 16  # per quarter circle: < 0.2 % radius error
 COLLECTION = "geofences"
+_NONE: frozenset[str] = frozenset()
 
 
 class FenceError(ValueError):
@@ -66,6 +68,24 @@ class Geofence:
         inner = local.buffer(-self.margin_m, quad_segs=CIRCLE_SEGMENTS)
         outer = local.buffer(self.margin_m, quad_segs=CIRCLE_SEGMENTS)
         return shapely.transform(inner, to_degrees), shapely.transform(outer, to_degrees)
+
+
+class FenceSnapshot(NamedTuple):
+    """The fences as loaded at one moment: an element of the job's fence side input.
+
+    ``effective_from`` is the event time from which the snapshot applies (``-inf``: to every ping,
+    however old); a ping is located against the newest snapshot in effect at its own time, so a
+    late ping is judged by the fences of its time, whichever order things arrive in.
+    """
+
+    effective_from: float
+    version: str
+    fences: tuple[Geofence, ...]
+
+
+def snapshot(fences: Iterable[Geofence], effective_from: float = -math.inf) -> FenceSnapshot:
+    fences = tuple(fences)
+    return FenceSnapshot(effective_from, fingerprint(fences), fences)
 
 
 def fence_from_mapping(fence_id: str, data: Mapping[str, Any], default_margin_m: float) -> Geofence:
@@ -116,7 +136,11 @@ def _circle(centre: Point, radius_m: float) -> BaseGeometry:
 def _epoch(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    when = (
+        value
+        if isinstance(value, datetime)
+        else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    )
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
@@ -160,28 +184,31 @@ class FenceSet:
         """Fence memberships of every ping, with one index query for the whole batch."""
         if not pings:
             return []
-        inner: list[set[str]] = [set() for _ in pings]
-        outer: list[set[str]] = [set() for _ in pings]
-        if len(self.fences):
-            lngs = np.fromiter((p.lng for p in pings), float, len(pings))
-            lats = np.fromiter((p.lat for p in pings), float, len(pings))
-            points = shapely.points(lngs, lats)
-            hit_ping, hit_fence = self._tree.query(points, predicate="intersects")
-            if len(hit_ping):
-                times = np.fromiter((p.ts for p in pings), float, len(pings))
-                active = self._from[hit_fence] <= times[hit_ping]
-                hit_ping, hit_fence = hit_ping[active], hit_fence[active]
-                in_inner = shapely.intersects(self._inner[hit_fence], points[hit_ping])
-                ids = self._ids[hit_fence]
-                for i, fence_id, deep in zip(
-                    hit_ping.tolist(), ids.tolist(), in_inner.tolist(), strict=True
-                ):
-                    outer[i].add(fence_id)
-                    if deep:
-                        inner[i].add(fence_id)
+        if not len(self.fences):
+            return [Located(p, _NONE, _NONE) for p in pings]
+        lngs = np.fromiter((p.lng for p in pings), float, len(pings))
+        lats = np.fromiter((p.lat for p in pings), float, len(pings))
+        hit_ping, hit_fence = self._tree.query(shapely.points(lngs, lats), predicate="intersects")
+        if not len(hit_ping):
+            return [Located(p, _NONE, _NONE) for p in pings]
+        times = np.fromiter((p.ts for p in pings), float, len(pings))
+        active = self._from[hit_fence] <= times[hit_ping]
+        hit_ping, hit_fence = hit_ping[active], hit_fence[active]
+        in_inner = shapely.intersects_xy(self._inner[hit_fence], lngs[hit_ping], lats[hit_ping])
+        # Most pings are in no fence: only the few that are get sets of their own.
+        inner: dict[int, set[str]] = defaultdict(set)
+        outer: dict[int, set[str]] = defaultdict(set)
+        for i, fence_id, deep in zip(
+            hit_ping.tolist(), self._ids[hit_fence].tolist(), in_inner.tolist(), strict=True
+        ):
+            outer[i].add(fence_id)
+            if deep:
+                inner[i].add(fence_id)
         return [
-            Located(p, frozenset(i), frozenset(o))
-            for p, i, o in zip(pings, inner, outer, strict=True)
+            Located(p, frozenset(inner[i]), frozenset(outer[i]))
+            if i in outer
+            else Located(p, _NONE, _NONE)
+            for i, p in enumerate(pings)
         ]
 
     def locate_naive(self, pings: Sequence[Ping]) -> list[Located]:

@@ -1,8 +1,8 @@
 """Where fences come from: the ``geofences`` collection, a GeoJSON file, or both.
 
 Loaders are small picklable specs (Beam ships them to workers); each opens its store lazily on
-the worker, never at construction. ``load(as_of)`` returns a ``FenceSet``; ``as_of`` is the end of
-the event-time window being served, which test loaders use to change fences mid-stream.
+the worker, never at construction. ``fences()`` reads the current definitions; ``fence_feed.py``
+calls it periodically and turns changes into the job's fence side input.
 """
 
 from __future__ import annotations
@@ -15,26 +15,15 @@ from typing import Any
 
 from pipelines.geofence.fences import (
     COLLECTION,
-    FenceSet,
     Geofence,
     fences_from_documents,
     fences_from_geojson,
-    fingerprint,
 )
 
 
 class FenceLoader(abc.ABC):
     @abc.abstractmethod
-    def fences(self, as_of: float) -> list[Geofence]: ...
-
-    def load(self, as_of: float) -> FenceSet:
-        fences = self.fences(as_of)
-        version = fingerprint(fences)
-        cached: FenceSet | None = getattr(self, "_cache", None)
-        if cached is not None and cached.version == version:
-            return cached  # rebuilding the index for an unchanged set would waste the tick
-        self._cache = FenceSet(tuple(fences), version)
-        return self._cache
+    def fences(self) -> list[Geofence]: ...
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -45,7 +34,7 @@ class GeoJsonFences(FenceLoader):
     path: str
     default_margin_m: float = 15.0
 
-    def fences(self, as_of: float) -> list[Geofence]:
+    def fences(self) -> list[Geofence]:
         fences, _problems = fences_from_geojson(Path(self.path), self.default_margin_m)
         return fences
 
@@ -57,7 +46,7 @@ class EmbeddedStoreFences(FenceLoader):
     data_dir: str
     default_margin_m: float = 15.0
 
-    def fences(self, as_of: float) -> list[Geofence]:
+    def fences(self) -> list[Geofence]:
         store = getattr(self, "_store", None)
         if store is None:
             from meridian.embedded.docstore import EmbeddedDocumentStore
@@ -79,7 +68,7 @@ class FirestoreFences(FenceLoader):
     project: str
     default_margin_m: float = 15.0
 
-    def fences(self, as_of: float) -> list[Geofence]:
+    def fences(self) -> list[Geofence]:
         client = getattr(self, "_client", None)
         if client is None:
             from google.cloud import firestore
@@ -96,7 +85,7 @@ class StaticFences(FenceLoader):
 
     fixed: Sequence[Geofence] = ()
 
-    def fences(self, as_of: float) -> list[Geofence]:
+    def fences(self) -> list[Geofence]:
         return list(self.fixed)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -104,28 +93,11 @@ class StaticFences(FenceLoader):
 
 
 @dataclass
-class ScheduledFences(FenceLoader):
-    """Fence sets that change at given event times: ``[(from_ts, fences), …]`` (tests)."""
-
-    schedule: Sequence[tuple[float, Sequence[Geofence]]] = ()
-
-    def fences(self, as_of: float) -> list[Geofence]:
-        current: Sequence[Geofence] = ()
-        for start, fences in sorted(self.schedule, key=lambda s: s[0]):
-            if start < as_of:
-                current = fences
-        return list(current)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"schedule": self.schedule}
-
-
-@dataclass
 class CombinedFences(FenceLoader):
     loaders: Sequence[FenceLoader] = field(default_factory=list)
 
-    def fences(self, as_of: float) -> list[Geofence]:
-        return [f for loader in self.loaders for f in loader.fences(as_of)]
+    def fences(self) -> list[Geofence]:
+        return [f for loader in self.loaders for f in loader.fences()]
 
     def __getstate__(self) -> dict[str, Any]:
         return {"loaders": self.loaders}

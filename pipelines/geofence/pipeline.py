@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines.geofence import source as sources
+from pipelines.geofence.fence_feed import fence_snapshots
 from pipelines.geofence.loaders import (
     CombinedFences,
     EmbeddedStoreFences,
@@ -31,6 +32,7 @@ from pipelines.geofence.loaders import (
 from pipelines.geofence.sinks import PublisherSpec
 from pipelines.geofence.tracking import TrackerConfig
 from pipelines.geofence.transforms import (
+    DEFAULT_SHARDS,
     Detect,
     DetectSettings,
     EncodeEvents,
@@ -138,7 +140,13 @@ class GeofenceOptions(PipelineOptions):  # type: ignore[misc]
             "--fence_refresh_s",
             type=float,
             default=float(_env("GEOFENCE_FENCE_REFRESH_S", 10)),
-            help="(GEOFENCE_FENCE_REFRESH_S)",
+            help="how often the fences are reloaded, in seconds (GEOFENCE_FENCE_REFRESH_S)",
+        )
+        add(
+            "--shards",
+            type=int,
+            default=int(_env("GEOFENCE_SHARDS", DEFAULT_SHARDS)),
+            help="keys the per-vehicle state is spread over; more for more workers (GEOFENCE_SHARDS)",
         )
         add(
             "--max_batch",
@@ -188,7 +196,7 @@ def settings_from(opts: GeofenceOptions) -> DetectSettings:
             idle_after_s=opts.idle_minutes * 60,
             max_speed_mps=opts.max_speed_mps,
         ),
-        fence_refresh_s=opts.fence_refresh_s,
+        shards=opts.shards,
     )
 
 
@@ -241,9 +249,14 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     opts = options.view_as(GeofenceOptions)
     project = options.view_as(GoogleCloudOptions).project or "meridian-local"
     publisher = PublisherSpec(opts.backend, opts.data_dir, project)
-    events, dead = read_pings(p, options) | "Detect" >> Detect(
-        settings_from(opts), fence_loader(opts, project)
+    fences = fence_snapshots(
+        p,
+        fence_loader(opts, project),
+        opts.fence_refresh_s,
+        streaming=bool(options.view_as(StandardOptions).streaming),
+        direct=is_direct(options),
     )
+    events, dead = read_pings(p, options) | "Detect" >> Detect(settings_from(opts), fences)
     (
         events
         | "Encode" >> beam.ParDo(EncodeEvents())

@@ -16,8 +16,9 @@ confirmed run (when the crossing happened), not of the ping that confirmed it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
 from meridian.domain.events import (
     GeofenceCrossed,
@@ -28,7 +29,6 @@ from meridian.domain.events import (
 from pipelines.geofence.model import Located, Ping
 
 EARTH_RADIUS_M = 6_371_000.0
-RECENT_IDS = 64
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Streak:
     lng: float
     count: int = 1
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Streak, (self.start_ts, self.lat, self.lng, self.count))
+
 
 @dataclass
 class VehicleState:
@@ -57,12 +60,18 @@ class VehicleState:
     last_ts: float = -math.inf
     last_lat: float = 0.0
     last_lng: float = 0.0
-    recent_ids: list[str] = field(default_factory=list)
+    last_id: str = ""  # a re-sent ping is never newer than the state: this only names the drop
     inside: dict[str, float] = field(default_factory=dict)  # fence id → time it was entered
     entering: dict[str, Streak] = field(default_factory=dict)
     leaving: dict[str, Streak] = field(default_factory=dict)
     anchor: tuple[float, float, float] | None = None  # (ts, lat, lng) where it last stood still
     idle_reported: bool = False
+    flush_at: float | None = None  # when the buffered pings are to be applied (set by the Beam step)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Positional, without field names: the Beam step pickles every vehicle's state each
+        # time its shard is touched, so this is on the hot path.
+        return (VehicleState, tuple(getattr(self, f) for f in _STATE_FIELDS))
 
     @property
     def next_idle_check(self) -> float | None:
@@ -70,11 +79,23 @@ class VehicleState:
             return None
         return self.anchor[0]
 
+    def due(self, config: TrackerConfig) -> float | None:
+        """The earliest event time at which ``advance`` has something to do: buffered pings to
+        apply (from ``flush_at``) or an idle deadline to check."""
+        check = self.next_idle_check
+        deadline = None if check is None else check + config.idle_after_s
+        if self.flush_at is None or deadline is None:
+            return self.flush_at if deadline is None else deadline
+        return min(self.flush_at, deadline)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(VehicleState))
+
 
 def add(state: VehicleState, located: Located) -> str | None:
     """Buffer a ping; returns "duplicate" or "late" when it is dropped instead."""
     ping = located.ping
-    if ping.event_id in state.pending or ping.event_id in state.recent_ids:
+    if ping.event_id in state.pending or ping.event_id == state.last_id:
         return "duplicate"
     if ping.ts <= state.last_ts:
         return "late"
@@ -91,7 +112,12 @@ def advance(
     state: VehicleState, upto: float, config: TrackerConfig
 ) -> tuple[list[GeofenceCrossed | VehicleIdle], list[tuple[Ping, str]]]:
     """Apply buffered pings with time ≤ ``upto`` in event-time order, then check for idleness
-    at ``upto``. Returns the events and the pings rejected as physically impossible."""
+    at ``upto``. Returns the events and the pings rejected as physically impossible.
+
+    Idleness is also checked just before each ping, at the ping's time: when a flush applies
+    minutes of pings at once (a backlog, a batch replay), a vehicle that stood still for the
+    timeout and then moved is reported exactly as when a timer fired in between, so the events
+    do not depend on how pings were batched or when the watermark moved."""
     due = sorted((loc for loc in state.pending.values() if loc.ping.ts <= upto), key=_order)
     events: list[GeofenceCrossed | VehicleIdle] = []
     rejected: list[tuple[Ping, str]] = []
@@ -101,6 +127,11 @@ def advance(
         if reason:
             rejected.append((located.ping, reason))
             continue
+        # Strictly before the ping: a ping exactly at the timeout is applied first, as the
+        # timer at that time would have applied it before checking.
+        idle = check_idle(state, math.nextafter(located.ping.ts, -math.inf), config)
+        if idle is not None:
+            events.append(idle)
         events.extend(_apply(state, located, config))
     idle = check_idle(state, upto, config)
     if idle is not None:
@@ -113,7 +144,7 @@ def check_idle(state: VehicleState, now: float, config: TrackerConfig) -> Vehicl
     if state.anchor is None or state.idle_reported:
         return None
     since, lat, lng = state.anchor
-    if now - since < config.idle_after_s:
+    if now < since + config.idle_after_s:  # the same sum as the deadline a timer is set for
         return None
     state.idle_reported = True
     vehicle = state.vehicle_id
@@ -150,8 +181,7 @@ def _impossible(state: VehicleState, ping: Ping, config: TrackerConfig) -> str |
 def _apply(state: VehicleState, located: Located, config: TrackerConfig) -> list[GeofenceCrossed]:
     ping = located.ping
     state.last_ts, state.last_lat, state.last_lng = ping.ts, ping.lat, ping.lng
-    state.recent_ids.append(ping.event_id)
-    del state.recent_ids[:-RECENT_IDS]
+    state.last_id = ping.event_id
     state.vehicle_id = ping.vehicle_id
     _move_anchor(state, ping, config)
     if not located.known:

@@ -2,18 +2,19 @@
 
 ``Detect`` is the whole detection part and takes a PCollection of ``PingBatch``; each source
 (``source.py``: the embedded broker, Pub/Sub on Dataflow, the warehouse archive, TestStream in
-tests) only has to produce batches stamped with event time.
-
-Fences are reloaded by ``Locate`` once per event-time refresh window (``fence_refresh_s``), so a
-fence written to the store takes effect from the next window on without a restart. (A Beam side
-input was tried first: the bundle-based DirectRunner blocks a global-window side input forever
-and crashed on windowed ones with empty bundles, so it is not used.)
+tests) only has to produce batches stamped with event time. The fences come in as a side input,
+a slowly changing stream of ``FenceSnapshot``s (``fence_feed.py``; in tests any PCollection of
+snapshots), so a fence written to the store takes effect without a restart.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import threading
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,17 +24,14 @@ import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
-from apache_beam.transforms.window import (
-    GlobalWindow,
-    TimestampedValue,
-)
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from meridian.ports import Message
 from pipelines.geofence import tracking
-from pipelines.geofence.fences import FenceSet
-from pipelines.geofence.loaders import FenceLoader
+from pipelines.geofence.fence_feed import in_effect
+from pipelines.geofence.fences import FenceSet, FenceSnapshot
 from pipelines.geofence.model import Located, Ping, PingBatch, Rejected
 from pipelines.geofence.sinks import PublisherSpec
 from pipelines.geofence.validation import Limits, rejected_ping, validate
@@ -43,35 +41,40 @@ log = logging.getLogger(__name__)
 DEAD = "dead_letters"
 NAMESPACE = "geofence"
 PUBLISH_LIMIT = 1000
+TIMER_RESOLUTION_S = 0.001  # what a timer keeps of its time on portable runners
+WAKE_GRANULE_S = 5.0  # a shard's timer is on the second: at most a second's delay for fewer timers
+DEFAULT_SHARDS = 64
 
 
 @dataclass(frozen=True)
 class DetectSettings:
     limits: Limits = field(default_factory=Limits)
     tracker: tracking.TrackerConfig = field(default_factory=tracking.TrackerConfig)
-    fence_refresh_s: float = 10.0
+    shards: int = DEFAULT_SHARDS  # keys of the per-vehicle state: more spread wider on Dataflow
 
 
 class Detect(beam.PTransform):  # type: ignore[misc]
-    """PingBatch → (events, dead letters): GeofenceCrossed / VehicleIdle and Rejected."""
+    """PingBatch → (events, dead letters): GeofenceCrossed / VehicleIdle and Rejected.
 
-    def __init__(self, settings: DetectSettings, fences: FenceLoader) -> None:
+    ``fences`` is the fence side-input stream: FenceSnapshots in the global window.
+    """
+
+    def __init__(self, settings: DetectSettings, fences: beam.PCollection) -> None:
         super().__init__()
         self._settings = settings
         self._fences = fences
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        refresh = self._settings.fence_refresh_s
         checked = batches | "Validate" >> beam.ParDo(
             ValidateBatch(self._settings.limits)
         ).with_outputs(DEAD, main="pings")
         tracked = (
             checked.pings
-            | "SplitByFenceWindow" >> beam.ParDo(SplitByWindow(refresh))
-            | "Locate" >> beam.ParDo(LocateBatch(self._fences, refresh))
+            | "Locate"
+            >> beam.ParDo(LocateBatch(self._settings.shards), beam.pvalue.AsList(self._fences))
             | "TrackVehicles"
             >> beam.ParDo(TrackVehicles(self._settings.tracker))
-            .with_input_types(tuple[str, Any])  # a deterministic key coder for vehicle ids
+            .with_input_types(beam.typehints.Tuple[int, Any])  # a deterministic key coder
             .with_outputs(DEAD, main="events")
         )
         dead = (checked[DEAD], tracked[DEAD]) | "DeadLetters" >> beam.Flatten()
@@ -115,74 +118,96 @@ class ValidateBatch(beam.DoFn):  # type: ignore[misc]
             yield tuple(good)
 
 
-class SplitByWindow(beam.DoFn):  # type: ignore[misc]
-    """Cut a batch at fence-window boundaries so each piece is stamped inside its own window."""
-
-    def __init__(self, size_s: float) -> None:
-        self._size = size_s
-
-    def process(self, pings: tuple[Ping, ...]) -> Iterator[TimestampedValue]:
-        pieces: dict[int, list[Ping]] = defaultdict(list)
-        for ping in pings:
-            pieces[int(ping.ts // self._size)].append(ping)
-        for piece in pieces.values():
-            yield TimestampedValue(tuple(piece), min(p.ts for p in piece))
-
-
 class LocateBatch(beam.DoFn):  # type: ignore[misc]
-    """Fence memberships of a piece of pings, grouped per vehicle for the stateful step.
+    """Fence memberships of a batch of pings, grouped per shard of vehicles for the stateful step
+    (one element per shard, each vehicle's pings together in it).
 
-    The fence set is reloaded whenever a piece belongs to a new refresh window of event time
-    (``SplitByWindow`` cuts pieces at those boundaries), so a fence written to the store takes
-    effect from the next window on, without restarting the job.
+    Each ping is located against the fence snapshot in effect at its own time.
     """
 
-    def __init__(self, loader: FenceLoader, refresh_s: float) -> None:
-        self._loader = loader
-        self._refresh = refresh_s
+    def __init__(self, shards: int) -> None:
+        self._shards = shards
         self._unknown = Metrics.counter(NAMESPACE, "pings_without_fence_snapshot")
 
-    def setup(self) -> None:
-        self._fences: FenceSet | None = None
-        self._window: int | None = None
-
-    def _fences_for(self, window: int) -> FenceSet | None:
-        if window != self._window:
-            try:
-                fences = self._loader.load((window + 1) * self._refresh)
-            except Exception:
-                # A store briefly unreachable must not stop tracking: keep the last snapshot.
-                log.exception("could not load geofences; keeping the previous snapshot")
-                return self._fences
-            if self._fences is None or fences.version != self._fences.version:
-                log.info("geofences loaded: %d fences, version %s", len(fences), fences.version)
-            self._fences, self._window = fences, window
-        return self._fences
-
-    def process(self, pings: tuple[Ping, ...]) -> Iterator[TimestampedValue]:
-        fences = self._fences_for(int(pings[0].ts // self._refresh))
-        if fences is None:
+    def process(
+        self, pings: tuple[Ping, ...], snapshots: list[FenceSnapshot]
+    ) -> Iterator[TimestampedValue]:
+        ordered = sorted(snapshots, key=lambda s: s.effective_from)
+        located: list[Located] = []
+        if not ordered:
             self._unknown.inc(len(pings))
             located = [Located(p, frozenset(), frozenset(), known=False) for p in pings]
+        elif len(ordered) == 1 or min(p.ts for p in pings) >= ordered[-1].effective_from:
+            located = fence_set(ordered[-1]).locate(pings)
         else:
-            located = fences.locate(pings)
+            by_snapshot: dict[int, list[Ping]] = defaultdict(list)
+            for p in pings:
+                by_snapshot[id(in_effect(ordered, p.ts))].append(p)
+            for snap in ordered:
+                if id(snap) in by_snapshot:
+                    located.extend(fence_set(snap).locate(by_snapshot[id(snap)]))
         per_vehicle: dict[str, list[Located]] = defaultdict(list)
         for loc in located:
             per_vehicle[loc.ping.vehicle_id].append(loc)
+        per_shard: dict[int, list[tuple[str, tuple[Located, ...]]]] = defaultdict(list)
+        oldest: dict[int, float] = {}
         for vehicle, locs in per_vehicle.items():
-            yield TimestampedValue((vehicle, tuple(locs)), min(loc.ping.ts for loc in locs))
+            shard = shard_of(vehicle, self._shards)
+            per_shard[shard].append((vehicle, tuple(locs)))
+            first = min(loc.ping.ts for loc in locs)
+            oldest[shard] = min(first, oldest.get(shard, first))
+        for shard, members in per_shard.items():
+            yield TimestampedValue((shard, tuple(members)), oldest[shard])
+
+
+def shard_of(vehicle: str, shards: int) -> int:
+    """The same shard for a vehicle in every process and run (``hash`` is salted per process)."""
+    return zlib.crc32(vehicle.encode()) % shards
+
+
+_FENCE_SETS: dict[str, FenceSet] = {}
+_FENCE_SETS_LOCK = threading.Lock()
+
+
+def fence_set(snap: FenceSnapshot) -> FenceSet:
+    """The spatial index of a snapshot, built once per worker process: the DirectRunner makes a
+    new DoFn instance per bundle, so an index kept on the DoFn would be rebuilt for each."""
+    with _FENCE_SETS_LOCK:
+        found = _FENCE_SETS.get(snap.version)
+        if found is None:
+            log.info("geofence index built: %d fences, version %s", len(snap.fences), snap.version)
+            if len(_FENCE_SETS) >= 4:  # older versions are not coming back
+                _FENCE_SETS.clear()
+            found = _FENCE_SETS[snap.version] = FenceSet(snap.fences, snap.version)
+        return found
+
+
+@dataclass
+class Shard:
+    """The state of one shard of vehicles: each vehicle's own state, and when to wake up next."""
+
+    vehicles: dict[str, tracking.VehicleState] = field(default_factory=dict)
+    wake_at: float | None = None
 
 
 class TrackVehicles(beam.DoFn):  # type: ignore[misc]
     """Per-vehicle state in event time: buffer, wait for the watermark, apply in order.
 
-    ``flush`` fires once the watermark passes the newest buffered ping; ``idle`` fires
-    ``idle_after_s`` after the vehicle last moved more than the idle radius.
+    Keyed by shard of vehicles, not by vehicle: each vehicle keeps its own ``VehicleState`` (the
+    tracking is per vehicle, as before), but a runner's per-key costs (state copies, timers,
+    key encoding) are paid per shard, which on the DirectRunner were most of the job's time.
+    One watermark timer per shard, ``wake``, fires at the earliest time any of its vehicles is
+    due, rounded up to ``WAKE_GRANULE_S`` so one firing serves every vehicle due in that
+    second; a vehicle is due when the watermark passes its buffered pings (``flush_at``, set
+    when the first is buffered and left alone while more arrive, so a vehicle that keeps pinging
+    cannot starve it) or its idle deadline (``idle_after_s`` after it last moved more than the
+    idle radius, to report a vehicle that stands still or went quiet with no ping to show it).
+    The events do not depend on when a vehicle is advanced (``tracking.advance``), so sharding
+    and batching change nothing in them.
     """
 
-    STATE = userstate.ReadModifyWriteStateSpec("vehicle", PickleCoder())
-    FLUSH = userstate.TimerSpec("flush", userstate.TimeDomain.WATERMARK)
-    IDLE = userstate.TimerSpec("idle", userstate.TimeDomain.WATERMARK)
+    STATE = userstate.ReadModifyWriteStateSpec("shard", PickleCoder())
+    WAKE = userstate.TimerSpec("wake", userstate.TimeDomain.WATERMARK)
 
     def __init__(self, config: tracking.TrackerConfig) -> None:
         self._config = config
@@ -195,68 +220,83 @@ class TrackVehicles(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        element: tuple[str, tuple[Located, ...]],
+        element: tuple[int, tuple[tuple[str, tuple[Located, ...]], ...]],
         state: Any = beam.DoFn.StateParam(STATE),
-        flush: Any = beam.DoFn.TimerParam(FLUSH),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Any]:
-        vehicle, locs = element
-        current = state.read() or tracking.VehicleState(vehicle_id=vehicle)
-        for loc in locs:
-            dropped = tracking.add(current, loc)
-            if dropped == "late":
-                self._late.inc()
-            elif dropped == "duplicate":
-                self._duplicate.inc()
-        until = tracking.pending_until(current)
-        if until is not None:
-            flush.set(Timestamp.of(until))
-        state.write(current)
+        _, per_vehicle = element
+        shard: Shard = state.read() or Shard()
+        for vehicle, locs in per_vehicle:
+            current = shard.vehicles.get(vehicle)
+            if current is None:
+                current = shard.vehicles[vehicle] = tracking.VehicleState(vehicle_id=vehicle)
+            for loc in locs:
+                dropped = tracking.add(current, loc)
+                if dropped == "late":
+                    self._late.inc()
+                elif dropped == "duplicate":
+                    self._duplicate.inc()
+            if current.flush_at is None:
+                current.flush_at = tracking.pending_until(current)
+        self._schedule(shard, wake)
+        state.write(shard)
         return iter(())
 
-    @userstate.on_timer(FLUSH)
-    def on_flush(
+    @userstate.on_timer(WAKE)
+    def on_wake(
         self,
         fired: Timestamp = beam.DoFn.TimestampParam,
         state: Any = beam.DoFn.StateParam(STATE),
-        flush: Any = beam.DoFn.TimerParam(FLUSH),
-        idle: Any = beam.DoFn.TimerParam(IDLE),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Any]:
-        yield from self._advance(float(fired.micros) / 1e6, state, flush, idle)
-
-    @userstate.on_timer(IDLE)
-    def on_idle(
-        self,
-        fired: Timestamp = beam.DoFn.TimestampParam,
-        state: Any = beam.DoFn.StateParam(STATE),
-        flush: Any = beam.DoFn.TimerParam(FLUSH),
-        idle: Any = beam.DoFn.TimerParam(IDLE),
-    ) -> Iterator[Any]:
-        yield from self._advance(float(fired.micros) / 1e6, state, flush, idle)
-
-    def _advance(self, upto: float, state: Any, flush: Any, idle: Any) -> Iterator[Any]:
-        current: tracking.VehicleState | None = state.read()
-        if current is None:
+        shard: Shard | None = state.read()
+        if shard is None:
             return
-        anchor_before = current.anchor
-        events, impossible = tracking.advance(current, upto, self._config)
-        for ping, reason in impossible:
-            self._impossible.inc()
-            yield beam.pvalue.TaggedOutput(DEAD, rejected_ping(ping, reason))
-        until = tracking.pending_until(current)
-        if until is not None:
-            flush.set(Timestamp.of(until))
-        check = current.next_idle_check
-        if check is not None and current.anchor != anchor_before:
-            idle.set(Timestamp.of(check + self._config.idle_after_s))
-        state.write(current)
+        # Portable runners (Dataflow, the FnApiRunner) keep timers to the millisecond: advance
+        # to the exact time the timer was set for.
+        upto = float(fired.micros) / 1e6
+        if shard.wake_at is not None and abs(shard.wake_at - upto) <= TIMER_RESOLUTION_S:
+            upto = shard.wake_at
+        shard.wake_at = None
+        events: list[Any] = []
+        for current in shard.vehicles.values():
+            due = current.due(self._config)
+            if due is None or due > upto:
+                continue
+            found, impossible = tracking.advance(current, upto, self._config)
+            if current.flush_at is not None and current.flush_at <= upto:
+                current.flush_at = tracking.pending_until(current)
+            for ping, reason in impossible:
+                self._impossible.inc()
+                yield beam.pvalue.TaggedOutput(DEAD, rejected_ping(ping, reason))
+            events += found
+        self._schedule(shard, wake)
+        state.write(shard)
         for event in events:
             if event.event_type == "VehicleIdle":
                 self._idle.inc()
-            elif event.direction.value == "ENTER":  # type: ignore[union-attr]
+            elif event.direction.value == "ENTER":
                 self._entered.inc()
             else:
                 self._exited.inc()
             yield event
+
+    def _schedule(self, shard: Shard, wake: Any) -> None:
+        due = min(
+            (d for v in shard.vehicles.values() if (d := v.due(self._config)) is not None),
+            default=None,
+        )
+        if due is None:
+            return
+        at = math.ceil(due / WAKE_GRANULE_S) * WAKE_GRANULE_S
+        if shard.wake_at != at:
+            shard.wake_at = at
+            wake.set(_timer_at(at))
+
+
+def _timer_at(ts: float) -> Timestamp:
+    """A timer no earlier than ``ts``, on the millisecond (``Timestamp.of`` truncates)."""
+    return Timestamp(micros=math.ceil(ts / TIMER_RESOLUTION_S) * 1000)
 
 
 class EncodeEvents(beam.DoFn):  # type: ignore[misc]
@@ -266,13 +306,20 @@ class EncodeEvents(beam.DoFn):  # type: ignore[misc]
         self._catalog_path = catalog_path
 
     def setup(self) -> None:
-        from meridian.catalog import load_catalog
-        from meridian.codec import EventCodec
-
-        self._codec = EventCodec(load_catalog(self._catalog_path))
+        self._codec = _codec(self._catalog_path)
 
     def process(self, event: Any) -> Iterator[Message]:
         yield self._codec.to_message(event)
+
+
+@functools.lru_cache(maxsize=4)
+def _codec(catalog_path: str | None) -> Any:
+    """One codec per process: the DirectRunner sets a DoFn up for every bundle, and parsing the
+    catalog and its schemas each time cost more than encoding the bundle's events."""
+    from meridian.catalog import load_catalog
+    from meridian.codec import EventCodec
+
+    return EventCodec(load_catalog(catalog_path))
 
 
 def dead_letter_message(rejected: Rejected) -> Message:

@@ -16,8 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 from shapely.geometry import box
 
 from meridian.domain.events import GeofenceCrossed, VehicleIdle
-from pipelines.geofence.fences import METRES_PER_DEGREE, Geofence
-from pipelines.geofence.loaders import ScheduledFences
+from pipelines.geofence.fences import METRES_PER_DEGREE, Geofence, snapshot
 from pipelines.geofence.model import Ping, Rejected
 from pipelines.geofence.tracking import TrackerConfig
 from pipelines.geofence.transforms import BatchPings, Detect, DetectSettings, EncodeEvents
@@ -71,7 +70,8 @@ def scenarios() -> dict[str, list[Ping]]:
         ping("idler", 400 + 10 * i, LAT0 + 0.02 + 100 * i * DEG_PER_M, LNG0 + 0.02)
         for i in range(1, 4)
     ]
-    # Crosses the yard twice: before it exists (no events), and after it was added.
+    # Drives through the yard twice, from 220 m north of it to 280 m south: before the yard
+    # exists (no events), and after it was added.
     added = []
     for lap, start in enumerate((0, 900)):
         for i in range(30):
@@ -79,7 +79,7 @@ def scenarios() -> dict[str, list[Ping]]:
                 ping(
                     "lapper",
                     start + 10 * i,
-                    LAT0 + 0.004 - 0.0003 * i,
+                    LAT0 + 0.007 - 0.0005 * i,
                     LNG0 + 0.105,
                     n=lap * 100 + i,
                 )
@@ -112,6 +112,14 @@ class Collect(beam.DoFn):
             SINK[self.name].append(element)
 
 
+class CollectEventTimes(beam.DoFn):
+    """The event time each event was emitted at (the timer that released it)."""
+
+    def process(self, event: Any, at: Any = beam.DoFn.TimestampParam) -> None:
+        with LOCK:
+            SINK["emitted_at"].append((event.event_id, float(at.micros) / 1e6))
+
+
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, list[Any]]:
     SINK.clear()
@@ -130,11 +138,15 @@ def outputs() -> dict[str, list[Any]]:
     stream = stream.advance_watermark_to(T0 + 3000).advance_watermark_to_infinity()
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    settings = DetectSettings(tracker=CONFIG, fence_refresh_s=60)
-    loader = ScheduledFences([(0, [FENCE]), (FENCE_ADDED_AT, [FENCE, LATE_FENCE])])
+    settings = DetectSettings(tracker=CONFIG)
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
-        events, dead = p | stream | beam.ParDo(BatchPings()) | Detect(settings, loader)
+        # The fence side-input stream: the depot from the start, the yard added at 600 s.
+        fences = p | "Fences" >> beam.Create(
+            [snapshot([FENCE]), snapshot([FENCE, LATE_FENCE], FENCE_ADDED_AT)]
+        )
+        events, dead = p | stream | beam.ParDo(BatchPings()) | Detect(settings, fences)
         events | "CollectEvents" >> beam.ParDo(Collect("events"))
+        events | "CollectEventTimes" >> beam.ParDo(CollectEventTimes())
         events | beam.ParDo(EncodeEvents()) | "CollectMessages" >> beam.ParDo(Collect("messages"))
         dead | "CollectDead" >> beam.ParDo(Collect("dead"))
     return dict(SINK)
@@ -167,6 +179,23 @@ def test_a_vehicle_driving_through_a_fence_enters_then_exits(outputs: dict[str, 
     assert exit_event.dwell_seconds > 300
 
 
+def test_crossings_are_released_while_the_vehicle_is_still_pinging(
+    outputs: dict[str, list[Any]],
+) -> None:
+    # The vehicle pings every 10 s for 590 s; its entry at ~130 s must come out within a minute
+    # of event time (two 30 s arrival steps), not only once it stops pinging.
+    emitted = dict(outputs["emitted_at"])
+    entered = [
+        e
+        for e in outputs["events"]
+        if isinstance(e, GeofenceCrossed)
+        and e.vehicle_id == "in-order"
+        and e.direction.value == "ENTER"
+    ]
+    assert len(entered) == 1
+    assert emitted[entered[0].event_id] - entered[0].crossed_at.timestamp() <= 70
+
+
 def test_jitter_across_an_edge_within_the_margin_gives_no_events(
     outputs: dict[str, list[Any]],
 ) -> None:
@@ -185,28 +214,32 @@ def test_duplicate_pings_give_no_duplicate_events(outputs: dict[str, list[Any]])
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: in Beam the first idle period is not reported (the pure tracker does report it)",
-)
+def idle_since(outputs: dict[str, list[Any]], vehicle: str) -> list[float]:
+    return sorted(
+        e.idle_since.timestamp() - T0
+        for e in outputs["events"]
+        if isinstance(e, VehicleIdle) and e.vehicle_id == vehicle
+    )
+
+
 def test_a_vehicle_standing_still_is_idle_once_after_the_timeout(
     outputs: dict[str, list[Any]],
 ) -> None:
-    idle = [e for e in outputs["events"] if isinstance(e, VehicleIdle) and e.vehicle_id == "idler"]
-    assert len(idle) == 1
-    assert idle[0].idle_since.timestamp() == T0
-    assert idle[0].idle_seconds == 300
-    # A vehicle that kept moving is idle only from its last ping on (it stopped reporting).
-    moving = [
-        e for e in outputs["events"] if isinstance(e, VehicleIdle) and e.vehicle_id == "in-order"
-    ]
-    assert [e.idle_since.timestamp() - T0 for e in moving] == [590]
+    # Stands still from its first ping for 400 s (40 pings, ±2 m): idle once, from T0, and not
+    # again while it keeps standing; it then drives off and goes quiet at 430 s: idle from there.
+    assert idle_since(outputs, "idler") == [0, 430]
+    first = min(
+        (e for e in outputs["events"] if isinstance(e, VehicleIdle) and e.vehicle_id == "idler"),
+        key=lambda e: e.idle_since,
+    )
+    assert first.idle_seconds == 300
+    assert first.occurred_at.timestamp() == T0 + 300
+    # A vehicle that kept moving is idle only once it stopped reporting: its last move of more
+    # than the 30 m radius was at 580 s (the ping at 590 s is 25 m on, within the radius).
+    assert idle_since(outputs, "in-order") == [580]
+    assert idle_since(outputs, "shuffled") == idle_since(outputs, "duplicated") == [580]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue #10): fences reloaded inside the locate step miss a fence added mid-run",
-)
 def test_a_fence_added_while_running_takes_effect(outputs: dict[str, list[Any]]) -> None:
     got = crossings(outputs, "lapper")
     assert [(f, d) for f, d, _ in got] == [("yard", "ENTER"), ("yard", "EXIT")]

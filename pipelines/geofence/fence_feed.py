@@ -1,0 +1,180 @@
+"""The fence side input: a slowly changing stream of ``FenceSnapshot``s, one per change.
+
+The locate step reads it as ``AsList`` in the global window and locates each ping against the
+newest snapshot in effect at the ping's time (``FenceSnapshot.effective_from``), so a fence
+written to the ``geofences`` collection applies from the next refresh on, without a restart,
+and the same ping is judged the same way in a replay. One function, ``fence_snapshots``, picks
+how the stream is made, as ``source.read_pings`` picks the ping source:
+
+- batch (archive replay): one snapshot, applying to every ping;
+- Dataflow: ``PeriodicImpulse`` every ``refresh_s``, each firing loads the fences, in the global
+  window re-triggered per element (the documented slowly-changing side-input pattern);
+- the DirectRunner in streaming: ``RefreshFences``, a root transform with its own evaluator.
+
+Why a root of ours on the DirectRunner. Its side inputs are ready only once the producer's output
+watermark passes the end of the main input's window; a ``PeriodicImpulse`` there is a splittable
+DoFn whose watermark the DirectRunner holds at -infinity, so the locate step would wait forever.
+``RefreshFences`` instead reports a watermark hold at the end of the global window as soon as it
+has loaded the fences once: the side input is then ready, and the DirectRunner keeps evaluating
+the root (it is not done until its watermark is +infinity), so later snapshots still arrive and
+are visible to every bundle after them. It finishes when every other root has finished, so a
+pipeline whose source stops (tests, benchmarks) still ends.
+
+Snapshots are emitted only when the fingerprint changes, so the side input stays a handful of
+elements however long the job runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
+from apache_beam.runners.direct.transform_evaluator import (
+    TransformEvaluatorRegistry,
+    _TransformEvaluator,
+)
+from apache_beam.runners.direct.util import TransformResult
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+
+from pipelines.geofence.fences import FenceSnapshot, snapshot
+from pipelines.geofence.loaders import FenceLoader
+
+log = logging.getLogger(__name__)
+
+
+def fence_snapshots(
+    p: beam.Pipeline, loader: FenceLoader, refresh_s: float, *, streaming: bool, direct: bool
+) -> beam.PCollection:
+    """The fence side-input stream for this pipeline (see the module docstring)."""
+    if not streaming:
+        return (
+            p
+            | "FencesOnce" >> beam.Impulse()
+            | "LoadFences" >> beam.Map(lambda _: snapshot(loader.fences()))
+        )
+    if direct:
+        return p | "RefreshFences" >> RefreshFences(loader, refresh_s)
+    from apache_beam.transforms import trigger
+    from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+    return (
+        p
+        | "FenceTicks" >> PeriodicImpulse(fire_interval=refresh_s, apply_windowing=False)
+        | "LoadFences" >> beam.Map(lambda tick: snapshot(loader.fences(), float(tick)))
+        | "LatestFences"
+        >> beam.WindowInto(
+            GlobalWindows(),
+            trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+        )
+    )
+
+
+def in_effect(snapshots: list[FenceSnapshot], ts: float) -> FenceSnapshot | None:
+    """The newest snapshot in effect at ``ts``; the oldest one for pings older than all of them
+    (a trigger-fired side input on Dataflow only holds the latest), None when there is none yet."""
+    chosen = None
+    for snap in snapshots:  # sorted by effective_from
+        if snap.effective_from <= ts or chosen is None:
+            chosen = snap
+        else:
+            break
+    return chosen
+
+
+class RefreshFences(beam.PTransform):  # type: ignore[misc]
+    """A root transform: FenceSnapshots from ``loader`` every ``refresh_s`` (DirectRunner only)."""
+
+    def __init__(self, loader: FenceLoader, refresh_s: float) -> None:
+        super().__init__()
+        self.loader = loader
+        self.refresh_s = refresh_s
+
+    def get_windowing(self, inputs: Any) -> beam.Windowing:
+        return beam.Windowing(GlobalWindows())
+
+    def _infer_output_coder(self, input_type: Any = None, input_coder: Any = None) -> PickleCoder:
+        return PickleCoder()
+
+    def expand(self, pbegin: pvalue.PBegin) -> pvalue.PCollection:
+        return pvalue.PCollection(pbegin.pipeline, is_bounded=False)
+
+
+@dataclass
+class _RefreshState:
+    version: str | None = None
+    loaded_at: float = -math.inf  # monotonic
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _RefreshState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def _state_of(transform: RefreshFences) -> _RefreshState:
+    with _STATES_LOCK:
+        return _STATES.setdefault(transform, _RefreshState())
+
+
+class _RefreshFencesEvaluator(_TransformEvaluator):  # type: ignore[misc]
+    def start_bundle(self) -> None:
+        pass
+
+    def process_element(self, element: Any) -> None:
+        pass
+
+    def finish_bundle(self) -> TransformResult:
+        transform: RefreshFences = self._applied_ptransform.transform
+        state = _state_of(transform)
+        bundles = []
+        with state.lock:
+            if self._others_done():
+                return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+            now = time.monotonic()
+            if now - state.loaded_at >= transform.refresh_s:
+                fresh = self._load(transform.loader, first=state.version is None)
+                state.loaded_at = now
+                if fresh is not None and fresh.version != state.version:
+                    log.info("geofences loaded: %d fences, version %s", *_describe(fresh))
+                    state.version = fresh.version
+                    bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
+                    bundle.output(GlobalWindows.windowed_value(fresh, timestamp=MIN_TIMESTAMP))
+                    bundles.append(bundle)
+            # Until the first load succeeds the locate step waits; after it, it never does.
+            hold = Timestamp.of(0) if state.version is None else GlobalWindow().end
+        again = self._evaluation_context.create_bundle(pvalue.PBegin(transform.pipeline))
+        return TransformResult(self, bundles, [again], None, {None: hold})
+
+    @staticmethod
+    def _load(loader: FenceLoader, first: bool) -> FenceSnapshot | None:
+        try:
+            # The first snapshot covers every earlier ping too; later ones apply from now on.
+            return snapshot(loader.fences(), -math.inf if first else time.time())
+        except Exception:
+            # A store briefly unreachable must not stop tracking: keep the last snapshot.
+            log.exception("could not load geofences; keeping the previous snapshot")
+            return None
+
+    def _others_done(self) -> bool:
+        context = self._evaluation_context
+        return all(
+            context.is_done(root)
+            for root in context._root_transforms
+            if root is not self._applied_ptransform
+        )
+
+
+def _describe(snap: FenceSnapshot) -> tuple[int, str]:
+    return len(snap.fences), snap.version
+
+
+TransformEvaluatorRegistry._test_evaluators_overrides[RefreshFences] = _RefreshFencesEvaluator
