@@ -166,9 +166,16 @@ def workflow_executions(settings: Settings) -> WorkflowExecutions:
     """Executions are started from other processes: embedded, over the platform's executions API
     (the engine runs in the platform process); on GCP, Cloud Workflows."""
     if settings.backend == "gcp":
-        raise NotImplementedError(
-            "the Cloud Workflows adapter (google-cloud-workflows) is not built yet; see issue #8"
-        )
+        import os
+        import re
+
+        from meridian.gcp.workflows import CloudWorkflowsExecutions
+
+        # MERIDIAN_DISPATCH_WORKFLOW=projects/P/locations/L/workflows/W (set by Terraform) names
+        # the "dispatch" workflow; the start records live in the document store (idempotency)
+        named = (re.fullmatch(r"MERIDIAN_(\w+)_WORKFLOW", key) for key in os.environ)
+        workflows = {m[1].lower().replace("_", "-"): os.environ[m[0]] for m in named if m}
+        return CloudWorkflowsExecutions(workflows, document_store(settings))
     from meridian.embedded.workflows.client import WorkflowsClient
 
     return WorkflowsClient(settings.url_of("platform"))

@@ -9,13 +9,16 @@ from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.config import Settings
 from services.dispatch.handlers import Deps
+from services.dispatch.ledger import LedgerWriter
 
 
 def bootstrap(settings: Settings) -> Deps:
+    store = adapters.document_store(settings)
     return Deps(
-        store=adapters.document_store(settings),
+        store=store,
         publisher=adapters.publisher(settings),
         codec=EventCodec(load_catalog()),
         optimizer=adapters.route_optimizer(settings),
         clock=lambda: datetime.now(UTC),
+        ledger=LedgerWriter(store),
     )

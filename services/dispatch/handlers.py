@@ -37,6 +37,7 @@ from meridian.ports import (
 )
 from meridian.records import parcel_document, parcel_from_document
 from services.dispatch import records as rec
+from services.dispatch.ledger import LedgerWriter
 
 EVENTS_TOPIC = "logistics.events"
 CHUNK = 200  # documents per transaction, well under Firestore's 500 writes
@@ -51,6 +52,7 @@ class Deps:
     codec: EventCodec
     optimizer: RouteOptimizer
     clock: Callable[[], datetime]
+    ledger: LedgerWriter | None = None  # None: each entry is created on its own
 
 
 # The ledger ------------------------------------------------------------------------------------
@@ -83,19 +85,21 @@ def run_step(
         deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in events])
     if key:
         now = deps.clock()
-        # AlreadyExists: a concurrent retry finished first; both answers are the same by construction
-        with contextlib.suppress(AlreadyExists):
-            deps.store.create(
-                _ledger_path(key),
-                {
-                    "scope": "dispatch",
-                    "key": key,
-                    "fingerprint": fingerprint,
-                    "response": response,
-                    "created_at": now,
-                    EXPIRY_FIELD: now + REQUEST_TTL,
-                },
-            )
+        record = {
+            "scope": "dispatch",
+            "key": key,
+            "fingerprint": fingerprint,
+            "response": response,
+            "created_at": now,
+            EXPIRY_FIELD: now + REQUEST_TTL,
+        }
+        if deps.ledger is not None:
+            deps.ledger.create(_ledger_path(key), record)
+        else:
+            # AlreadyExists: a concurrent retry finished first; both answers are the same by
+            # construction
+            with contextlib.suppress(AlreadyExists):
+                deps.store.create(_ledger_path(key), record)
     return response
 
 
@@ -337,53 +341,33 @@ def assign(body: Mapping[str, Any], deps: Deps) -> tuple[dict[str, Any], Events]
     routes = list(solution.data["routes"])
     if len(routes) > len(drivers):
         raise Conflict(f"{len(routes)} routes but only {len(drivers)} drivers held")
-    planned: list[dict[str, Any]] = []
-    for number, (plan, driver) in enumerate(zip(routes, drivers, strict=False), start=1):
-        route = rec.route_id(window_id, number)
-        parcel_ids = [s["id"] for s in plan["stops"]]
+    planned = [
+        {"route_id": rec.route_id(window_id, n), "driver_id": driver, "vehicle_id": p["vehicle_id"]}
+        for n, (p, driver) in enumerate(zip(routes, drivers, strict=False), start=1)
+    ]
+    plans = list(zip(planned, routes, strict=False))
+    per_transaction = CHUNK // 3  # a route, its driver and its vehicle
+    for first in range(0, len(plans), per_transaction):
 
         def create(
-            tx: Transaction,
-            route: str = route,
-            plan: Mapping[str, Any] = plan,
-            driver: str = driver,
-            parcel_ids: list[str] = parcel_ids,
+            tx: Transaction, chunk: list[Any] = plans[first : first + per_transaction]
         ) -> None:
-            if tx.get(f"{rec.ROUTES}/{route}") is not None:
-                return
-            stops = []
-            for stop in plan["stops"]:
-                parcel = tx.get(f"{rec.PARCELS}/{stop['id']}")
-                assert parcel is not None
-                stops.append(
-                    {
-                        "sequence": stop["sequence"],
-                        "parcel_id": stop["id"],
-                        "location": parcel.data["stop"]["location"],
-                        "window": parcel.data["stop"]["window"],
-                        "eta": stop["eta"],
-                    }
+            # every read before the first write, as Firestore transactions require
+            missing = [(r, p) for r, p in chunk if tx.get(f"{rec.ROUTES}/{r['route_id']}") is None]
+            parcels = {
+                stop["id"]: tx.get(f"{rec.PARCELS}/{stop['id']}")
+                for _, plan in missing
+                for stop in plan["stops"]
+            }
+            for route, plan in missing:
+                tx.create(
+                    f"{rec.ROUTES}/{route['route_id']}",
+                    _route_document(window_id, route, plan, parcels, now),
                 )
-            tx.create(
-                f"{rec.ROUTES}/{route}",
-                {
-                    "route_id": route,
-                    "window_id": window_id,
-                    "vehicle_id": plan["vehicle_id"],
-                    "driver_id": driver,
-                    "stops": stops,
-                    "parcel_ids": parcel_ids,
-                    "status": "PLANNED",
-                    "offers": 0,
-                    "declined_by": [],
-                    "created_at": now,
-                },
-            )
-            tx.update(f"{rec.DRIVERS}/{driver}", {"route_id": route})
-            tx.update(f"{rec.VEHICLES}/{plan['vehicle_id']}", {"route_id": route})
+                tx.update(f"{rec.DRIVERS}/{route['driver_id']}", {"route_id": route["route_id"]})
+                tx.update(f"{rec.VEHICLES}/{plan['vehicle_id']}", {"route_id": route["route_id"]})
 
         deps.store.run_transaction(create)
-        planned.append({"route_id": route, "driver_id": driver, "vehicle_id": plan["vehicle_id"]})
     used_vehicles = {r["vehicle_id"] for r in planned}
     _free(deps, rec.DRIVERS, drivers[len(planned) :], window_id, None)
     spare = [
@@ -400,7 +384,46 @@ def assign(body: Mapping[str, Any], deps: Deps) -> tuple[dict[str, Any], Events]
     for reason, ids in by_reason.items():
         requeued += len(_requeue_parcels(deps, window_id, ids, f"not routed: {reason}"))
     _progress(deps, window_id, stage="ASSIGNED", routes=len(planned), unserved=len(unserved))
-    return {"window_id": window_id, "routes": planned, "requeued": len(unserved)}, []
+    return {
+        "window_id": window_id,
+        "routes": planned,
+        "route_ids": [r["route_id"] for r in planned],
+        "requeued": len(unserved),
+    }, []
+
+
+def _route_document(
+    window_id: str,
+    route: Mapping[str, Any],
+    plan: Mapping[str, Any],
+    parcels: Mapping[str, Document | None],
+    now: datetime,
+) -> dict[str, Any]:
+    stops = []
+    for stop in plan["stops"]:
+        parcel = parcels[stop["id"]]
+        assert parcel is not None
+        stops.append(
+            {
+                "sequence": stop["sequence"],
+                "parcel_id": stop["id"],
+                "location": parcel.data["stop"]["location"],
+                "window": parcel.data["stop"]["window"],
+                "eta": stop["eta"],
+            }
+        )
+    return {
+        "route_id": route["route_id"],
+        "window_id": window_id,
+        "vehicle_id": plan["vehicle_id"],
+        "driver_id": route["driver_id"],
+        "stops": stops,
+        "parcel_ids": [s["id"] for s in plan["stops"]],
+        "status": "PLANNED",
+        "offers": 0,
+        "declined_by": [],
+        "created_at": now,
+    }
 
 
 def offer(body: Mapping[str, Any], deps: Deps) -> tuple[dict[str, Any], Events]:
@@ -442,39 +465,122 @@ def offer(body: Mapping[str, Any], deps: Deps) -> tuple[dict[str, Any], Events]:
                     break
         if driver is None:
             return None
-        data = {
-            "assignment_id": assignment,
-            "window_id": window_id,
-            "route_id": route,
-            "driver_id": driver,
-            "vehicle_id": route_doc.data["vehicle_id"],
-            "offer_number": number,
-            "callback_url": body["callback_url"],
-            "status": "OFFERED",
-            "offered_at": now,
-            "expires_at": expires,
-        }
-        tx.create(f"{rec.ASSIGNMENTS}/{assignment}", data)
-        tx.update(
-            f"{rec.ROUTES}/{route}", {"status": "OFFERED", "driver_id": driver, "offers": number}
-        )
-        return data
+        return _write_offer(tx, route_doc, driver, number, body["callback_url"], now, expires)
 
     data = deps.store.run_transaction(work)
     if data is None:
         return {"assignment_id": None, "route_id": route, "reason": "no available driver"}, []
-    event = ev.DriverAssignmentOffered(
-        event_id=derive_event_id("DriverAssignmentOffered", assignment),
+    return _offered(data), [_offer_event(data)]
+
+
+def _write_offer(
+    tx: Transaction,
+    route_doc: Document,
+    driver: str,
+    number: int,
+    callback_url: str,
+    now: datetime,
+    expires: datetime,
+) -> dict[str, Any]:
+    route = route_doc.data["route_id"]
+    data = {
+        "assignment_id": rec.assignment_id(route, number),
+        "window_id": route_doc.data["window_id"],
+        "route_id": route,
+        "driver_id": driver,
+        "vehicle_id": route_doc.data["vehicle_id"],
+        "offer_number": number,
+        "callback_url": callback_url,
+        "status": "OFFERED",
+        "offered_at": now,
+        "expires_at": expires,
+    }
+    tx.create(f"{rec.ASSIGNMENTS}/{data['assignment_id']}", data)
+    tx.update(route_doc.path, {"status": "OFFERED", "driver_id": driver, "offers": number})
+    return data
+
+
+def _offered(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's answer for one offer; ``expires_at`` lets the saga wait exactly until then."""
+    return {
+        "assignment_id": data["assignment_id"],
+        "route_id": data["route_id"],
+        "driver_id": data["driver_id"],
+        "expires_at": data["expires_at"].isoformat(),
+    }
+
+
+def _offer_event(data: Mapping[str, Any]) -> DomainEvent:
+    return ev.DriverAssignmentOffered(
+        event_id=derive_event_id("DriverAssignmentOffered", data["assignment_id"]),
         occurred_at=data["offered_at"],
-        assignment_id=assignment,
-        window_id=window_id,
-        route_id=route,
+        assignment_id=data["assignment_id"],
+        window_id=data["window_id"],
+        route_id=data["route_id"],
         driver_id=data["driver_id"],
         vehicle_id=data["vehicle_id"],
         expires_at=data["expires_at"],
-        offer_number=number,
+        offer_number=data["offer_number"],
     )
-    return {"assignment_id": assignment, "route_id": route, "driver_id": data["driver_id"]}, [event]
+
+
+def offer_routes(body: Mapping[str, Any], deps: Deps) -> tuple[dict[str, Any], Events]:
+    """The first offer of every route at once, each to the driver ``assign`` proposed: one call
+    and a few transactions instead of one of each per route, and every driver hears of their
+    route now, not when a parallel branch of the saga gets its turn (Workflows runs at most 20
+    at a time). ``offers`` is ``[{route_id, callback_url}]``; the answers come in that order."""
+    window_id = body["window_id"]
+    requested = body["offers"]
+    if not isinstance(requested, list) or not all(
+        isinstance(i, dict) and i.get("route_id") and i.get("callback_url") for i in requested
+    ):
+        raise ValidationError("offers must be a list of {route_id, callback_url}")
+    now = deps.clock()
+    expires = now + timedelta(seconds=float(body.get("timeout_s", 900)))
+    found: dict[str, dict[str, Any] | None] = {}
+    for start in range(0, len(requested), CHUNK // 2):  # two writes per route
+
+        def work(tx: Transaction, chunk: list[Any] = requested[start : start + CHUNK // 2]) -> None:
+            # every read before the first write, as Firestore transactions require
+            reads = [
+                (
+                    item,
+                    tx.get(f"{rec.ASSIGNMENTS}/{rec.assignment_id(item['route_id'], 1)}"),
+                    tx.get(f"{rec.ROUTES}/{item['route_id']}"),
+                )
+                for item in chunk
+            ]
+            for item, existing, route_doc in reads:
+                if existing is not None:
+                    found[item["route_id"]] = dict(existing.data)
+                    continue
+                if route_doc is None or route_doc.data["window_id"] != window_id:
+                    raise NotFound(f"no route {item['route_id']} in window {window_id}")
+                driver = route_doc.data.get("driver_id")
+                found[item["route_id"]] = (
+                    None
+                    if driver is None  # nobody proposed: offer() looks in the pool below
+                    else _write_offer(tx, route_doc, driver, 1, item["callback_url"], now, expires)
+                )
+
+        deps.store.run_transaction(work)
+    answers: list[dict[str, Any]] = []
+    events: Events = []
+    for item in requested:
+        data = found[item["route_id"]]
+        if data is None:
+            single = {**item, "window_id": window_id, "offer_number": 1, **_timeout(body)}
+            answer, more = offer(single, deps)
+            answers.append(answer)
+            events += more
+        else:
+            answers.append(_offered(data))
+            events.append(_offer_event(data))
+    return {"window_id": window_id, "offers": answers}, events
+
+
+def _timeout(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"timeout_s": body["timeout_s"]} if "timeout_s" in body else {}
 
 
 def _answer(deps: Deps, assignment: str, status: str, reason: str | None) -> dict[str, Any]:
@@ -702,6 +808,7 @@ STEPS: dict[str, Callable[[Mapping[str, Any], Deps], tuple[dict[str, Any], Event
     "optimize": optimize,
     "assign": assign,
     "offer": offer,
+    "offer_routes": offer_routes,
     "confirm": confirm,
     "decline": decline,
     "release": release,
@@ -714,6 +821,7 @@ REQUIRED = {
     "optimize": ("window_id",),
     "assign": ("window_id",),
     "offer": ("window_id", "route_id", "offer_number", "callback_url"),
+    "offer_routes": ("window_id", "offers"),
     "confirm": ("assignment_id",),
     "decline": ("assignment_id",),
     "release": ("window_id",),

@@ -13,7 +13,7 @@ import pytest
 from meridian.auth import Actor
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
-from meridian.domain.errors import Conflict, Unavailable
+from meridian.domain.errors import Conflict, NotFound, Unavailable, ValidationError
 from meridian.domain.model import DispatchWindow, GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer
@@ -162,6 +162,56 @@ def test_a_retried_step_replays_its_first_answer_and_changes_nothing(deps: Deps)
     assert _step(deps, "offer", None, **offer)["assignment_id"] == "w1-r01-o1"
     with pytest.raises(Conflict):
         _step(deps, "offer", "x:offer", **{**offer, "callback_url": "http://cb/other"})
+
+
+def test_offer_routes_offers_every_route_to_its_proposed_driver_in_one_call(deps: Deps) -> None:
+    _seed(deps, parcels=14, drivers=2, vehicles=2)
+    _step(deps, "reserve", window_id="w1")
+    _step(deps, "optimize", window_id="w1", time_limit_s=0.2)
+    assigned = _step(deps, "assign", window_id="w1")
+    routes = assigned["routes"]
+    assert len(routes) == 2  # ten parcels a van at most
+    assert assigned["route_ids"] == [r["route_id"] for r in routes]
+    offers = [
+        {"route_id": r["route_id"], "callback_url": f"http://cb/{i}"} for i, r in enumerate(routes)
+    ]
+
+    answer = _step(deps, "offer_routes", "x:offers", window_id="w1", offers=offers, timeout_s=60)
+
+    assert [(a["route_id"], a["driver_id"]) for a in answer["offers"]] == [
+        (r["route_id"], r["driver_id"]) for r in routes
+    ]
+    assert [a["assignment_id"] for a in answer["offers"]] == [f"{r['route_id']}-o1" for r in routes]
+    assert answer["offers"][0]["expires_at"] == (NOW + timedelta(seconds=60)).isoformat()
+    for i, route in enumerate(routes):
+        stored = deps.store.get(f"assignments/{route['route_id']}-o1")
+        assert stored is not None
+        assert (stored.data["status"], stored.data["callback_url"]) == ("OFFERED", f"http://cb/{i}")
+        assert _status(deps, f"routes/{route['route_id']}") == "OFFERED"
+    assert _events(deps) == ["DriverAssignmentOffered"] * len(routes)
+    # a retry replays the answer; without the ledger the step finds its offers made
+    again = {"window_id": "w1", "offers": offers, "timeout_s": 60}
+    assert _step(deps, "offer_routes", "x:offers", **again) == answer
+    assert (
+        _step(deps, "offer_routes", None, window_id="w1", offers=offers)["offers"]
+        == (answer["offers"])
+    )
+    # each offer is then answered like one made by `offer`
+    _step(deps, "confirm", assignment_id=answer["offers"][0]["assignment_id"])
+    assert _status(deps, f"routes/{routes[0]['route_id']}") == "CONFIRMED"
+
+
+def test_offer_routes_refuses_a_malformed_list_and_a_route_of_another_window(deps: Deps) -> None:
+    _seed(deps, parcels=2, drivers=1)
+    with pytest.raises(ValidationError):
+        _step(deps, "offer_routes", window_id="w1", offers=[{"route_id": "w1-r01"}])
+    with pytest.raises(NotFound):
+        _step(
+            deps,
+            "offer_routes",
+            window_id="w1",
+            offers=[{"route_id": "w9-r01", "callback_url": "http://cb"}],
+        )
 
 
 def test_decline_then_reoffer_to_another_driver_then_nobody_left(deps: Deps) -> None:

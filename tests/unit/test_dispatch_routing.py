@@ -6,7 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from meridian.embedded.routing import OrToolsRouteOptimizer
+from meridian.embedded.routing import (
+    SERVICE_S,
+    SPEED_MPS,
+    OrToolsRouteOptimizer,
+    haversine_m,
+    travel_matrix,
+)
 from meridian.gcp.routing import RouteOptimizationApi, build_request, read_response
 from meridian.ports import GeoPoint, RoutingProblem
 
@@ -67,6 +73,17 @@ def test_unservable_parcels_are_listed_with_a_reason() -> None:
     assert "more than any vehicle carries" in reasons["p2"]
     assert len(reasons) == 2 + 3  # and three the one vehicle has no room for
     assert sum(len(r["stops"]) for r in solution.routes) == 3
+
+
+def test_thetravel_matrix_is_the_great_circle_time_plus_service_at_the_origin() -> None:
+    points = [GeoPoint(12.97, 77.59), *(GeoPoint(s["lat"], s["lng"]) for s in map(_stop, range(9)))]
+
+    matrix = travel_matrix(points)
+
+    for a, origin in enumerate(points):
+        for b, destination in enumerate(points):
+            expected = int(haversine_m(origin, destination) / SPEED_MPS) + (SERVICE_S if a else 0)
+            assert matrix[a][b] == (0 if a == b else expected)
 
 
 def test_no_vehicle_means_every_parcel_unserved() -> None:

@@ -45,13 +45,19 @@ class HttpxTransport:
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
 
+    def warm(self) -> httpx.AsyncClient:
+        """Build the client now (its TLS context takes a noticeable fraction of a second), so the
+        first step of the first execution does not wait for it. Call on the loop that sends."""
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
     async def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float
     ) -> HttpResponse:
-        if self._client is None:
-            self._client = httpx.AsyncClient()
+        client = self.warm()
         try:
-            response = await self._client.request(
+            response = await client.request(
                 method, url, headers=headers, content=body, timeout=timeout
             )
         except httpx.TimeoutException as e:

@@ -138,6 +138,9 @@ class WorkflowEngine(WorkflowExecutions):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
 
     async def _resume_all(self) -> None:
+        warm = getattr(self.transport, "warm", None)
+        if warm is not None:
+            warm()
         active = self.store.query(Query(records.EXECUTIONS).where("state", "==", "ACTIVE"))
         for doc in active:
             self._spawn(dict(doc.data))
@@ -152,6 +155,7 @@ class WorkflowEngine(WorkflowExecutions):
             with contextlib.suppress(BaseException):
                 await run.task
         self.commits.flush()  # what they saved before stopping, as if killed a moment later
+        self.commits.close()
         for run in runs:
             run.stored.close()
         self._runs.clear()
@@ -189,10 +193,11 @@ class WorkflowEngine(WorkflowExecutions):
             return records.to_execution(dict(existing.data))
         program = self.programs[workflow]
         revision = records.revision_id(workflow, program.source)
-        self.store.set(
-            f"{records.REVISIONS}/{revision}", {"workflow": workflow, "source": program.source}
-        )
-        self._revisions[revision] = program
+        if revision not in self._revisions:  # stored once per engine, not on every start
+            self.store.set(
+                f"{records.REVISIONS}/{revision}", {"workflow": workflow, "source": program.source}
+            )
+            self._revisions[revision] = program
         doc = ExecutionRun.new_document(
             program, execution_id, workflow, revision, argument, self.clock.now()
         )
@@ -260,7 +265,10 @@ class WorkflowEngine(WorkflowExecutions):
         execution_id, callback_id = parse_callback_url(url)
         # accepted against committed state: a request taken this turn must count as consumed
         self.commits.flush()
-        if self._document(execution_id)["state"] != "ACTIVE":
+        # one this engine is running is active; only another one is looked up (a whole read of
+        # its state tree)
+        run = self._runs.get(execution_id)
+        if (run is None or run.stored.closed) and self._document(execution_id)["state"] != "ACTIVE":
             raise NotFound(f"execution {execution_id} is not active")
         path = records.callback_path(execution_id, callback_id)
         doc = self.store.get(path)
