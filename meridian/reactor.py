@@ -10,6 +10,7 @@ the trace continues from the ``traceparent`` attribute, and only a handler that 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -17,7 +18,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 from fastapi import FastAPI, Header, Request, Response
@@ -33,12 +34,22 @@ from meridian.http import install_problem_handlers
 from meridian.observability import extract_context, get_logger
 from meridian.ports import Message, Publisher, Subscriber
 
+if TYPE_CHECKING:
+    import httpx
+
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[DomainEvent], Any]
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
+SLA_TICK_PATH = "/tick"  # the ETA reactor's scheduled SLA check
+
+
+def scheduler_service_account(project: str) -> str:
+    """The identity Cloud Scheduler's jobs sign their OIDC tokens with (the embedded platform's
+    periodic caller signs as the same one)."""
+    return f"scheduler@{project}.iam.gserviceaccount.com"
 
 
 def reactor_app(
@@ -63,7 +74,9 @@ def reactor_app(
         return {"status": "ok"}
 
     @app.post("/events", status_code=204)
-    async def events(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    async def events(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
         auth.check(authorization, audience)
         push = decode_envelope(await request.body())
         attributes = push.message.attributes
@@ -98,7 +111,9 @@ def reactor_app(
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
         finally:
-            structlog.contextvars.unbind_contextvars("event_id", "event_type", "message_id", "delivery_attempt")
+            structlog.contextvars.unbind_contextvars(
+                "event_id", "event_type", "message_id", "delivery_attempt"
+            )
         return Response(status_code=204)
 
     return app
@@ -119,7 +134,9 @@ def push_essentials(settings: Settings, service: str) -> PushEssentials:
     from meridian.catalog import load_catalog
     from meridian.embedded.pubsub.broker import push_service_account
 
-    auth = adapters.push_authenticator(settings, frozenset({push_service_account(settings.project)}))
+    auth = adapters.push_authenticator(
+        settings, frozenset({push_service_account(settings.project)})
+    )
     return PushEssentials(auth, EventCodec(load_catalog()), settings.url_of(service))
 
 
@@ -162,6 +179,28 @@ async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+async def call_on_schedule(
+    url: str, token: Callable[[], str], every_s: float, client: httpx.AsyncClient | None = None
+) -> None:
+    """What a Cloud Scheduler HTTP job does: ``POST url`` with an OIDC token every ``every_s``
+    seconds, forever (cancel to stop). A failed call is logged and the next one comes on schedule,
+    as a job without retries does; the target must be idempotent."""
+    import httpx
+
+    async with contextlib.AsyncExitStack() as stack:
+        http = client
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                response = await http.post(url, headers={"Authorization": f"Bearer {token()}"})
+                if response.status_code >= 300:
+                    log.warning("scheduled call refused", url=url, status=response.status_code)
+            except httpx.HTTPError as e:
+                log.warning("scheduled call failed", url=url, error=str(e))
+
+
 def replay_dead_letters(
     subscriber: Subscriber,
     publisher: Publisher,
@@ -200,13 +239,17 @@ def replay_dead_letters(
 
 
 def _original(message: Message) -> Message:
-    attributes = {k: v for k, v in message.attributes.items() if not k.startswith(DEAD_LETTER_PREFIX)}
+    attributes = {
+        k: v for k, v in message.attributes.items() if not k.startswith(DEAD_LETTER_PREFIX)
+    }
     return Message(message.data, attributes, message.ordering_key)
 
 
 __all__: Sequence[str] = (
+    "call_on_schedule",
     "push_essentials",
     "reactor_app",
     "replay_dead_letters",
+    "scheduler_service_account",
     "serve_reactor",
 )

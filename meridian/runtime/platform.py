@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.http import install_problem_handlers
 from meridian.observability import get_logger
+from meridian.reactor import SLA_TICK_PATH, call_on_schedule, scheduler_service_account
 
 log = get_logger(__name__)
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -119,6 +121,19 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
             asyncio.create_task(pusher.run()),
             asyncio.create_task(sink.run()),
             asyncio.create_task(eventarc.run()),
+            # Cloud Scheduler's job: the ETA reactor's SLA check, so a window closing with no
+            # movement on its route is still announced (terraform: the same job in GCP).
+            asyncio.create_task(
+                call_on_schedule(
+                    (tick := f"{settings.url_of('eta')}{SLA_TICK_PATH}"),
+                    functools.partial(
+                        TokenIssuer(settings.data_dir).token,
+                        tick,
+                        scheduler_service_account(settings.project),
+                    ),
+                    float(os.environ.get("MERIDIAN_SLA_TICK_S", "30")),
+                )
+            ),
             asyncio.create_task(_expire_documents(store)),
         ]
         await asyncio.to_thread(engine.open)
@@ -130,7 +145,8 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
             pusher.stop()
             sink.stop()
             eventarc.stop()
-            tasks[-1].cancel()
+            for task in tasks[-2:]:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             grpc_server.stop(grace=1)
 

@@ -5,7 +5,8 @@ It answers 2xx only once the event is published; anything else makes Eventarc re
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
 from google.events.cloud import firestore as fs
@@ -13,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 
 from meridian.auth import PushAuthenticator
 from meridian.domain.errors import DecodeError
-from meridian.firestore_values import from_fields
 from meridian.http import install_problem_handlers
 from meridian.observability import get_logger
 from services.event_publisher.handlers import Deps, DocumentChange, publish_change
@@ -32,18 +32,42 @@ def change_from_cloudevent(headers: dict[str, str], body: bytes) -> DocumentChan
     if not document:
         raise DecodeError("the event names no document (ce-document / ce-subject)")
     try:
-        data = fs.DocumentEventData.deserialize(body)
+        data = _RawEvent.FromString(body)
     except Exception as e:  # protobuf raises DecodeError of its own on a corrupt body
         raise DecodeError(f"body is not a DocumentEventData protobuf: {e}") from None
-    has_value = fs.DocumentEventData.pb(data).HasField("value")
-    has_old = fs.DocumentEventData.pb(data).HasField("old_value")
+    has_value, has_old = data.HasField("value"), data.HasField("old_value")
     current = data.value if has_value else data.old_value
     return DocumentChange(
         path=document,
-        old=from_fields(data.old_value.fields) if has_old else None,
-        new=from_fields(data.value.fields) if has_value else None,
-        update_time=current.update_time,
+        old=_fields(data.old_value.fields) if has_old else None,
+        new=_fields(data.value.fields) if has_value else None,
+        update_time=current.update_time.ToDatetime(tzinfo=UTC),
     )
+
+
+# Decoded on the raw protobuf messages: through proto-plus wrappers
+# (``meridian.firestore_values.from_fields``) a parcel document took about 2 ms, the publisher's
+# main cost per event. Same mapping, value for value.
+_RawEvent = fs.DocumentEventData.pb()
+
+
+def _fields(fields: Any) -> dict[str, Any]:
+    return {name: _value(value) for name, value in fields.items()}
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value_type")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "timestamp_value":
+        return value.timestamp_value.ToDatetime(tzinfo=UTC)
+    if kind == "map_value":
+        return _fields(value.map_value.fields)
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "geo_point_value":
+        return {"lat": value.geo_point_value.latitude, "lng": value.geo_point_value.longitude}
+    return getattr(value, kind)
 
 
 def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:

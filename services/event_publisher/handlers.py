@@ -44,7 +44,7 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
     old_status = change.old.get("status")
     status = new.get("status")
     if status == old_status or status is None:
-        return None  # not a state change (a field update, or the parcel's creation)
+        return _pod_image_event(change, new)  # else not a state change: a field update
     base = {
         "event_id": derive_event_id(change.path, change.update_time.isoformat(), str(status)),
         "occurred_at": change.update_time,
@@ -103,6 +103,23 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
     if status == "RETURNED":
         return ev.ParcelReturned(**base, reason=new.get("failure_reason"))
     raise DecodeError(f"{change.path}: unknown parcel status {status!r}")
+
+
+def _pod_image_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
+    """A new proof-of-delivery photo recorded on the parcel (``services/command/pod.py``)."""
+    image = new.get("pod_image")
+    if not image or image == (change.old or {}).get("pod_image"):
+        return None
+    return ev.PodImageReceived(
+        # From the blob, not the write: a redelivered change, or the same photo recorded again,
+        # is the same event.
+        event_id=derive_event_id(change.path, "pod_image", image["ref"]),
+        occurred_at=change.update_time,
+        parcel_id=new["parcel_id"],
+        blob_ref=image["ref"],
+        content_type=image["content_type"],
+        size_bytes=image["size_bytes"],
+    )
 
 
 def _shipment_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:

@@ -31,6 +31,7 @@ from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker, push_service_account
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
+from meridian.idempotency import event_ledger_path
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, free_port_block
 
@@ -137,6 +138,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
         "MERIDIAN_EVENTARC_MAX_BACKOFF": "2",
         "MERIDIAN_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
         "MERIDIAN_LOG_LEVEL": "WARNING",
+        "MERIDIAN_SLA_TICK_S": "1",  # the scheduler's SLA check, every second here
     }
     runtime, processes = start_services(env, data_dir)
     broker = Broker(data_dir)
@@ -171,10 +173,13 @@ def _client(runtime: Runtime, tariff: bool = True) -> Client:
     )
 
 
-def _send_out(runtime: Runtime, client: Client, count: int, route: str) -> list[str]:
+def _send_out(
+    runtime: Runtime, client: Client, count: int, route: str, window_end: datetime | None = None
+) -> list[str]:
     command = runtime.url("command")
     parcels = [f"p-{os.urandom(4).hex()}" for _ in range(count)]
-    window = {"start": NOW.isoformat(), "end": (NOW + timedelta(hours=3)).isoformat()}
+    end = window_end or NOW + timedelta(hours=3)
+    window = {"start": NOW.isoformat(), "end": end.isoformat()}
     body = {
         "parcels": [
             {
@@ -409,3 +414,71 @@ def test_a_slow_then_failing_sms_gateway_does_not_slow_deliveries_and_nothing_is
     time.sleep(1)
     assert all(delivered_sms(p) == 1 for p in parcels)  # nothing sent twice
     print(json.dumps({k: round(v * 1000, 1) for k, v in p99.items()}))
+
+
+def test_a_pod_photo_upload_completes_the_pod_record_with_the_stored_photo(
+    runtime: Runtime,
+) -> None:
+    client = _client(runtime)
+    (parcel,) = _send_out(runtime, client, 1, f"r-{os.urandom(3).hex()}")
+    command = httpx.Client(base_url=runtime.url("command"), timeout=10)
+    jpeg = b"\xff\xd8\xff\xe0" + os.urandom(2048)
+    early = command.put(
+        f"/v1/parcels/{parcel}/pod-image",
+        content=jpeg,
+        headers={**client.driver, "Content-Type": "image/jpeg"},
+    )
+    assert early.status_code == 409  # not delivered yet
+    _deliver(command, client, parcel)
+    uploaded = command.put(
+        f"/v1/parcels/{parcel}/pod-image",
+        content=jpeg,
+        headers={**client.driver, "Content-Type": "image/jpeg"},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    photo = uploaded.json()["photo_ref"]
+    store = EmbeddedDocumentStore(runtime.data_dir)
+
+    def finalised() -> dict[str, Any] | None:
+        record = store.get(f"pod_records/{parcel}")
+        return dict(record.data) if record and record.data.get("photo_ref") == photo else None
+
+    record = eventually(finalised, what="POD record with the uploaded photo")
+    assert record["complete"] and record["signature_ref"] == f"sig-{parcel}"
+    assert record["photo_content_type"] == "image/jpeg" and record["photo_size_bytes"] == len(jpeg)
+    assert Path(photo.removeprefix("file://")).read_bytes() == jpeg
+    status = command.get(f"/v1/parcels/{parcel}", headers=client.driver).json()
+    assert status["pod_complete"] is True
+
+
+def test_a_window_that_closes_with_no_route_event_is_announced_breached_once(
+    runtime: Runtime,
+) -> None:
+    client = _client(runtime)
+    closes = datetime.now(UTC) + timedelta(seconds=4)
+    (parcel,) = _send_out(runtime, client, 1, f"r-{os.urandom(3).hex()}", window_end=closes)
+    store = EmbeddedDocumentStore(runtime.data_dir)
+
+    def breached() -> bool:
+        status = store.get(f"parcel_status/{parcel}")
+        return bool(status and status.data.get("sla") == "breached")
+
+    eventually(breached, timeout_s=30, what="the SLA tick to mark the parcel breached")
+    time.sleep(3)  # a few more ticks: still one announcement
+    broker = Broker(runtime.data_dir)
+    codec = EventCodec(load_catalog())
+    announced: set[str] = set()
+    while batch := broker.pull("e2e-audit", 1000):
+        for received in batch:
+            attributes = received.message.attributes
+            if attributes.get("eventType") == "SlaBreached":
+                event = codec.from_message(received.message.data, attributes)
+                if getattr(event, "parcel_id", None) == parcel:
+                    announced.add(event.event_id)
+        broker.acknowledge("e2e-audit", [r.ack_id for r in batch])
+    assert len(announced) == 1, announced
+    (event_id,) = announced
+    # Announced to the client-visible side too: the webhook reactor processed it.
+    eventually(
+        lambda: store.get(event_ledger_path("client-webhook", event_id)), what="webhook reactor"
+    )

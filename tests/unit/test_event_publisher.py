@@ -14,7 +14,14 @@ from meridian.codec import EventCodec
 from meridian.domain.errors import DecodeError
 from meridian.domain.model import GeoPoint, Parcel, ProofOfDelivery, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import Change
-from meridian.embedded.eventarc import Trigger, cloudevent_attributes, document_event, path_pattern
+from meridian.embedded.eventarc import (
+    Trigger,
+    cloudevent_attributes,
+    document_event,
+    document_event_bytes,
+    path_pattern,
+)
+from meridian.firestore_values import from_fields, to_fields
 from meridian.records import parcel_document
 from services.event_publisher.app import change_from_cloudevent
 from services.event_publisher.handlers import Deps, DocumentChange, event_for_change, publish_change
@@ -174,3 +181,52 @@ def test_garbage_is_not_a_firestore_event() -> None:
             {"ce-type": "google.cloud.firestore.document.v1.written", "ce-document": "parcels/p-1"},
             b"\xff\xff\xff",
         )
+
+
+def test_a_pod_photo_recorded_on_a_delivered_parcel_is_pod_image_received() -> None:
+    delivered = parcel().plan("w-1").assign("r-1", "drv-7", "veh-3").send_out()
+    delivered = delivered.deliver(NOW, GeoPoint(lat=12.9, lng=77.6), None)
+    before = doc(delivered)
+    image = {"ref": "file:///blobs/pod/p-1/ab.jpg", "content_type": "image/jpeg", "size_bytes": 812}
+    after = {**before, "pod_image": image}
+    later = NOW + timedelta(minutes=3)
+    event = event_for_change(DocumentChange("parcels/p-1", before, after, later))
+    assert event is not None and event.event_type == "PodImageReceived"
+    assert (event.parcel_id, event.blob_ref, event.size_bytes) == ("p-1", image["ref"], 812)  # type: ignore[attr-defined]
+    assert event.occurred_at == later
+    # The same photo seen again (a redelivered change) is the same event; an unrelated field
+    # update after it announces nothing.
+    again = event_for_change(
+        DocumentChange("parcels/p-1", before, after, later + timedelta(seconds=1))
+    )
+    assert again is not None and again.event_id == event.event_id
+    assert (
+        event_for_change(DocumentChange("parcels/p-1", after, {**after, "note": "x"}, later))
+        is None
+    )
+    # It survives the codec, as the publisher sends it.
+    publisher = FakePublisher()
+    publish_change(
+        DocumentChange("parcels/p-1", before, after, later), Deps(publisher, EventCodec(CATALOG))
+    )
+    ((topic, message),) = publisher.published
+    assert topic == "logistics.events" and message.attributes["eventType"] == "PodImageReceived"
+
+
+def test_the_forwarders_raw_encoding_means_what_the_value_mapping_says() -> None:
+    """The forwarder builds DocumentEventData on raw protobufs for speed; decoded, it must equal
+    what ``meridian.firestore_values`` builds value by value."""
+    data: dict[str, Any] = {
+        "none": None, "yes": True, "n": -(2**63), "big": 2**64, "x": 1.5, "s": "é", "b": b"\x00",
+        "at": NOW, "empty_map": {}, "empty_list": [], "nested": {"list": [1, {"k": [None, "v"]}]},
+    }  # fmt: skip
+    created = Change(
+        seq=1, path="parcels/p-1", collection="parcels", kind="created", old_data=None,
+        new_data=data, update_mask=(), create_time=None, commit_time=NOW,
+    )  # fmt: skip
+    decoded = fs.DocumentEventData.deserialize(document_event_bytes(created, "proj"))
+    assert dict(decoded.value.fields) == to_fields(data)
+    assert from_fields(decoded.value.fields) == {**data, "big": float(2**64)}
+    assert decoded.value.create_time == NOW and decoded.value.update_time == NOW
+    assert not fs.DocumentEventData.pb(decoded).HasField("old_value")
+    assert not fs.DocumentEventData.pb(decoded).HasField("update_mask")

@@ -4,8 +4,9 @@ The body is Pub/Sub's wrapped JSON envelope; 102/200/201/202/204 acknowledge, an
 no answer within the ack deadline, which is the request timeout) is a nack that the retry policy
 and dead-letter policy then handle exactly as for pull. Each subscription has a push window
 (reference §3.3 [impl]): it starts at 4 outstanding requests, doubles on success up to
-``max_outstanding``, halves on failure; a failed batch also pauses the subscription, 100 ms
-doubling to 60 s, so a broken endpoint is not hammered.
+``max_outstanding``, halves on failure; a failed answer also pauses the subscription, 100 ms
+doubling to 60 s, so a broken endpoint is not hammered. Requests flow continuously: a slot freed
+by an answer is filled at once, not when the rest of a batch has answered.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +26,18 @@ from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.embedded.pubsub.delivery import rfc3339
+from meridian.embedded.pubsub.http1 import Http1Pool, HttpxPoster, Poster, PostFailed
 from meridian.ports import ReceivedMessage
 
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 MIN_PAUSE_S = 0.1
 MAX_PAUSE_S = 60.0
 START_WINDOW = 4
+MIN_POLL_S = 0.005
+CONFIG_REFRESH_S = 1.0
+MAX_POLL_S = 0.05
+ACK_BATCH = 32
+ACK_DELAY_S = 0.005
 
 
 def envelope(
@@ -56,6 +64,35 @@ def envelope(
     if dead_lettering:
         wrapped["deliveryAttempt"] = message.delivery_attempt
     return wrapped
+
+
+def deliverable(broker: Broker, subscription: str) -> bool:
+    """Whether a message of ``subscription`` is due now: one indexed read, which (unlike a pull)
+    takes no write lock, so idle delivery loops can poll it cheaply."""
+    db = broker.store.connection()
+    sub = broker.topology.subscription(subscription, db)
+    (due,) = db.execute("SELECT min(due) FROM backlog WHERE sub_id = ?", (sub.id,)).fetchone()
+    return due is not None and due <= broker.clock()
+
+
+@dataclass
+class IdlePoll:
+    """How long a delivery loop waits before looking again: not at all right after a pull that
+    found messages (more may be waiting), ``MIN_POLL_S`` when nothing is due, and doubling up to
+    ``MAX_POLL_S`` while pulls come back empty though something is due (an ordered key held back
+    by its message in flight), so that case does not become a stream of empty pulls."""
+
+    wait: float = 0.0
+
+    def after(self, pulled: int | None) -> float:
+        """``pulled``: how many messages the pull found, None if there was no pull."""
+        if pulled is None:
+            self.wait = MIN_POLL_S
+        elif pulled:
+            self.wait = 0.0
+        else:
+            self.wait = min(MAX_POLL_S, max(MIN_POLL_S, self.wait * 2))
+        return self.wait
 
 
 @dataclass
@@ -96,15 +133,13 @@ class PushDispatcher:
 
     async def run(self, refresh_s: float = 1.0) -> None:
         """Run one delivery loop per push subscription, picking up new ones every ``refresh_s``."""
-        own_client = self._client is None
-        client = self._client or httpx.AsyncClient()
         loops: dict[str, asyncio.Task[None]] = {}
         try:
             while not self._stopping.is_set():
                 subs = await asyncio.to_thread(self._broker.list_subscriptions)
                 pushing = {s.name for s in subs if s.kind == "push"}
                 for name in pushing - loops.keys():
-                    loops[name] = asyncio.create_task(self._deliver(client, name))
+                    loops[name] = asyncio.create_task(self._deliver(name))
                 for name in list(loops):
                     if name not in pushing or loops[name].done():
                         loops.pop(name).cancel()
@@ -114,39 +149,102 @@ class PushDispatcher:
             for task in loops.values():
                 task.cancel()
             await asyncio.gather(*loops.values(), return_exceptions=True)
-            if own_client:
-                await client.aclose()
 
-    async def _deliver(self, client: httpx.AsyncClient, subscription: str) -> None:
+    async def _deliver(self, subscription: str) -> None:
+        """One subscription's delivery loop, with its own connection pool: the lean HTTP/1.1
+        client of ``http1`` (httpx's per-request CPU, not the reactors, bounded the platform's
+        push rate), or the httpx client given to the dispatcher (tests mock its transport)."""
+        poster: Poster
+        poster = HttpxPoster(self._client) if self._client else Http1Pool(self._max_outstanding)
+        try:
+            await self._deliver_with(poster, subscription)
+        finally:
+            await poster.aclose()
+
+    async def _deliver_with(self, client: Poster, subscription: str) -> None:
+        """Keep up to the window's size of requests in flight, topping up as each one answers.
+
+        Requests are not sent in lock-step batches: a batch waited for its slowest request before
+        the next one went out, so one slow handler stalled the whole subscription. And an idle
+        loop does not pull (a pull is a write transaction on the broker's file, and a stream of
+        empty ones from this process starved the other processes' publishes of the write lock):
+        it polls ``deliverable``, a read, every few milliseconds instead.
+        """
         window = _Window()
-        while not self._stopping.is_set():
-            config = await asyncio.to_thread(self._broker.get_subscription, subscription)
-            if config.push_endpoint is None:
-                return
-            batch = await asyncio.to_thread(self._broker.pull, subscription, window.size)
-            if not batch:
-                await asyncio.to_thread(self._broker.wait, 0.05)
-                continue
-            results = await asyncio.gather(*(self._post(client, config, m) for m in batch))
-            acked = [m.ack_id for m, ok in zip(batch, results, strict=True) if ok]
-            nacked = [m.ack_id for m, ok in zip(batch, results, strict=True) if not ok]
-            if acked:
-                await asyncio.to_thread(self._broker.acknowledge, subscription, acked)
-            if nacked:
-                await asyncio.to_thread(self._broker.modify_ack_deadline, subscription, nacked, 0)
-                window.failed()
-                await asyncio.sleep(window.pause)
-            else:
-                window.succeeded(self._max_outstanding)
-            if self._on_delivered is not None:
-                for message, ok in zip(batch, results, strict=True):
-                    if ok:
-                        outcome = self._on_delivered(message)
-                        if outcome is not None:
-                            await outcome
+        in_flight: dict[asyncio.Task[bool], ReceivedMessage] = {}
+        answered: list[tuple[ReceivedMessage, bool]] = []
+        first_answer = 0.0
+        idle = IdlePoll()
+        config, config_read = self._broker.get_subscription(subscription), time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                if time.monotonic() - config_read > CONFIG_REFRESH_S:  # endpoint changes
+                    config, config_read = (
+                        self._broker.get_subscription(subscription),
+                        time.monotonic(),
+                    )
+                if config.push_endpoint is None:
+                    return
+                room = window.size - len(in_flight)
+                pulled: int | None = None
+                if room > 0 and deliverable(self._broker, subscription):
+                    batch = await asyncio.to_thread(self._broker.pull, subscription, room)
+                    pulled = len(batch)
+                    for message in batch:
+                        post = asyncio.create_task(self._post(client, config, message))
+                        in_flight[post] = message
+                pause = idle.after(pulled)
+                if not in_flight:
+                    await asyncio.sleep(pause)
+                    continue
+                # A full window waits for an answer; otherwise look again after the pause.
+                timeout = None if len(in_flight) >= window.size else pause
+                if answered:  # and answers already in wait at most ACK_DELAY_S to be acked
+                    timeout = min(ACK_DELAY_S, timeout if timeout is not None else ACK_DELAY_S)
+                done, _ = await asyncio.wait(
+                    in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done and not answered:
+                    first_answer = time.monotonic()
+                answered += [(in_flight.pop(t), t.result()) for t in done]
+                # Acks go in groups: one per answer was one broker write transaction per push.
+                if answered and (
+                    len(answered) >= ACK_BATCH
+                    or not all(ok for _, ok in answered)
+                    or not in_flight
+                    or time.monotonic() - first_answer >= ACK_DELAY_S
+                ):
+                    await self._settle(subscription, window, answered)
+                    answered = []
+            if answered:  # stopping: what was answered is done, do not have it redelivered
+                await self._settle(subscription, window, answered)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _settle(
+        self, subscription: str, window: _Window, answered: list[tuple[ReceivedMessage, bool]]
+    ) -> None:
+        acked = [m.ack_id for m, ok in answered if ok]
+        nacked = [m.ack_id for m, ok in answered if not ok]
+        if acked:
+            await asyncio.to_thread(self._broker.acknowledge, subscription, acked)
+        if nacked:
+            await asyncio.to_thread(self._broker.modify_ack_deadline, subscription, nacked, 0)
+            window.failed()
+            await asyncio.sleep(window.pause)
+        else:
+            window.succeeded(self._max_outstanding)
+        if self._on_delivered is not None:
+            for message, ok in answered:
+                if ok:
+                    outcome = self._on_delivered(message)
+                    if outcome is not None:
+                        await outcome
 
     async def _post(
-        self, client: httpx.AsyncClient, config: SubscriptionConfig, message: ReceivedMessage
+        self, client: Poster, config: SubscriptionConfig, message: ReceivedMessage
     ) -> bool:
         assert config.push_endpoint is not None
         headers = {"Content-Type": "application/json"}
@@ -158,12 +256,12 @@ class PushDispatcher:
             message, config.name, self._broker.project, config.dead_letter_topic is not None
         )
         try:
-            response = await client.post(
+            status = await client.post(
                 config.push_endpoint,
-                content=json.dumps(body, separators=(",", ":")),
-                headers=headers,
-                timeout=config.ack_deadline_s,
+                json.dumps(body, separators=(",", ":")).encode(),
+                headers,
+                config.ack_deadline_s,
             )
-        except httpx.HTTPError:
+        except PostFailed:
             return False
-        return response.status_code in ACK_STATUSES
+        return status in ACK_STATUSES

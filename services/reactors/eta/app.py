@@ -1,18 +1,32 @@
-"""The eta reactor's entrypoint: Pub/Sub pushes movement facts (out for delivery, delivered, failed, geofence) here."""
+"""The eta reactor's entrypoint: Pub/Sub pushes movement facts (out for delivery, delivered, failed,
+geofence) to ``/events``; the scheduler calls ``/tick`` so a window that closes with no movement on
+the route is still announced as breached."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import FastAPI, Header
+from starlette.concurrency import run_in_threadpool
 
 from meridian.config import Settings
-from meridian.reactor import reactor_app, serve_reactor
+from meridian.reactor import SLA_TICK_PATH, reactor_app, serve_reactor
 from services.reactors.eta import handlers
 from services.reactors.eta.bootstrap import bootstrap
 
 
 def create_app(settings: Settings) -> FastAPI:
-    deps, push = bootstrap(settings)
-    return reactor_app("eta", lambda event: handlers.project(event, deps), push.auth, push.codec, push.own_url)
+    deps, push, scheduler = bootstrap(settings)
+    app = reactor_app(
+        "eta", lambda event: handlers.project(event, deps), push.auth, push.codec, push.own_url
+    )
+
+    @app.post(SLA_TICK_PATH, include_in_schema=False)
+    async def tick(authorization: Annotated[str | None, Header()] = None) -> dict[str, int]:
+        scheduler.check(authorization, f"{push.own_url}{SLA_TICK_PATH}")
+        return {"breaches_announced": await run_in_threadpool(handlers.tick, deps)}
+
+    return app
 
 
 if __name__ == "__main__":

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meridian import adapters
+from meridian.auth import PushAuthenticator
 from meridian.config import Settings
-from meridian.reactor import PushEssentials, push_essentials
+from meridian.reactor import PushEssentials, push_essentials, scheduler_service_account
 from services.reactors.eta.handlers import Deps
 
 
-def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
+def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials, PushAuthenticator]:
+    """The handler's ports, the push endpoint's essentials, and the check of the scheduler's
+    OIDC token on ``/tick`` (only the scheduler's identity may call it)."""
     push = push_essentials(settings, "eta")
     deps = Deps(
         store=adapters.document_store(settings),
@@ -19,4 +22,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         travel=adapters.travel_time(settings),
         clock=lambda: datetime.now(UTC),
     )
-    return deps, push
+    scheduler = adapters.push_authenticator(
+        settings, frozenset({scheduler_service_account(settings.project)})
+    )
+    return deps, push, scheduler

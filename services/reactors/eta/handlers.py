@@ -6,9 +6,19 @@ one transaction; the outbox is published and cleared afterwards, and a redeliver
 outbox is still there publishes it then. Announced events have ids derived from the triggering
 event, so a second publication is deduplicated downstream.
 
-SLA breach is judged when the route is recomputed (any movement on it): a stop whose window has
-closed undelivered is breached. There is no timer, so a route with no movement at all reports its
-breach on its next event.
+A parcel's status view is rewritten only when what it shows changed materially (its SLA state, or
+its ETA by ``ETA_MATERIAL`` or more), and RouteEtaUpdated is announced only when some remaining
+ETA is new or moved that much: a movement on a 100-stop route used to rewrite 100 status documents
+and announce 100 unchanged ETAs, most of the event plane's load, while the customer sees minutes.
+What was last shown and announced is kept on the board's stop (``shown_eta``, ``shown_sla``,
+``announced_eta``).
+
+SLA breach is judged two ways, whichever comes first: when the route is recomputed (any movement on
+it), and by ``tick`` (Cloud Scheduler in GCP, the platform's periodic caller embedded), which finds
+the boards whose earliest open window (``next_due``, kept on the board as a due-time index) has
+closed. A stop is marked breached on the board in the transaction that announces it, and the
+SlaBreached id derives from the parcel and its window only, so a parcel is announced breached once
+whichever path sees it first, however often either runs.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ BOARDS = "route_board"
 STATUS = "parcel_status"
 OUTBOX = "eta_outbox"
 EVENTS_TOPIC = "logistics.events"
+ETA_MATERIAL = timedelta(minutes=1)  # a status view's ETA is rewritten when it moves this much
+TICK_BATCH = 100  # boards judged per tick transaction
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,9 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
     elif isinstance(event, ParcelDelivered | DeliveryFailed):
         at = event.delivered_at if isinstance(event, ParcelDelivered) else event.failed_at
         if event.parcel_id in stops:
-            stops[event.parcel_id]["status"] = "delivered" if isinstance(event, ParcelDelivered) else "failed"
+            stops[event.parcel_id]["status"] = (
+                "delivered" if isinstance(event, ParcelDelivered) else "failed"
+            )
             stops[event.parcel_id]["done_at"] = at
         if isinstance(event, ParcelDelivered):
             board["position"] = {"lat": event.lat, "lng": event.lng}
@@ -112,33 +126,37 @@ def _announcements(
         return derive_event_id(CONSUMER, trigger.event_id, kind, subject)
 
     now = trigger.occurred_at
-    out: list[DomainEvent] = [
-        RouteEtaUpdated(
-            event_id=ident("RouteEtaUpdated", route_id),
-            occurred_at=now,
-            route_id=route_id,
-            vehicle_id=board.get("vehicle_id"),
-            driver_id=board.get("driver_id"),
-            stops=tuple(
-                StopEta(parcel_id=s["parcel_id"], sequence=s["sequence"], eta=s["eta"], window_end=s["window_end"])
-                for s in pending
-            ),
+    out: list[DomainEvent] = []
+    if any(_moved(s.get("eta"), s.get("announced_eta")) for s in pending):
+        # Announced only when an ETA is new or moved materially: a driver on schedule moves no
+        # ETA, and re-announcing the same 100 ETAs on every delivery only made every consumer
+        # re-read the route for nothing. The event still carries every remaining stop.
+        for stop in pending:
+            stop["announced_eta"] = stop["eta"]
+        out.append(
+            RouteEtaUpdated(
+                event_id=ident("RouteEtaUpdated", route_id),
+                occurred_at=now,
+                route_id=route_id,
+                vehicle_id=board.get("vehicle_id"),
+                driver_id=board.get("driver_id"),
+                stops=tuple(
+                    StopEta(
+                        parcel_id=s["parcel_id"],
+                        sequence=s["sequence"],
+                        eta=s["eta"],
+                        window_end=s["window_end"],
+                    )
+                    for s in pending
+                ),
+            )
         )
-    ]
     real_route = None if route_id.startswith("solo-") else route_id
     for stop in pending:
         if stop["window_end"] <= board["as_of"] and not stop.get("breached"):
-            stop["breached"] = True
-            out.append(
-                SlaBreached(
-                    event_id=ident("SlaBreached", stop["parcel_id"]),
-                    occurred_at=now,
-                    parcel_id=stop["parcel_id"],
-                    route_id=real_route,
-                    client_id=stop["client_id"],
-                    window_end=stop["window_end"],
-                )
-            )
+            out.append(_breach(stop, route_id, now))
+        elif stop.get("breached"):
+            continue
         elif stop["eta"] > stop["window_end"] and not stop.get("at_risk"):
             stop["at_risk"] = True
             out.append(
@@ -158,6 +176,74 @@ def _announcements(
     return out
 
 
+def _moved(eta: datetime | None, shown: datetime | None) -> bool:
+    """Whether an ETA differs materially from the one last shown or announced."""
+    if eta is None or shown is None:
+        return eta is not shown
+    return abs(eta - shown) >= ETA_MATERIAL
+
+
+def _breach(stop: dict[str, Any], route_id: str, now: datetime) -> SlaBreached:
+    """Mark ``stop`` breached and the event that says so; one id per parcel and window, so the
+    route-event path and the tick cannot announce the same breach twice."""
+    stop["breached"] = True
+    return SlaBreached(
+        event_id=derive_event_id(
+            CONSUMER, "SlaBreached", stop["parcel_id"], stop["window_end"].isoformat()
+        ),
+        occurred_at=now,
+        parcel_id=stop["parcel_id"],
+        route_id=None if route_id.startswith("solo-") else route_id,
+        client_id=stop["client_id"],
+        window_end=stop["window_end"],
+    )
+
+
+def _next_due(board: dict[str, Any]) -> datetime | None:
+    """The earliest window end among pending stops not yet announced breached."""
+    open_windows = [
+        s["window_end"]
+        for s in board.get("stops", {}).values()
+        if s["status"] == "pending" and not s.get("breached")
+    ]
+    return min(open_windows, default=None)
+
+
+def _save(
+    tx: Transaction, route_id: str, board: dict[str, Any], now: datetime, finished: datetime | None
+) -> int:
+    """Write the board, and the status view of every stop whose view changed materially (plus the
+    stop ``finished`` just now); returns how many status views were written."""
+    pending = any(s["status"] == "pending" for s in board.get("stops", {}).values())
+    board.update(active=pending, updated_at=now)
+    board.pop("next_due", None)  # absent, not null: a range query on it then skips the board
+    if (due := _next_due(board)) is not None:
+        board["next_due"] = due
+    written = 0
+    for stop in board.get("stops", {}).values():
+        eta = stop.get("eta") if stop["status"] == "pending" else None
+        sla = _sla(stop)
+        moved = _moved(eta, stop.get("shown_eta"))
+        just_finished = finished is not None and stop.get("done_at") == finished
+        if not (moved or just_finished or sla != stop.get("shown_sla")):
+            continue
+        stop.update(shown_eta=eta, shown_sla=sla)
+        tx.set(
+            f"{STATUS}/{stop['parcel_id']}",
+            {
+                "parcel_id": stop["parcel_id"],
+                "route_id": route_id,
+                "eta": eta,
+                "sla": sla,
+                "updated_at": now,
+            },
+            merge=True,
+        )
+        written += 1
+    tx.set(f"{BOARDS}/{route_id}", board)
+    return written
+
+
 def _sla(stop: dict[str, Any]) -> str:
     if stop["status"] == "delivered":
         return "met" if stop["done_at"] <= stop["window_end"] else "breached"
@@ -170,7 +256,9 @@ def _sla(stop: dict[str, Any]) -> str:
 
 def _boards_for(tx: Transaction, event: DomainEvent) -> list[tuple[str, dict[str, Any]]]:
     if isinstance(event, GeofenceCrossed):
-        found = tx.query(Query(BOARDS).where("vehicle_id", "==", event.vehicle_id).where("active", "==", True))
+        found = tx.query(
+            Query(BOARDS).where("vehicle_id", "==", event.vehicle_id).where("active", "==", True)
+        )
         return [(d.id, dict(d.data)) for d in found]
     route_id = route_of(event)
     if route_id is None:
@@ -192,26 +280,8 @@ def project(event: DomainEvent, deps: Deps) -> str:
                 continue  # a stop finished before we ever saw it go out: nothing to estimate
             pending = recompute(board, deps.travel)
             announced += _announcements(event, route_id, board, pending)
-            board.update(active=bool(pending), updated_at=now)
-            tx.set(f"{BOARDS}/{route_id}", board)
-            for stop in board["stops"].values():
-                if stop["status"] == "pending" or stop.get("done_at") == _done_at(event):
-                    tx.set(
-                        f"{STATUS}/{stop['parcel_id']}",
-                        {
-                            "parcel_id": stop["parcel_id"],
-                            "route_id": route_id,
-                            "eta": stop.get("eta") if stop["status"] == "pending" else None,
-                            "sla": _sla(stop),
-                            "updated_at": now,
-                        },
-                        merge=True,
-                    )
-        if announced:
-            tx.set(
-                f"{OUTBOX}/{event.event_id}",
-                {"events": [{"type": e.event_type, "body": e.model_dump(mode="python")} for e in announced]},
-            )
+            _save(tx, route_id, board, now, _done_at(event))
+        _to_outbox(tx, event.event_id, announced)
         mark_processed(tx, CONSUMER, event.event_id, now)
         return announced
 
@@ -220,6 +290,58 @@ def project(event: DomainEvent, deps: Deps) -> str:
         return f"duplicate; {publish_outbox(event.event_id, deps)} republished"
     publish_outbox(event.event_id, deps)
     return f"{len(announced)} events announced"
+
+
+def _to_outbox(tx: Transaction, key: str, announced: list[DomainEvent], **marks: Any) -> None:
+    if announced:
+        tx.set(
+            f"{OUTBOX}/{key}",
+            {
+                "events": [
+                    {"type": e.event_type, "body": e.model_dump(mode="python")} for e in announced
+                ],
+                **marks,
+            },
+        )
+
+
+def tick(deps: Deps) -> int:
+    """Announce SlaBreached for every pending stop whose window has closed, though no event came.
+
+    Boards are found by their due-time index (``next_due`` ≤ now); each batch is judged, marked
+    and put in the outbox in one transaction, then published. Returns how many breaches were
+    announced. A crash between the commit and the publication leaves the outbox entry, which the
+    next tick publishes (same event ids, deduplicated downstream).
+    """
+    now = deps.clock()
+    for leftover in deps.store.query(Query(OUTBOX).where("tick", "==", True)):
+        publish_outbox(leftover.id, deps)
+    total = batch = 0
+    while True:
+        key = f"tick-{now.isoformat()}-{batch}"
+
+        def judge(tx: Transaction, key: str = key) -> tuple[int, list[DomainEvent]]:
+            due = tx.query(Query(BOARDS).where("next_due", "<=", now).limit(TICK_BATCH))
+            announced: list[DomainEvent] = []
+            for document in due:
+                board = dict(document.data)
+                announced += [
+                    _breach(stop, document.id, now)
+                    for stop in board.get("stops", {}).values()
+                    if stop["status"] == "pending"
+                    and not stop.get("breached")
+                    and stop["window_end"] <= now
+                ]
+                _save(tx, document.id, board, now, None)  # next_due moves past ``now``
+            _to_outbox(tx, key, announced, tick=True)
+            return len(due), announced
+
+        boards, announced = deps.store.run_transaction(judge)
+        publish_outbox(key, deps)
+        total += len(announced)
+        if boards < TICK_BATCH:
+            return total
+        batch += 1
 
 
 def _done_at(event: DomainEvent) -> datetime | None:
