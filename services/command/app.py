@@ -29,7 +29,7 @@ from meridian.domain.commands import (
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
 from meridian.ports import WorkflowExecutions
-from services.command import dispatch, handlers, webhooks
+from services.command import dispatch, handlers, pod, webhooks
 from services.command.commit import Committer
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
 from services.command.web import Caller, IdempotencyKey, accepted, request_key
@@ -100,6 +100,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(dispatch.router())
     app.include_router(webhooks.router())
+    app.include_router(pod.router())
     app.state.deps = deps
     app.state.verifier = verifier
     app.state.workflows = workflows
