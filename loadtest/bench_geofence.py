@@ -4,6 +4,10 @@
 embedded broker's vehicle.telemetry beforehand; the job (local source, validation, STRtree
 locate, per-vehicle state and timers, Avro encode, publish) drains the backlog and stops when
 idle. The baseline tests the same pings against every fence in a plain loop (shapely, prepared).
+
+A streaming job starts once and then runs for days, so the throughput is reported both with and
+without Beam's start-up: the start-up is measured in the same run as the same job over an empty
+subscription, and the steady rate is the pings over the job's time less that.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pipelines.geofence.model import Ping
 
 FENCES = 1_000
 VEHICLES = 8_200
-PINGS = 60_000
+PINGS = 180_000  # 35 s of the 5,100 pings/s peak
 LAT0, LNG0 = 52.5, 13.4
 SPAN = 20_000 / METRES_PER_DEGREE
 
@@ -88,18 +92,12 @@ def run() -> str:
         original = pipeline.fence_loader
         pipeline.fence_loader = lambda opts, project: loaders.StaticFences(fences)  # type: ignore[assignment]
         try:
-            started = time.perf_counter()
-            pipeline.run(
-                [
-                    "--streaming",
-                    f"--data_dir={d}",
-                    "--stop_when_idle_s=1",
-                    "--allowed_lateness_s=5",
-                    "--max_batch=20000",
-                    "--fence_refresh_s=3600",
-                ]
-            )
-            job_s = time.perf_counter() - started - 1.0  # less the idle wait that ends the run
+            with tempfile.TemporaryDirectory() as empty:
+                Broker(Path(empty)).apply_catalog(
+                    catalog, lambda s, p: f"http://127.0.0.1:9/{s}{p}"
+                )
+                start_up_s = _job(empty)
+            job_s = _job(d)
         finally:
             pipeline.fence_loader = original
         published = broker.metrics("geofence").acked_total
@@ -118,20 +116,39 @@ def run() -> str:
     fence_set.locate(all_pings)
     index_rate = len(all_pings) / (time.perf_counter() - t)
     job_rate = PINGS / job_s
+    steady_rate = PINGS / (job_s - start_up_s)
     return f"""## Geofence job (DirectRunner)
 
 {FENCES:,} fences, {VEHICLES:,} vehicles, {PINGS:,} pings drained from the embedded broker
-({published:,} acknowledged). Job time includes Beam's pipeline start-up.
+({published:,} acknowledged): {job_s:.1f} s of job, of which {start_up_s:.1f} s is Beam's start-up
+and shut-down (the same job over an empty subscription, measured in this run).
 
 | what | pings/s |
 |---|---|
-| whole job on the DirectRunner (source → validate → locate → per-vehicle state → publish) | {job_rate:,.0f} |
+| **the job on the DirectRunner, running** (source, validate, locate, track, publish) | **{steady_rate:,.0f}** |
+| the same, start-up included | {job_rate:,.0f} |
 | plain Python loop: every ping against every fence (shapely, prepared) | {loop_rate:,.0f} |
 | STRtree locate alone, vectorised per batch | {index_rate:,.0f} |
-| ratio job / plain loop | {job_rate / loop_rate:,.1f}× |
+| ratio running job / plain loop | {steady_rate / loop_rate:,.1f}× |
 
 Aim: ≥ 10,000 pings/s through the job.
 """
+
+
+def _job(data_dir: str) -> float:
+    """Seconds the job takes to drain ``data_dir``'s geofence subscription and stop."""
+    started = time.perf_counter()
+    pipeline.run(
+        [
+            "--streaming",
+            f"--data_dir={data_dir}",
+            "--stop_when_idle_s=1",
+            "--allowed_lateness_s=5",
+            "--max_batch=20000",
+            "--fence_refresh_s=3600",
+        ]
+    )
+    return time.perf_counter() - started - 1.0  # less the idle wait that ends the run
 
 
 if __name__ == "__main__":

@@ -90,6 +90,69 @@ class VehicleState:
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(VehicleState))
+_ENCODED_FIELDS = (
+    "vehicle_id", "pending", "last_ts", "last_lat", "last_lng", "last_id", "inside",
+    "entering", "leaving", "anchor", "idle_reported", "flush_at",
+)  # fmt: skip
+# A field added to VehicleState must be added to ``encode_state``/``decode_state`` too.
+assert _STATE_FIELDS == _ENCODED_FIELDS, "VehicleState changed: update encode_state/decode_state"
+_new_tuple = tuple.__new__
+
+
+def encode_state(s: VehicleState) -> tuple[Any, ...]:
+    """A vehicle's state as plain tuples, dicts, strings and numbers, for ``marshal``.
+
+    The Beam step stores every vehicle's state each time its shard is touched; pickling the
+    dataclasses and NamedTuples calls Python code per object (``__reduce__``,
+    ``__getnewargs__``), and that was about a quarter of the job's time. Plain values marshal
+    in C. ``decode_state`` is the inverse; a round trip gives an equal state.
+    """
+    return (
+        s.vehicle_id,
+        tuple((tuple(loc.ping), loc.inner, loc.outer, loc.known) for loc in s.pending.values()),
+        s.last_ts,
+        s.last_lat,
+        s.last_lng,
+        s.last_id,
+        s.inside,
+        _streaks_out(s.entering),
+        _streaks_out(s.leaving),
+        s.anchor,
+        s.idle_reported,
+        s.flush_at,
+    )
+
+
+def decode_state(t: tuple[Any, ...]) -> VehicleState:
+    vehicle, pending, last_ts, last_lat, last_lng, last_id, inside, entering, leaving, *rest = t
+    anchor, idle_reported, flush_at = rest
+    return VehicleState(
+        vehicle,
+        {  # tuple.__new__ builds the NamedTuples without their Python-level __new__
+            p[1]: _new_tuple(Located, (_new_tuple(Ping, p), inner, outer, known))
+            for p, inner, outer, known in pending
+        },
+        last_ts,
+        last_lat,
+        last_lng,
+        last_id,
+        inside,
+        _streaks_in(entering),
+        _streaks_in(leaving),
+        anchor,
+        idle_reported,
+        flush_at,
+    )
+
+
+def _streaks_out(streaks: dict[str, Streak]) -> dict[str, tuple[float, float, float, int]] | None:
+    if not streaks:
+        return None
+    return {k: (v.start_ts, v.lat, v.lng, v.count) for k, v in streaks.items()}
+
+
+def _streaks_in(raw: dict[str, tuple[float, float, float, int]] | None) -> dict[str, Streak]:
+    return {k: Streak(*v) for k, v in raw.items()} if raw else {}
 
 
 def add(state: VehicleState, located: Located) -> str | None:

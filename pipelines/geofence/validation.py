@@ -13,10 +13,9 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from fastavro import schemaless_reader
+from fastavro import parse_schema, schemaless_reader
 
 from meridian.catalog import Catalog
 from pipelines.geofence.model import Ping, PingBatch, Rejected
@@ -33,7 +32,10 @@ class PingDecoder:
     """Avro VehiclePing bodies → Pings (or Rejected, with why)."""
 
     def __init__(self, catalog: Catalog) -> None:
-        self._schema = catalog.schemas["VehiclePing"]
+        # The schema without its logical types: the same bytes decode to plain ints, so a ping's
+        # time is read as microseconds instead of building a timezone-aware datetime per ping
+        # only to turn it back into a number (about a third of the decoding time).
+        self._schema = parse_schema(_without_logical_types(catalog.schemas["VehiclePing"]))
 
     def decode(self, data: bytes, attributes: Mapping[str, str]) -> Ping | Rejected:
         event_type = attributes.get("eventType", "VehiclePing")
@@ -44,11 +46,10 @@ class PingDecoder:
             record = schemaless_reader(buffer, self._schema, None)
             if buffer.tell() != len(data):
                 raise ValueError(f"{len(data) - buffer.tell()} bytes left over")
-            recorded: datetime = record["recorded_at"]
             return Ping(
                 vehicle_id=record["vehicle_id"],
                 event_id=record["event_id"],
-                ts=recorded.timestamp(),
+                ts=record["recorded_at"] / 1e6,  # timestamp-micros
                 lat=record["lat"],
                 lng=record["lng"],
                 speed_mps=record.get("speed_mps"),
@@ -63,6 +64,20 @@ class PingDecoder:
             result = self.decode(data, attributes)
             (pings if isinstance(result, Ping) else rejected).append(result)
         return PingBatch(tuple(pings), tuple(rejected))
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """A copy of a (parsed) Avro schema with its ``logicalType`` annotations and fastavro's own
+    bookkeeping keys removed; the binary encoding it describes is the same."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_logical_types(v)
+            for k, v in schema.items()
+            if k != "logicalType" and not k.startswith("__")
+        }
+    if isinstance(schema, list):
+        return [_without_logical_types(v) for v in schema]
+    return schema
 
 
 def validate(

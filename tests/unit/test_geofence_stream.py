@@ -260,3 +260,34 @@ def test_events_are_encoded_with_the_catalog_attributes(outputs: dict[str, list[
     crossed = next(m for m in messages if m.attributes["eventType"] == "GeofenceCrossed")
     assert crossed.ordering_key == crossed.attributes["subject"]
     assert crossed.attributes["source"] == "geofence-pipeline"
+
+
+def test_the_shard_state_coder_round_trips_every_field() -> None:
+    from pipelines.geofence.model import Located
+    from pipelines.geofence.tracking import Streak, VehicleState
+    from pipelines.geofence.transforms import Shard, ShardCoder
+
+    ping = Ping("veh-1", "e-1", 100.0, 52.5, 13.4, 5.0, 3.0)
+    full = VehicleState(
+        vehicle_id="veh-1",
+        pending={"e-1": Located(ping, frozenset({"f1"}), frozenset({"f1", "f2"}), known=False)},
+        last_ts=99.0,
+        last_lat=52.4,
+        last_lng=13.3,
+        last_id="e-0",
+        inside={"f3": 42.0},
+        entering={"f1": Streak(98.0, 52.5, 13.4, 2)},
+        leaving={"f3": Streak(97.0, 52.6, 13.5)},
+        anchor=(90.0, 52.5, 13.4),
+        idle_reported=True,
+        flush_at=101.0,
+    )
+    shard = Shard({"veh-1": full, "veh-2": VehicleState(vehicle_id="veh-2")}, wake_at=105.0)
+    coder = ShardCoder()
+
+    decoded = coder.decode(coder.encode(shard))
+
+    assert decoded == shard
+    located = decoded.vehicles["veh-1"].pending["e-1"]
+    assert type(located) is Located and type(located.ping) is Ping
+    assert type(decoded.vehicles["veh-1"].entering["f1"]) is Streak
