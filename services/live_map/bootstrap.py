@@ -11,8 +11,8 @@ from pathlib import Path
 from meridian import adapters
 from meridian.auth import IdentityVerifier
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
 from meridian.config import Settings
+from services.live_map.pings import PingDecoder
 from services.live_map.positions import DEFAULT_INTERVAL_S
 from services.live_map.tracking import TrackingDeps
 from services.live_map.writer import DEFAULT_MAX_OUTSTANDING, PositionWriter
@@ -62,7 +62,7 @@ def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
         writer = PositionWriter(
             store,
             adapters.subscriber(settings),
-            EventCodec(load_catalog()),
+            PingDecoder(load_catalog()),
             clock=lambda: datetime.now(UTC),
             interval_s=options.debounce_s,
             max_outstanding=options.max_outstanding,

@@ -18,6 +18,7 @@ from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.pubsub.adapter import EmbeddedPubSub
 from meridian.embedded.pubsub.broker import Broker
 from meridian.tracking import TrackingTokens
+from services.live_map.pings import PingDecoder
 from services.live_map.tracking import MapEvent, TrackingDeps, open_tracking, track_parcel
 from services.live_map.writer import PositionWriter
 
@@ -117,7 +118,9 @@ async def test_the_writer_consumes_the_subscription_and_writes_positions(tmp_pat
             )
         )
     pubsub.publish("vehicle.telemetry", list(reversed(messages)))  # newest first
-    writer = PositionWriter(store, pubsub, codec, clock=lambda: datetime.now(UTC), interval_s=0.2)
+    writer = PositionWriter(
+        store, pubsub, PingDecoder(load_catalog()), clock=lambda: datetime.now(UTC), interval_s=0.2
+    )
     task = asyncio.create_task(writer.run())
     try:
         for _ in range(300):

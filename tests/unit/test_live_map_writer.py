@@ -14,6 +14,7 @@ from meridian.codec import EventCodec
 from meridian.domain.errors import Unavailable
 from meridian.domain.events import VehiclePing
 from meridian.ports import Message
+from services.live_map.pings import PingDecoder
 from services.live_map.positions import Debouncer, Position
 from services.live_map.writer import PositionWriter, write_positions
 from tests.fakes import FakeDocumentStore, FakeSubscriber
@@ -142,7 +143,12 @@ def make_writer(
 ) -> tuple[PositionWriter, FakeSubscriber]:
     subscriber = FakeSubscriber()
     writer = PositionWriter(
-        store, subscriber, codec, clock=lambda: T0, interval_s=2.0, monotonic=clock
+        store,
+        subscriber,
+        PingDecoder(load_catalog()),
+        clock=lambda: T0,
+        interval_s=2.0,
+        monotonic=clock,
     )
     return writer, subscriber
 

@@ -15,8 +15,11 @@ from datetime import datetime
 from meridian.embedded.pubsub.broker import Broker
 from meridian.ports import FlowControl, Message, Publisher, ReceivedMessage, Subscriber
 
-PULL_BATCH = 100
+PULL_BATCH = 500
 IDLE_WAIT_S = 0.05
+# How often a stream looks for leases to extend while it hands out messages: often enough for
+# any ack deadline (10 s at least), rarely enough to cost nothing per message.
+EXTEND_CHECK_S = 1.0
 
 
 class _Outstanding:
@@ -31,13 +34,20 @@ class _Outstanding:
         self.bytes = 0
         self.freed = asyncio.Event()
 
-    def add(self, message: ReceivedMessage) -> None:
+    def add(self, messages: Sequence[ReceivedMessage]) -> None:
+        now = time.monotonic()
         with self._lock:
-            size = len(message.message.data)
-            self.sizes[message.ack_id] = size
-            self.extended.pop(message.ack_id, None)  # keep ``extended`` in time order
-            self.extended[message.ack_id] = time.monotonic()
-            self.bytes += size
+            sizes = self.sizes
+            extended = self.extended
+            added = 0
+            for message in messages:
+                ack_id = message.ack_id
+                size = len(message.message.data)
+                sizes[ack_id] = size
+                extended.pop(ack_id, None)  # keep ``extended`` in time order
+                extended[ack_id] = now
+                added += size
+            self.bytes += added
 
     def release(self, ack_ids: Iterable[str]) -> None:
         released = False
@@ -56,7 +66,8 @@ class _Outstanding:
 
         ``extended`` is kept in the order of its times (an entry is re-inserted at the end when
         extended), so the scan stops at the first fresh lease: O(due), not O(outstanding). The
-        stream calls this once per message handed out, with up to tens of thousands held."""
+        stream calls this every ``EXTEND_CHECK_S`` while it hands out messages, with up to tens
+        of thousands held."""
         with self._lock:
             now = time.monotonic()
             stale = []
@@ -119,13 +130,21 @@ class EmbeddedPubSub(Publisher, Subscriber):
         with self._streams_lock:
             self._streams.append(outstanding)
         buffered: deque[ReceivedMessage] = deque()
+        next_check = 0.0
         try:
             while True:
-                stale = outstanding.due_for_extension(extend_after)
-                if stale:
-                    await asyncio.to_thread(
-                        self.broker.modify_ack_deadline, subscription, stale, config.ack_deadline_s
-                    )
+                # Checked on a clock, not per message: a consumer that holds messages for long
+                # still gets its leases extended in time, a fast one pays nothing per message.
+                if time.monotonic() >= next_check:
+                    stale = outstanding.due_for_extension(extend_after)
+                    if stale:
+                        await asyncio.to_thread(
+                            self.broker.modify_ack_deadline,
+                            subscription,
+                            stale,
+                            config.ack_deadline_s,
+                        )
+                    next_check = time.monotonic() + min(EXTEND_CHECK_S, extend_after / 2)
                 if buffered:
                     message = buffered.popleft()
                     yield message
@@ -142,8 +161,7 @@ class EmbeddedPubSub(Publisher, Subscriber):
                 if not batch:
                     await asyncio.to_thread(self.broker.wait, IDLE_WAIT_S)
                     continue
-                for message in batch:
-                    outstanding.add(message)
+                outstanding.add(batch)
                 buffered.extend(batch)
         finally:
             with self._streams_lock:

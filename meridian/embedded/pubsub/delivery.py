@@ -38,6 +38,52 @@ _SELECT = (
 )
 
 
+# (msg_id, attempts, publish_time, data, attributes JSON, ordering key), as _SELECT reads it.
+_RowTuple = tuple[int, int, float, bytes, str | None, str | None]
+# SQLite's default limit on host parameters is 32,766; stay far below it.
+_IN_LIST_MAX = 500
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _attributes(text: str | None) -> dict[str, str]:
+    """The stored attributes JSON (always a flat object the publisher wrote with json.dumps).
+
+    ``json.loads`` spends two thirds of its time on a 150-byte object in whitespace checks
+    and wrappers; the scanner alone reads it in a third of the time, and a trailing byte
+    (impossible from our writer) still fails loudly."""
+    if not text:
+        return {}
+    value, end = _scan_json(text, 0)
+    if end != len(text):
+        raise ValueError(f"attributes JSON has {len(text) - end} trailing characters")
+    attributes: dict[str, str] = value
+    return attributes
+
+
+def _received(sub_id: int, rows: list[_RowTuple], dead_lettering: bool) -> list[ReceivedMessage]:
+    """The leased rows as delivered messages (their delivery count already incremented).
+
+    Built with as little per-message work as possible (the live map takes 5,000 a second):
+    the messages of one publish share a publish time, so its datetime is made once."""
+    times: dict[float, datetime] = {}
+    received = []
+    for msg_id, attempts, publish_time, data, attributes, ordering_key in rows:
+        published = times.get(publish_time)
+        if published is None:
+            published = times[publish_time] = datetime.fromtimestamp(publish_time, UTC)
+        attempt = attempts + 1
+        received.append(
+            ReceivedMessage(
+                ack_id=f"{sub_id}.{msg_id}.{attempt}",
+                message_id=str(msg_id),
+                message=Message(data, _attributes(attributes), ordering_key or ""),
+                publish_time=published,
+                delivery_attempt=attempt if dead_lettering else 0,
+            )
+        )
+    return received
+
+
 @dataclass(frozen=True)
 class _Row:
     msg_id: int
@@ -91,51 +137,48 @@ class Delivery:
             config = sub.config
             dead_lettering = config.dead_letter_topic is not None
             if dead_lettering:
-                poison = [r for r in rows if r.attempts >= config.max_delivery_attempts]
+                limit = config.max_delivery_attempts
+                poison = [_Row(*r) for r in rows if r[1] >= limit]
                 if poison:
                     self._dead_letter(db, sub, poison, now)
-                    rows = [r for r in rows if r.attempts < config.max_delivery_attempts]
+                    rows = [r for r in rows if r[1] < limit]
             if not rows:
                 return []
             lease_end = now + config.ack_deadline_s
-            db.executemany(
-                "UPDATE backlog SET attempts = ?, leased_until = ?, due = ?"
-                " WHERE sub_id = ? AND msg_id = ?",
-                [
-                    (
-                        r.attempts + 1,
-                        lease_end,
-                        lease_end + config.backoff(r.attempts + 1),
-                        sub.id,
-                        r.msg_id,
+            # Rows are leased one statement per delivery count (nearly always one: first
+            # deliveries), each naming its messages in an IN list, rather than one UPDATE per
+            # row: the same rows change, in a third of the statement overhead.
+            by_attempts: dict[int, list[int]] = {}
+            for r in rows:
+                by_attempts.setdefault(r[1], []).append(r[0])
+            for attempts, ids in by_attempts.items():
+                for start in range(0, len(ids), _IN_LIST_MAX):
+                    chunk = ids[start : start + _IN_LIST_MAX]
+                    db.execute(
+                        "UPDATE backlog SET attempts = ?, leased_until = ?, due = ?"
+                        f" WHERE sub_id = ? AND msg_id IN ({','.join('?' * len(chunk))})",
+                        (
+                            attempts + 1,
+                            lease_end,
+                            lease_end + config.backoff(attempts + 1),
+                            sub.id,
+                            *chunk,
+                        ),
                     )
-                    for r in rows
-                ],
-            )
             db.execute(
                 "UPDATE subscriptions SET delivered = delivered + ? WHERE id = ?",
                 (len(rows), sub.id),
             )
-        return [
-            ReceivedMessage(
-                ack_id=f"{sub.id}.{r.msg_id}.{r.attempts + 1}",
-                message_id=str(r.msg_id),
-                message=r.message(),
-                publish_time=datetime.fromtimestamp(r.publish_time, UTC),
-                delivery_attempt=r.attempts + 1 if dead_lettering else 0,
-            )
-            for r in rows
-        ]
+        return _received(sub.id, rows, dead_lettering)
 
-    def _candidates(self, db: sqlite3.Connection, sub: Sub, now: float, limit: int) -> list[_Row]:
+    def _candidates(
+        self, db: sqlite3.Connection, sub: Sub, now: float, limit: int
+    ) -> list[_RowTuple]:
         if not sub.config.ordering:
-            return [
-                _Row(*r)
-                for r in db.execute(
-                    f"{_SELECT} WHERE b.sub_id = ? AND b.due <= ? ORDER BY b.due, b.msg_id LIMIT ?",
-                    (sub.id, now, limit),
-                )
-            ]
+            return db.execute(
+                f"{_SELECT} WHERE b.sub_id = ? AND b.due <= ? ORDER BY b.due, b.msg_id LIMIT ?",
+                (sub.id, now, limit),
+            ).fetchall()
         # Ordered: a key's messages go out in id order, and none after the key's first message
         # that is not deliverable yet (leased, or nacked and backing off): that is how a nack
         # holds back the rest of its key (reference §2.4).
@@ -146,7 +189,7 @@ class Delivery:
                 (sub.id, now),
             ).fetchall()
         )
-        rows: list[_Row] = []
+        rows: list[_RowTuple] = []
         cursor = db.execute(
             "SELECT b.msg_id, b.attempts, m.publish_time, m.data, m.attributes, m.ordering_key,"
             " b.ordering_key FROM backlog b JOIN messages m ON m.id = b.msg_id"
@@ -155,7 +198,7 @@ class Delivery:
         )
         for *fields, key in cursor:
             if key is None or fields[0] < blocked_from.get(key, fields[0] + 1):
-                rows.append(_Row(*fields))
+                rows.append(tuple(fields))
                 if len(rows) == limit:
                     break
         return rows
