@@ -6,6 +6,11 @@ in the ``POST /events`` endpoint Pub/Sub pushes to (reference §3): the push tok
 Pub/Sub treats as a nack, so it is retried and finally dead-lettered rather than silently dropped),
 the trace continues from the ``traceparent`` attribute, and only a handler that returned answers
 204. Any error in the handler is a non-2xx answer, hence a retry.
+
+A reactor may also give a batch handler: the events whose pushes arrive while the previous batch
+is being handled are then handled together (``Batcher``), so under load a reactor pays its fixed
+cost per event (a transaction, a route board read and rewritten) once per batch. Each push is
+still answered only when its own event's effect has committed, with its own outcome.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[DomainEvent], Any]
+# Outcomes in the order of the events; an exception in the place of an event that failed.
+BatchHandler = Callable[[Sequence[DomainEvent]], Sequence[Any]]
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
 SLA_TICK_PATH = "/tick"  # the ETA reactor's scheduled SLA check
@@ -59,13 +66,16 @@ def reactor_app(
     codec: EventCodec,
     own_url: str,
     lifespan: Lifespan | None = None,
+    handle_batch: BatchHandler | None = None,
 ) -> FastAPI:
     """The reactor's FastAPI app: ``POST /events`` (push endpoint) and ``GET /healthz``.
 
     ``own_url`` is the service's base URL; the push token's audience must be ``{own_url}/events``,
     as the push subscription's audience defaults to its endpoint URL (reference §3.4).
+    ``handle_batch``, when given, handles the events that arrive together (see ``Batcher``).
     """
     app = FastAPI(title=f"Meridian {service} reactor", version="1", lifespan=lifespan)
+    batcher = Batcher(handle_batch, handle) if handle_batch is not None else None
     install_problem_handlers(app)
     audience = f"{own_url}/events"
 
@@ -101,7 +111,10 @@ def reactor_app(
                 attributes={"messaging.message.id": push.message_id},
             ):
                 try:
-                    outcome = await run_in_threadpool(handle, event)
+                    if batcher is not None:
+                        outcome = await batcher.submit(event)
+                    else:
+                        outcome = await run_in_threadpool(handle, event)
                 except MeridianError as e:
                     log.warning("event not processed; Pub/Sub will retry it", error=repr(e))
                     raise
@@ -117,6 +130,65 @@ def reactor_app(
         return Response(status_code=204)
 
     return app
+
+
+class Batcher:
+    """Hands the events of concurrent pushes to a batch handler, one batch at a time.
+
+    An event that arrives while no batch runs starts one at once (no waiting for company); those
+    that arrive while it runs form the next one. So batches grow only under load, which is when
+    sharing the per-batch cost matters. If the batch handler raises as a whole, each event of the
+    batch is handled alone by ``handle``, so one poison event fails (and is retried, then
+    dead-lettered) alone.
+    """
+
+    def __init__(self, handle_batch: BatchHandler, handle: Handler, max_batch: int = 64) -> None:
+        self._handle_batch = handle_batch
+        self._handle = handle
+        self._max_batch = max_batch
+        self._pending: list[tuple[DomainEvent, asyncio.Future[Any]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.batches = 0  # batches handled, for tests
+
+    async def submit(self, event: DomainEvent) -> Any:
+        """The outcome of ``event`` once its batch is handled (or its exception)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                outcomes = await run_in_threadpool(self._run, [event for event, _ in batch])
+                self.batches += 1
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue  # the push request went away; the effect stands all the same
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._draining = None
+
+    def _run(self, events: list[DomainEvent]) -> list[Any]:
+        try:
+            outcomes = list(self._handle_batch(events))
+        except Exception as e:
+            if len(events) == 1:
+                return [e]
+            log.warning("batch failed; handling its events one by one", error=repr(e))
+            outcomes = []
+            for event in events:
+                try:
+                    outcomes.append(self._handle(event))
+                except Exception as alone:
+                    outcomes.append(alone)
+        return outcomes
 
 
 @dataclass(frozen=True)
@@ -246,6 +318,7 @@ def _original(message: Message) -> Message:
 
 
 __all__: Sequence[str] = (
+    "Batcher",
     "call_on_schedule",
     "push_essentials",
     "reactor_app",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from google.events.cloud import firestore as fs
 
 from meridian.catalog import Catalog, TriggerSpec
 from meridian.domain.events import derive_event_id
-from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentStore
+from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentStore, changelog
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
@@ -184,6 +185,12 @@ class EventarcEmulation:
         self._location = location
         self._project = broker.project
         self._stopping = asyncio.Event()
+        self._log: sqlite3.Connection | None = None
+        # The collections the triggers watch; None if a pattern has a wildcard collection.
+        parents = [spec.document.rsplit("/", 1)[0] for spec in catalog.triggers.values()]
+        self._collections = (
+            None if any("{" in p for p in parents) else sorted(set(parents))
+        )
 
     def ensure_transport(self) -> None:
         for trigger in self._triggers:
@@ -205,19 +212,20 @@ class EventarcEmulation:
         return self._forward(limit)[1]
 
     def _forward(self, limit: int) -> tuple[int, int]:
-        """(changes read, CloudEvents forwarded) over every trigger."""
+        """(change-log sequences read past, CloudEvents forwarded) over every trigger."""
         read = forwarded = 0
-        # Triggers whose cursors stand at the same place share one read: decoding the change log
-        # (whole documents, old and new) is the forwarder's main cost, and every trigger tails the
-        # same log.
-        batches: dict[int | None, list[Change]] = {}
+        # Triggers whose cursors stand at the same place share one read, and the read decodes
+        # only the changes of the collections some trigger watches: decoding every change (the
+        # reactors' route boards, status views and ledgers, whole documents old and new) was the
+        # forwarder's main cost, for changes no trigger wanted.
+        batches: dict[int | None, tuple[int, int, list[Change]]] = {}
         for trigger in self._triggers:
             cursor = transport_name(trigger.name)
             position = self._store.changes.position(cursor)
             try:
-                if position is None or position not in batches:
-                    batches[position] = self._store.changes.read_changes(cursor, limit)
-                changes = batches[position]
+                if position not in batches:
+                    batches[position] = self._read_watched(position, limit, cursor)
+                after, upto, changes = batches[position]
             except ChangesExpired as gap:
                 log.error(
                     "eventarc cursor fell behind the change log; changes were lost",
@@ -227,9 +235,9 @@ class EventarcEmulation:
                 )
                 self._store.changes.advance(cursor, gap.first_seq - 1)
                 continue
-            if not changes:
+            if upto <= after:
                 continue
-            read += len(changes)
+            read = max(read, upto - after)
             messages = [
                 Message(
                     data=document_event_bytes(c, self._project),
@@ -240,9 +248,37 @@ class EventarcEmulation:
             ]
             for start in range(0, len(messages), 1000):
                 self._broker.publish(cursor, messages[start : start + 1000])
-            self._store.changes.advance(cursor, changes[-1].seq)
+            self._store.changes.advance(cursor, upto)
             forwarded += len(messages)
         return read, forwarded
+
+    def _read_watched(
+        self, position: int | None, limit: int, cursor: str
+    ) -> tuple[int, int, list[Change]]:
+        """(after, upto, changes): the changes of the watched collections with a sequence in
+        ``(after, upto]``, where ``after`` is the cursor's position (a new cursor starts at the
+        oldest retained change) and ``upto`` at most ``limit`` past it. ChangesExpired if
+        retention pruned changes the cursor had not read."""
+        if self._log is None:
+            self._log = self._store.connect()  # the forwarder's own; used by one thread at a time
+        conn = self._log
+        conn.execute("BEGIN")  # one read transaction: the gap check and the rows agree
+        try:
+            if position is None:
+                first = changelog.first_retained_seq(conn)
+                after = (first - 1) if first is not None else changelog.max_seq(conn)
+            else:
+                after = position
+            upto = min(changelog.latest_after(conn, after, cursor), after + limit)
+            sql = f"{changelog.SELECT} WHERE seq > ? AND seq <= ?"
+            params: list[Any] = [after, upto]
+            if self._collections is not None:
+                sql += f" AND collection IN ({', '.join('?' * len(self._collections))})"
+                params += self._collections
+            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return after, upto, [changelog.row_to_change(r) for r in rows]
 
     def stop(self) -> None:
         self._stopping.set()

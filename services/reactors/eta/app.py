@@ -18,7 +18,12 @@ from services.reactors.eta.bootstrap import bootstrap
 def create_app(settings: Settings) -> FastAPI:
     deps, push, scheduler = bootstrap(settings)
     app = reactor_app(
-        "eta", lambda event: handlers.project(event, deps), push.auth, push.codec, push.own_url
+        "eta",
+        lambda event: handlers.project(event, deps),
+        push.auth,
+        push.codec,
+        push.own_url,
+        handle_batch=lambda events: handlers.project_batch(events, deps),
     )
 
     @app.post(SLA_TICK_PATH, include_in_schema=False)

@@ -2,9 +2,10 @@
 and each parcel's status view, and announce RouteEtaUpdated / SlaAtRisk / SlaBreached.
 
 The projections, the processed-event record and the events to announce (an outbox entry) commit in
-one transaction; the outbox is published and cleared afterwards, and a redelivery of an event whose
-outbox is still there publishes it then. Announced events have ids derived from the triggering
-event, so a second publication is deduplicated downstream.
+one transaction; the outbox is published and cleared afterwards, and a redelivered event publishes
+whatever a crash left there. Announced events have ids derived from the triggering event, so a
+second publication is deduplicated downstream. The events pushed together are projected together
+(``project_batch``): a route board is read, recomputed and written once per batch, not per event.
 
 A parcel's status view is rewritten only when what it shows changed materially (its SLA state, or
 its ETA by ``ETA_MATERIAL`` or more), and RouteEtaUpdated is announced only when some remaining
@@ -23,7 +24,7 @@ whichever path sees it first, however often either runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,10 +211,14 @@ def _next_due(board: dict[str, Any]) -> datetime | None:
 
 
 def _save(
-    tx: Transaction, route_id: str, board: dict[str, Any], now: datetime, finished: datetime | None
+    tx: Transaction,
+    route_id: str,
+    board: dict[str, Any],
+    now: datetime,
+    finished: Collection[datetime] = (),
 ) -> int:
     """Write the board, and the status view of every stop whose view changed materially (plus the
-    stop ``finished`` just now); returns how many status views were written."""
+    stops ``finished`` just now); returns how many status views were written."""
     pending = any(s["status"] == "pending" for s in board.get("stops", {}).values())
     board.update(active=pending, updated_at=now)
     board.pop("next_due", None)  # absent, not null: a range query on it then skips the board
@@ -224,7 +229,7 @@ def _save(
         eta = stop.get("eta") if stop["status"] == "pending" else None
         sla = _sla(stop)
         moved = _moved(eta, stop.get("shown_eta"))
-        just_finished = finished is not None and stop.get("done_at") == finished
+        just_finished = stop.get("done_at") in finished
         if not (moved or just_finished or sla != stop.get("shown_sla")):
             continue
         stop.update(shown_eta=eta, shown_sla=sla)
@@ -254,42 +259,97 @@ def _sla(stop: dict[str, Any]) -> str:
     return "at_risk" if stop.get("at_risk") else "on_track"
 
 
-def _boards_for(tx: Transaction, event: DomainEvent) -> list[tuple[str, dict[str, Any]]]:
+def _boards_for(
+    tx: Transaction, event: DomainEvent, loaded: dict[str, dict[str, Any]]
+) -> list[str]:
+    """The routes ``event`` moves, their boards loaded into ``loaded`` (route → board, shared by
+    the events of one batch, so a board is read and written once per batch)."""
     if isinstance(event, GeofenceCrossed):
+        # Active boards of the vehicle as this batch left them, then as committed before it.
+        routes = [
+            route_id
+            for route_id, board in loaded.items()
+            if board.get("vehicle_id") == event.vehicle_id
+            and any(s["status"] == "pending" for s in board.get("stops", {}).values())
+        ]
         found = tx.query(
             Query(BOARDS).where("vehicle_id", "==", event.vehicle_id).where("active", "==", True)
         )
-        return [(d.id, dict(d.data)) for d in found]
+        for document in found:
+            if document.id not in loaded:
+                loaded[document.id] = dict(document.data)
+                routes.append(document.id)
+        return routes
     route_id = route_of(event)
     if route_id is None:
         return []
-    current = tx.get(f"{BOARDS}/{route_id}")
-    return [(route_id, dict(current.data) if current else {"route_id": route_id})]
+    if route_id not in loaded:
+        current = tx.get(f"{BOARDS}/{route_id}")
+        loaded[route_id] = dict(current.data) if current else {"route_id": route_id}
+    return [route_id]
 
 
 def project(event: DomainEvent, deps: Deps) -> str:
+    return project_batch([event], deps)[0]
+
+
+def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
+    """Project the movement facts of a batch in one transaction: each route they touch is read,
+    folded with all of its events in arrival order, recomputed, announced and written once.
+
+    A route's announcements derive their ids from the last of its events in the batch; they are
+    committed in the outbox with the projections and the processed-event entries, published
+    after the commit, and then cleared. A redelivered event (already processed) publishes
+    whatever an earlier crash left in the outbox, whichever batch left it.
+    """
     now = deps.clock()
 
-    def record(tx: Transaction) -> list[DomainEvent] | None:
-        if already_processed(tx, CONSUMER, event.event_id):
-            return None
+    def record(tx: Transaction) -> tuple[list[str], list[DomainEvent], str | None]:
+        outcomes: list[str] = []
+        fresh: list[DomainEvent] = []
+        for event in events:
+            if any(e.event_id == event.event_id for e in fresh) or already_processed(
+                tx, CONSUMER, event.event_id
+            ):
+                outcomes.append("duplicate")
+            else:
+                fresh.append(event)
+                outcomes.append("")
+        boards: dict[str, dict[str, Any]] = {}
+        last: dict[str, DomainEvent] = {}  # route → its last event in the batch
+        finished: dict[str, set[datetime]] = {}  # route → when its stops in the batch finished
+        for event in fresh:
+            for route_id in _boards_for(tx, event, boards):
+                _fold(boards[route_id], event)
+                last[route_id] = event
+                if (done := _done_at(event)) is not None:
+                    finished.setdefault(route_id, set()).add(done)
         announced: list[DomainEvent] = []
-        for route_id, board in _boards_for(tx, event):
-            _fold(board, event)
+        for route_id, trigger in last.items():
+            board = boards[route_id]
             if "as_of" not in board or "position" not in board:
                 continue  # a stop finished before we ever saw it go out: nothing to estimate
             pending = recompute(board, deps.travel)
-            announced += _announcements(event, route_id, board, pending)
-            _save(tx, route_id, board, now, _done_at(event))
-        _to_outbox(tx, event.event_id, announced)
-        mark_processed(tx, CONSUMER, event.event_id, now)
-        return announced
+            announced += _announcements(trigger, route_id, board, pending)
+            _save(tx, route_id, board, now, finished.get(route_id, ()))
+        key = fresh[0].event_id if fresh and announced else None
+        if key is not None:
+            _to_outbox(tx, key, announced)
+        for event in fresh:
+            mark_processed(tx, CONSUMER, event.event_id, now)
+        return outcomes, announced, key
 
-    announced = deps.store.run_transaction(record)
-    if announced is None:
-        return f"duplicate; {publish_outbox(event.event_id, deps)} republished"
-    publish_outbox(event.event_id, deps)
-    return f"{len(announced)} events announced"
+    outcomes, announced, key = deps.store.run_transaction(record)
+    if key is not None:
+        deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in announced])
+        deps.store.delete(f"{OUTBOX}/{key}")
+    republished = publish_leftovers(deps) if "duplicate" in outcomes else 0
+    return [
+        f"duplicate; {republished} republished"
+        if outcome == "duplicate"
+        else f"{len(announced)} events announced in a batch of {len(events)}"
+        for outcome in outcomes
+    ]
 
 
 def _to_outbox(tx: Transaction, key: str, announced: list[DomainEvent], **marks: Any) -> None:
@@ -332,7 +392,7 @@ def tick(deps: Deps) -> int:
                     and not stop.get("breached")
                     and stop["window_end"] <= now
                 ]
-                _save(tx, document.id, board, now, None)  # next_due moves past ``now``
+                _save(tx, document.id, board, now)  # next_due moves past ``now``
             _to_outbox(tx, key, announced, tick=True)
             return len(due), announced
 
@@ -352,12 +412,23 @@ def _done_at(event: DomainEvent) -> datetime | None:
     return None
 
 
-def publish_outbox(event_id: str, deps: Deps) -> int:
-    """Publish what the transaction for ``event_id`` left to announce, then clear it."""
-    entry = deps.store.get(f"{OUTBOX}/{event_id}")
+def publish_outbox(key: str, deps: Deps) -> int:
+    """Publish what the transaction that wrote outbox entry ``key`` left to announce, then clear
+    it."""
+    entry = deps.store.get(f"{OUTBOX}/{key}")
     if entry is None:
         return 0
     events = [event_class(e["type"]).model_validate(e["body"]) for e in entry.data["events"]]
     deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in events])
-    deps.store.delete(f"{OUTBOX}/{event_id}")
+    deps.store.delete(f"{OUTBOX}/{key}")
     return len(events)
+
+
+def publish_leftovers(deps: Deps, limit: int = 100) -> int:
+    """Publish every outbox entry a crash left between commit and publication (normally none).
+    Another instance's entry published twice is harmless: the events keep their ids, and
+    consumers deduplicate them."""
+    return sum(
+        publish_outbox(leftover.id, deps)
+        for leftover in deps.store.query(Query(OUTBOX).limit(limit))
+    )

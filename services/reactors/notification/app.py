@@ -12,7 +12,14 @@ from services.reactors.notification.bootstrap import bootstrap
 
 def create_app(settings: Settings) -> FastAPI:
     deps, push = bootstrap(settings)
-    return reactor_app("notification", lambda event: handlers.notify(event, deps), push.auth, push.codec, push.own_url)
+    return reactor_app(
+        "notification",
+        lambda event: handlers.notify(event, deps),
+        push.auth,
+        push.codec,
+        push.own_url,
+        handle_batch=lambda events: handlers.notify_batch(events, deps),
+    )
 
 
 if __name__ == "__main__":

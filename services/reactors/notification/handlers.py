@@ -8,7 +8,7 @@ the notification log and the processed-event record commit in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,13 +21,14 @@ from meridian.domain.events import (
     RouteEtaUpdated,
 )
 from meridian.idempotency import already_processed, event_ledger_path, mark_processed
-from meridian.ports import DocumentStore, SmsGateway, Transaction
+from meridian.ports import DocumentStore, Query, SmsGateway, Transaction
 from meridian.tracking import TrackingTokens
 
 CONSUMER = "notification"
 CONTACTS = "notification_contacts"  # per parcel: phone and the last ETA the customer was told
 SENT = "notifications"
 ETA_CHANGE_THRESHOLD = timedelta(minutes=15)
+IN_QUERY_MAX = 30  # values per ``in`` filter (Firestore's limit)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,24 @@ def _hhmm(at: datetime) -> str:
     return at.strftime("%H:%M UTC")
 
 
-def messages_for(event: DomainEvent, deps: Deps) -> list[Sms]:
-    """The SMS ``event`` calls for (none for ETA moves within the threshold)."""
+Contacts = dict[str, dict[str, Any] | None]  # parcel → its contact as this batch has left it
+
+
+def _load_contacts(parcels: Sequence[str], deps: Deps, known: Contacts) -> None:
+    """Read the contacts of ``parcels`` not yet in ``known``: a few ``in`` queries (Firestore
+    takes 30 values each) rather than one read per stop of a 100-stop route."""
+    missing = list(dict.fromkeys(p for p in parcels if p not in known))
+    for start in range(0, len(missing), IN_QUERY_MAX):
+        chunk = missing[start : start + IN_QUERY_MAX]
+        known.update(dict.fromkeys(chunk))
+        for contact in deps.store.query(Query(CONTACTS).where("parcel_id", "in", chunk)):
+            known[contact.data["parcel_id"]] = dict(contact.data)
+
+
+def messages_for(event: DomainEvent, deps: Deps, known: Contacts | None = None) -> list[Sms]:
+    """The SMS ``event`` calls for (none for ETA moves within the threshold). ``known`` holds the
+    contacts as the events before this one in its batch left them."""
+    known = {} if known is None else known
     if isinstance(event, ParcelOutForDelivery):
         link = f"{deps.tracking_base_url}/track/{event.parcel_id}?token={deps.tracking.issue(event.parcel_id)}"
         body = f"Your parcel {event.parcel_id} is out for delivery, due by {_hhmm(event.window_end)}. Track it: {link}"
@@ -65,18 +82,19 @@ def messages_for(event: DomainEvent, deps: Deps) -> list[Sms]:
         body = f"We could not deliver your parcel {event.parcel_id} ({event.reason}). We will try again."
         return [Sms(event.parcel_id, event.recipient_phone, body, "failed")]
     if isinstance(event, RouteEtaUpdated):
+        _load_contacts([stop.parcel_id for stop in event.stops], deps, known)
         out = []
         for stop in event.stops:
-            contact = deps.store.get(f"{CONTACTS}/{stop.parcel_id}")
-            if contact is None or contact.data.get("done"):
+            contact = known.get(stop.parcel_id)
+            if contact is None or contact.get("done"):
                 continue  # not out for delivery yet (or already delivered): nothing to tell
-            told = contact.data.get("last_eta")
+            told = contact.get("last_eta")
             if told is None:
                 # The first ETA after out-for-delivery is recorded, not sent: that SMS just went.
-                out.append(Sms(stop.parcel_id, contact.data["phone"], "", "eta_baseline", stop.eta))
+                out.append(Sms(stop.parcel_id, contact["phone"], "", "eta_baseline", stop.eta))
             elif abs(stop.eta - told) > ETA_CHANGE_THRESHOLD:
                 body = f"Your parcel {stop.parcel_id} is now expected at {_hhmm(stop.eta)}."
-                out.append(Sms(stop.parcel_id, contact.data["phone"], body, "eta_changed", stop.eta))
+                out.append(Sms(stop.parcel_id, contact["phone"], body, "eta_changed", stop.eta))
         return out
     return []
 
@@ -89,38 +107,86 @@ def _contact_update(event: DomainEvent, sms: Sms) -> dict[str, Any]:
     return {"parcel_id": sms.parcel_id, "last_eta": sms.eta} if sms.eta else {}
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """An event whose SMS went out, waiting for its batch's transaction."""
+
+    event: DomainEvent
+    outgoing: list[Sms]
+    receipts: dict[str, str]
+
+
 def notify(event: DomainEvent, deps: Deps) -> str:
-    if deps.store.get(event_ledger_path(CONSUMER, event.event_id)) is not None:
-        return "duplicate"
-    outgoing = messages_for(event, deps)
-    receipts = {}
-    for sms in outgoing:
-        if sms.body:
-            receipt = deps.sms.send(sms.to, sms.body, f"meridian-{event.event_id}-{sms.parcel_id}")
-            receipts[sms.parcel_id] = receipt.message_id
+    outcome = notify_batch([event], deps)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def notify_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseException]:
+    """Send what each event calls for, then record every sent event in one transaction.
+
+    Events are judged in order, each seeing the contacts as the ones before it left them (two ETA
+    updates of a route in one batch tell a customer at most once, as one after the other would).
+    An event whose SMS could not be sent gets its exception and is not recorded: it is retried,
+    and its messages that did go out are not sent twice (the gateway's idempotency key).
+    """
+    outcomes: list[str | BaseException] = ["duplicate"] * len(events)
+    prepared: dict[int, _Prepared] = {}
+    known: Contacts = {}
+    for i, event in enumerate(events):
+        if any(p.event.event_id == event.event_id for p in prepared.values()):
+            continue
+        if deps.store.get(event_ledger_path(CONSUMER, event.event_id)) is not None:
+            continue
+        try:
+            outgoing = messages_for(event, deps, known)
+            receipts = {}
+            for sms in outgoing:
+                if sms.body:
+                    key = f"meridian-{event.event_id}-{sms.parcel_id}"
+                    receipts[sms.parcel_id] = deps.sms.send(sms.to, sms.body, key).message_id
+        except Exception as e:
+            outcomes[i] = e
+            continue
+        for sms in outgoing:
+            if update := _contact_update(event, sms):
+                known[sms.parcel_id] = {**(known.get(sms.parcel_id) or {}), **update}
+        prepared[i] = _Prepared(event, outgoing, receipts)
+    if not prepared:
+        return outcomes
     now = deps.clock()
 
-    def record(tx: Transaction) -> str:
-        if already_processed(tx, CONSUMER, event.event_id):
-            return "duplicate"
-        for sms in outgoing:
-            update = _contact_update(event, sms)
-            if update:
-                tx.set(f"{CONTACTS}/{sms.parcel_id}", update, merge=True)
-            if sms.body:
-                tx.set(
-                    f"{SENT}/{event.event_id}:{sms.parcel_id}",
-                    {
-                        "parcel_id": sms.parcel_id,
-                        "event_id": event.event_id,
-                        "kind": sms.kind,
-                        "to": sms.to,
-                        "body": sms.body,
-                        "gateway_message_id": receipts[sms.parcel_id],
-                        "sent_at": now,
-                    },
-                )
-        mark_processed(tx, CONSUMER, event.event_id, now)
-        return f"{len(receipts)} sms sent"
+    def record(tx: Transaction) -> dict[int, str]:
+        # Every read of the transaction before its first write, as Firestore requires.
+        fresh = {
+            i for i, p in prepared.items() if not already_processed(tx, CONSUMER, p.event.event_id)
+        }
+        return {i: _record(tx, p, now) if i in fresh else "duplicate" for i, p in prepared.items()}
 
-    return deps.store.run_transaction(record)
+    for i, outcome in deps.store.run_transaction(record).items():
+        outcomes[i] = outcome
+    return outcomes
+
+
+def _record(tx: Transaction, prepared: _Prepared, now: datetime) -> str:
+    event = prepared.event
+    for sms in prepared.outgoing:
+        update = _contact_update(event, sms)
+        if update:
+            tx.set(f"{CONTACTS}/{sms.parcel_id}", update, merge=True)
+        if sms.body:
+            tx.set(
+                f"{SENT}/{event.event_id}:{sms.parcel_id}",
+                {
+                    "parcel_id": sms.parcel_id,
+                    "event_id": event.event_id,
+                    "kind": sms.kind,
+                    "to": sms.to,
+                    "body": sms.body,
+                    "gateway_message_id": prepared.receipts[sms.parcel_id],
+                    "sent_at": now,
+                },
+            )
+    mark_processed(tx, CONSUMER, event.event_id, now)
+    return f"{len(prepared.receipts)} sms sent"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 
@@ -37,7 +37,15 @@ def create_app(settings: Settings) -> FastAPI:
             worker.nudge()  # send now rather than at the next poll
         return f"{len(enqueued)} deliveries enqueued"
 
-    return reactor_app("client-webhook", handle, push.auth, push.codec, push.own_url, lifespan)
+    def handle_batch(events: Sequence[DomainEvent]) -> list[str]:
+        enqueued = handlers.enqueue_batch(events, deps)
+        if any(enqueued):
+            worker.nudge()
+        return [f"{len(paths)} deliveries enqueued" for paths in enqueued]
+
+    return reactor_app(
+        "client-webhook", handle, push.auth, push.codec, push.own_url, lifespan, handle_batch
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ per endpoint however often it is pushed; ``webhook-id`` is the event id on every
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from meridian.domain.errors import MeridianError, Unavailable
 from meridian.domain.events import DomainEvent
 from meridian.idempotency import already_processed, mark_processed
-from meridian.ports import DocumentStore, Query, Transaction, WebhookSender
+from meridian.ports import Document, DocumentStore, Query, Transaction, WebhookSender
 from meridian.webhooks import (
     DELIVERIES,
     ENDPOINTS,
@@ -53,40 +53,63 @@ def payload(event: DomainEvent) -> bytes:
 
 def enqueue(event: DomainEvent, deps: Deps) -> list[str]:
     """Record one pending delivery per active endpoint of the event's client that wants it."""
-    client_id = getattr(event, "client_id", None)
+    return enqueue_batch([event], deps)[0]
+
+
+def enqueue_batch(events: Sequence[DomainEvent], deps: Deps) -> list[list[str]]:
+    """``enqueue`` for the events pushed together, in one transaction (each client's endpoints
+    read once); per event, the paths of the deliveries it enqueued."""
     now = deps.clock()
 
-    def record(tx: Transaction) -> list[str]:
-        if already_processed(tx, CONSUMER, event.event_id):
-            return []
-        paths = []
-        if client_id:
-            endpoints = tx.query(Query(ENDPOINTS).where("client_id", "==", client_id))
-            for endpoint in endpoints:
-                wanted = endpoint.data.get("event_types") or []
-                if endpoint.data["status"] != "active" or (wanted and event.event_type not in wanted):
-                    continue
-                path = f"{DELIVERIES}/{endpoint.id}:{event.event_id}"
-                tx.set(
-                    path,
-                    {
-                        "webhook_id": endpoint.id,
-                        "client_id": client_id,
-                        "event_id": event.event_id,
-                        "event_type": event.event_type,
-                        "body": payload(event).decode(),
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "log": [],
-                    },
-                )
-                paths.append(path)
-        mark_processed(tx, CONSUMER, event.event_id, now)
-        return paths
+    def record(tx: Transaction) -> list[list[str]]:
+        # Every read of the transaction before its first write, as Firestore requires.
+        fresh: dict[str, DomainEvent] = {}
+        for event in events:
+            if event.event_id not in fresh and not already_processed(tx, CONSUMER, event.event_id):
+                fresh[event.event_id] = event
+        clients = {getattr(e, "client_id", None) for e in fresh.values()} - {None}
+        endpoints = {
+            client_id: tx.query(Query(ENDPOINTS).where("client_id", "==", client_id))
+            for client_id in sorted(clients)
+        }
+        enqueued: dict[str, list[str]] = {}
+        for event_id, event in fresh.items():
+            client_id = getattr(event, "client_id", None)
+            enqueued[event_id] = [
+                path
+                for endpoint in endpoints.get(client_id, [])
+                for path in _deliver_to(tx, endpoint, event, client_id, now)
+            ]
+            mark_processed(tx, CONSUMER, event_id, now)
+        # A repeat of an event within the batch enqueued nothing of its own.
+        return [enqueued.pop(e.event_id, []) for e in events]
 
     return deps.store.run_transaction(record)
+
+
+def _deliver_to(
+    tx: Transaction, endpoint: Document, event: DomainEvent, client_id: str, now: datetime
+) -> list[str]:
+    wanted = endpoint.data.get("event_types") or []
+    if endpoint.data["status"] != "active" or (wanted and event.event_type not in wanted):
+        return []
+    path = f"{DELIVERIES}/{endpoint.id}:{event.event_id}"
+    tx.set(
+        path,
+        {
+            "webhook_id": endpoint.id,
+            "client_id": client_id,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "body": payload(event).decode(),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "log": [],
+        },
+    )
+    return [path]
 
 
 def due(deps: Deps, limit: int = 50) -> list[str]:
@@ -103,14 +126,22 @@ def _claim(path: str, deps: Deps) -> dict[str, Any] | None:
 
     def claim(tx: Transaction) -> dict[str, Any] | None:
         delivery = tx.get(path)
-        if delivery is None or delivery.data["status"] != "pending" or delivery.data["next_attempt_at"] > now:
+        if (
+            delivery is None
+            or delivery.data["status"] != "pending"
+            or delivery.data["next_attempt_at"] > now
+        ):
             return None
         endpoint = tx.get(f"{ENDPOINTS}/{delivery.data['webhook_id']}")
         if endpoint is None or endpoint.data["status"] != "active":
             tx.update(path, {"status": "failed", "last_error": "endpoint deleted or disabled"})
             return None
         tx.update(path, {"next_attempt_at": now + LEASE, "attempts": delivery.data["attempts"] + 1})
-        return {**delivery.data, "attempts": delivery.data["attempts"] + 1, "endpoint": dict(endpoint.data)}
+        return {
+            **delivery.data,
+            "attempts": delivery.data["attempts"] + 1,
+            "endpoint": dict(endpoint.data),
+        }
 
     return deps.store.run_transaction(claim)
 
@@ -136,7 +167,12 @@ def attempt(path: str, deps: Deps) -> str:
         error = str(e)
         status = 0
     finished = deps.clock()
-    entry = {"at": started, "status": status, "error": error, "ms": round((finished - started).total_seconds() * 1000)}
+    entry = {
+        "at": started,
+        "status": status,
+        "error": error,
+        "ms": round((finished - started).total_seconds() * 1000),
+    }
     update: dict[str, Any] = {"log": [*claimed.get("log", []), entry][-20:], "last_status": status}
     disable: str | None = None
     if status is not None and 200 <= status < 300:
@@ -155,7 +191,10 @@ def attempt(path: str, deps: Deps) -> str:
     def record(tx: Transaction) -> None:
         tx.update(path, update)
         if disable:
-            tx.update(f"{ENDPOINTS}/{claimed['webhook_id']}", {"status": "disabled", "disabled_reason": disable})
+            tx.update(
+                f"{ENDPOINTS}/{claimed['webhook_id']}",
+                {"status": "disabled", "disabled_reason": disable},
+            )
 
     deps.store.run_transaction(record)
     return str(update.get("status", "retry scheduled"))

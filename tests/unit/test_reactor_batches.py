@@ -1,0 +1,196 @@
+"""Events pushed together are handled together: one batch, the same effects as one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from meridian.catalog import load_catalog
+from meridian.codec import EventCodec
+from meridian.domain import events as ev
+from meridian.domain.errors import Unavailable
+from meridian.ports import Query
+from meridian.reactor import Batcher
+from services.reactors.eta import handlers as eta
+from services.reactors.notification import handlers as notification
+from tests.fakes import FakeDocumentStore, FakePublisher
+from tests.fakes_reactors import FakeTravelTime
+from tests.unit.test_reactors import T0, _notification, delivered, out
+
+# The batcher -------------------------------------------------------------------------------------
+
+
+def test_pushes_that_arrive_while_a_batch_runs_form_the_next_batch() -> None:
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def handle_batch(events: Any) -> list[str]:
+        if not batches:
+            release.wait(5)  # the first batch is slow: the others arrive meanwhile
+        batches.append([e.event_id for e in events])
+        return [f"done {e.event_id}" for e in events]
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(handle_batch, lambda e: pytest.fail("no fallback expected"))
+        first = asyncio.create_task(batcher.submit(out("p-0")))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(batcher.submit(out(f"p-{i}"))) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    outcomes = asyncio.run(scenario())
+    assert batches == [["evt-out-p-0"], ["evt-out-p-1", "evt-out-p-2", "evt-out-p-3"]]
+    assert outcomes == [f"done evt-out-p-{i}" for i in range(4)]
+
+
+def test_a_batch_that_fails_as_a_whole_is_handled_event_by_event() -> None:
+    def handle_batch(events: Any) -> list[str]:
+        raise RuntimeError("one of them is poison")
+
+    def handle(event: ev.DomainEvent) -> str:
+        if event.event_id == "evt-out-p-2":
+            raise Unavailable("poison")
+        return "ok"
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(handle_batch, handle)
+        return await asyncio.gather(
+            *(batcher.submit(out(f"p-{i}")) for i in range(4)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes[:2] == ["ok", "ok"] and outcomes[3] == "ok"
+    assert isinstance(outcomes[2], Unavailable)
+
+
+# ETA ---------------------------------------------------------------------------------------------
+
+
+def _eta() -> tuple[eta.Deps, FakePublisher]:
+    publisher = FakePublisher()
+    deps = eta.Deps(
+        FakeDocumentStore(), publisher, EventCodec(load_catalog()), FakeTravelTime(), lambda: T0
+    )
+    return deps, publisher
+
+
+def _route(deps: eta.Deps, stops: int) -> None:
+    for i in range(stops):
+        eta.project(out(f"p-{i}", lat=12.97 + i / 100, end=T0 + timedelta(hours=3)), deps)
+
+
+def _deliveries(first: int, last: int) -> list[ev.ParcelDelivered]:
+    return [
+        delivered(f"p-{i}", at=T0 + timedelta(minutes=10 * (i + 1))) for i in range(first, last)
+    ]
+
+
+def _shown(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "updated_at"}
+
+
+def _board(board: dict[str, Any]) -> dict[str, Any]:
+    """The board as shown: a finished stop keeps whichever ETA it last had while pending, which
+    intermediate states skipped by a batch do not change the meaning of."""
+    stops = {
+        parcel: {
+            k: v
+            for k, v in stop.items()
+            if stop["status"] == "pending" or k not in ("eta", "announced_eta")
+        }
+        for parcel, stop in board["stops"].items()
+    }
+    return {**_shown(board), "stops": stops}
+
+
+def test_a_batch_projects_the_route_as_one_by_one_would_with_one_board_write() -> None:
+    one_by_one, _ = _eta()
+    batched, publisher = _eta()
+    for deps in (one_by_one, batched):
+        _route(deps, 6)
+    for event in _deliveries(0, 4):
+        eta.project(event, one_by_one)
+    writes_before = len(publisher.published)
+    outcomes = eta.project_batch(_deliveries(0, 4), batched)
+
+    assert all("in a batch of 4" in o for o in outcomes)
+    for i in range(6):
+        alone, together = (d.store.get(f"parcel_status/p-{i}") for d in (one_by_one, batched))
+        assert alone is not None and together is not None
+        assert _shown(alone.data) == _shown(together.data)
+    alone, together = (d.store.get("route_board/r-1") for d in (one_by_one, batched))
+    assert alone is not None and together is not None
+    assert _board(alone.data) == _board(together.data)
+    announced = [m.attributes["eventType"] for _, m in publisher.published[writes_before:]]
+    assert announced.count("RouteEtaUpdated") <= 1  # the route's last state, once
+    assert batched.store.query(Query("eta_outbox")) == []  # published and cleared
+
+
+def test_a_batch_with_a_redelivered_event_projects_it_once_and_republishes_leftovers() -> None:
+    deps, publisher = _eta()
+    _route(deps, 3)
+    eta.project(delivered("p-0"), deps)
+    # A crash between a commit and its publication left an outbox entry behind.
+    leftover = ev.RouteEtaUpdated(event_id="evt-left", occurred_at=T0, route_id="r-1", stops=())
+    deps.store.set(
+        "eta_outbox/evt-earlier",
+        {"events": [{"type": "RouteEtaUpdated", "body": leftover.model_dump(mode="python")}]},
+    )
+    outcomes = eta.project_batch([delivered("p-0"), delivered("p-1"), delivered("p-1")], deps)
+
+    assert outcomes[0].startswith("duplicate") and outcomes[2].startswith("duplicate")
+    assert "events announced" in outcomes[1]
+    assert "evt-left" in [m.attributes["eventId"] for _, m in publisher.published]
+    assert deps.store.query(Query("eta_outbox")) == []
+    ledger = deps.store.query(Query("processed_events"))
+    assert sum(d.id.endswith("evt-del-p-1") for d in ledger) == 1
+
+
+# Notification ------------------------------------------------------------------------------------
+
+
+def _eta_update(n: int, minutes: int) -> ev.RouteEtaUpdated:
+    stop = ev.StopEta(
+        parcel_id="p-1", sequence=0, eta=T0 + timedelta(minutes=minutes), window_end=T0
+    )
+    return ev.RouteEtaUpdated(
+        event_id=f"evt-eta-{n}", occurred_at=T0, route_id="r-1", stops=(stop,)
+    )
+
+
+def test_eta_updates_in_one_batch_tell_a_customer_as_one_after_the_other_would() -> None:
+    deps, sms = _notification()
+    notification.notify(out(), deps)
+    notification.notify(_eta_update(1, 30), deps)  # the baseline
+    # Both 20 minutes from the baseline, 5 from each other: one SMS, not two.
+    outcomes = notification.notify_batch([_eta_update(2, 50), _eta_update(3, 55)], deps)
+    assert outcomes == ["1 sms sent", "0 sms sent"]
+    assert len([k for k in sms.sent if "evt-eta" in k]) == 1
+    contact = deps.store.get("notification_contacts/p-1")
+    assert contact is not None and contact.data["last_eta"] == T0 + timedelta(minutes=50)
+
+
+def test_a_gateway_failure_fails_only_its_own_event_of_the_batch() -> None:
+    deps, sms = _notification()
+    calls = 0
+    real_send = sms.send
+
+    def flaky(to: str, body: str, key: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Unavailable("gateway hiccup")
+        return real_send(to, body, key)
+
+    sms.send = flaky  # type: ignore[method-assign]
+    events = [delivered("p-1"), delivered("p-2"), delivered("p-3")]
+    outcomes = notification.notify_batch(events, deps)
+    assert outcomes[0] == "1 sms sent" and outcomes[2] == "1 sms sent"
+    assert isinstance(outcomes[1], Unavailable)
+    assert deps.store.get("processed_events/notification:evt-del-p-2") is None
+    assert notification.notify(delivered("p-2"), deps) == "1 sms sent"  # the retry
