@@ -32,7 +32,13 @@ from meridian.ports import WorkflowExecutions
 from services.command import dispatch, handlers, pod, webhooks
 from services.command.commit import Committer
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
-from services.command.web import Caller, IdempotencyKey, accepted, request_key
+from services.command.web import (
+    Caller,
+    IdempotencyKey,
+    accepted,
+    document_credentials,
+    request_key,
+)
 
 
 class _Body(BaseModel):
@@ -96,11 +102,12 @@ def create_app(
         title="Meridian command service",
         version="1",
         description="Accept-fast commands: validate, one idempotent transactional write, 202.",
+        # One request span per request; spans around each dependency and serialisation step
+        # would cost the accept-fast path more than the work they describe.
+        telemetry={"operation_spans": False},
     )
     install_problem_handlers(app)
-    app.include_router(dispatch.router())
-    app.include_router(webhooks.router())
-    app.include_router(pod.router())
+    document_credentials(app)
     app.state.deps = deps
     app.state.verifier = verifier
     app.state.workflows = workflows
@@ -235,6 +242,11 @@ def create_app(
     async def telemetry(body: TelemetryRequest, caller: Caller) -> JSONResponse:
         return accepted(await run_in_threadpool(handlers.record_pings, body.pings, caller, deps))
 
+    # Included after the routes above, which routing then tries first: the parcel moves and
+    # telemetry are the hot paths, and every router tried before the match costs each request.
+    app.include_router(dispatch.router())
+    app.include_router(webhooks.router())
+    app.include_router(pod.router())
     return app
 
 

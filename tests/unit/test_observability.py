@@ -6,9 +6,11 @@ import json
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meridian.observability import (
+    RecordWhenExported,
     configure_logging,
     configure_tracing,
     extract_context,
@@ -53,3 +55,21 @@ def test_no_span_means_no_traceparent_and_garbage_is_ignored() -> None:
     assert inject_traceparent({}) == {}
     context = extract_context({"traceparent": "not-a-traceparent"})
     assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+def test_spans_are_recorded_only_once_something_exports_them() -> None:
+    sampler = RecordWhenExported()
+    tracer = TracerProvider(sampler=sampler).get_tracer("test")
+    with tracer.start_as_current_span("deliver") as span:
+        attributes = inject_traceparent({})
+    assert not span.is_recording()
+    assert span.get_span_context().is_valid  # logs and messages still carry the trace
+    assert not _sampled(attributes["traceparent"])  # downstream will not record it either
+    sampler.exporting = True
+    with tracer.start_as_current_span("deliver") as span:
+        assert span.is_recording()
+        assert _sampled(inject_traceparent({})["traceparent"])
+
+
+def _sampled(traceparent: str) -> bool:
+    return bool(int(traceparent.rsplit("-", 1)[1], 16) & 1)

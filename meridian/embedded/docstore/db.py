@@ -76,6 +76,10 @@ def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     # NORMAL in WAL mode survives any process crash (SIGKILL included); only an OS crash or power
     # loss can drop the last commits, and never corrupts the file.
     conn.execute("PRAGMA synchronous = NORMAL")
+    # Group commit rolls a refused move back to its savepoint; with the statement journal in
+    # memory, the pages each savepoint guards are copied in RAM instead of spilled to a temp file
+    # (pwrite calls on every busy commit). Temporary tables and sorts also stay in memory.
+    conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
 
