@@ -26,9 +26,47 @@ from meridian.embedded.pubsub.store import Store
 from meridian.embedded.pubsub.topology import Topology
 from meridian.ports import Message
 
+_attributes_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def check_limits(messages: Sequence[Message]) -> None:
-    """Raise LimitExceeded naming the first limit the batch crosses (reference §2.8)."""
+    """Raise LimitExceeded naming the first limit the batch crosses (reference §2.8).
+
+    Every message of a telemetry batch passes, so the common case is a quick pass that only
+    sums sizes (an ASCII string's length is its UTF-8 size, no encoding needed); anything it
+    is not sure of goes to ``_explain``, which checks in detail and names the problem."""
+    if not messages or len(messages) > MAX_MESSAGES_PER_PUBLISH:
+        _explain(messages)
+    total = 0
+    for message in messages:
+        size = len(message.data)
+        attributes = message.attributes
+        if (
+            size > MAX_DATA_BYTES
+            or not (size or attributes)
+            or len(attributes) > MAX_ATTRIBUTES
+            or not message.ordering_key.isascii()
+            or len(message.ordering_key) > MAX_ORDERING_KEY_BYTES
+        ):
+            _explain(messages)
+        total += size
+        for key, value in attributes.items():
+            if not (key.isascii() and value.isascii()):
+                _explain(messages)
+            key_size = len(key)
+            if (
+                not 0 < key_size <= MAX_ATTRIBUTE_KEY_BYTES
+                or len(value) > MAX_ATTRIBUTE_VALUE_BYTES
+                or key.startswith("goog")
+            ):
+                _explain(messages)
+            total += key_size + len(value)
+    if total > MAX_REQUEST_BYTES:
+        _explain(messages)
+
+
+def _explain(messages: Sequence[Message]) -> None:
+    """The detailed check: raises naming the first problem (returns if there is none)."""
     if not messages:
         raise ValidationError("a publish request needs at least one message")
     if len(messages) > MAX_MESSAGES_PER_PUBLISH:
@@ -122,7 +160,7 @@ def insert_batch(
                 topic_id,
                 now,
                 m.data,
-                json.dumps(m.attributes, separators=(",", ":")) if m.attributes else None,
+                _attributes_json(m.attributes) if m.attributes else None,
                 m.ordering_key or None,
             )
             for i, m in enumerate(messages)
