@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from meridian.domain.errors import IdempotencyMismatch
@@ -51,7 +52,7 @@ class RequestKey:
     def of(cls, scope: str, key: str, method: str, path: str, body: bytes) -> RequestKey:
         return cls(scope=scope, key=key, fingerprint=_digest(method.upper(), path, body))
 
-    @property
+    @cached_property  # read for the replay check and again for the record: hash once
     def path(self) -> str:
         return f"{REQUEST_LEDGER}/{_digest(self.scope, self.key)[:40]}"
 

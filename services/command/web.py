@@ -67,9 +67,10 @@ async def request_key(request: Request, caller: Actor, key: str | None) -> Reque
     if not key:
         return None
     body = await request.body()
-    return RequestKey.of(
-        f"{caller.role}:{caller.subject}", key, request.method, request.url.path, body
-    )
+    # The scope's path, not ``request.url.path``: the same text for every path a route accepts,
+    # without parsing a whole URL on each request.
+    path = request.scope["path"]
+    return RequestKey.of(f"{caller.role}:{caller.subject}", key, request.method, path, body)
 
 
 def accepted(body: dict[str, Any]) -> JSONResponse:

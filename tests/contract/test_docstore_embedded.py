@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from meridian.domain.errors import LimitExceeded
 from meridian.embedded.docstore import ChangesExpired, EmbeddedDocumentStore
 from meridian.ports import DocumentStore, Query
 
@@ -216,3 +217,18 @@ def test_values_that_sqlite_json_cannot_hold_are_refused(store: EmbeddedDocument
         store.create("parcels/p-1", {"x": float("nan")})
     with pytest.raises(ValidationError):
         store.create("parcels/p-1", {"x": object()})
+
+
+@pytest.mark.parametrize("leaf", [1, datetime(2026, 11, 21, tzinfo=UTC), "{[{[{[{[{[{[{[{[{[{[{["])
+def test_nesting_is_limited_at_twenty_levels_whatever_the_leaf(
+    store: EmbeddedDocumentStore, leaf: Any
+) -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: Any = leaf
+        for _ in range(levels):
+            value = {"m": value}
+        return value  # type: ignore[no-any-return]
+
+    store.set("deep/ok", nested(20))
+    with pytest.raises(LimitExceeded, match="nested at most 20"):
+        store.set("deep/too", nested(21))

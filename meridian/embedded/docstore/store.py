@@ -163,14 +163,24 @@ class EmbeddedDocumentStore(DocumentStore):
 
         def attempt(conn: sqlite3.Connection) -> list[T | BaseException]:
             outcomes: list[T | BaseException] = []
+            # Each function gets a commit time of its own, later than the one before, as if
+            # committed one after another; the last one is known here, not read back each time.
+            last = changelog.last_commit_time(conn)
             for function in functions:
                 conn.execute("SAVEPOINT one")
                 try:
                     transaction = EmbeddedTransaction(conn)
                     result = function(transaction)
+                    commit_time = max(_now_micros(), last + 1)
                     self._apply(
-                        conn, transaction.writes, transaction.rows, copy=False, results=False
+                        conn,
+                        transaction.writes,
+                        transaction.rows,
+                        copy=False,
+                        results=False,
+                        commit_time=commit_time,
                     )
+                    last = commit_time
                 except sqlite3.OperationalError as e:
                     if db.is_busy(e):
                         raise  # the whole group is retried
@@ -195,12 +205,15 @@ class EmbeddedDocumentStore(DocumentStore):
         rows: dict[str, Row | None] | None = None,
         copy: bool = True,
         results: bool = True,
+        commit_time: int | None = None,
     ) -> list[Document | None]:
         """Apply writes inside an open write transaction, with one commit time and a change
         record per effective write. No-op writes change nothing and record nothing (as Firestore
         emits no event for them). ``results=False`` (transactions, which return nothing) skips
-        building the written Documents."""
-        commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
+        building the written Documents; ``commit_time`` is given when the caller already knows
+        the last one (group commit)."""
+        if commit_time is None:
+            commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
         written: list[Document | None] = []
         # Rows the transaction read under this same lock are still current: no second SELECT.
         known = dict(rows or {})
