@@ -8,12 +8,15 @@ from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.config import Settings
 from meridian.embedded.eventarc import eventarc_service_account
+from meridian.reactor import RememberedTokens
 from services.event_publisher.handlers import Deps
 
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushAuthenticator, str]:
     deps = Deps(publisher=adapters.publisher(settings), codec=EventCodec(load_catalog()))
-    auth = adapters.push_authenticator(
-        settings, frozenset({eventarc_service_account(settings.project)})
+    auth = RememberedTokens(
+        adapters.push_authenticator(
+            settings, frozenset({eventarc_service_account(settings.project)})
+        )
     )
     return deps, auth, settings.url_of("event-publisher")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from meridian.auth import PushAuthenticator
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.domain import events as ev
-from meridian.domain.errors import Unavailable
+from meridian.domain.errors import Unauthenticated, Unavailable
 from meridian.embedded.oidc import PushTokenVerifier, TokenIssuer, load_jwks
 from meridian.embedded.pubsub.broker import push_service_account
 from meridian.embedded.pubsub.push import envelope
 from meridian.ports import Message, ReceivedMessage
 from meridian.push_auth import VerifiedPush
-from meridian.reactor import reactor_app
+from meridian.reactor import RememberedTokens, reactor_app
 
 URL = "http://127.0.0.1:9999"
 SA = push_service_account("meridian-local")
@@ -102,3 +104,32 @@ def test_a_failing_handler_answers_non_2xx_so_pubsub_retries(
     client, issuer, _ = setup
     flaky = CODEC.to_message(EVENT.model_copy(update={"event_id": "evt-flaky"}))
     assert _post(client, _body(flaky), issuer.token(f"{URL}/events", SA)) == 503
+
+
+def test_a_remembered_token_is_accepted_until_it_expires_and_a_forged_one_never(
+    tmp_path: Path,
+) -> None:
+    now = [time.time()]
+    verifier = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({SA}))
+    checks: list[str] = []
+
+    class Counting(PushAuthenticator):
+        def check(self, authorization: str | None, audience: str) -> None:
+            checks.append(audience)
+            verifier.check(authorization, audience)
+
+    auth = RememberedTokens(Counting(), clock=lambda: now[0])
+    token = f"Bearer {TokenIssuer(tmp_path).token(f'{URL}/events', SA)}"
+    for _ in range(3):
+        auth.check(token, f"{URL}/events")
+    assert len(checks) == 1  # verified once, then remembered
+    with pytest.raises(Unauthenticated):
+        auth.check(token, "http://other/events")  # another audience is checked, and refused
+    forged = f"Bearer {TokenIssuer(tmp_path / 'elsewhere').token(f'{URL}/events', SA)}"
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            auth.check(forged, f"{URL}/events")
+    assert len(checks) == 4  # a refused token is never remembered
+    now[0] += 2 * 3600  # past the token's expiry: verified again
+    auth.check(token, f"{URL}/events")
+    assert len(checks) == 5

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -194,3 +197,21 @@ def test_a_gateway_failure_fails_only_its_own_event_of_the_batch() -> None:
     assert isinstance(outcomes[1], Unavailable)
     assert deps.store.get("processed_events/notification:evt-del-p-2") is None
     assert notification.notify(delivered("p-2"), deps) == "1 sms sent"  # the retry
+
+
+def test_a_batch_sends_its_sms_side_by_side_so_a_slow_gateway_costs_one_wait() -> None:
+    deps, sms = _notification()
+    real_send = sms.send
+
+    def slow(to: str, body: str, key: str) -> Any:
+        time.sleep(0.3)
+        return real_send(to, body, key)
+
+    sms.send = slow  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=8) as senders:
+        deps = dataclasses.replace(deps, senders=senders)
+        started = time.monotonic()
+        outcomes = notification.notify_batch([delivered(f"p-{i}") for i in range(8)], deps)
+        elapsed = time.monotonic() - started
+    assert outcomes == ["1 sms sent"] * 8 and len(sms.sent) == 8
+    assert elapsed < 8 * 0.3 / 2

@@ -5,15 +5,26 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from meridian.config import Settings
-from meridian.reactor import reactor_app, serve_reactor
+from meridian.domain.events import DomainEvent
+from meridian.reactor import one_by_one, reactor_app, serve_reactor
 from services.reactors.driver_scoring import handlers
 from services.reactors.driver_scoring.bootstrap import bootstrap
 
 
 def create_app(settings: Settings) -> FastAPI:
     deps, push = bootstrap(settings)
+
+    def handle(event: DomainEvent) -> str:
+        return handlers.score_driver(event, deps)
+
+    # Store work only (and a quick blob lookup): a batch shares one worker thread.
     return reactor_app(
-        "driver-scoring", lambda event: handlers.score_driver(event, deps), push.auth, push.codec, push.own_url
+        "driver-scoring",
+        handle,
+        push.auth,
+        push.codec,
+        push.own_url,
+        handle_batch=one_by_one(handle),
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.config import Settings
 from meridian.reactor import PushEssentials, push_essentials
 from services.reactors.notification.handlers import Deps
+
+SENDERS = 40
 
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
@@ -19,5 +22,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         # The customer-facing tracking page is served by the live map.
         tracking_base_url=os.environ.get("MERIDIAN_TRACKING_BASE_URL", settings.url_of("live-map")),
         clock=lambda: datetime.now(UTC),
+        # As many SMS in flight as there were push handler threads before batching.
+        senders=ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="sms"),
     )
     return deps, push_essentials(settings, "notification")

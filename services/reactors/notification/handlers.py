@@ -9,6 +9,7 @@ the notification log and the processed-event record commit in one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ class Deps:
     tracking: TrackingTokens
     tracking_base_url: str
     clock: Callable[[], datetime]
+    senders: Executor | None = None  # sends a batch's SMS side by side; one by one if None
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,19 @@ class _Prepared:
     receipts: dict[str, str]
 
 
+def _send(event: DomainEvent, outgoing: list[Sms], deps: Deps) -> _Prepared | BaseException:
+    """Send an event's SMS; what went out, or why it did not."""
+    receipts = {}
+    try:
+        for sms in outgoing:
+            if sms.body:
+                key = f"meridian-{event.event_id}-{sms.parcel_id}"
+                receipts[sms.parcel_id] = deps.sms.send(sms.to, sms.body, key).message_id
+    except Exception as e:
+        return e
+    return _Prepared(event, outgoing, receipts)
+
+
 def notify(event: DomainEvent, deps: Deps) -> str:
     outcome = notify_batch([event], deps)[0]
     if isinstance(outcome, BaseException):
@@ -132,27 +147,32 @@ def notify_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseEx
     and its messages that did go out are not sent twice (the gateway's idempotency key).
     """
     outcomes: list[str | BaseException] = ["duplicate"] * len(events)
-    prepared: dict[int, _Prepared] = {}
+    decided: dict[int, tuple[DomainEvent, list[Sms]]] = {}
     known: Contacts = {}
     for i, event in enumerate(events):
-        if any(p.event.event_id == event.event_id for p in prepared.values()):
+        if any(e.event_id == event.event_id for e, _ in decided.values()):
             continue
         if deps.store.get(event_ledger_path(CONSUMER, event.event_id)) is not None:
             continue
         try:
             outgoing = messages_for(event, deps, known)
-            receipts = {}
-            for sms in outgoing:
-                if sms.body:
-                    key = f"meridian-{event.event_id}-{sms.parcel_id}"
-                    receipts[sms.parcel_id] = deps.sms.send(sms.to, sms.body, key).message_id
         except Exception as e:
             outcomes[i] = e
             continue
         for sms in outgoing:
             if update := _contact_update(event, sms):
                 known[sms.parcel_id] = {**(known.get(sms.parcel_id) or {}), **update}
-        prepared[i] = _Prepared(event, outgoing, receipts)
+        decided[i] = (event, outgoing)
+    # The sends of different events overlap (on ``deps.senders``): a batch waits for its
+    # slowest send, not for the sum of them, however slow the gateway is.
+    run = deps.senders.map if deps.senders is not None else map
+    sent = run(lambda job: _send(*job, deps), decided.values())
+    prepared: dict[int, _Prepared] = {}
+    for i, outcome in zip(decided, sent, strict=True):
+        if isinstance(outcome, BaseException):
+            outcomes[i] = outcome
+        else:
+            prepared[i] = outcome
     if not prepared:
         return outcomes
     now = deps.clock()

@@ -5,14 +5,22 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from meridian.config import Settings
-from meridian.reactor import reactor_app, serve_reactor
+from meridian.domain.events import DomainEvent
+from meridian.reactor import one_by_one, reactor_app, serve_reactor
 from services.reactors.pod import handlers
 from services.reactors.pod.bootstrap import bootstrap
 
 
 def create_app(settings: Settings) -> FastAPI:
     deps, push = bootstrap(settings)
-    return reactor_app("pod", lambda event: handlers.finalise_pod(event, deps), push.auth, push.codec, push.own_url)
+
+    def handle(event: DomainEvent) -> str:
+        return handlers.finalise_pod(event, deps)
+
+    # Store work only (and a quick blob lookup): a batch shares one worker thread.
+    return reactor_app(
+        "pod", handle, push.auth, push.codec, push.own_url, handle_batch=one_by_one(handle)
+    )
 
 
 if __name__ == "__main__":
