@@ -141,3 +141,18 @@ def test_events_go_only_to_endpoints_that_want_their_type() -> None:
     )
     webhooks.register_endpoint(deps.store, "c-2", "http://127.0.0.1:3/h", [], LOCAL, T0)
     assert len(handlers.enqueue(EVENT, deps)) == 1  # only c-1's catch-all endpoint
+
+
+def test_due_deliveries_are_claimed_together_once_and_sent_each_once() -> None:
+    deps, sender, _endpoint, clock = _setup([200])
+    events = [EVENT.model_copy(update={"event_id": f"evt-{i}"}) for i in range(5)]
+    assert [len(p) for p in handlers.enqueue_batch([*events, events[0]], deps)] == [1] * 5 + [0]
+    claimed = handlers.claim_due(deps, limit=3)
+    assert len(claimed) == 3 and all(c["attempts"] == 1 for c in claimed)
+    rest = handlers.claim_due(deps, limit=10)  # the first three are leased: not claimed again
+    assert len(rest) == 2
+    assert handlers.claim_due(deps, limit=10) == []
+    assert [handlers.send_claimed(c, deps) for c in claimed + rest] == ["delivered"] * 5
+    assert sorted(h["webhook-id"] for _, h, _ in sender.requests) == [f"evt-{i}" for i in range(5)]
+    clock.now += handlers.LEASE * 2
+    assert handlers.claim_due(deps, limit=10) == []  # delivered: never claimed again

@@ -126,24 +126,53 @@ def _claim(path: str, deps: Deps) -> dict[str, Any] | None:
 
     def claim(tx: Transaction) -> dict[str, Any] | None:
         delivery = tx.get(path)
-        if (
-            delivery is None
-            or delivery.data["status"] != "pending"
-            or delivery.data["next_attempt_at"] > now
-        ):
+        if delivery is None:
             return None
         endpoint = tx.get(f"{ENDPOINTS}/{delivery.data['webhook_id']}")
-        if endpoint is None or endpoint.data["status"] != "active":
-            tx.update(path, {"status": "failed", "last_error": "endpoint deleted or disabled"})
-            return None
-        tx.update(path, {"next_attempt_at": now + LEASE, "attempts": delivery.data["attempts"] + 1})
-        return {
-            **delivery.data,
-            "attempts": delivery.data["attempts"] + 1,
-            "endpoint": dict(endpoint.data),
-        }
+        return _take(tx, delivery, endpoint, now)
 
     return deps.store.run_transaction(claim)
+
+
+def claim_due(deps: Deps, limit: int) -> list[dict[str, Any]]:
+    """Take up to ``limit`` due deliveries for one attempt each, in one transaction: a claim per
+    delivery was a transaction per delivery, and the listing of due ones another read of them."""
+    now = deps.clock()
+
+    def claim(tx: Transaction) -> list[dict[str, Any]]:
+        pending = tx.query(
+            Query(DELIVERIES)
+            .where("status", "==", "pending")
+            .order_by("next_attempt_at")
+            .limit(limit)
+        )
+        due = [d for d in pending if d.data["next_attempt_at"] <= now]
+        endpoints = {
+            webhook_id: tx.get(f"{ENDPOINTS}/{webhook_id}")
+            for webhook_id in sorted({d.data["webhook_id"] for d in due})
+        }
+        taken = [_take(tx, d, endpoints[d.data["webhook_id"]], now) for d in due]
+        return [t for t in taken if t is not None]
+
+    return deps.store.run_transaction(claim)
+
+
+def _take(
+    tx: Transaction, delivery: Document, endpoint: Document | None, now: datetime
+) -> dict[str, Any] | None:
+    if delivery.data["status"] != "pending" or delivery.data["next_attempt_at"] > now:
+        return None
+    if endpoint is None or endpoint.data["status"] != "active":
+        tx.update(delivery.path, {"status": "failed", "last_error": "endpoint deleted or disabled"})
+        return None
+    attempts = delivery.data["attempts"] + 1
+    tx.update(delivery.path, {"next_attempt_at": now + LEASE, "attempts": attempts})
+    return {
+        **delivery.data,
+        "path": delivery.path,
+        "attempts": attempts,
+        "endpoint": dict(endpoint.data),
+    }
 
 
 def attempt(path: str, deps: Deps) -> str:
@@ -151,6 +180,12 @@ def attempt(path: str, deps: Deps) -> str:
     claimed = _claim(path, deps)
     if claimed is None:
         return "not due"
+    return send_claimed(claimed, deps)
+
+
+def send_claimed(claimed: dict[str, Any], deps: Deps) -> str:
+    """Send a claimed delivery; records the outcome and the next attempt (or gives up)."""
+    path = claimed["path"]
     endpoint, body = claimed["endpoint"], claimed["body"].encode()
     started = deps.clock()
     status: int | None = None
