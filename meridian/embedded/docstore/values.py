@@ -145,14 +145,23 @@ def _quote(part: str) -> str:
     )
 
 
+# Types whose Python inequality is Firestore inequality (not floats: NaN equals NaN there; not
+# datetimes: a naive one is taken as UTC, so it can equal an aware one that Python calls unequal).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Leaf field paths whose value differs: the update mask of a change record."""
     paths: list[str] = []
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{_quote(key)}"
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-        if type(a) is type(b) and a == b:
-            continue  # the common case, settled by one C-level comparison of the whole subtree
+        if type(a) is type(b):
+            if a == b:
+                continue  # the common case, settled by one C-level comparison of the whole subtree
+            if type(a) in _PLAIN:
+                paths.append(path)  # same plain type and unequal: no Firestore rule makes it equal
+                continue
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             paths.extend(changed_paths(a, b, path + "."))
         elif a is _MISSING or b is _MISSING or not equal(a, b) or type(a) is not type(b):
