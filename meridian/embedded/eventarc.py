@@ -31,7 +31,7 @@ from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
 from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
-from meridian.embedded.pubsub.push import IdlePoll, deliverable
+from meridian.embedded.pubsub.push import IdlePoll, deliverable, worth_pulling
 from meridian.observability import get_logger
 from meridian.ports import Message
 
@@ -188,9 +188,7 @@ class EventarcEmulation:
         self._log: sqlite3.Connection | None = None
         # The collections the triggers watch; None if a pattern has a wildcard collection.
         parents = [spec.document.rsplit("/", 1)[0] for spec in catalog.triggers.values()]
-        self._collections = (
-            None if any("{" in p for p in parents) else sorted(set(parents))
-        )
+        self._collections = None if any("{" in p for p in parents) else sorted(set(parents))
 
     def ensure_transport(self) -> None:
         for trigger in self._triggers:
@@ -321,7 +319,9 @@ class EventarcEmulation:
         try:
             while True:
                 pulled: int | None = None
-                if len(in_flight) < concurrency and deliverable(self._broker, subscription):
+                if worth_pulling(concurrency - len(in_flight), concurrency, len(in_flight)) and (
+                    deliverable(self._broker, subscription)
+                ):
                     room = concurrency - len(in_flight)
                     batch = await asyncio.to_thread(self._broker.pull, subscription, room)
                     pulled = len(batch)
