@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -47,6 +47,7 @@ log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[DomainEvent], Any]
+Item = TypeVar("Item")
 # Outcomes in the order of the events; an exception in the place of an event that failed.
 BatchHandler = Callable[[Sequence[DomainEvent]], Sequence[Any]]
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
@@ -133,8 +134,9 @@ def reactor_app(
     return app
 
 
-class Batcher:
-    """Hands the events of concurrent pushes to a batch handler, one batch at a time.
+class Batcher(Generic[Item]):
+    """Hands the events of concurrent pushes (or any items) to a batch handler, one batch at a
+    time.
 
     An event that arrives while no batch runs starts one at once (no waiting for company); those
     that arrive while it runs form the next one. So batches grow only under load, which is when
@@ -143,15 +145,20 @@ class Batcher:
     dead-lettered) alone.
     """
 
-    def __init__(self, handle_batch: BatchHandler, handle: Handler, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        handle_batch: Callable[[Sequence[Item]], Sequence[Any]],
+        handle: Callable[[Item], Any],
+        max_batch: int = 64,
+    ) -> None:
         self._handle_batch = handle_batch
         self._handle = handle
         self._max_batch = max_batch
-        self._pending: list[tuple[DomainEvent, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
         self._draining: asyncio.Task[None] | None = None
         self.batches = 0  # batches handled, for tests
 
-    async def submit(self, event: DomainEvent) -> Any:
+    async def submit(self, event: Item) -> Any:
         """The outcome of ``event`` once its batch is handled (or its exception)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
@@ -176,7 +183,7 @@ class Batcher:
         finally:
             self._draining = None
 
-    def _run(self, events: list[DomainEvent]) -> list[Any]:
+    def _run(self, events: list[Item]) -> list[Any]:
         try:
             outcomes = list(self._handle_batch(events))
         except Exception as e:

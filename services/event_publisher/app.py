@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
 from google.events.cloud import firestore as fs
-from starlette.concurrency import run_in_threadpool
 
 from meridian.auth import PushAuthenticator
 from meridian.domain.errors import DecodeError
 from meridian.http import install_problem_handlers
 from meridian.observability import get_logger
-from services.event_publisher.handlers import Deps, DocumentChange, publish_change
+from meridian.reactor import Batcher
+from services.event_publisher.handlers import Deps, DocumentChange, publish_change, publish_changes
 
 log = get_logger(__name__)
 
@@ -73,6 +73,11 @@ def _value(value: Any) -> Any:
 def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
     app = FastAPI(title="Meridian event publisher", version="1")
     install_problem_handlers(app)
+    # The changes Eventarc delivers together are published together: a publish is a write
+    # transaction on the broker, which the platform's pulls and acks wait behind.
+    batcher: Batcher[tuple[DocumentChange, str | None]] = Batcher(
+        lambda batch: publish_changes(batch, deps), lambda one: publish_change(one[0], deps, one[1])
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -86,7 +91,7 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
     ) -> Response:
         auth.check(authorization, f"{own_url}/firestore")
         change = change_from_cloudevent(dict(request.headers), await request.body())
-        event = await run_in_threadpool(publish_change, change, deps, traceparent)
+        event = await batcher.submit((change, traceparent))
         if event is not None:
             log.info(
                 "event published",

@@ -8,7 +8,7 @@ consumers deduplicate it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -166,7 +166,28 @@ def event_for_change(change: DocumentChange) -> DomainEvent | None:
 def publish_change(
     change: DocumentChange, deps: Deps, traceparent: str | None = None
 ) -> DomainEvent | None:
-    event = event_for_change(change)
-    if event is not None:
-        deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(event, traceparent)])
-    return event
+    outcome = publish_changes([(change, traceparent)], deps)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def publish_changes(
+    changes: Sequence[tuple[DocumentChange, str | None]], deps: Deps
+) -> list[DomainEvent | BaseException | None]:
+    """``publish_change`` for the changes delivered together, in one publish call (one broker
+    transaction embedded, one batch on Pub/Sub); a change that is not a valid event gets its
+    DecodeError and the others are published. If the publish fails, it fails for all of them."""
+    outcomes: list[DomainEvent | BaseException | None] = []
+    messages = []
+    for change, traceparent in changes:
+        try:
+            event = event_for_change(change)
+            if event is not None:
+                messages.append(deps.codec.to_message(event, traceparent))
+            outcomes.append(event)
+        except Exception as e:
+            outcomes.append(e)
+    if messages:
+        deps.publisher.publish(EVENTS_TOPIC, messages)
+    return outcomes

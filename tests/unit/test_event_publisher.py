@@ -24,7 +24,13 @@ from meridian.embedded.eventarc import (
 from meridian.firestore_values import from_fields, to_fields
 from meridian.records import parcel_document
 from services.event_publisher.app import change_from_cloudevent
-from services.event_publisher.handlers import Deps, DocumentChange, event_for_change, publish_change
+from services.event_publisher.handlers import (
+    Deps,
+    DocumentChange,
+    event_for_change,
+    publish_change,
+    publish_changes,
+)
 from tests.fakes import FakePublisher
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -230,3 +236,32 @@ def test_the_forwarders_raw_encoding_means_what_the_value_mapping_says() -> None
     assert decoded.value.create_time == NOW and decoded.value.update_time == NOW
     assert not fs.DocumentEventData.pb(decoded).HasField("old_value")
     assert not fs.DocumentEventData.pb(decoded).HasField("update_mask")
+
+
+def test_changes_delivered_together_are_published_in_one_call_and_a_bad_one_fails_alone() -> None:
+    calls: list[int] = []
+
+    class Counting(FakePublisher):
+        def publish(self, topic: str, messages: Any) -> list[str]:
+            calls.append(len(messages))
+            return super().publish(topic, messages)
+
+    publisher = Counting()
+    out = parcel().plan("w").assign("r", "d", "v").send_out()
+    broken = {**doc(out), "status": "DELIVERED"}  # no delivered_at, no position
+    batch = [
+        (
+            change(parcel().plan("w").assign("r", "d", "v"), out),
+            "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        ),
+        (DocumentChange("parcels/p-1", doc(out), broken, NOW), None),
+        (change(out, out.deliver(NOW, GeoPoint(lat=0, lng=0))), None),
+    ]
+    outcomes = publish_changes(batch, Deps(publisher, EventCodec(CATALOG)))
+    assert isinstance(outcomes[1], DecodeError)
+    assert [getattr(o, "event_type", None) for o in (outcomes[0], outcomes[2])] == [
+        "ParcelOutForDelivery",
+        "ParcelDelivered",
+    ]
+    assert calls == [2]
+    assert publisher.published[0][1].attributes["traceparent"].startswith("00-aaaa")
