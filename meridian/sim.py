@@ -244,11 +244,18 @@ async def run_fleet(
     tick_s: float = 1.0,
     on_tick: Callable[[SimReport], None] | None = None,
 ) -> SimReport:
-    """Drive the fleet in real time for ``duration_s`` (forever if ≤ 0)."""
+    """Drive the fleet in real time for ``duration_s`` (forever if ≤ 0).
+
+    The duration is wall-clock time: a simulator that falls behind (a busy machine) offers less
+    (a late tick still sends at most one ping per vehicle; ``behind_s`` says how late it got)
+    and stops on time rather than running on to catch up, so whoever measures a fixed window
+    gets that window."""
     report = SimReport()
     started = time.monotonic()
     tick = 0
-    while duration_s <= 0 or tick * tick_s < duration_s:
+    while duration_s <= 0 or (
+        tick * tick_s < duration_s and time.monotonic() - started < duration_s
+    ):
         tick += 1
         wake = started + tick * tick_s
         delay = wake - time.monotonic()
