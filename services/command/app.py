@@ -28,6 +28,7 @@ from meridian.domain.commands import (
 )
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
+from meridian.observability import TraceContext, spans_exported
 from meridian.ports import WorkflowExecutions
 from services.command import dispatch, handlers, pod, webhooks
 from services.command.commit import Committer
@@ -102,10 +103,19 @@ def create_app(
         title="Meridian command service",
         version="1",
         description="Accept-fast commands: validate, one idempotent transactional write, 202.",
-        # One request span per request; spans around each dependency and serialisation step
-        # would cost the accept-fast path more than the work they describe.
-        telemetry={"operation_spans": False},
+        # One request span per request, and only while spans are exported (``TraceContext``
+        # carries the trace otherwise); spans around each dependency and serialisation step
+        # would cost the accept-fast path more than the work they describe. Logs are JSON lines
+        # (observability.py) and no OpenTelemetry meter or logger provider is configured, so
+        # FastAPI need not look them up on every request.
+        telemetry={
+            "operation_spans": False,
+            "logs": False,
+            "metrics": False,
+            "exclude": lambda _: not spans_exported(),
+        },
     )
+    app.add_middleware(TraceContext)
     install_problem_handlers(app)
     document_credentials(app)
     app.state.deps = deps

@@ -9,12 +9,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from meridian import observability
 from meridian.auth import Actor, IdentityVerifier, api_key_digest
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint
 from meridian.http import install_problem_handlers
+from meridian.observability import configure_tracing
+from services.command import app as app_module
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher
@@ -310,3 +313,27 @@ def test_telemetry_batches_are_bounded(client: TestClient) -> None:
 def test_openapi_documents_the_commands(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/shipments", "/v1/parcels/{parcel_id}:deliver", "/v1/telemetry"} <= set(paths)
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_published_pings_continue_the_callers_trace(
+    client: TestClient,
+    publisher: FakePublisher,
+    monkeypatch: pytest.MonkeyPatch,
+    exported: bool,
+) -> None:
+    # Whether or not spans are exported, the driver app's trace reaches the telemetry topic.
+    configure_tracing("command")
+    monkeypatch.setattr(observability, "spans_exported", lambda: exported)
+    monkeypatch.setattr(app_module, "spans_exported", lambda: exported)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    ping = {"vehicle_id": "veh-3", "position": {"lat": 1, "lng": 2}, "recorded_at": NOW.isoformat()}
+    response = client.post(
+        "/v1/telemetry",
+        json={"pings": [ping]},
+        headers={**DRIVER, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert response.status_code == 202
+    traceparent = publisher.published[0][1].attributes["traceparent"]
+    assert traceparent.split("-")[1] == trace_id
+    assert traceparent.split("-")[2] != "00f067aa0ba902b7"  # the command service's own span
