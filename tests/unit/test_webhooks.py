@@ -156,3 +156,15 @@ def test_due_deliveries_are_claimed_together_once_and_sent_each_once() -> None:
     assert sorted(h["webhook-id"] for _, h, _ in sender.requests) == [f"evt-{i}" for i in range(5)]
     clock.now += handlers.LEASE * 2
     assert handlers.claim_due(deps, limit=10) == []  # delivered: never claimed again
+
+
+def test_deliveries_claimed_by_path_and_by_the_due_query_are_sent_once() -> None:
+    deps, sender, _endpoint, _clock = _setup([200])
+    events = [EVENT.model_copy(update={"event_id": f"evt-{i}"}) for i in range(3)]
+    paths = [p for ps in handlers.enqueue_batch(events, deps) for p in ps]
+    by_query = handlers.claim_due(deps, limit=1)
+    by_path = handlers.claim_paths(deps, [*paths, "webhook_deliveries/unknown"])
+    assert len(by_query) == 1 and len(by_path) == 2  # the one the query took is leased
+    assert {c["path"] for c in by_query + by_path} == set(paths)
+    assert [handlers.send_claimed(c, deps) for c in by_query + by_path] == ["delivered"] * 3
+    assert len(sender.requests) == 3

@@ -33,14 +33,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     def handle(event: DomainEvent) -> str:
         enqueued = handlers.enqueue(event, deps)
-        if enqueued:
-            worker.nudge()  # send now rather than at the next poll
+        worker.nudge(enqueued)  # send now rather than at the next poll
         return f"{len(enqueued)} deliveries enqueued"
 
     def handle_batch(events: Sequence[DomainEvent]) -> list[str]:
         enqueued = handlers.enqueue_batch(events, deps)
-        if any(enqueued):
-            worker.nudge()
+        worker.nudge([path for paths in enqueued for path in paths])
         return [f"{len(paths)} deliveries enqueued" for paths in enqueued]
 
     return reactor_app(

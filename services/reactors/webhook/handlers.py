@@ -157,6 +157,22 @@ def claim_due(deps: Deps, limit: int) -> list[dict[str, Any]]:
     return deps.store.run_transaction(claim)
 
 
+def claim_paths(deps: Deps, paths: Sequence[str]) -> list[dict[str, Any]]:
+    """``claim_due`` for the deliveries at ``paths`` (those due of them), by point reads."""
+    now = deps.clock()
+
+    def claim(tx: Transaction) -> list[dict[str, Any]]:
+        found = [d for d in (tx.get(p) for p in dict.fromkeys(paths)) if d is not None]
+        endpoints = {
+            webhook_id: tx.get(f"{ENDPOINTS}/{webhook_id}")
+            for webhook_id in sorted({d.data["webhook_id"] for d in found})
+        }
+        taken = [_take(tx, d, endpoints[d.data["webhook_id"]], now) for d in found]
+        return [t for t in taken if t is not None]
+
+    return deps.store.run_transaction(claim)
+
+
 def _take(
     tx: Transaction, delivery: Document, endpoint: Document | None, now: datetime
 ) -> dict[str, Any] | None:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from meridian.observability import get_logger
-from services.reactors.webhook.handlers import Deps, claim_due, send_claimed
+from services.reactors.webhook.handlers import Deps, claim_due, claim_paths, send_claimed
 
 log = get_logger(__name__)
+MAX_FRESH = 10_000  # paths remembered for an early send; older ones wait for the poll
 
 
 class Worker:
@@ -21,12 +25,19 @@ class Worker:
         self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._fresh: deque[str] = deque(maxlen=MAX_FRESH)  # enqueued here, not yet claimed
+        self._next_poll = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def nudge(self) -> None:
-        """Wake the loop now; safe from any thread (handlers run in the threadpool)."""
+    def nudge(self, paths: Sequence[str] = ()) -> None:
+        """Send the deliveries at ``paths`` (just enqueued) now rather than at the next poll;
+        safe from any thread (handlers run in a worker thread)."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._arrived, list(paths))
+
+    def _arrived(self, paths: list[str]) -> None:
+        self._fresh.extend(paths)
+        self._wake.set()
 
     async def _send(self, claimed: dict[str, Any]) -> None:
         try:
@@ -38,23 +49,35 @@ class Worker:
             self._wake.set()  # a slot is free
 
     async def run(self) -> None:
-        """Claim as many due deliveries as there are free slots, in one go, and send each of
-        them; look again when an event is enqueued, a send finishes, or every ``poll_s``."""
+        """Fill the free slots with deliveries and send each of them. Those just enqueued in
+        this process are claimed by path (point reads); the query for every due delivery, which
+        reads all pending ones, runs only every ``poll_s``, for retries and what other
+        instances enqueued. A delivery claimed both ways is sent once: the second claim finds
+        it leased."""
         self._loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             free = self._concurrency - len(self._in_flight)
             claimed: list[dict[str, Any]] = []
-            if free > 0:
-                try:
+            try:
+                if free > 0 and self._fresh:
+                    paths = [self._fresh.popleft() for _ in range(min(free, len(self._fresh)))]
+                    claimed = await asyncio.to_thread(claim_paths, self._deps, paths)
+                elif free > 0 and time.monotonic() >= self._next_poll:
+                    self._next_poll = time.monotonic() + self._poll_s
                     claimed = await asyncio.to_thread(claim_due, self._deps, free)
-                except Exception:
-                    log.exception("could not claim due webhook deliveries")
+                    if len(claimed) == free:
+                        self._next_poll = 0.0  # every slot filled: more may be due
+            except Exception:
+                log.exception("could not claim webhook deliveries")
             for delivery in claimed:
                 task = asyncio.create_task(self._send(delivery))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
-            if len(claimed) == free > 0:
-                continue  # every slot filled: more may be due
+            if self._concurrency > len(self._in_flight) and (
+                self._fresh or time.monotonic() >= self._next_poll
+            ):
+                continue
+            wait = max(0.0, self._next_poll - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                await asyncio.wait_for(self._wake.wait(), wait)
