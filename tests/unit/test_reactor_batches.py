@@ -18,10 +18,11 @@ from meridian.domain import events as ev
 from meridian.domain.errors import Unavailable
 from meridian.ports import Query
 from meridian.reactor import Batcher
+from services.reactors.billing import handlers as billing
 from services.reactors.eta import handlers as eta
 from services.reactors.notification import handlers as notification
 from tests.fakes import FakeDocumentStore, FakePublisher
-from tests.fakes_reactors import FakeTravelTime
+from tests.fakes_reactors import FakeBillingApi, FakeTravelTime
 from tests.unit.test_reactors import T0, _notification, delivered, out
 
 # The batcher -------------------------------------------------------------------------------------
@@ -215,3 +216,28 @@ def test_a_batch_sends_its_sms_side_by_side_so_a_slow_gateway_costs_one_wait() -
         elapsed = time.monotonic() - started
     assert outcomes == ["1 sms sent"] * 8 and len(sms.sent) == 8
     assert elapsed < 8 * 0.3 / 2
+
+
+# Billing -----------------------------------------------------------------------------------------
+
+
+def test_a_billing_batch_charges_each_event_once_and_a_failed_charge_fails_alone() -> None:
+    store, api = FakeDocumentStore(), FakeBillingApi()
+    store.set("billing_tariffs/default", {"per_delivery_minor": 4500, "currency": "INR"})
+    real_charge = api.charge
+
+    def flaky(charge: Any, idempotency_key: str) -> str:
+        if idempotency_key.endswith("p-2"):
+            raise Unavailable("billing API down")
+        return real_charge(charge, idempotency_key)
+
+    api.charge = flaky  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=4) as chargers:
+        deps = billing.Deps(store, api, lambda: T0, chargers)
+        events = [delivered("p-1"), delivered("p-2"), delivered("p-3"), delivered("p-1")]
+        outcomes = billing.bill_batch(events, deps)
+    assert outcomes[0] == "charged ch-meridian-evt-del-p-1" and outcomes[3] == "duplicate"
+    assert isinstance(outcomes[1], Unavailable) and outcomes[2].startswith("charged")
+    assert sorted(api.charges) == ["meridian-evt-del-p-1", "meridian-evt-del-p-3"]
+    assert store.get("billing_ledger/evt-del-p-2") is None
+    assert billing.bill_batch([delivered("p-1"), delivered("p-3")], deps) == ["duplicate"] * 2

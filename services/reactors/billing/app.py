@@ -12,7 +12,14 @@ from services.reactors.billing.bootstrap import bootstrap
 
 def create_app(settings: Settings) -> FastAPI:
     deps, push = bootstrap(settings)
-    return reactor_app("billing", lambda event: handlers.bill(event, deps), push.auth, push.codec, push.own_url)
+    return reactor_app(
+        "billing",
+        lambda event: handlers.bill(event, deps),
+        push.auth,
+        push.codec,
+        push.own_url,
+        handle_batch=lambda events: handlers.bill_batch(events, deps),
+    )
 
 
 if __name__ == "__main__":

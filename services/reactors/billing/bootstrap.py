@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from meridian import adapters
@@ -9,11 +10,15 @@ from meridian.config import Settings
 from meridian.reactor import PushEssentials, push_essentials
 from services.reactors.billing.handlers import Deps
 
+CHARGERS = 40
+
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
     deps = Deps(
         store=adapters.document_store(settings),
         billing=adapters.billing_api(settings),
         clock=lambda: datetime.now(UTC),
+        # As many charges in flight as there were push handler threads before batching.
+        chargers=ThreadPoolExecutor(max_workers=CHARGERS, thread_name_prefix="charge"),
     )
     return deps, push_essentials(settings, "billing")
