@@ -209,9 +209,16 @@ class Delivery:
             return
         with self._store.write() as db:
             sub = self._topology.subscription(subscription, db)
-            keys = [(sub.id, parse_ack_id(sub, a)[0]) for a in ack_ids]
+            ids = [parse_ack_id(sub, a)[0] for a in ack_ids]
             before = db.total_changes
-            db.executemany("DELETE FROM backlog WHERE sub_id = ? AND msg_id = ?", keys)
+            # IN lists, as for leases: the live map acks thousands a second in large batches.
+            for start in range(0, len(ids), _IN_LIST_MAX):
+                chunk = ids[start : start + _IN_LIST_MAX]
+                db.execute(
+                    "DELETE FROM backlog WHERE sub_id = ?"
+                    f" AND msg_id IN ({','.join('?' * len(chunk))})",
+                    (sub.id, *chunk),
+                )
             acked = db.total_changes - before
             if acked:
                 db.execute(
