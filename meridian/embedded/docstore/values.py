@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from meridian.domain.errors import ValidationError
@@ -50,16 +51,31 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+# Built once: ``json.dumps``/``json.loads`` with options build an encoder or decoder per call,
+# which cost more than encoding a typical document. Without circular-reference markers the
+# encoder keeps no state between calls (so threads may share it); data reaches it only through
+# ``clone``, which a circular structure never gets past.
+_ENCODER = json.JSONEncoder(default=_default, allow_nan=False, separators=(",", ":"))
+_encode_c = (
+    c_make_encoder(None, _default, encode_basestring_ascii, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+_DECODER = json.JSONDecoder(object_hook=_hook)
+
+
 def encode(data: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(data, default=_default, allow_nan=False, separators=(",", ":"))
+        if _encode_c is not None:
+            return "".join(_encode_c(data, 0))
+        return _ENCODER.encode(data)
     except ValueError as e:
         # SQLite's JSON1 cannot read NaN/Infinity, so the embedded store refuses them.
         raise ValidationError(f"unsupported value: {e}") from e
 
 
 def decode(text: str | None) -> dict[str, Any] | None:
-    return None if text is None else json.loads(text, object_hook=_hook)
+    return None if text is None else _DECODER.decode(text)
 
 
 # Firestore's ordering across types: null < bool < number < timestamp < string < bytes
@@ -103,12 +119,16 @@ def get_field(data: Mapping[str, Any], field_path: str) -> Any:
 MISSING = _MISSING
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None), datetime})
+
+
 def clone(value: Any) -> Any:
-    """A deep copy of JSON-shaped data (much cheaper than ``copy.deepcopy``)."""
+    """A deep copy of JSON-shaped data (much cheaper than ``copy.deepcopy``); maps become dicts
+    and tuples lists. Leaves are copied in place, without a call each: most values are leaves."""
     if isinstance(value, Mapping):
-        return {k: clone(v) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else clone(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [clone(v) for v in value]
+        return [v if type(v) in _LEAVES else clone(v) for v in value]
     return value
 
 
@@ -154,14 +174,14 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
     """Leaf field paths whose value differs: the update mask of a change record."""
     paths: list[str] = []
     for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{_quote(key)}"
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
         if type(a) is type(b):
             if a == b:
                 continue  # the common case, settled by one C-level comparison of the whole subtree
-            if type(a) in _PLAIN:
-                paths.append(path)  # same plain type and unequal: no Firestore rule makes it equal
+            if type(a) in _PLAIN:  # same plain type and unequal: no Firestore rule makes it equal
+                paths.append(f"{prefix}{_quote(key)}")
                 continue
+        path = f"{prefix}{_quote(key)}"
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             paths.extend(changed_paths(a, b, path + "."))
         elif a is _MISSING or b is _MISSING or not equal(a, b) or type(a) is not type(b):
