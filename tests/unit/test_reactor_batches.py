@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,9 @@ from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import Unavailable
+from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.ports import Query
-from meridian.reactor import Batcher
+from meridian.reactor import Batcher, group_commit
 from services.reactors.billing import handlers as billing
 from services.reactors.eta import handlers as eta
 from services.reactors.notification import handlers as notification
@@ -241,3 +243,35 @@ def test_a_billing_batch_charges_each_event_once_and_a_failed_charge_fails_alone
     assert sorted(api.charges) == ["meridian-evt-del-p-1", "meridian-evt-del-p-3"]
     assert store.get("billing_ledger/evt-del-p-2") is None
     assert billing.bill_batch([delivered("p-1"), delivered("p-3")], deps) == ["duplicate"] * 2
+
+
+# Group commit ------------------------------------------------------------------------------------
+
+
+def test_group_commit_commits_a_batch_together_and_a_failing_transaction_alone(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedDocumentStore(tmp_path)
+
+    def prepare(event: ev.DomainEvent) -> Any:
+        parcel = event.parcel_id  # type: ignore[attr-defined]
+        if parcel == "p-0":
+            return "nothing to write"
+        if parcel == "p-3":
+            raise Unavailable("lookup failed")
+
+        def record(tx: Any) -> str:
+            if parcel == "p-2":
+                tx.set("poison/x", {"half": True})
+                raise ValueError("poison")
+            tx.set(f"seen/{parcel}", {"parcel": parcel})
+            return f"recorded {parcel}"
+
+        return record
+
+    outcomes = group_commit(store, prepare)([out(f"p-{i}") for i in range(5)])
+    assert outcomes[0] == "nothing to write"
+    assert outcomes[1] == "recorded p-1" and outcomes[4] == "recorded p-4"
+    assert isinstance(outcomes[2], ValueError) and isinstance(outcomes[3], Unavailable)
+    assert sorted(d.id for d in store.query(Query("seen"))) == ["p-1", "p-4"]
+    assert store.get("poison/x") is None  # rolled back alone

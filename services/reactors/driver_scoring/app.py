@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from meridian.config import Settings
 from meridian.domain.events import DomainEvent
-from meridian.reactor import one_by_one, reactor_app, serve_reactor
+from meridian.reactor import group_commit, reactor_app, serve_reactor
 from services.reactors.driver_scoring import handlers
 from services.reactors.driver_scoring.bootstrap import bootstrap
 
@@ -17,14 +17,16 @@ def create_app(settings: Settings) -> FastAPI:
     def handle(event: DomainEvent) -> str:
         return handlers.score_driver(event, deps)
 
-    # Store work only (and a quick blob lookup): a batch shares one worker thread.
+    # Store work only (and a quick blob lookup): a batch commits together.
     return reactor_app(
         "driver-scoring",
         handle,
         push.auth,
         push.codec,
         push.own_url,
-        handle_batch=one_by_one(handle),
+        handle_batch=group_commit(
+            deps.store, lambda event: handlers.score_transaction(event, deps)
+        ),
     )
 
 

@@ -79,6 +79,11 @@ def _driver_of(tx: Transaction, event: DomainEvent) -> str | None:
 
 
 def score_driver(event: DomainEvent, deps: Deps) -> str:
+    return deps.store.run_transaction(score_transaction(event, deps))
+
+
+def score_transaction(event: DomainEvent, deps: Deps) -> Callable[[Transaction], str]:
+    """The transaction that scores ``event`` (what a batch commits with the others)."""
     now = deps.clock()
 
     def record(tx: Transaction) -> str:
@@ -95,4 +100,4 @@ def score_driver(event: DomainEvent, deps: Deps) -> str:
         mark_processed(tx, CONSUMER, event.event_id, now)
         return outcome
 
-    return deps.store.run_transaction(record)
+    return record

@@ -118,17 +118,17 @@ class _Prepared:
     receipts: dict[str, str]
 
 
-def _send(event: DomainEvent, outgoing: list[Sms], deps: Deps) -> _Prepared | BaseException:
-    """Send an event's SMS; what went out, or why it did not."""
-    receipts = {}
-    try:
-        for sms in outgoing:
-            if sms.body:
-                key = f"meridian-{event.event_id}-{sms.parcel_id}"
-                receipts[sms.parcel_id] = deps.sms.send(sms.to, sms.body, key).message_id
-    except Exception as e:
-        return e
-    return _Prepared(event, outgoing, receipts)
+def _sender(deps: Deps) -> Callable[[tuple[DomainEvent, Sms]], str | BaseException]:
+    def send(job: tuple[DomainEvent, Sms]) -> str | BaseException:
+        """Send one SMS; the gateway's message id, or why it was not sent."""
+        event, sms = job
+        try:
+            key = f"meridian-{event.event_id}-{sms.parcel_id}"
+            return deps.sms.send(sms.to, sms.body, key).message_id
+        except Exception as e:
+            return e
+
+    return send
 
 
 def notify(event: DomainEvent, deps: Deps) -> str:
@@ -163,16 +163,22 @@ def notify_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseEx
             if update := _contact_update(event, sms):
                 known[sms.parcel_id] = {**(known.get(sms.parcel_id) or {}), **update}
         decided[i] = (event, outgoing)
-    # The sends of different events overlap (on ``deps.senders``): a batch waits for its
-    # slowest send, not for the sum of them, however slow the gateway is.
+    # Every SMS of the batch is sent side by side (on ``deps.senders``), those of one event too
+    # (an ETA update can tell dozens of customers): a batch waits for its slowest send, not for
+    # the sum of them, however slow the gateway is.
+    jobs = [(event, sms) for event, outgoing in decided.values() for sms in outgoing if sms.body]
     run = deps.senders.map if deps.senders is not None else map
-    sent = run(lambda job: _send(*job, deps), decided.values())
+    receipts = dict(
+        zip(((e.event_id, s.parcel_id) for e, s in jobs), run(_sender(deps), jobs), strict=True)
+    )
     prepared: dict[int, _Prepared] = {}
-    for i, outcome in zip(decided, sent, strict=True):
-        if isinstance(outcome, BaseException):
-            outcomes[i] = outcome
+    for i, (event, outgoing) in decided.items():
+        sent = {s.parcel_id: receipts[event.event_id, s.parcel_id] for s in outgoing if s.body}
+        failed = [r for r in sent.values() if isinstance(r, BaseException)]
+        if failed:
+            outcomes[i] = failed[0]  # retried; the SMS that did go out are not sent twice
         else:
-            prepared[i] = outcome
+            prepared[i] = _Prepared(event, outgoing, {p: str(r) for p, r in sent.items()})
     if not prepared:
         return outcomes
     now = deps.clock()

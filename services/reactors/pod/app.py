@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from meridian.config import Settings
 from meridian.domain.events import DomainEvent
-from meridian.reactor import one_by_one, reactor_app, serve_reactor
+from meridian.reactor import group_commit, reactor_app, serve_reactor
 from services.reactors.pod import handlers
 from services.reactors.pod.bootstrap import bootstrap
 
@@ -17,9 +17,14 @@ def create_app(settings: Settings) -> FastAPI:
     def handle(event: DomainEvent) -> str:
         return handlers.finalise_pod(event, deps)
 
-    # Store work only (and a quick blob lookup): a batch shares one worker thread.
+    # Store work only (and a quick blob lookup): a batch commits together.
     return reactor_app(
-        "pod", handle, push.auth, push.codec, push.own_url, handle_batch=one_by_one(handle)
+        "pod",
+        handle,
+        push.auth,
+        push.codec,
+        push.own_url,
+        handle_batch=group_commit(deps.store, lambda event: handlers.pod_transaction(event, deps)),
     )
 
 

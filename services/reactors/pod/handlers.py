@@ -61,6 +61,13 @@ def _update(event: DomainEvent) -> dict[str, Any]:
 
 
 def finalise_pod(event: DomainEvent, deps: Deps) -> str:
+    prepared = pod_transaction(event, deps)
+    return prepared if isinstance(prepared, str) else deps.store.run_transaction(prepared)
+
+
+def pod_transaction(event: DomainEvent, deps: Deps) -> Callable[[Transaction], str] | str:
+    """The transaction that records ``event`` on the POD record (what a batch commits with the
+    others), or the outcome when there is nothing to record."""
     update = _update(event)
     if not update:
         return "not a POD event"
@@ -80,11 +87,20 @@ def finalise_pod(event: DomainEvent, deps: Deps) -> str:
         complete = is_complete(data, lambda ref: ref == merged.get("photo_ref") and photo_stored)
         tx.set(
             f"{RECORDS}/{parcel_id}",
-            {**update, "complete": complete, "updated_at": now, "completed_at": now if complete else None},
+            {
+                **update,
+                "complete": complete,
+                "updated_at": now,
+                "completed_at": now if complete else None,
+            },
             merge=True,
         )
-        tx.set(f"parcel_status/{parcel_id}", {"parcel_id": parcel_id, "pod_complete": complete}, merge=True)
+        tx.set(
+            f"parcel_status/{parcel_id}",
+            {"parcel_id": parcel_id, "pod_complete": complete},
+            merge=True,
+        )
         mark_processed(tx, CONSUMER, event.event_id, now)
         return "pod complete" if complete else "pod pending"
 
-    return deps.store.run_transaction(record)
+    return record

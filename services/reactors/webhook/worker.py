@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from meridian.observability import get_logger
@@ -19,8 +20,11 @@ MAX_FRESH = 10_000  # paths remembered for an early send; older ones wait for th
 
 
 class Worker:
-    def __init__(self, deps: Deps, concurrency: int = 16, poll_s: float = 0.5) -> None:
+    def __init__(self, deps: Deps, concurrency: int = 32, poll_s: float = 0.5) -> None:
         self._deps = deps
+        # Sends wait on client endpoints: threads of their own, as many as the slots (the
+        # event loop's default executor has cores + 4, which capped the slots at 6).
+        self._senders = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook")
         self._poll_s = poll_s
         self._concurrency = concurrency
         self._wake = asyncio.Event()
@@ -41,7 +45,8 @@ class Worker:
 
     async def _send(self, claimed: dict[str, Any]) -> None:
         try:
-            outcome = await asyncio.to_thread(send_claimed, claimed, self._deps)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._senders, send_claimed, claimed, self._deps)
             log.info("webhook attempt", delivery=claimed["path"], outcome=outcome)
         except Exception:
             log.exception("webhook attempt failed; it stays pending", delivery=claimed["path"])
