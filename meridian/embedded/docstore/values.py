@@ -22,11 +22,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TS = "__ts__"
 
 
+_MICROSECOND = timedelta(0, 0, 1)  # built once: every timestamp of every write divides by it
+
+
 def to_micros(moment: datetime) -> int:
     # Naive datetimes are taken as UTC, as the Firestore client does.
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:
