@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -69,15 +70,21 @@ def reactor_app(
     own_url: str,
     lifespan: Lifespan | None = None,
     handle_batch: BatchHandler | None = None,
+    batch_concurrency: int = 1,
 ) -> FastAPI:
     """The reactor's FastAPI app: ``POST /events`` (push endpoint) and ``GET /healthz``.
 
     ``own_url`` is the service's base URL; the push token's audience must be ``{own_url}/events``,
     as the push subscription's audience defaults to its endpoint URL (reference §3.4).
-    ``handle_batch``, when given, handles the events that arrive together (see ``Batcher``).
+    ``handle_batch``, when given, handles the events that arrive together, ``batch_concurrency``
+    batches at a time (see ``Batcher``).
     """
     app = FastAPI(title=f"Meridian {service} reactor", version="1", lifespan=lifespan)
-    batcher = Batcher(handle_batch, handle) if handle_batch is not None else None
+    batcher = (
+        Batcher(handle_batch, handle, concurrency=batch_concurrency)
+        if handle_batch is not None
+        else None
+    )
     install_problem_handlers(app)
     audience = f"{own_url}/events"
 
@@ -135,14 +142,16 @@ def reactor_app(
 
 
 class Batcher(Generic[Item]):
-    """Hands the events of concurrent pushes (or any items) to a batch handler, one batch at a
-    time.
+    """Hands the events of concurrent pushes (or any items) to a batch handler, at most
+    ``concurrency`` batches at a time (one by default).
 
-    An event that arrives while no batch runs starts one at once (no waiting for company); those
-    that arrive while it runs form the next one. So batches grow only under load, which is when
-    sharing the per-batch cost matters. If the batch handler raises as a whole, each event of the
-    batch is handled alone by ``handle``, so one poison event fails (and is retried, then
-    dead-lettered) alone.
+    An event that arrives while fewer batches run starts one at once (no waiting for company);
+    those that arrive while they all run form the next one. So batches grow only under load,
+    which is when sharing the per-batch cost matters. A handler whose batches mostly wait on
+    external calls (an SMS gateway, a billing API) may run a few at once, so one slow batch does
+    not hold back the next. If the batch handler raises as a whole, each event of the batch is
+    handled alone by ``handle``, so one poison event fails (and is retried, then dead-lettered)
+    alone.
     """
 
     def __init__(
@@ -150,20 +159,28 @@ class Batcher(Generic[Item]):
         handle_batch: Callable[[Sequence[Item]], Sequence[Any]],
         handle: Callable[[Item], Any],
         max_batch: int = 64,
+        concurrency: int = 1,
     ) -> None:
         self._handle_batch = handle_batch
         self._handle = handle
         self._max_batch = max_batch
+        self._concurrency = concurrency
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
+        self._running = 0  # drain loops that have not finished (counted before their task ends)
         self.batches = 0  # batches handled, for tests
 
     async def submit(self, event: Item) -> Any:
         """The outcome of ``event`` once its batch is handled (or its exception)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
+        if self._running < self._concurrency:
+            self._running += 1
+            # In a context of its own: the batch's work belongs to no one push's trace and log
+            # context (a copy of the first push's would file every later batch under it).
+            drain = asyncio.create_task(self._drain(), context=contextvars.Context())
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
         return await future
 
     async def _drain(self) -> None:
@@ -181,7 +198,7 @@ class Batcher(Generic[Item]):
                     else:
                         future.set_result(outcome)
         finally:
-            self._draining = None
+            self._running -= 1  # with the loop's last look at _pending: nothing is stranded
 
     def _run(self, events: list[Item]) -> list[Any]:
         try:

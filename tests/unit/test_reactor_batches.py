@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import threading
 import time
@@ -275,3 +276,44 @@ def test_group_commit_commits_a_batch_together_and_a_failing_transaction_alone(
     assert isinstance(outcomes[2], ValueError) and isinstance(outcomes[3], Unavailable)
     assert sorted(d.id for d in store.query(Query("seen"))) == ["p-1", "p-4"]
     assert store.get("poison/x") is None  # rolled back alone
+
+
+def test_a_batch_runs_in_no_push_s_context() -> None:
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(lambda events: [request.get() for _ in events], lambda e: None)
+
+        async def push(name: str) -> Any:
+            request.set(name)  # what a push's trace and log context would be
+            return await batcher.submit(out(name))
+
+        return await asyncio.gather(push("p-1"), push("p-2"))
+
+    assert asyncio.run(scenario()) == ["none", "none"]
+
+
+def test_batches_may_run_side_by_side_and_none_is_left_behind() -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def handle_batch(events: Any) -> list[str]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return [e.event_id for e in events]
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(handle_batch, lambda e: None, max_batch=3, concurrency=2)
+        pushes = []
+        for i in range(20):
+            pushes.append(asyncio.create_task(batcher.submit(out(f"p-{i}"))))
+            await asyncio.sleep(0.004 * (i % 3))
+        return await asyncio.wait_for(asyncio.gather(*pushes), 10)
+
+    assert asyncio.run(scenario()) == [f"evt-out-p-{i}" for i in range(20)]
+    assert most == 2

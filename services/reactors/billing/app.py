@@ -19,6 +19,8 @@ def create_app(settings: Settings) -> FastAPI:
         push.codec,
         push.own_url,
         handle_batch=lambda events: handlers.bill_batch(events, deps),
+        # Its batches mostly wait on the billing API: a few at once.
+        batch_concurrency=4,
     )
 
 
