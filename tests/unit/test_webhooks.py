@@ -3,6 +3,7 @@ retry schedule and Retry-After, disabling on 410, SSRF refusal, one delivery per
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from meridian import webhooks
 from meridian.domain import events as ev
 from meridian.domain.errors import PermissionDenied
 from services.reactors.webhook import handlers
+from services.reactors.webhook.worker import Worker
 from tests.fakes import FakeDocumentStore
 from tests.fakes_reactors import FakeWebhookSender
 
@@ -168,3 +170,23 @@ def test_deliveries_claimed_by_path_and_by_the_due_query_are_sent_once() -> None
     assert {c["path"] for c in by_query + by_path} == set(paths)
     assert [handlers.send_claimed(c, deps) for c in by_query + by_path] == ["delivered"] * 3
     assert len(sender.requests) == 3
+
+
+def test_the_worker_sends_what_its_pushes_enqueued_once_and_records_every_outcome() -> None:
+    deps, sender, _endpoint, _clock = _setup([200])
+    events = [EVENT.model_copy(update={"event_id": f"evt-{i}"}) for i in range(6)]
+
+    async def scenario() -> None:
+        worker = Worker(deps, concurrency=4, poll_s=0.05)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05)
+        paths = [p for ps in handlers.enqueue_batch(events, deps) for p in ps]
+        worker.nudge(paths)
+        for _ in range(200):
+            if all(deps.store.get(p).data["status"] == "delivered" for p in paths):  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert sorted(h["webhook-id"] for _, h, _ in sender.requests) == [f"evt-{i}" for i in range(6)]

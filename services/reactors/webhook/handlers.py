@@ -201,6 +201,14 @@ def attempt(path: str, deps: Deps) -> str:
 
 def send_claimed(claimed: dict[str, Any], deps: Deps) -> str:
     """Send a claimed delivery; records the outcome and the next attempt (or gives up)."""
+    outcome, record = send_only(claimed, deps)
+    deps.store.run_transaction(record)
+    return outcome
+
+
+def send_only(claimed: dict[str, Any], deps: Deps) -> tuple[str, Callable[[Transaction], None]]:
+    """Send a claimed delivery; the outcome, and the transaction that records it and the next
+    attempt (or gives up), for the caller to commit, alone or with others'."""
     path = claimed["path"]
     endpoint, body = claimed["endpoint"], claimed["body"].encode()
     started = deps.clock()
@@ -247,5 +255,4 @@ def send_claimed(claimed: dict[str, Any], deps: Deps) -> str:
                 {"status": "disabled", "disabled_reason": disable},
             )
 
-    deps.store.run_transaction(record)
-    return str(update.get("status", "retry scheduled"))
+    return str(update.get("status", "retry scheduled")), record

@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from meridian.observability import get_logger
-from services.reactors.webhook.handlers import Deps, claim_due, claim_paths, send_claimed
+from meridian.ports import Transaction
+from meridian.reactor import Batcher
+from services.reactors.webhook.handlers import Deps, claim_due, claim_paths, send_only
 
 log = get_logger(__name__)
 MAX_FRESH = 10_000  # paths remembered for an early send; older ones wait for the poll
@@ -25,6 +27,12 @@ class Worker:
         # Sends wait on client endpoints: threads of their own, as many as the slots (the
         # event loop's default executor has cores + 4, which capped the slots at 6).
         self._senders = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook")
+        # The outcomes of sends that finish together are recorded in one commit: a transaction
+        # per send queued every sender behind the store's one write lock.
+        self._records: Batcher[Callable[[Transaction], None]] = Batcher(
+            lambda records: deps.store.run_transactions(list(records)),
+            deps.store.run_transaction,
+        )
         self._poll_s = poll_s
         self._concurrency = concurrency
         self._wake = asyncio.Event()
@@ -46,7 +54,10 @@ class Worker:
     async def _send(self, claimed: dict[str, Any]) -> None:
         try:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self._senders, send_claimed, claimed, self._deps)
+            outcome, record = await loop.run_in_executor(
+                self._senders, send_only, claimed, self._deps
+            )
+            await self._records.submit(record)
             log.info("webhook attempt", delivery=claimed["path"], outcome=outcome)
         except Exception:
             log.exception("webhook attempt failed; it stays pending", delivery=claimed["path"])
