@@ -210,6 +210,51 @@ def test_query_indexes_are_used_for_indexed_fields(store: EmbeddedDocumentStore)
     assert any("documents_field_status" in str(row) for row in plan), plan
 
 
+@pytest.mark.parametrize("condition", ["= ?", "IN (?, ?)", "> ?", "!= ?"])
+def test_the_partial_field_indexes_serve_every_pushed_down_filter(
+    store: EmbeddedDocumentStore, condition: str
+) -> None:
+    from meridian.embedded.docstore.query import expression
+
+    sql = f"SELECT path FROM documents WHERE collection = ? AND {expression('status')} {condition}"
+    params = ("parcels", "A", "B")[: 1 + condition.count("?")]
+    plan = store._conn().execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+
+    assert any("documents_field_status" in str(row) for row in plan), plan
+
+
+def test_documents_without_an_indexed_field_stay_out_of_its_index(
+    store: EmbeddedDocumentStore,
+) -> None:
+    from meridian.embedded.docstore.db import index_name
+
+    store.set("live_map/veh-1", {"lat": 1.0, "lng": 2.0})
+    store.set("parcels/p-1", {"status": "CREATED"})
+    indexed = store._conn().execute(
+        f"SELECT path FROM documents INDEXED BY {index_name('status')}"
+        " WHERE collection IN ('live_map', 'parcels') AND json_extract(data, '$.\"status\"') IS NOT NULL"
+    )
+
+    assert [row[0] for row in indexed] == ["parcels/p-1"]
+    assert [d.id for d in store.query(Query("parcels").where("status", "==", "CREATED"))] == ["p-1"]
+
+
+def test_a_data_directory_with_the_older_full_indexes_is_migrated(tmp_path: Path) -> None:
+    from meridian.embedded.docstore.db import index_name
+
+    first = EmbeddedDocumentStore(tmp_path)
+    first._conn().execute(
+        f"CREATE INDEX {index_name('status', version=1)} ON documents (collection, data)"
+    )
+
+    EmbeddedDocumentStore(tmp_path)  # a process of the new version opens the directory
+
+    names = {
+        r[0] for r in first._conn().execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert index_name("status") in names and index_name("status", version=1) not in names
+
+
 def test_values_that_sqlite_json_cannot_hold_are_refused(store: EmbeddedDocumentStore) -> None:
     from meridian.domain.errors import ValidationError
 

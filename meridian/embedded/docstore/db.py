@@ -59,10 +59,11 @@ def json_path(field_path_parts: Iterable[str]) -> str:
     return "$" + "".join('."' + p.replace('"', '""') + '"' for p in field_path_parts)
 
 
-def index_name(field_path: str) -> str:
+def index_name(field_path: str, version: int = 2) -> str:
     safe = "".join(c if c.isalnum() else "_" for c in field_path)
     # crc32, not hash(): the name must be the same in every process.
-    return f"documents_field_{safe}_{zlib.crc32(field_path.encode()):08x}"
+    name = f"documents_field_{safe}_{zlib.crc32(field_path.encode()):08x}"
+    return name if version == 1 else f"{name}_v{version}"
 
 
 def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -89,9 +90,16 @@ def initialise(conn: sqlite3.Connection, indexed_fields: Iterable[tuple[str, str
         conn.execute("PRAGMA journal_mode = WAL")
     statements = [s for s in SCHEMA.split(";") if s.strip()]
     for field_path, expression in indexed_fields:
+        # Partial: only documents that have the field are in its index. Most writes (live-map
+        # positions, ledgers, boards) have none of the indexed fields and so skip the index
+        # updates altogether; a query's comparison on the field implies it is not null, so
+        # SQLite still uses the index for every filter the store pushes down.
         statements.append(
-            f"CREATE INDEX IF NOT EXISTS {index_name(field_path)} ON documents (collection, {expression})"
+            f"CREATE INDEX IF NOT EXISTS {index_name(field_path)} ON documents"
+            f" (collection, {expression}) WHERE {expression} IS NOT NULL"
         )
+        # The index of a data directory made before (every document in it) goes.
+        statements.append(f"DROP INDEX IF EXISTS {index_name(field_path, version=1)}")
 
     def create(c: sqlite3.Connection) -> None:
         for statement in statements:
