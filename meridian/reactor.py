@@ -38,7 +38,7 @@ from meridian.config import Settings
 from meridian.domain.errors import DecodeError, MeridianError
 from meridian.domain.events import DomainEvent
 from meridian.http import install_problem_handlers
-from meridian.observability import extract_context, get_logger
+from meridian.observability import current_traceparent, extract_context, get_logger
 from meridian.ports import DocumentStore, Message, Publisher, Subscriber, Transaction
 
 if TYPE_CHECKING:
@@ -54,6 +54,18 @@ BatchHandler = Callable[[Sequence[DomainEvent]], Sequence[Any]]
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
 SLA_TICK_PATH = "/tick"  # the ETA reactor's scheduled SLA check
+# While a batch is handled: each event's push trace, by id() of the event (see ``trace_of``).
+_BATCH_TRACES: contextvars.ContextVar[dict[int, str | None] | None] = contextvars.ContextVar(
+    "batch_traces", default=None
+)
+
+
+def trace_of(event: object) -> str | None:
+    """The ``traceparent`` of the push that brought ``event`` into the batch being handled (None
+    outside a batch, or when that push carried none). A batch runs in no one push's trace, so a
+    handler that publishes on behalf of one of its events passes this to the codec explicitly."""
+    traces = _BATCH_TRACES.get()
+    return None if traces is None else traces.get(id(event))
 
 
 def scheduler_service_account(project: str) -> str:
@@ -166,6 +178,7 @@ class Batcher(Generic[Item]):
         self._max_batch = max_batch
         self._concurrency = concurrency
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._traces: dict[int, str | None] = {}  # id() of a pending event → its push's trace
         self._drains: set[asyncio.Task[None]] = set()
         self._running = 0  # drain loops that have not finished (counted before their task ends)
         self.batches = 0  # batches handled, for tests
@@ -174,6 +187,7 @@ class Batcher(Generic[Item]):
         """The outcome of ``event`` once its batch is handled (or its exception)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
+        self._traces[id(event)] = current_traceparent()
         if self._running < self._concurrency:
             self._running += 1
             # In a context of its own: the batch's work belongs to no one push's trace and log
@@ -188,7 +202,9 @@ class Batcher(Generic[Item]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                outcomes = await run_in_threadpool(self._run, [event for event, _ in batch])
+                events = [event for event, _ in batch]
+                traces = {id(e): self._traces.pop(id(e), None) for e in events}
+                outcomes = await run_in_threadpool(self._run, events, traces)
                 self.batches += 1
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -200,7 +216,14 @@ class Batcher(Generic[Item]):
         finally:
             self._running -= 1  # with the loop's last look at _pending: nothing is stranded
 
-    def _run(self, events: list[Item]) -> list[Any]:
+    def _run(self, events: list[Item], traces: dict[int, str | None]) -> list[Any]:
+        token = _BATCH_TRACES.set(traces)
+        try:
+            return self._run_batch(events)
+        finally:
+            _BATCH_TRACES.reset(token)
+
+    def _run_batch(self, events: list[Item]) -> list[Any]:
         try:
             outcomes = list(self._handle_batch(events))
         except Exception as e:
@@ -425,4 +448,5 @@ __all__: Sequence[str] = (
     "replay_dead_letters",
     "scheduler_service_account",
     "serve_reactor",
+    "trace_of",
 )

@@ -317,3 +317,45 @@ def test_batches_may_run_side_by_side_and_none_is_left_behind() -> None:
 
     assert asyncio.run(scenario()) == [f"evt-out-p-{i}" for i in range(20)]
     assert most == 2
+
+
+def test_a_batch_handler_knows_each_event_s_push_trace() -> None:
+    from opentelemetry import context as otel_context
+
+    from meridian.observability import extract_context
+    from meridian.reactor import trace_of
+
+    def trace(n: int) -> str:
+        return f"00-{n:032x}-{n:016x}-01"
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(lambda events: [trace_of(e) for e in events], lambda e: None)
+
+        async def push(n: int) -> Any:
+            otel_context.attach(extract_context({"traceparent": trace(n)}))
+            return await batcher.submit(out(f"p-{n}"))
+
+        return await asyncio.gather(push(1), push(2), push(3))
+
+    assert asyncio.run(scenario()) == [trace(1), trace(2), trace(3)]
+    assert trace_of(out("p-1")) is None  # outside a batch
+
+
+def test_eta_announcements_continue_the_trace_of_the_event_that_moved_the_route() -> None:
+    from meridian.reactor import _BATCH_TRACES
+
+    deps, publisher = _eta()
+    _route(deps, 6)
+    before = len(publisher.published)
+    deliveries = _deliveries(0, 2)
+    trace = "00-0000000000000000000000000000abcd-00000000000000ef-01"
+    token = _BATCH_TRACES.set({id(deliveries[-1]): trace})  # the route's last event in the batch
+    try:
+        eta.project_batch(deliveries, deps)
+    finally:
+        _BATCH_TRACES.reset(token)
+
+    announced = [
+        m for _, m in publisher.published[before:] if m.attributes["eventType"] == "RouteEtaUpdated"
+    ]
+    assert announced and all(m.attributes.get("traceparent") == trace for m in announced)

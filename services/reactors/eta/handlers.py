@@ -45,6 +45,7 @@ from meridian.domain.events import (
 )
 from meridian.idempotency import already_processed, mark_processed
 from meridian.ports import DocumentStore, GeoPoint, Publisher, Query, Transaction, TravelTime
+from meridian.reactor import trace_of
 
 CONSUMER = "eta"
 BOARDS = "route_board"
@@ -304,7 +305,9 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
     """
     now = deps.clock()
 
-    def record(tx: Transaction) -> tuple[list[str], list[DomainEvent], str | None]:
+    def record(
+        tx: Transaction,
+    ) -> tuple[list[str], list[DomainEvent], list[str | None], str | None]:
         outcomes: list[str] = []
         fresh: list[DomainEvent] = []
         for event in events:
@@ -325,23 +328,29 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
                 if (done := _done_at(event)) is not None:
                     finished.setdefault(route_id, set()).add(done)
         announced: list[DomainEvent] = []
+        traces: list[str | None] = []  # each announcement continues its trigger's trace
         for route_id, trigger in last.items():
             board = boards[route_id]
             if "as_of" not in board or "position" not in board:
                 continue  # a stop finished before we ever saw it go out: nothing to estimate
             pending = recompute(board, deps.travel)
-            announced += _announcements(trigger, route_id, board, pending)
+            new = _announcements(trigger, route_id, board, pending)
+            announced += new
+            traces += [trace_of(trigger)] * len(new)
             _save(tx, route_id, board, now, finished.get(route_id, ()))
         key = fresh[0].event_id if fresh and announced else None
         if key is not None:
-            _to_outbox(tx, key, announced)
+            _to_outbox(tx, key, announced, traces)
         for event in fresh:
             mark_processed(tx, CONSUMER, event.event_id, now)
-        return outcomes, announced, key
+        return outcomes, announced, traces, key
 
-    outcomes, announced, key = deps.store.run_transaction(record)
+    outcomes, announced, traces, key = deps.store.run_transaction(record)
     if key is not None:
-        deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in announced])
+        deps.publisher.publish(
+            EVENTS_TOPIC,
+            [deps.codec.to_message(e, t) for e, t in zip(announced, traces, strict=True)],
+        )
         deps.store.delete(f"{OUTBOX}/{key}")
     republished = publish_leftovers(deps) if "duplicate" in outcomes else 0
     return [
@@ -352,13 +361,21 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
     ]
 
 
-def _to_outbox(tx: Transaction, key: str, announced: list[DomainEvent], **marks: Any) -> None:
+def _to_outbox(
+    tx: Transaction,
+    key: str,
+    announced: list[DomainEvent],
+    traces: Sequence[str | None] = (),
+    **marks: Any,
+) -> None:
     if announced:
+        traces = list(traces) or [None] * len(announced)
         tx.set(
             f"{OUTBOX}/{key}",
             {
                 "events": [
-                    {"type": e.event_type, "body": e.model_dump(mode="python")} for e in announced
+                    {"type": e.event_type, "body": e.model_dump(mode="python"), "traceparent": t}
+                    for e, t in zip(announced, traces, strict=True)
                 ],
                 **marks,
             },
@@ -418,10 +435,17 @@ def publish_outbox(key: str, deps: Deps) -> int:
     entry = deps.store.get(f"{OUTBOX}/{key}")
     if entry is None:
         return 0
-    events = [event_class(e["type"]).model_validate(e["body"]) for e in entry.data["events"]]
-    deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in events])
+    deps.publisher.publish(
+        EVENTS_TOPIC,
+        [
+            deps.codec.to_message(
+                event_class(e["type"]).model_validate(e["body"]), e.get("traceparent")
+            )
+            for e in entry.data["events"]
+        ],
+    )
     deps.store.delete(f"{OUTBOX}/{key}")
-    return len(events)
+    return len(entry.data["events"])
 
 
 def publish_leftovers(deps: Deps, limit: int = 100) -> int:
