@@ -29,7 +29,7 @@ from meridian.domain.commands import (
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
 from meridian.observability import TraceContext, spans_exported
-from meridian.ports import WorkflowExecutions
+from meridian.ports import BlobStore, WorkflowExecutions
 from services.command import dispatch, handlers, pod, webhooks
 from services.command.commit import Committer
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
@@ -97,7 +97,10 @@ class Accepted(BaseModel):
 
 
 def create_app(
-    deps: Deps, verifier: IdentityVerifier, workflows: WorkflowExecutions | None = None
+    deps: Deps,
+    verifier: IdentityVerifier,
+    workflows: WorkflowExecutions | None = None,
+    blobs: Callable[[], BlobStore] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Meridian command service",
@@ -121,6 +124,7 @@ def create_app(
     app.state.deps = deps
     app.state.verifier = verifier
     app.state.workflows = workflows
+    app.state.blobs = blobs  # a provider: built on the first POD upload
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from meridian import adapters
@@ -9,11 +11,13 @@ from meridian.auth import IdentityVerifier
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.config import Settings
-from meridian.ports import WorkflowExecutions
+from meridian.ports import BlobStore, WorkflowExecutions
 from services.command.handlers import Deps
 
 
-def bootstrap(settings: Settings) -> tuple[Deps, IdentityVerifier, WorkflowExecutions | None]:
+def bootstrap(
+    settings: Settings,
+) -> tuple[Deps, IdentityVerifier, WorkflowExecutions | None, Callable[[], BlobStore]]:
     deps = Deps(
         store=adapters.document_store(settings),
         publisher=adapters.publisher(settings),
@@ -24,4 +28,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, IdentityVerifier, WorkflowExecu
         workflows: WorkflowExecutions | None = adapters.workflow_executions(settings)
     except NotImplementedError:  # no Cloud Workflows adapter yet: dispatch routes answer 503
         workflows = None
-    return deps, adapters.identity_verifier(settings), workflows
+    # The POD photo store is built on the first upload (a deployment without a bucket still
+    # serves every other route).
+    blobs = functools.cache(functools.partial(adapters.blob_store, settings))
+    return deps, adapters.identity_verifier(settings), workflows, blobs

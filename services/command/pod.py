@@ -12,7 +12,6 @@ different photo replaces the reference and is announced again.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
@@ -22,10 +21,8 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from meridian import adapters
 from meridian.auth import Actor
-from meridian.config import Settings
-from meridian.domain.errors import Conflict, NotFound, PermissionDenied
+from meridian.domain.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from meridian.domain.model import Identifier
 from meridian.ports import BlobStore, DocumentStore, Transaction
 from services.command.handlers import Deps
@@ -110,15 +107,18 @@ async def _read_image(request: Request, content_type: str, length: int | None) -
     return bytes(image)
 
 
-def router(blobs: BlobStore | None = None) -> APIRouter:
-    """The POD photo route. ``blobs`` is for tests; otherwise the deployment's blob store is built
-    on the first upload (the command service's other routes never need it, so a deployment
-    without a POD bucket still serves them)."""
-    routes = APIRouter(tags=["parcels"])
+def _blob_store(request: Request) -> BlobStore:
+    """The blob store bootstrap provides in app state, built on the first upload: the command
+    service's other routes never need it, so a deployment without a POD bucket still serves them."""
+    provide: Callable[[], BlobStore] | None = getattr(request.app.state, "blobs", None)
+    if provide is None:
+        raise Unavailable("proof-of-delivery photos need a blob store; none was configured")
+    return provide()
 
-    @functools.cache
-    def blob_store() -> BlobStore:
-        return blobs if blobs is not None else adapters.blob_store(Settings.from_env())
+
+def router() -> APIRouter:
+    """The POD photo route."""
+    routes = APIRouter(tags=["parcels"])
 
     @routes.put("/v1/parcels/{parcel_id}/pod-image", status_code=202)
     async def upload_pod_image(
@@ -138,7 +138,7 @@ def router(blobs: BlobStore | None = None) -> APIRouter:
             media_type,
             caller,
             deps.store,
-            blob_store(),
+            _blob_store(request),
             deps.clock,
         )
         return JSONResponse(answer, status_code=202)

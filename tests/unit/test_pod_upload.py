@@ -56,7 +56,8 @@ def blobs() -> FakeBlobStore:
 def client(store: FakeDocumentStore, blobs: FakeBlobStore) -> TestClient:
     app = FastAPI()
     install_problem_handlers(app)
-    app.include_router(pod.router(blobs))
+    app.include_router(pod.router())
+    app.state.blobs = lambda: blobs
     app.state.deps = Deps(store=store, publisher=FakePublisher(), codec=CODEC, clock=lambda: NOW)
     app.state.verifier = FakeVerifier()
     return TestClient(app)
