@@ -8,13 +8,30 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
 from meridian.config import PORT_OFFSETS
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout_s: float = 20, what: str = "") -> T:
+    """The first truthy answer of ``probe``, asked every 0.1 s; fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        time.sleep(0.1)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 MERIDIAN = [sys.executable, "-m", "meridian.cli"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,23 +24,17 @@ from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.idempotency import event_ledger_path
 from pipelines.geofence.fences import METRES_PER_DEGREE
-from tests.e2e.conftest import Runtime, free_port_block, start_runtime, stop_runtime
+from tests.e2e.conftest import (
+    Runtime,
+    eventually,
+    free_port_block,
+    start_runtime,
+    stop_runtime,
+)
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 LAT0, LNG0 = 12.95, 77.62  # the fence's centre; the parcel's stop is elsewhere
 SERVICES = ("platform", "command", "event-publisher", "eta", "geofence-pipeline")
-
-
-def eventually(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -33,23 +33,11 @@ from meridian.embedded.pubsub.broker import Broker, push_service_account
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
 from meridian.idempotency import event_ledger_path
 from meridian.runtime.platform import prepare_data_dir
-from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, free_port_block
+from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, eventually, free_port_block
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 REACTORS = ("eta", "notification", "billing", "pod", "client-webhook", "driver-scoring")
 NOW = datetime.now(UTC)
-
-
-def eventually(probe: Callable[[], T | None], timeout_s: float = 20, what: str = "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.1)
 
 
 class Receiver(BaseHTTPRequestHandler):
