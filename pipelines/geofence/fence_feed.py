@@ -30,21 +30,16 @@ import logging
 import math
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import PickleCoder
-from apache_beam.runners.direct.transform_evaluator import (
-    TransformEvaluatorRegistry,
-    _TransformEvaluator,
-)
+from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
+from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot
 from pipelines.geofence.fences import FenceSnapshot, snapshot
 from pipelines.geofence.loaders import FenceLoader
 
@@ -91,22 +86,13 @@ def in_effect(snapshots: list[FenceSnapshot], ts: float) -> FenceSnapshot | None
     return chosen
 
 
-class RefreshFences(beam.PTransform):  # type: ignore[misc]
+class RefreshFences(UnboundedRoot):
     """A root transform: FenceSnapshots from ``loader`` every ``refresh_s`` (DirectRunner only)."""
 
     def __init__(self, loader: FenceLoader, refresh_s: float) -> None:
         super().__init__()
         self.loader = loader
         self.refresh_s = refresh_s
-
-    def get_windowing(self, inputs: Any) -> beam.Windowing:
-        return beam.Windowing(GlobalWindows())
-
-    def _infer_output_coder(self, input_type: Any = None, input_coder: Any = None) -> PickleCoder:
-        return PickleCoder()
-
-    def expand(self, pbegin: pvalue.PBegin) -> pvalue.PCollection:
-        return pvalue.PCollection(pbegin.pipeline, is_bounded=False)
 
 
 @dataclass
@@ -116,25 +102,13 @@ class _RefreshState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_STATES: weakref.WeakKeyDictionary[Any, _RefreshState] = weakref.WeakKeyDictionary()
-_STATES_LOCK = threading.Lock()
+_STATES: RunStates[_RefreshState] = RunStates(lambda _: _RefreshState())
 
 
-def _state_of(transform: RefreshFences) -> _RefreshState:
-    with _STATES_LOCK:
-        return _STATES.setdefault(transform, _RefreshState())
-
-
-class _RefreshFencesEvaluator(_TransformEvaluator):  # type: ignore[misc]
-    def start_bundle(self) -> None:
-        pass
-
-    def process_element(self, element: Any) -> None:
-        pass
-
+class _RefreshFencesEvaluator(RootEvaluator):
     def finish_bundle(self) -> TransformResult:
         transform: RefreshFences = self._applied_ptransform.transform
-        state = _state_of(transform)
+        state = _STATES.of(transform)
         bundles = []
         with state.lock:
             if self._others_done():

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,16 +39,13 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import PickleCoder
-from apache_beam.runners.direct.transform_evaluator import (
-    TransformEvaluatorRegistry,
-    _TransformEvaluator,
-)
+from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from meridian.catalog import load_catalog
+from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot
 from pipelines.geofence.model import Ping, PingBatch
 from pipelines.geofence.transforms import BatchPings
 from pipelines.geofence.validation import PingDecoder, decode_archive_rows
@@ -70,22 +66,12 @@ class BrokerSourceSettings:
     catalog_path: str | None = None
 
 
-class ReadFromEmbeddedBroker(beam.PTransform):  # type: ignore[misc]
+class ReadFromEmbeddedBroker(UnboundedRoot):
     """A root transform: PingBatches from the embedded broker (DirectRunner only)."""
 
     def __init__(self, settings: BrokerSourceSettings) -> None:
         super().__init__()
         self.settings = settings
-
-    def get_windowing(self, inputs: Any) -> beam.Windowing:
-        return beam.Windowing(GlobalWindows())
-
-    def _infer_output_coder(self, input_type: Any = None, input_coder: Any = None) -> PickleCoder:
-        return PickleCoder()
-
-    def expand(self, pbegin: pvalue.PBegin) -> pvalue.PCollection:
-        # A primitive: the DirectRunner runs it with _BrokerReadEvaluator below.
-        return pvalue.PCollection(pbegin.pipeline, is_bounded=False)
 
 
 @dataclass
@@ -110,25 +96,14 @@ class _ReadState:
             self.decoder = PingDecoder(load_catalog(self.settings.catalog_path))
 
 
-_STATES: weakref.WeakKeyDictionary[Any, _ReadState] = weakref.WeakKeyDictionary()
-_STATES_LOCK = threading.Lock()
+_STATES: RunStates[_ReadState] = RunStates(lambda transform: _ReadState(transform.settings))
 
 
 def read_state(transform: ReadFromEmbeddedBroker) -> _ReadState:
-    with _STATES_LOCK:
-        state = _STATES.get(transform)
-        if state is None:
-            state = _STATES[transform] = _ReadState(transform.settings)
-        return state
+    return _STATES.of(transform)
 
 
-class _BrokerReadEvaluator(_TransformEvaluator):  # type: ignore[misc]
-    def start_bundle(self) -> None:
-        pass
-
-    def process_element(self, element: Any) -> None:
-        pass
-
+class _BrokerReadEvaluator(RootEvaluator):
     def finish_bundle(self) -> TransformResult:
         transform: ReadFromEmbeddedBroker = self._applied_ptransform.transform
         state = read_state(transform)
