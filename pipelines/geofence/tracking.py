@@ -49,9 +49,6 @@ class Streak:
     lng: float
     count: int = 1
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Streak, (self.start_ts, self.lat, self.lng, self.count))
-
 
 @dataclass
 class VehicleState:
@@ -67,11 +64,6 @@ class VehicleState:
     anchor: tuple[float, float, float] | None = None  # (ts, lat, lng) where it last stood still
     idle_reported: bool = False
     flush_at: float | None = None  # when the buffered pings are to be applied (set by the Beam step)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Positional, without field names: the Beam step pickles every vehicle's state each
-        # time its shard is touched, so this is on the hot path.
-        return (VehicleState, tuple(getattr(self, f) for f in _STATE_FIELDS))
 
     @property
     def next_idle_check(self) -> float | None:
@@ -103,7 +95,7 @@ def encode_state(s: VehicleState) -> tuple[Any, ...]:
     """A vehicle's state as plain tuples, dicts, strings and numbers, for ``marshal``.
 
     The Beam step stores every vehicle's state each time its shard is touched; pickling the
-    dataclasses and NamedTuples calls Python code per object (``__reduce__``,
+    dataclasses and NamedTuples calls Python code per object (``__reduce_ex__``,
     ``__getnewargs__``), and that was about a quarter of the job's time. Plain values marshal
     in C. ``decode_state`` is the inverse; a round trip gives an equal state.
     """
