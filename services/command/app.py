@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import pydantic
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +24,7 @@ from meridian.domain.commands import (
     DeliverParcel,
     FailDelivery,
     NewParcel,
+    RecordPing,
     RequeueParcel,
     ReturnParcel,
     SendOutForDelivery,
@@ -38,6 +41,7 @@ from services.command.web import (
     IdempotencyKey,
     accepted,
     document_credentials,
+    json_request_body,
     request_key,
 )
 
@@ -86,8 +90,36 @@ class ReasonRequest(_Body):
 
 
 class TelemetryRequest(_Body):
-    # Pings are validated one by one in the handler, so one bad ping does not sink the batch.
+    # Pings are validated one by one (``handlers.validated_pings``), so one bad ping does not
+    # sink the batch.
     pings: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
+
+
+class _ValidTelemetry(_Body):
+    """A telemetry body whose every ping is valid: the common case, validated straight from the
+    JSON bytes in one pydantic-core pass (a third of parsing the JSON into dicts and validating
+    those)."""
+
+    pings: list[RecordPing] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
+
+
+def telemetry_pings(body: bytes) -> list[RecordPing | str]:
+    """The pings of a ``POST /v1/telemetry`` body, each validated or the reason it is not.
+
+    A body that is not a telemetry request at all (malformed JSON, no ``pings`` list, too many
+    pings) is refused whole, with every problem listed, as FastAPI refuses any other body."""
+    try:
+        return list(_ValidTelemetry.model_validate_json(body).pings)
+    except pydantic.ValidationError:
+        pass
+    try:
+        request = TelemetryRequest.model_validate_json(body)
+    except pydantic.ValidationError as e:
+        errors = e.errors(include_url=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+    return handlers.validated_pings(request.pings)
 
 
 class Accepted(BaseModel):
@@ -252,9 +284,21 @@ def create_app(
         cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)
         return await run(handlers.return_parcel, cmd, request, caller, idempotency_key)
 
-    @app.post("/v1/telemetry", status_code=202, tags=["telemetry"])
-    async def telemetry(body: TelemetryRequest, caller: Caller) -> JSONResponse:
-        return accepted(await run_in_threadpool(handlers.record_pings, body.pings, caller, deps))
+    # The body is read and validated here rather than declared as a parameter: FastAPI would
+    # parse the JSON into dicts first, and a batch of 100 pings is parsed and validated three
+    # times faster in one pass from the bytes. The OpenAPI document still describes it.
+    @app.post(
+        "/v1/telemetry",
+        status_code=202,
+        tags=["telemetry"],
+        openapi_extra=json_request_body(TelemetryRequest),
+    )
+    async def telemetry(request: Request, caller: Caller) -> JSONResponse:
+        body = await request.body()
+        return accepted(await run_in_threadpool(_record_pings, body, caller))
+
+    def _record_pings(body: bytes, caller: Actor) -> dict[str, Any]:
+        return handlers.record_pings(telemetry_pings(body), caller, deps)
 
     # Included after the routes above, which routing then tries first: the parcel moves and
     # telemetry are the hot paths, and every router tried before the match costs each request.

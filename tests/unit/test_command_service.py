@@ -310,6 +310,66 @@ def test_telemetry_batches_are_bounded(client: TestClient) -> None:
     assert "500" in response.json()["detail"]
 
 
+def test_a_batch_of_valid_pings_publishes_each_as_a_vehicle_ping(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    pings = [
+        {
+            "vehicle_id": f"veh-{i}",
+            "position": {"lat": 12.9 + i / 100, "lng": 77.6},
+            "recorded_at": (NOW + timedelta(seconds=i)).isoformat(),
+            "heading_deg": 90,
+            "speed_mps": 8.5,
+            "accuracy_m": None if i else 4.0,
+        }
+        for i in range(3)
+    ]
+    response = client.post("/v1/telemetry", json={"pings": pings}, headers=DRIVER)
+    assert response.json() == {"accepted": 3, "rejected": []}
+    events = [CODEC.from_message(m.data, m.attributes) for _, m in publisher.published]
+    assert [(e.vehicle_id, e.lat, e.recorded_at) for e in events] == [
+        (f"veh-{i}", 12.9 + i / 100, NOW + timedelta(seconds=i)) for i in range(3)
+    ]
+    assert events[0].accuracy_m == 4.0 and events[1].accuracy_m is None
+    assert {(e.driver_id, e.heading_deg, e.speed_mps) for e in events} == {("drv-7", 90.0, 8.5)}
+    # The event id is derived from the vehicle and the ping's time: a retried batch republishes
+    # the same ids, which consumers deduplicate.
+    again = client.post("/v1/telemetry", json={"pings": pings}, headers=DRIVER)
+    assert again.status_code == 202
+    ids = [m.attributes["eventId"] for _, m in publisher.published]
+    assert ids[:3] == ids[3:] and len(set(ids)) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "where"),
+    [
+        (b'{"pings": [', 400, "body"),
+        (b'{"pings": []}', 422, "body.pings"),
+        (b'{"pings": "no"}', 422, "body.pings"),
+        (b'{"pings": [1]}', 422, "body.pings.0"),
+        (b'{"pngs": []}', 422, "body.pings"),
+        (b"[]", 422, "body"),
+    ],
+)
+def test_a_body_that_is_not_a_telemetry_batch_is_refused_whole(
+    client: TestClient, publisher: FakePublisher, body: bytes, status: int, where: str
+) -> None:
+    response = client.post(
+        "/v1/telemetry", content=body, headers={**DRIVER, "Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert where in [e["location"] for e in response.json()["errors"]]
+    assert publisher.published == []
+
+
+def test_the_telemetry_body_is_documented(client: TestClient) -> None:
+    body = client.get("/openapi.json").json()["paths"]["/v1/telemetry"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["required"] == ["pings"]
+    assert schema["properties"]["pings"]["maxItems"] == 500
+
+
 def test_openapi_documents_the_commands(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/shipments", "/v1/parcels/{parcel_id}:deliver", "/v1/telemetry"} <= set(paths)
