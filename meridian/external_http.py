@@ -2,17 +2,19 @@
 
 The same clients talk to the embedded stand-ins and to real providers; only the base URL and the
 credential differ (chosen in ``meridian.adapters``). Every call carries the caller's idempotency
-key. Provider failures and timeouts become Unavailable, so the event is retried.
+key. Provider failures and timeouts become Unavailable, so the event is retried. Plain
+``http://`` calls take a lean keep-alive path, ``https://`` ones httpx (``meridian.keepalive_http``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-
-import httpx
+from typing import Any
 
 from meridian.domain.errors import Unavailable, ValidationError
+from meridian.keepalive_http import ExternalHttp, Reply, RequestFailed
 from meridian.ports import (
     BillingApi,
     Charge,
@@ -24,61 +26,83 @@ from meridian.ports import (
 
 
 def _headers(api_key: str | None, idempotency_key: str) -> dict[str, str]:
-    headers = {"Idempotency-Key": idempotency_key}
+    headers = {"content-type": "application/json", "Idempotency-Key": idempotency_key}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     return headers
 
 
+def _json(reply: Reply) -> dict[str, Any]:
+    """The JSON object of a reply; {} if the body is not one."""
+    try:
+        payload = json.loads(reply.body)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 class HttpSmsGateway(SmsGateway):
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 20.0) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._url = f"{base_url.rstrip('/')}/v1/messages"
+        self._http = ExternalHttp()
         self._api_key = api_key
+        self._timeout_s = timeout_s
 
     def send(self, to: str, body: str, idempotency_key: str) -> SmsReceipt:
         try:
-            response = self._client.post(
-                "/v1/messages",
-                json={"to": to, "body": body},
-                headers=_headers(self._api_key, idempotency_key),
+            reply = self._http.post(
+                self._url,
+                json.dumps({"to": to, "body": body}).encode(),
+                _headers(self._api_key, idempotency_key),
+                self._timeout_s,
             )
-        except httpx.HTTPError as e:
-            raise Unavailable(f"SMS gateway unreachable: {e!r}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Unavailable(f"SMS gateway answered {response.status_code}")
-        if response.status_code >= 400:
-            raise ValidationError(f"SMS gateway refused the message: {response.text[:200]}")
-        return SmsReceipt(message_id=response.json()["message_id"], accepted_at=datetime.now(UTC))
+        except RequestFailed as e:
+            raise Unavailable(f"SMS gateway unreachable: {e}") from None
+        if reply.status >= 500 or reply.status == 429:
+            raise Unavailable(f"SMS gateway answered {reply.status}")
+        if reply.status >= 400:
+            raise ValidationError(f"SMS gateway refused the message: {reply.body[:200]!r}")
+        message_id = _json(reply).get("message_id")
+        if not message_id:
+            raise Unavailable(f"SMS gateway answered {reply.status} without a message id")
+        return SmsReceipt(message_id=str(message_id), accepted_at=datetime.now(UTC))
 
 
 class HttpBillingApi(BillingApi):
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 20.0) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._url = f"{base_url.rstrip('/')}/v1/charges"
+        self._http = ExternalHttp()
         self._api_key = api_key
+        self._timeout_s = timeout_s
 
     def charge(self, charge: Charge, idempotency_key: str) -> str:
+        payload = {
+            "client_id": charge.client_id,
+            "reference": charge.reference,
+            "amount_minor": charge.amount_minor,
+            "currency": charge.currency,
+            "description": charge.description,
+        }
         try:
-            response = self._client.post(
-                "/v1/charges",
-                json={
-                    "client_id": charge.client_id,
-                    "reference": charge.reference,
-                    "amount_minor": charge.amount_minor,
-                    "currency": charge.currency,
-                    "description": charge.description,
-                },
-                headers=_headers(self._api_key, idempotency_key),
+            reply = self._http.post(
+                self._url,
+                json.dumps(payload).encode(),
+                _headers(self._api_key, idempotency_key),
+                self._timeout_s,
             )
-        except httpx.HTTPError as e:
-            raise Unavailable(f"billing API unreachable: {e!r}") from None
-        if response.status_code == 409 and "charge_id" in response.json():
+        except RequestFailed as e:
+            raise Unavailable(f"billing API unreachable: {e}") from None
+        answer = _json(reply)
+        if reply.status == 409 and "charge_id" in answer:
             # Charged before under this key (a redelivery after a crash): the first charge stands.
-            return str(response.json()["charge_id"])
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Unavailable(f"billing API answered {response.status_code}")
-        if response.status_code >= 400:
-            raise ValidationError(f"billing API refused the charge: {response.text[:200]}")
-        return str(response.json()["charge_id"])
+            return str(answer["charge_id"])
+        if reply.status >= 500 or reply.status == 429:
+            raise Unavailable(f"billing API answered {reply.status}")
+        if reply.status >= 400:
+            raise ValidationError(f"billing API refused the charge: {reply.body[:200]!r}")
+        if "charge_id" not in answer:
+            raise Unavailable(f"billing API answered {reply.status} without a charge id")
+        return str(answer["charge_id"])
 
 
 class HttpWebhookSender(WebhookSender):
@@ -86,11 +110,13 @@ class HttpWebhookSender(WebhookSender):
     address the SSRF check refused); the caller checks the destination before each send."""
 
     def __init__(self) -> None:
-        self._client = httpx.Client(follow_redirects=False)
+        self._http = ExternalHttp()
 
-    def send(self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float) -> WebhookResponse:
+    def send(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
+    ) -> WebhookResponse:
         try:
-            response = self._client.post(url, content=body, headers=dict(headers), timeout=timeout_s)
-        except httpx.HTTPError as e:
-            raise Unavailable(f"webhook endpoint unreachable: {e!r}") from None
-        return WebhookResponse(response.status_code, dict(response.headers), response.content[:4096])
+            reply = self._http.post(url, body, headers, timeout_s)
+        except RequestFailed as e:
+            raise Unavailable(f"webhook endpoint unreachable: {e}") from None
+        return WebhookResponse(reply.status, reply.headers, reply.body[:4096])
