@@ -5,10 +5,9 @@ idempotency key (409, naming the first charge). Latency and failures are injecta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from meridian.embedded.external.fake_service import (
@@ -16,8 +15,11 @@ from meridian.embedded.external.fake_service import (
     Ledger,
     behave,
     fault_config,
+    idempotent_request,
     install_fault_routes,
 )
+from meridian.http import install_problem_handlers
+from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes, json_response
 
 
 class ChargeRequest(BaseModel):
@@ -29,27 +31,28 @@ class ChargeRequest(BaseModel):
 
 
 def create_app(data_dir: Path, initial: FaultConfig | None = None) -> FastAPI:
-    app = FastAPI(title="Embedded billing API", version="1")
+    app = PlainRoutes(title="Embedded billing API", version="1")
+    install_problem_handlers(app)
     charges = Ledger(data_dir, "billing_api")
     state = {"config": initial or FaultConfig()}
     install_fault_routes(app, lambda: state["config"], lambda c: state.__setitem__("config", c))
 
-    @app.post("/v1/charges")
-    async def charge(
-        body: ChargeRequest, idempotency_key: Annotated[str, Header(min_length=1, max_length=255)]
-    ) -> JSONResponse:
+    async def charge(request: PlainRequest) -> PlainResponse:
+        body, idempotency_key = idempotent_request(ChargeRequest, request)
         if not await behave(state["config"]):
-            return JSONResponse({"error": "billing unavailable (injected failure)"}, status_code=503)
+            return json_response(503, {"error": "billing unavailable (injected failure)"})
         record = charges.accept(idempotency_key, body.model_dump(), "ch")
         if not record.created:
-            return JSONResponse(
+            return json_response(
+                409,
                 {
                     "error": "a charge with this idempotency key exists",
                     "charge_id": record.record_id,
                 },
-                status_code=409,
             )
-        return JSONResponse({"charge_id": record.record_id}, status_code=201)
+        return json_response(201, {"charge_id": record.record_id})
+
+    app.plain_route("POST", "/v1/charges", charge)
 
     @app.get("/v1/charges")
     async def list_charges() -> list[dict[str, Any]]:

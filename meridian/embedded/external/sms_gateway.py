@@ -5,10 +5,9 @@ MERIDIAN_SMS_FAILURE_RATE, or ``PUT /v1/config``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from meridian.embedded.external.fake_service import (
@@ -16,8 +15,11 @@ from meridian.embedded.external.fake_service import (
     Ledger,
     behave,
     fault_config,
+    idempotent_request,
     install_fault_routes,
 )
+from meridian.http import install_problem_handlers
+from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes, json_response
 
 
 class SmsRequest(BaseModel):
@@ -26,23 +28,24 @@ class SmsRequest(BaseModel):
 
 
 def create_app(data_dir: Path, initial: FaultConfig | None = None) -> FastAPI:
-    app = FastAPI(title="Embedded SMS gateway", version="1")
+    app = PlainRoutes(title="Embedded SMS gateway", version="1")
+    install_problem_handlers(app)
     sent = Ledger(data_dir, "sms_gateway")
     state = {"config": initial or FaultConfig()}
     install_fault_routes(app, lambda: state["config"], lambda c: state.__setitem__("config", c))
 
-    @app.post("/v1/messages")
-    async def send(
-        body: SmsRequest, idempotency_key: Annotated[str, Header(min_length=1, max_length=255)]
-    ) -> JSONResponse:
+    async def send(request: PlainRequest) -> PlainResponse:
+        body, idempotency_key = idempotent_request(SmsRequest, request)
         if not await behave(state["config"]):
-            return JSONResponse({"error": "gateway unavailable (injected failure)"}, status_code=503)
+            return json_response(503, {"error": "gateway unavailable (injected failure)"})
         record = sent.accept(idempotency_key, body.model_dump(), "sms")
         # A repeated key is answered with the first receipt: the message is not sent again.
-        return JSONResponse(
+        return json_response(
+            201 if record.created else 200,
             {"message_id": record.record_id, "duplicate": not record.created},
-            status_code=201 if record.created else 200,
         )
+
+    app.plain_route("POST", "/v1/messages", send)
 
     @app.get("/v1/messages")
     async def messages() -> list[dict[str, Any]]:
