@@ -5,23 +5,26 @@ It answers 2xx only once the event is published; anything else makes Eventarc re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI
 from google.events.cloud import firestore as fs
+from opentelemetry import context as otel_context
 
 from meridian.auth import PushAuthenticator
 from meridian.domain.errors import DecodeError
 from meridian.http import install_problem_handlers
-from meridian.observability import get_logger
+from meridian.observability import extract_context, get_logger
+from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.reactor import Batcher
 from services.event_publisher.handlers import Deps, DocumentChange, publish_change, publish_changes
 
 log = get_logger(__name__)
 
 
-def change_from_cloudevent(headers: dict[str, str], body: bytes) -> DocumentChange:
+def change_from_cloudevent(headers: Mapping[str, str], body: bytes) -> DocumentChange:
     """Read a binary-mode Firestore CloudEvent (reference §5.2-5.5)."""
     event_type = headers.get("ce-type", "")
     if not event_type.startswith("google.cloud.firestore.document.v1."):
@@ -71,36 +74,41 @@ def _value(value: Any) -> Any:
 
 
 def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
-    app = FastAPI(title="Meridian event publisher", version="1")
+    app = PlainRoutes(title="Meridian event publisher", version="1")
     install_problem_handlers(app)
     # The changes Eventarc delivers together are published together: a publish is a write
     # transaction on the broker, which the platform's pulls and acks wait behind.
     batcher: Batcher[tuple[DocumentChange, str | None]] = Batcher(
         lambda batch: publish_changes(batch, deps), lambda one: publish_change(one[0], deps, one[1])
     )
+    audience = f"{own_url}/firestore"
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/firestore", status_code=204)
-    async def firestore_change(
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        traceparent: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        auth.check(authorization, f"{own_url}/firestore")
-        change = change_from_cloudevent(dict(request.headers), await request.body())
+    async def firestore_change(request: PlainRequest) -> PlainResponse:
+        auth.check(request.headers.get("authorization"), audience)
+        change = change_from_cloudevent(request.headers, request.body)
+        traceparent = request.headers.get("traceparent")
         event = await batcher.submit((change, traceparent))
         if event is not None:
-            log.info(
-                "event published",
-                event_type=event.event_type,
-                event_id=event.event_id,
-                document=change.path,
-            )
-        return Response(status_code=204)
+            # Logged in the trace of the change (the event published continues it too).
+            token = otel_context.attach(extract_context({"traceparent": traceparent or ""}))
+            try:
+                log.info(
+                    "event published",
+                    event_type=event.event_type,
+                    event_id=event.event_id,
+                    document=change.path,
+                )
+            finally:
+                otel_context.detach(token)
+        return PlainResponse(204)
 
+    # Served before FastAPI's middleware and routing (``meridian.plain_routes``), which were
+    # two thirds of the publisher's CPU per change; errors still answer as problems.
+    app.plain_route("POST", "/firestore", firestore_change)
     return app
 
 

@@ -133,3 +133,31 @@ def test_a_remembered_token_is_accepted_until_it_expires_and_a_forged_one_never(
     now[0] += 2 * 3600  # past the token's expiry: verified again
     auth.check(token, f"{URL}/events")
     assert len(checks) == 5
+
+
+def test_while_no_span_is_exported_the_handler_runs_in_a_child_of_the_message_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+
+    import meridian.reactor
+
+    monkeypatch.setattr(meridian.reactor, "spans_exported", lambda: False)
+    issuer = TokenIssuer(tmp_path)
+    auth = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({SA}))
+    spans: list[trace.SpanContext] = []
+
+    def handle(_: ev.DomainEvent) -> None:
+        spans.append(trace.get_current_span().get_span_context())
+
+    client = TestClient(reactor_app("test", handle, auth, CODEC, URL))
+    token = issuer.token(f"{URL}/events", SA)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    message = CODEC.to_message(EVENT)
+    traced = Message(message.data, {**message.attributes, "traceparent": parent})
+    assert _post(client, _body(traced), token) == 204
+    assert _post(client, _body(message), token) == 204
+    continued, fresh = spans
+    assert f"{continued.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert continued.span_id not in (0, 0xB7AD6B7169203331)
+    assert fresh.is_valid and fresh.trace_id != continued.trace_id
