@@ -154,13 +154,18 @@ def up(
 
 
 def _chosen(available: list[ServiceProcess], only: str) -> list[ServiceProcess]:
-    """The services named in ``only`` (all when empty); the platform always runs."""
+    """The services named in ``only`` (all when empty), each with all its processes (the live
+    map's writer with the live map); the platform always runs."""
     names = {n.strip() for n in only.split(",") if n.strip()}
-    unknown = names - {s.name for s in available}
+    unknown = {n for n in names if not any(s.belongs_to(n) for s in available)}
     if unknown:
         console.print(f"[red]unknown service(s): {', '.join(sorted(unknown))}[/]")
         raise typer.Exit(2)
-    return [s for s in available if not names or s.name in names or s.name == "platform"]
+    return [
+        s
+        for s in available
+        if not names or any(s.belongs_to(n) for n in names) or s.name == "platform"
+    ]
 
 
 def _start(supervisor: Supervisor, settings: Settings, signals: StopSignals) -> None:

@@ -24,6 +24,7 @@ PORT_OFFSETS: dict[str, int] = {
     "dispatch": 10,
     "sms-gateway": 11,
     "billing-api": 12,
+    "live-map-writer": 13,
     "pubsub-grpc": 20,
 }
 

@@ -7,6 +7,11 @@ some batches arrive out of order. The pings of one tick go out in batches of at 
 ``Sink``: ``HttpSink`` posts them to ``/v1/telemetry`` with a driver token (the demo), and the
 benchmark publishes them straight to the telemetry topic.
 
+A ping is stamped (``recorded_at``) when its tick runs, so a tick delays no ping past its stamp;
+what the sink spends sending the tick's pings does count in their age, as a phone's upload would.
+A vehicle is moved only when it pings (over the time since its last ping), so a tick costs in
+proportion to its pings, not to the fleet: the benchmark ticks every 0.1 s through 8,200 vehicles.
+
 Used by ``meridian sim`` (``meridian/sim_cli.py``), ``meridian demo`` and the live-map benchmark.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -72,6 +78,7 @@ class SimVehicle:
     target: tuple[float, float]
     cruise_mps: float
     next_ping: float  # simulation seconds
+    driven_to: float = 0.0  # simulation time its position is at
     dwell_s: float = 0.0
     speed_mps: float = 0.0
     heading_deg: float = 0.0
@@ -86,6 +93,7 @@ class Fleet:
     vehicles: list[SimVehicle] = field(default_factory=list)
     clock: float = 0.0
     _held: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    _next: list[tuple[float, int]] = field(default_factory=list)  # (next ping, index): a heap
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.options.seed)
@@ -99,6 +107,8 @@ class Fleet:
                     next_ping=self.rng.uniform(0, self.options.ping_interval_s),
                 )
             )
+        self._next = [(v.next_ping, index) for index, v in enumerate(self.vehicles)]
+        heapq.heapify(self._next)
 
     def _random_stop(self) -> tuple[float, float]:
         radius = self.options.radius_km * 1000 * math.sqrt(self.rng.random())
@@ -143,13 +153,18 @@ class Fleet:
         }
 
     def advance(self, to: float, now: datetime) -> list[dict[str, Any]]:
-        elapsed, self.clock = to - self.clock, to
+        self.clock = to
         pings: list[dict[str, Any]] = []
-        for vehicle in self.vehicles:
-            self._drive(vehicle, elapsed)
-            if vehicle.next_ping > to:
-                continue
-            vehicle.next_ping += self.options.ping_interval_s
+        schedule = self._next
+        while schedule and schedule[0][0] <= to:
+            _, index = heapq.heappop(schedule)
+            vehicle = self.vehicles[index]
+            self._drive(vehicle, to - vehicle.driven_to)
+            vehicle.driven_to = to
+            # A late tick sends one ping per vehicle, however many it missed.
+            while vehicle.next_ping <= to:
+                vehicle.next_ping += self.options.ping_interval_s
+            heapq.heappush(schedule, (vehicle.next_ping, index))
             ping = self._ping(vehicle, now)
             roll = self.rng.random()
             if roll < self.options.late_rate:

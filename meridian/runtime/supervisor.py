@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,19 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ServiceProcess:
-    """One process to run: its name, command line and the port its health check answers on."""
+    """One process to run: its name, command line and the port its health check answers on;
+    ``service`` is the catalog service it belongs to (its name unless the service runs as several
+    processes) and ``env`` what its environment adds."""
 
     name: str
     argv: Sequence[str]
     port: int | None
     health_path: str = "/healthz"
+    env: Mapping[str, str] = field(default_factory=dict)
+    service: str = ""
+
+    def belongs_to(self, service: str) -> bool:
+        return service in (self.name, self.service)
 
 
 # Embedded-only stand-ins for third parties (an SMS provider, a client's billing API): they are not
@@ -43,6 +50,17 @@ class ServiceProcess:
 EMBEDDED_EXTERNALS: dict[str, str] = {
     "sms-gateway": "meridian.embedded.external.sms_gateway",
     "billing-api": "meridian.embedded.external.billing_api",
+}
+
+
+# Catalog services run as one process per role, as production deploys them (process name → what
+# its environment adds). The live map's position writer needs most of a core at the morning peak;
+# run beside it, not in the same process, the tracking streams do not queue behind its commits.
+PROCESS_ROLES: dict[str, dict[str, dict[str, str]]] = {
+    "live-map": {
+        "live-map": {"LIVE_MAP_ROLE": "streams"},
+        "live-map-writer": {"LIVE_MAP_ROLE": "writer"},
+    },
 }
 
 
@@ -74,11 +92,11 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
             continue
         if not _module_exists(f"{spec.package}.app"):
             continue
-        processes.append(
-            ServiceProcess(
-                name, [sys.executable, "-m", f"{spec.package}.app"], settings.port_of(name)
+        argv = [sys.executable, "-m", f"{spec.package}.app"]
+        for process, env in PROCESS_ROLES.get(name, {name: {}}).items():
+            processes.append(
+                ServiceProcess(process, argv, settings.port_of(process), env=env, service=name)
             )
-        )
     return processes
 
 
@@ -120,6 +138,7 @@ class Supervisor:
             "MERIDIAN_HOST": self.settings.host,
             "MERIDIAN_BASE_PORT": str(self.settings.base_port),
             "PYTHONUNBUFFERED": "1",
+            **service.env,
         }
         if service.port is not None:
             env["PORT"] = str(service.port)

@@ -1,5 +1,6 @@
 """The live-map service: the debounced position writer (a background task), the customer tracking
-stream, the dispatchers' fleet stream, and the two map pages.
+stream, the dispatchers' fleet stream, and the two map pages; a process runs the writer, the
+streams and pages, or both (its role, see ``bootstrap.MapOptions``).
 
 Entrypoint only: it authenticates, opens a stream from ``tracking`` and frames it as Server-Sent
 Events. Tokens come in an ``Authorization: Bearer`` header (the pages send it with ``fetch``) or,
@@ -83,13 +84,9 @@ def create_app(live_map: LiveMap) -> FastAPI:
     )
     install_problem_handlers(app)
 
-    @app.exception_handler(TrackingEnded)
-    async def ended(_: Request, error: TrackingEnded) -> JSONResponse:
-        return problem(410, "tracking-ended", str(error), final_status=error.status)
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok"}
+        body: dict[str, Any] = {"status": "ok", "role": live_map.options.role}
         if live_map.writer is not None:
             stats = live_map.writer.stats
             body["writer"] = {
@@ -102,6 +99,16 @@ def create_app(live_map: LiveMap) -> FastAPI:
                 "pending": live_map.writer.debouncer.pending_count(),
             }
         return body
+
+    if live_map.options.serves_streams:
+        _serve_streams(app, live_map)
+    return app
+
+
+def _serve_streams(app: FastAPI, live_map: LiveMap) -> None:
+    @app.exception_handler(TrackingEnded)
+    async def ended(_: Request, error: TrackingEnded) -> JSONResponse:
+        return problem(410, "tracking-ended", str(error), final_status=error.status)
 
     @app.get("/v1/track/{parcel_id}", tags=["tracking"])
     async def track(
@@ -146,8 +153,6 @@ def create_app(live_map: LiveMap) -> FastAPI:
     async def leaflet(name: str) -> Response:
         return _file(live_map.options.leaflet_dir, name)
 
-    return app
-
 
 def _file(folder: Path, name: str) -> FileResponse:
     root = folder.resolve()
@@ -163,11 +168,9 @@ def main() -> None:
     from services.live_map.bootstrap import MapOptions, bootstrap
 
     settings = Settings.from_env()
-    serve(
-        create_app(bootstrap(settings, MapOptions.from_env())),
-        "live-map",
-        settings.port_of("live-map"),
-    )
+    options = MapOptions.from_env()
+    name = "live-map-writer" if options.role == "writer" else "live-map"
+    serve(create_app(bootstrap(settings, options)), name, settings.port_of(name))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from meridian import adapters
 from meridian.auth import IdentityVerifier
@@ -19,27 +20,47 @@ from services.live_map.writer import DEFAULT_MAX_OUTSTANDING, PositionWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 
+Role = Literal["all", "streams", "writer"]
+ROLES: tuple[Role, ...] = ("all", "streams", "writer")
+
 
 @dataclass(frozen=True)
 class MapOptions:
-    """Read from the environment: ``LIVE_MAP_DEBOUNCE_S`` (default 2), ``LIVE_MAP_WRITER`` (on|off),
+    """Read from the environment: ``LIVE_MAP_ROLE``, ``LIVE_MAP_DEBOUNCE_S`` (default 2),
     ``LIVE_MAP_MAX_OUTSTANDING``, ``LIVE_MAP_TILE_URL`` (base tiles; empty, the default, draws stops
     and routes on a plain background and needs no network), ``LIVE_MAP_ASSETS`` (Leaflet's
-    ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``)."""
+    ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``).
 
+    The role says what a process does: ``all`` (the default) runs the position writer and serves
+    the tracking streams and pages; ``streams`` serves them without a writer (replicas that scale
+    with customers); ``writer`` runs the writer alone, answering only ``/healthz``. ``meridian up``
+    runs one ``streams`` and one ``writer`` process, as production deploys them: at the morning
+    peak the writer needs most of a core, and the streams must not queue behind it."""
+
+    role: Role = "all"
     debounce_s: float = DEFAULT_INTERVAL_S
-    writer: bool = True
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING
     tile_url: str = ""
     tile_attribution: str = ""
     leaflet_dir: Path = ROOT / "node_modules" / "leaflet" / "dist"
 
+    @property
+    def runs_writer(self) -> bool:
+        return self.role in ("all", "writer")
+
+    @property
+    def serves_streams(self) -> bool:
+        return self.role in ("all", "streams")
+
     @classmethod
     def from_env(cls) -> MapOptions:
         env = os.environ
+        role = env.get("LIVE_MAP_ROLE", "all")
+        if role not in ROLES:
+            raise ValueError(f"LIVE_MAP_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
         return cls(
+            role=role,  # type: ignore[arg-type]  # checked just above
             debounce_s=float(env.get("LIVE_MAP_DEBOUNCE_S", DEFAULT_INTERVAL_S)),
-            writer=env.get("LIVE_MAP_WRITER", "on").lower() not in ("off", "0", "false", "no"),
             max_outstanding=int(env.get("LIVE_MAP_MAX_OUTSTANDING", DEFAULT_MAX_OUTSTANDING)),
             tile_url=env.get("LIVE_MAP_TILE_URL", ""),
             tile_attribution=env.get("LIVE_MAP_TILE_ATTRIBUTION", ""),
@@ -58,7 +79,7 @@ class LiveMap:
 def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
     store = adapters.document_store(settings)
     writer = None
-    if options.writer:
+    if options.runs_writer:
         writer = PositionWriter(
             store,
             adapters.subscriber(settings),

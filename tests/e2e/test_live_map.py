@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from meridian.config import PORT_OFFSETS, Settings
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
+from meridian.runtime.supervisor import runnable_services
 from meridian.tracking import TrackingTokens
 from tests.e2e.conftest import ROOT, free_port_block
 
@@ -33,8 +33,9 @@ pytestmark = pytest.mark.e2e
 
 @dataclass
 class Services:
-    """The command and live-map services as their own processes (as ``meridian up`` runs them),
-    on a data dir whose topology was applied first; the other services are not needed here."""
+    """The command and live-map services as their own processes (as ``meridian up`` runs them:
+    the live map as a position writer and a tracking-stream process), on a data dir whose
+    topology was applied first; the other services are not needed here."""
 
     data_dir: Path
     base_port: int
@@ -54,22 +55,32 @@ def start_services(data_dir: Path, names: tuple[str, ...] = ("command", "live-ma
         "LIVE_MAP_DEBOUNCE_S": "0.5",
         "PYTHONPATH": str(ROOT),
     }
-    prepare_data_dir(load_catalog(), Settings(data_dir=data_dir, base_port=base_port))
+    settings = Settings(data_dir=data_dir, base_port=base_port)
+    prepare_data_dir(load_catalog(), settings)
     services = Services(data_dir, base_port, [])
-    for name in names:
-        package = load_catalog().services[name].package
-        log = (data_dir / f"{name}.log").open("ab")
+    processes = [
+        process
+        for process in runnable_services(load_catalog(), settings)
+        if any(process.belongs_to(name) for name in names)
+    ]
+    for process in processes:
+        log = (data_dir / f"{process.name}.log").open("ab")
         services.children.append(
             subprocess.Popen(
-                [sys.executable, "-m", f"{package}.app"],
-                env={**env, "PORT": str(base_port + PORT_OFFSETS[name]), "MERIDIAN_SERVICE": name},
+                list(process.argv),
+                env={
+                    **env,
+                    **process.env,
+                    "PORT": str(process.port),
+                    "MERIDIAN_SERVICE": process.name,
+                },
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         )
     deadline = time.monotonic() + 60
-    for name in names:
+    for name in (process.name for process in processes):
         while True:
             try:
                 httpx.get(f"{services.url(name)}/healthz", timeout=1).raise_for_status()
@@ -279,3 +290,11 @@ def test_the_map_pages_and_leaflet_are_served_offline(runtime: Services) -> None
     assert httpx.get(f"{base}/assets/leaflet/leaflet.js", timeout=10).status_code == 200
     assert httpx.get(f"{base}/static/map.js", timeout=10).status_code == 200
     assert httpx.get(f"{base}/assets/leaflet/../../package.json", timeout=10).status_code == 404
+
+
+def test_the_writer_and_the_streams_run_as_processes_of_their_own(runtime: Services) -> None:
+    writer = httpx.get(f"{runtime.url('live-map-writer')}/healthz", timeout=10).json()
+    streams = httpx.get(f"{runtime.url('live-map')}/healthz", timeout=10).json()
+    assert writer["role"] == "writer" and writer["writer"]["consumed"] > 0
+    assert streams["role"] == "streams" and "writer" not in streams
+    assert httpx.get(f"{runtime.url('live-map-writer')}/map", timeout=10).status_code == 404
