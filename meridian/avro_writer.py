@@ -161,13 +161,29 @@ _PRIMITIVES: dict[str, FieldWriter] = {
 }
 
 
+class _LastTime:
+    """The last datetime encoded and its bytes: a batch of events shares one ``occurred_at``
+    (the same object), and turning an aware datetime into microseconds is the dearest step."""
+
+    entry: tuple[object, bytes] = (None, b"")
+
+
 def _write_timestamp_micros(value: Any, out: list[bytes]) -> None:
+    last, encoded = _LastTime.entry  # one read: another thread may replace it meanwhile
+    if value is last:
+        out.append(encoded)
+        return
     if isinstance(value, datetime):
         if value.tzinfo is None:  # fastavro reads a naive time as UTC; leave that to it
             raise ValueError("naive datetime")
         delta = value - _EPOCH
-        value = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    elif isinstance(value, bool):  # an int to Python, not a time to anyone
+        encoded = encode_long(
+            (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        )
+        _LastTime.entry = (value, encoded)
+        out.append(encoded)
+        return
+    if isinstance(value, bool):  # an int to Python, not a time to anyone
         raise TypeError(f"{value!r} is not a time")
     out.append(encode_long(value))
 

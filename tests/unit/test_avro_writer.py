@@ -124,3 +124,17 @@ def test_the_codec_falls_back_to_fastavro_which_decides() -> None:
     # A wrong type: both refuse, and the codec explains with fastavro's validator.
     with pytest.raises(ValidationError, match="VehiclePing does not match its schema"):
         CODEC.encode_record("VehiclePing", {**PING, "lat": "north"})
+
+
+def test_a_time_shared_by_a_batch_is_encoded_right_each_time() -> None:
+    # The writer remembers the last datetime it encoded; alternating times must not mix up.
+    schema = CATALOG.schemas["VehiclePing"]
+    writer = compile_writer(schema)
+    assert writer is not None
+    shared = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    records = [
+        {**PING, "occurred_at": shared, "recorded_at": shared + timedelta(seconds=i)}
+        for i in range(3)
+    ]
+    for record in records + records[::-1]:
+        assert writer(record) == fastavro_bytes(schema, record)
