@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -277,3 +278,19 @@ def test_nesting_is_limited_at_twenty_levels_whatever_the_leaf(
     store.set("deep/ok", nested(20))
     with pytest.raises(LimitExceeded, match="nested at most 20"):
         store.set("deep/too", nested(21))
+
+
+def test_commits_never_checkpoint_and_the_background_thread_does(tmp_path: Path) -> None:
+    store = EmbeddedDocumentStore(tmp_path)
+    conn = store._conn()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    size_before = store.file.stat().st_size
+    payload = "x" * 4000
+    for batch in range(20):  # ~1.6 MB, in the log until a checkpoint copies it back
+        store.batch_write([("set", f"things/t-{batch}-{i}", {"v": payload}) for i in range(20)])
+    deadline = time.monotonic() + 10
+    while store.file.stat().st_size < size_before + 1_000_000:
+        assert time.monotonic() < deadline, "the log was never checkpointed into the file"
+        time.sleep(0.05)
+    assert store._checkpointer.checkpoints >= 1
+    store.close()

@@ -81,6 +81,8 @@ def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     # memory, the pages each savepoint guards are copied in RAM instead of spilled to a temp file
     # (pwrite calls on every busy commit). Temporary tables and sorts also stay in memory.
     conn.execute("PRAGMA temp_store = MEMORY")
+    # Never checkpoint inside a COMMIT: the store's checkpointer thread does (checkpoints.py).
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 

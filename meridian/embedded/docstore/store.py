@@ -18,6 +18,7 @@ from meridian.ports import Document, DocumentStore, JsonValue, Query, Snapshot, 
 
 from . import changelog, db, listeners
 from .changelog import ChangeLog
+from .checkpoints import Checkpointer
 from .paths import check_document, check_document_path, collection_id
 from .query import expression, run_query
 from .values import (
@@ -80,6 +81,7 @@ class EmbeddedDocumentStore(DocumentStore):
         )
         db.initialise(self._conn(), [(f, expression(f)) for f in indexed_fields])
         self.changes = ChangeLog(self._conn, change_retention)
+        self._checkpointer = Checkpointer.serve(self)
 
     # connections ---------------------------------------------------------------------------
 
@@ -98,6 +100,7 @@ class EmbeddedDocumentStore(DocumentStore):
         return conn
 
     def close(self) -> None:
+        self._checkpointer.release(self)
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
