@@ -155,6 +155,17 @@ def changes_of_path(
     return [row_to_change(r) for r in rows]
 
 
+def paths_changed(
+    conn: sqlite3.Connection, after_seq: int, upto_seq: int
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The documents and the collections changed in (after_seq, upto_seq], nothing decoded."""
+    rows = conn.execute(
+        "SELECT DISTINCT path, collection FROM changes WHERE seq > ? AND seq <= ?",
+        (after_seq, upto_seq),
+    ).fetchall()
+    return frozenset(r[0] for r in rows), frozenset(r[1] for r in rows)
+
+
 def collection_changed(
     conn: sqlite3.Connection, after_seq: int, upto_seq: int, collection: str
 ) -> Change | None:

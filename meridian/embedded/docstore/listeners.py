@@ -5,6 +5,12 @@ connection. One ``CommitHub`` per event loop polls it on a dedicated connection,
 writes are flowing and backing off to ``MAX_POLL_S`` when idle, and wakes the listeners; each
 listener then reads the change records after the last sequence it saw. Nothing is skipped: a
 listener whose position was pruned by retention is given a fresh snapshot with ``resync=True``.
+
+The hub also reads, once per wake-up, which documents and collections the new changes touched
+(paths only, nothing decoded), so a listener whose document did not change moves on without a
+read of its own: with a commit every 20 ms (the live map's writer at the peak) and three
+listeners per customer stream, per-listener reads made a stream process's cost grow with its
+customers times the commit rate.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from meridian.ports import Document, DocumentChange, Query, Snapshot
@@ -22,8 +29,10 @@ from .changelog import (
     ChangesExpired,
     changes_of_path,
     collection_changed,
+    first_retained_seq,
     latest_after,
     max_seq,
+    paths_changed,
 )
 from .query import run_query
 from .values import from_micros
@@ -35,12 +44,26 @@ MIN_POLL_S = 0.001
 MAX_POLL_S = 0.02  # bounds the idle wake-up latency; one PRAGMA per 20 ms per process is free
 
 
+@dataclass(frozen=True)
+class CommitBatch:
+    """What one wake-up of the hub covers: the change log's (after_seq, upto_seq] and the
+    documents and collections changed in it."""
+
+    generation: int
+    after_seq: int
+    upto_seq: int
+    paths: frozenset[str]
+    collections: frozenset[str]
+
+
 class CommitHub:
     """Wakes every listener of one event loop when any process commits to the store."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
         self.generation = 0
+        # None when the hub could not say what changed (its range was pruned): listeners read.
+        self.batch: CommitBatch | None = None
         self._changed = asyncio.Event()
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
@@ -49,10 +72,12 @@ class CommitHub:
         self._listeners += 1
         if self._task is None or self._task.done():
             # The baseline version is read now, not when the task first runs, so a commit made
-            # before then (but after the listener's snapshot) is not mistaken for the baseline.
+            # before then (but after the listener's snapshot) is not mistaken for the baseline;
+            # and before the baseline sequence, so a commit in between is in the first batch.
             conn = self._connect()
             version = conn.execute("PRAGMA data_version").fetchone()[0]
-            self._task = asyncio.get_running_loop().create_task(self._poll(conn, version))
+            seq = max_seq(conn)
+            self._task = asyncio.get_running_loop().create_task(self._poll(conn, version, seq))
 
     def unsubscribe(self) -> None:
         self._listeners -= 1
@@ -66,7 +91,37 @@ class CommitHub:
             await self._changed.wait()
         return self.generation
 
-    async def _poll(self, conn: sqlite3.Connection, version: int) -> None:
+    def plan(
+        self, generation: int, seq: int, path: str | None = None, collection: str | None = None
+    ) -> tuple[int | None, bool]:
+        """For a listener at ``seq`` woken for ``generation`` and watching ``path`` or
+        ``collection``: how far it may move (None: to the latest change), and whether it must
+        read the change log to get there. It need not when the batch starts where it is and
+        touched nothing it watches, or ends before it; reading only up to the batch's end keeps
+        it where the next batch starts."""
+        batch = self.batch
+        if batch is None or batch.generation != generation:
+            return None, True
+        if seq >= batch.upto_seq:
+            return seq, False
+        if (
+            seq == batch.after_seq
+            and path not in batch.paths
+            and (collection not in batch.collections)
+        ):
+            return batch.upto_seq, False
+        return batch.upto_seq, True
+
+    def _read_batch(self, conn: sqlite3.Connection, seq: int) -> tuple[CommitBatch | None, int]:
+        with _ReadSnapshot(conn):
+            latest = max_seq(conn)
+            first = first_retained_seq(conn)
+            if latest > seq and (first is None or first > seq + 1):
+                return None, latest  # pruned past us: each listener finds out by reading
+            paths, collections = paths_changed(conn, seq, latest)
+        return CommitBatch(self.generation + 1, seq, latest, paths, collections), latest
+
+    async def _poll(self, conn: sqlite3.Connection, version: int, seq: int) -> None:
         try:
             interval = MIN_POLL_S
             while True:
@@ -74,6 +129,7 @@ class CommitHub:
                 current = conn.execute("PRAGMA data_version").fetchone()[0]
                 if current != version:
                     version = current
+                    self.batch, seq = self._read_batch(conn, seq)
                     self.generation += 1
                     changed, self._changed = self._changed, asyncio.Event()
                     changed.set()
@@ -137,8 +193,14 @@ async def watch_document(store: EmbeddedDocumentStore, path: str) -> AsyncIterat
             try:
                 while True:
                     generation = await hub.wait(generation)
+                    upto, read = hub.plan(generation, seq, path=path)
+                    if not read and upto is not None:
+                        seq = upto
+                        continue
                     with _ReadSnapshot(conn):
                         latest = latest_after(conn, seq, f"listener:{path}")
+                        if upto is not None:
+                            latest = min(latest, upto)
                         mine = changes_of_path(conn, seq, latest, path)
                     seq = latest
                     for change in mine:
@@ -188,8 +250,13 @@ async def watch_query(store: EmbeddedDocumentStore, query: Query) -> AsyncIterat
             try:
                 while True:
                     generation = await hub.wait(generation)
-                    # Changes and the re-run query are read in one transaction, so the snapshot
-                    # is exactly the state after the last change read.
+                    upto, read = hub.plan(generation, seq, collection=query.collection)
+                    if not read and upto is not None:
+                        seq = upto
+                        continue
+                    # Changes and the re-run query are read in one transaction (to the latest
+                    # change, past the batch), so the snapshot is exactly the state after the
+                    # last change read.
                     with _ReadSnapshot(conn):
                         latest = latest_after(conn, seq, f"listener:{query.collection}")
                         last = collection_changed(conn, seq, latest, query.collection)
