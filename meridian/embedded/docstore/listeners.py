@@ -77,6 +77,7 @@ class CommitHub:
             conn = self._connect()
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             seq = max_seq(conn)
+            self.batch = None  # a batch of a previous task would not start at this one's seq
             self._task = asyncio.get_running_loop().create_task(self._poll(conn, version, seq))
 
     def unsubscribe(self) -> None:
@@ -104,13 +105,8 @@ class CommitHub:
             return None, True
         if seq >= batch.upto_seq:
             return seq, False
-        if (
-            seq == batch.after_seq
-            and path not in batch.paths
-            and (collection not in batch.collections)
-        ):
-            return batch.upto_seq, False
-        return batch.upto_seq, True
+        touched = path in batch.paths or collection in batch.collections
+        return batch.upto_seq, seq != batch.after_seq or touched
 
     def _read_batch(self, conn: sqlite3.Connection, seq: int) -> tuple[CommitBatch | None, int]:
         with _ReadSnapshot(conn):
