@@ -31,7 +31,7 @@ from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
 from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
-from meridian.embedded.pubsub.push import IdlePoll, deliverable, worth_pulling
+from meridian.embedded.pubsub.push import Answers, IdlePoll, deliverable, worth_pulling
 from meridian.observability import get_logger
 from meridian.ports import Message
 
@@ -315,6 +315,7 @@ class EventarcEmulation:
         subscription = transport_name(trigger.name)
         url = self._destination(trigger.spec.service, trigger.spec.path)
         in_flight: dict[asyncio.Task[bool], str] = {}
+        answers = Answers()
         idle = IdlePoll()
         try:
             while True:
@@ -329,14 +330,13 @@ class EventarcEmulation:
                     for m in batch:
                         post = asyncio.create_task(self._post(client, url, token, m.message))
                         in_flight[post] = m.ack_id
+                        answers.track(post)
                 pause = idle.after(pulled)
                 if not in_flight:
                     await asyncio.sleep(pause)
                     continue
                 timeout = None if len(in_flight) >= concurrency else pause
-                done, _ = await asyncio.wait(
-                    in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done = await answers.wait(timeout)
                 acked = [in_flight[t] for t in done if t.result()]
                 nacked = [in_flight[t] for t in done if not t.result()]
                 for t in done:

@@ -29,6 +29,7 @@ from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.embedded.pubsub.delivery import rfc3339
 from meridian.embedded.pubsub.http1 import Http1Pool, HttpxPoster, Poster, PostFailed
 from meridian.ports import ReceivedMessage
+from meridian.wakeup import Wakeup
 
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 MIN_PAUSE_S = 0.1
@@ -102,6 +103,32 @@ class IdlePoll:
         else:
             self.wait = min(MAX_POLL_S, max(MIN_POLL_S, self.wait * 2))
         return self.wait
+
+
+class Answers:
+    """The requests of a delivery loop that have answered, collected as they finish: each
+    request gets one callback, once, where ``asyncio.wait(in_flight, FIRST_COMPLETED)`` added
+    and removed one on every request in flight at each wait (see ``meridian.wakeup``)."""
+
+    def __init__(self) -> None:
+        self._done: list[asyncio.Task[bool]] = []
+        self._answered = Wakeup()
+
+    def track(self, request: asyncio.Task[bool]) -> None:
+        request.add_done_callback(self._finished)
+
+    def _finished(self, request: asyncio.Task[bool]) -> None:
+        self._done.append(request)
+        self._answered.set()
+
+    async def wait(self, timeout: float | None) -> list[asyncio.Task[bool]]:
+        """The requests that answered since the last call, waiting up to ``timeout`` seconds
+        (forever if None) for a first one; [] when the time is up."""
+        if not self._done and timeout != 0:
+            await self._answered.wait(timeout)
+        self._answered.clear()
+        done, self._done = self._done, []
+        return done
 
 
 @dataclass
@@ -181,6 +208,7 @@ class PushDispatcher:
         """
         window = _Window()
         in_flight: dict[asyncio.Task[bool], ReceivedMessage] = {}
+        answers = Answers()
         answered: list[tuple[ReceivedMessage, bool]] = []
         first_answer = 0.0
         idle = IdlePoll()
@@ -204,6 +232,7 @@ class PushDispatcher:
                     for message in batch:
                         post = asyncio.create_task(self._post(client, config, message))
                         in_flight[post] = message
+                        answers.track(post)
                 pause = idle.after(pulled)
                 if not in_flight:
                     await asyncio.sleep(pause)
@@ -212,9 +241,7 @@ class PushDispatcher:
                 timeout = None if len(in_flight) >= window.size else pause
                 if answered:  # and answers already in wait at most ACK_DELAY_S to be acked
                     timeout = min(ACK_DELAY_S, timeout if timeout is not None else ACK_DELAY_S)
-                done, _ = await asyncio.wait(
-                    in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done = await answers.wait(timeout)
                 if done and not answered:
                     first_answer = time.monotonic()
                 answered += [(in_flight.pop(t), t.result()) for t in done]

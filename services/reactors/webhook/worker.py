@@ -5,7 +5,6 @@ a time. On Cloud Run the service needs CPU always allocated (terraform) for this
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 from meridian.observability import get_logger
 from meridian.ports import Transaction
 from meridian.reactor import Batcher
+from meridian.wakeup import Wakeup
 from services.reactors.webhook.handlers import Deps, claim_due, claim_paths, send_only
 
 log = get_logger(__name__)
@@ -35,7 +35,7 @@ class Worker:
         )
         self._poll_s = poll_s
         self._concurrency = concurrency
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()  # a send finished or deliveries arrived
         self._in_flight: set[asyncio.Task[None]] = set()
         self._fresh: deque[str] = deque(maxlen=MAX_FRESH)  # enqueued here, not yet claimed
         self._next_poll = 0.0
@@ -95,5 +95,5 @@ class Worker:
             ):
                 continue
             wait = max(0.0, self._next_poll - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await self._wake.wait(wait)
+
