@@ -55,7 +55,7 @@ EMBEDDED_EXTERNALS: dict[str, str] = {
 
 # Catalog services run as one process per role, as production deploys them (process name → what
 # its environment adds). The live map's position writer needs most of a core at the morning peak;
-# run beside it, not in the same process, the tracking streams do not queue behind its commits.
+# the tracking streams run beside it, not in its process, so they do not queue behind its commits.
 PROCESS_ROLES: dict[str, dict[str, dict[str, str]]] = {
     "live-map": {
         "live-map": {"LIVE_MAP_ROLE": "streams"},
