@@ -96,7 +96,7 @@ def _field_writer(avro_type: Any) -> FieldWriter:
     if isinstance(avro_type, dict):
         logical = avro_type.get("logicalType")
         if logical == "timestamp-micros" and avro_type["type"] == "long":
-            return _write_timestamp_micros
+            return _timestamp_micros_writer()
         if avro_type.get("type") == "enum":
             return _enum_writer(list(avro_type["symbols"]))
         if logical is None and isinstance(avro_type.get("type"), str):
@@ -161,31 +161,33 @@ _PRIMITIVES: dict[str, FieldWriter] = {
 }
 
 
-class _LastTime:
-    """The last datetime encoded and its bytes: a batch of events shares one ``occurred_at``
-    (the same object), and turning an aware datetime into microseconds is the dearest step."""
+def _timestamp_micros_writer() -> FieldWriter:
+    """A writer for one timestamp field. It remembers the last datetime it encoded and the
+    bytes: a batch of events shares one ``occurred_at`` (the same object), and turning an aware
+    datetime into microseconds is the dearest step. One memory per field, so that fields of
+    the same record do not evict each other."""
+    last: tuple[object, bytes] = (None, b"")
 
-    entry: tuple[object, bytes] = (None, b"")
+    def write(value: Any, out: list[bytes]) -> None:
+        nonlocal last
+        seen, encoded = last  # one read: another thread may replace it meanwhile
+        if value is seen:
+            out.append(encoded)
+            return
+        if isinstance(value, datetime):
+            if value.tzinfo is None:  # fastavro reads a naive time as UTC; leave that to it
+                raise ValueError("naive datetime")
+            delta = value - _EPOCH
+            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            encoded = encode_long(micros)
+            last = (value, encoded)
+            out.append(encoded)
+            return
+        if isinstance(value, bool):  # an int to Python, not a time to anyone
+            raise TypeError(f"{value!r} is not a time")
+        out.append(encode_long(value))
 
-
-def _write_timestamp_micros(value: Any, out: list[bytes]) -> None:
-    last, encoded = _LastTime.entry  # one read: another thread may replace it meanwhile
-    if value is last:
-        out.append(encoded)
-        return
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # fastavro reads a naive time as UTC; leave that to it
-            raise ValueError("naive datetime")
-        delta = value - _EPOCH
-        encoded = encode_long(
-            (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        )
-        _LastTime.entry = (value, encoded)
-        out.append(encoded)
-        return
-    if isinstance(value, bool):  # an int to Python, not a time to anyone
-        raise TypeError(f"{value!r} is not a time")
-    out.append(encode_long(value))
+    return write
 
 
 def _enum_writer(symbols: list[str]) -> FieldWriter:

@@ -6,6 +6,9 @@ details. Everything that happens after the commit happens elsewhere, off this pa
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -265,7 +268,11 @@ def create_app(
         return await run(handlers.return_parcel, cmd, request, caller)
 
     # Telemetry reads its body itself too, and validates it in one pass when every ping is valid
-    # (``telemetry_pings``).
+    # (``telemetry_pings``). Batches are ingested one at a time on a thread of their own: CPU
+    # work from several worker threads at once only fights over the GIL and the broker's write
+    # lock, which cost a third more CPU per batch than taking them in turn.
+    ingest = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="telemetry")
+
     @app.post(
         "/v1/telemetry",
         status_code=202,
@@ -275,7 +282,9 @@ def create_app(
     async def telemetry(request: Request) -> JSONResponse:
         caller = await authenticate(request)
         body = await request.body()
-        return accepted(await run_in_threadpool(_record_pings, body, caller))
+        context = contextvars.copy_context()  # the request's trace, as run_in_threadpool does
+        ingested = ingest.submit(context.run, _record_pings, body, caller)
+        return accepted(await asyncio.wrap_future(ingested))
 
     def _record_pings(body: bytes, caller: Actor) -> dict[str, Any]:
         return handlers.record_pings(telemetry_pings(body), caller, deps)
