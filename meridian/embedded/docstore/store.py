@@ -147,7 +147,14 @@ class EmbeddedDocumentStore(DocumentStore):
         def attempt(conn: sqlite3.Connection) -> T:
             transaction = EmbeddedTransaction(conn)
             result = function(transaction)
-            self._apply(conn, transaction.writes, transaction.rows, copy=False, results=False)
+            self._apply(
+                conn,
+                transaction.writes,
+                transaction.rows,
+                transaction.read,
+                copy=False,
+                results=False,
+            )
             return result
 
         return db.in_write_transaction(
@@ -179,6 +186,7 @@ class EmbeddedDocumentStore(DocumentStore):
                         conn,
                         transaction.writes,
                         transaction.rows,
+                        transaction.read,
                         copy=False,
                         results=False,
                         commit_time=commit_time,
@@ -206,6 +214,7 @@ class EmbeddedDocumentStore(DocumentStore):
         conn: sqlite3.Connection,
         writes: Sequence[Write],
         rows: dict[str, Row | None] | None = None,
+        read: Mapping[str, dict[str, Any]] | None = None,
         copy: bool = True,
         results: bool = True,
         commit_time: int | None = None,
@@ -218,14 +227,16 @@ class EmbeddedDocumentStore(DocumentStore):
         if commit_time is None:
             commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
         written: list[Document | None] = []
-        # Rows the transaction read under this same lock are still current: no second SELECT.
+        # Rows the transaction read under this same lock are still current: no second SELECT,
+        # and no second decode of what it read.
         known = dict(rows or {})
+        decoded = dict(read or {})
         for op, path, data in writes:
             _check_write(op, path, data)
             collection = check_document_path(path)
             row = known.pop(path) if path in known else read_row(conn, path)
             old_json, created = (row[0], row[1]) if row else (None, None)
-            old = decode(old_json)
+            old = decoded.pop(path) if path in decoded else decode(old_json)
             if op == "create" and old is not None:
                 raise AlreadyExists(path)
             if op == "update" and old is None:
@@ -373,6 +384,9 @@ class EmbeddedTransaction(Transaction):
         self._conn = conn
         self.writes: list[Write] = []
         self.rows: dict[str, Row | None] = {}
+        # What each read returned, decoded once: the caller gets a copy (theirs to change), and
+        # the commit compares against this one instead of decoding the row a second time.
+        self.read: dict[str, dict[str, Any]] = {}
 
     def _before_read(self) -> None:
         if self.writes:
@@ -382,7 +396,10 @@ class EmbeddedTransaction(Transaction):
         self._before_read()
         check_document_path(path)
         row = self.rows[path] = read_row(self._conn, path)
-        return row_document(path, row)
+        if row is None:
+            return None
+        data = self.read[path] = decode(row[0]) or {}
+        return Document(path, clone(data), from_micros(row[1]), from_micros(row[2]))
 
     def query(self, query: Query) -> list[Document]:
         self._before_read()

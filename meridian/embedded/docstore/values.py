@@ -181,7 +181,12 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
         if type(a) is type(b):
             if a == b:
                 continue  # the common case, settled by one C-level comparison of the whole subtree
-            if type(a) in _PLAIN:  # same plain type and unequal: no Firestore rule makes it equal
+            kind = type(a)
+            if (
+                kind in _PLAIN  # same plain type and unequal: no Firestore rule makes it equal
+                or (kind is float and a == a and b == b)  # neither is NaN
+                or (kind is datetime and a.tzinfo is not None and b.tzinfo is not None)
+            ):
                 paths.append(f"{prefix}{_quote(key)}")
                 continue
         path = f"{prefix}{_quote(key)}"
