@@ -47,6 +47,7 @@ from services.command.web import (
     document_credentials,
     documented,
     idempotency_key,
+    path_identifier,
     read_json,
     request_key,
 )
@@ -200,13 +201,16 @@ def create_app(
         # arrived with it into one commit (``commit.py``); on Firestore, in a worker thread.
         return accepted(await committer.run(handler(cmd, caller, deps, key)))
 
-    # The parcel moves are the hot path: each reads its credentials, body and Idempotency-Key
-    # itself (``web.py``, "Hot routes"); ``documented`` describes them in the OpenAPI document.
+    # The parcel moves are the hot path: each reads its parcel id, credentials, body and
+    # Idempotency-Key itself (``web.py``, "Hot routes"); ``documented`` describes them in the
+    # OpenAPI document.
     def move(body: type[BaseModel]) -> dict[str, Any]:
-        return {"response_model": Accepted, "status_code": 202, "openapi_extra": documented(body)}
+        extra = documented(body, path=("parcel_id",))
+        return {"response_model": Accepted, "status_code": 202, "openapi_extra": extra}
 
     @app.post("/v1/parcels/{parcel_id}:deliver", tags=["parcels"], **move(DeliverRequest))
-    async def deliver(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def deliver(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, DeliverRequest)
         cmd = DeliverParcel(
@@ -222,7 +226,8 @@ def create_app(
     @app.post(
         "/v1/parcels/{parcel_id}:out-for-delivery", tags=["parcels"], **move(OutForDeliveryRequest)
     )
-    async def out_for_delivery(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def out_for_delivery(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, OutForDeliveryRequest)
         cmd = SendOutForDelivery(
@@ -234,7 +239,8 @@ def create_app(
         return await run(handlers.send_out_for_delivery, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:fail", tags=["parcels"], **move(FailRequest))
-    async def fail(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def fail(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, FailRequest)
         cmd = FailDelivery(
@@ -247,21 +253,24 @@ def create_app(
         return await run(handlers.fail_delivery, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:assign", tags=["dispatch"], **move(AssignRequest))
-    async def assign(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def assign(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, AssignRequest)
         cmd = AssignParcel(parcel_id=parcel_id, **body.model_dump())
         return await run(handlers.assign_parcel, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:requeue", tags=["dispatch"], **move(ReasonRequest))
-    async def requeue(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def requeue(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, ReasonRequest)
         cmd = RequeueParcel(parcel_id=parcel_id, reason=body.reason)
         return await run(handlers.requeue_parcel, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:return", tags=["dispatch"], **move(ReasonRequest))
-    async def return_to_sender(parcel_id: Identifier, request: Request) -> JSONResponse:
+    async def return_to_sender(request: Request) -> JSONResponse:
+        parcel_id = path_identifier(request, "parcel_id")
         caller = await authenticate(request)
         body = await read_json(request, ReasonRequest)
         cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meridian.auth import Actor, IdentityVerifier
 from meridian.domain.errors import Unauthenticated
+from meridian.domain.model import Identifier
 from meridian.idempotency import RequestKey
 from services.command import handlers
 from services.command.handlers import Deps
@@ -89,6 +90,20 @@ async def read_json(request: Request, model: type[M]) -> M:
         ) from None
 
 
+_IDENTIFIER: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(Identifier)
+
+
+def path_identifier(request: Request, name: str) -> str:
+    """The path parameter ``name``, which must be an ``Identifier`` (422 otherwise)."""
+    value = request.path_params[name]
+    try:
+        return _IDENTIFIER.validate_python(value)
+    except pydantic.ValidationError as e:
+        raise RequestValidationError(
+            [{**error, "loc": ("path", name)} for error in e.errors(include_url=False)]
+        ) from None
+
+
 def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -105,17 +120,24 @@ def idempotency_key(request: Request) -> str | None:
     return key or None
 
 
-def documented(body: type[BaseModel], idempotent: bool = True) -> dict[str, Any]:
+def documented(
+    body: type[BaseModel], idempotent: bool = True, path: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``openapi_extra`` for a hot route: its JSON body (FastAPI's documented way to describe a
-    body the route reads itself) and, for commands, the Idempotency-Key header."""
+    body the route reads itself), its ``Identifier`` path parameters and, for commands, the
+    Idempotency-Key header."""
     extra: dict[str, Any] = {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _inlined(body.model_json_schema())}},
-        }
+        },
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": _IDENTIFIER.json_schema()}
+            for name in path
+        ],
     }
     if idempotent:
-        extra["parameters"] = [
+        extra["parameters"] += [
             {
                 "name": "Idempotency-Key",
                 "in": "header",

@@ -363,6 +363,35 @@ def test_a_body_that_is_not_a_telemetry_batch_is_refused_whole(
     assert publisher.published == []
 
 
+def test_a_parcel_move_refuses_a_bad_parcel_id_and_a_long_idempotency_key(
+    client: TestClient,
+) -> None:
+    body = {
+        "vehicle_id": "veh-1",
+        "delivered_at": NOW.isoformat(),
+        "position": {"lat": 1, "lng": 2},
+    }
+    bad_id = client.post("/v1/parcels/-p:deliver", json=body, headers=DRIVER)
+    assert bad_id.status_code == 422
+    assert [e["location"] for e in bad_id.json()["errors"]] == ["path.parcel_id"]
+    long_key = client.post(
+        "/v1/parcels/p-1:deliver", json=body, headers={**DRIVER, "Idempotency-Key": "k" * 256}
+    )
+    assert long_key.status_code == 422
+    assert [e["location"] for e in long_key.json()["errors"]] == ["header.idempotency-key"]
+
+
+def test_the_parcel_moves_are_documented(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/parcels/{parcel_id}:deliver"][
+        "post"
+    ]
+    parameters = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert parameters == {("path", "parcel_id"), ("header", "Idempotency-Key")}
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"vehicle_id", "delivered_at", "position"} <= set(schema["required"])
+    assert "$ref" not in str(schema)
+
+
 def test_the_telemetry_body_is_documented(client: TestClient) -> None:
     body = client.get("/openapi.json").json()["paths"]["/v1/telemetry"]["post"]["requestBody"]
     schema = body["content"]["application/json"]["schema"]
