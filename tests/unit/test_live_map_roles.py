@@ -26,8 +26,8 @@ from services.live_map.writer import PositionWriter
 from tests.fakes import FakeDocumentStore, FakeSubscriber
 
 
-def test_meridian_up_runs_the_writer_and_the_streams_as_two_processes() -> None:
-    settings = Settings(data_dir=Path("/tmp/unused"), base_port=9000)
+def test_meridian_up_runs_the_writer_and_the_streams_as_two_processes(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, base_port=9000)
     processes = {
         p.name: p for p in runnable_services(load_catalog(), settings) if p.belongs_to("live-map")
     }
