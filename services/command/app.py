@@ -47,8 +47,7 @@ from services.command.web import (
     document_credentials,
     documented,
     idempotency_key,
-    path_identifier,
-    read_json,
+    parcel_move,
     request_key,
 )
 
@@ -210,9 +209,7 @@ def create_app(
 
     @app.post("/v1/parcels/{parcel_id}:deliver", tags=["parcels"], **move(DeliverRequest))
     async def deliver(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, DeliverRequest)
+        parcel_id, caller, body = await parcel_move(request, DeliverRequest)
         cmd = DeliverParcel(
             parcel_id=parcel_id,
             driver_id=body.driver_id or caller.subject,
@@ -227,9 +224,7 @@ def create_app(
         "/v1/parcels/{parcel_id}:out-for-delivery", tags=["parcels"], **move(OutForDeliveryRequest)
     )
     async def out_for_delivery(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, OutForDeliveryRequest)
+        parcel_id, caller, body = await parcel_move(request, OutForDeliveryRequest)
         cmd = SendOutForDelivery(
             parcel_id=parcel_id,
             driver_id=body.driver_id or caller.subject,
@@ -240,9 +235,7 @@ def create_app(
 
     @app.post("/v1/parcels/{parcel_id}:fail", tags=["parcels"], **move(FailRequest))
     async def fail(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, FailRequest)
+        parcel_id, caller, body = await parcel_move(request, FailRequest)
         cmd = FailDelivery(
             parcel_id=parcel_id,
             driver_id=body.driver_id or caller.subject,
@@ -254,25 +247,19 @@ def create_app(
 
     @app.post("/v1/parcels/{parcel_id}:assign", tags=["dispatch"], **move(AssignRequest))
     async def assign(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, AssignRequest)
+        parcel_id, caller, body = await parcel_move(request, AssignRequest)
         cmd = AssignParcel(parcel_id=parcel_id, **body.model_dump())
         return await run(handlers.assign_parcel, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:requeue", tags=["dispatch"], **move(ReasonRequest))
     async def requeue(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, ReasonRequest)
+        parcel_id, caller, body = await parcel_move(request, ReasonRequest)
         cmd = RequeueParcel(parcel_id=parcel_id, reason=body.reason)
         return await run(handlers.requeue_parcel, cmd, request, caller)
 
     @app.post("/v1/parcels/{parcel_id}:return", tags=["dispatch"], **move(ReasonRequest))
     async def return_to_sender(request: Request) -> JSONResponse:
-        parcel_id = path_identifier(request, "parcel_id")
-        caller = await authenticate(request)
-        body = await read_json(request, ReasonRequest)
+        parcel_id, caller, body = await parcel_move(request, ReasonRequest)
         cmd = ReturnParcel(parcel_id=parcel_id, reason=body.reason)
         return await run(handlers.return_parcel, cmd, request, caller)
 

@@ -104,6 +104,14 @@ def path_identifier(request: Request, name: str) -> str:
         ) from None
 
 
+async def parcel_move(request: Request, model: type[M]) -> tuple[str, Actor, M]:
+    """What every parcel move reads: the parcel id, the caller and the body ``model``, checked in
+    that order (a bad path is refused before credentials, credentials before the body)."""
+    parcel_id = path_identifier(request, "parcel_id")
+    caller = await authenticate(request)
+    return parcel_id, caller, await read_json(request, model)
+
+
 def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:

@@ -144,22 +144,32 @@ class EmbeddedDocumentStore(DocumentStore):
         self._commit(writes)
 
     def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
-        def attempt(conn: sqlite3.Connection) -> T:
-            transaction = EmbeddedTransaction(conn)
-            result = function(transaction)
-            self._apply(
-                conn,
-                transaction.writes,
-                transaction.rows,
-                transaction.read,
-                copy=False,
-                results=False,
-            )
-            return result
-
         return db.in_write_transaction(
-            self._conn(), attempt, attempts=max_attempts, lock=self._write_lock
+            self._conn(),
+            lambda conn: self._run_in(conn, function),
+            attempts=max_attempts,
+            lock=self._write_lock,
         )
+
+    def _run_in(
+        self,
+        conn: sqlite3.Connection,
+        function: Callable[[Transaction], T],
+        commit_time: int | None = None,
+    ) -> T:
+        """Run a transaction function and apply its writes, inside an open write transaction."""
+        transaction = EmbeddedTransaction(conn)
+        result = function(transaction)
+        self._apply(
+            conn,
+            transaction.writes,
+            transaction.rows,
+            transaction.read,
+            copy=False,
+            results=False,
+            commit_time=commit_time,
+        )
+        return result
 
     def run_transactions(
         self, functions: Sequence[Callable[[Transaction], T]], max_attempts: int = 5
@@ -179,18 +189,8 @@ class EmbeddedDocumentStore(DocumentStore):
             for function in functions:
                 conn.execute("SAVEPOINT one")
                 try:
-                    transaction = EmbeddedTransaction(conn)
-                    result = function(transaction)
                     commit_time = max(_now_micros(), last + 1)
-                    self._apply(
-                        conn,
-                        transaction.writes,
-                        transaction.rows,
-                        transaction.read,
-                        copy=False,
-                        results=False,
-                        commit_time=commit_time,
-                    )
+                    result = self._run_in(conn, function, commit_time)
                     last = commit_time
                 except sqlite3.OperationalError as e:
                     if db.is_busy(e):

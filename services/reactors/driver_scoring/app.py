@@ -17,7 +17,7 @@ def create_app(settings: Settings) -> FastAPI:
     def handle(event: DomainEvent) -> str:
         return handlers.score_driver(event, deps)
 
-    # Store work only (and a quick blob lookup): a batch commits together.
+    # Store work only: a batch commits together.
     return reactor_app(
         "driver-scoring",
         handle,

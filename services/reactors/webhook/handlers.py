@@ -146,13 +146,7 @@ def claim_due(deps: Deps, limit: int) -> list[dict[str, Any]]:
             .order_by("next_attempt_at")
             .limit(limit)
         )
-        due = [d for d in pending if d.data["next_attempt_at"] <= now]
-        endpoints = {
-            webhook_id: tx.get(f"{ENDPOINTS}/{webhook_id}")
-            for webhook_id in sorted({d.data["webhook_id"] for d in due})
-        }
-        taken = [_take(tx, d, endpoints[d.data["webhook_id"]], now) for d in due]
-        return [t for t in taken if t is not None]
+        return _take_all(tx, [d for d in pending if d.data["next_attempt_at"] <= now], now)
 
     return deps.store.run_transaction(claim)
 
@@ -163,14 +157,21 @@ def claim_paths(deps: Deps, paths: Sequence[str]) -> list[dict[str, Any]]:
 
     def claim(tx: Transaction) -> list[dict[str, Any]]:
         found = [d for d in (tx.get(p) for p in dict.fromkeys(paths)) if d is not None]
-        endpoints = {
-            webhook_id: tx.get(f"{ENDPOINTS}/{webhook_id}")
-            for webhook_id in sorted({d.data["webhook_id"] for d in found})
-        }
-        taken = [_take(tx, d, endpoints[d.data["webhook_id"]], now) for d in found]
-        return [t for t in taken if t is not None]
+        return _take_all(tx, found, now)
 
     return deps.store.run_transaction(claim)
+
+
+def _take_all(
+    tx: Transaction, deliveries: Sequence[Document], now: datetime
+) -> list[dict[str, Any]]:
+    """``_take`` each delivery, reading each endpoint once (all reads before the first write)."""
+    endpoints = {
+        webhook_id: tx.get(f"{ENDPOINTS}/{webhook_id}")
+        for webhook_id in sorted({d.data["webhook_id"] for d in deliveries})
+    }
+    taken = [_take(tx, d, endpoints[d.data["webhook_id"]], now) for d in deliveries]
+    return [t for t in taken if t is not None]
 
 
 def _take(
