@@ -133,3 +133,17 @@ def test_only_the_scheduler_identity_may_call_the_tick(tmp_path: Path) -> None:
     scheduler = issuer.token(audience, scheduler_service_account("meridian-local"))
     answer = client.post(SLA_TICK_PATH, headers={"Authorization": f"Bearer {scheduler}"})
     assert answer.status_code == 200 and answer.json() == {"breaches_announced": 0}
+
+
+def test_a_delivery_reported_late_does_not_move_the_vehicle_back_to_where_it_was() -> None:
+    deps, _ = _deps(Clock(T0))
+    eta.project(out("p-1", lat=12.97), deps)
+    eta.project(out("p-2", lat=13.00), deps)
+    eta.project(out("p-3", lat=13.00), deps)  # next door to p-2: no travel from there
+    at_p2 = delivered("p-2", at=T0 + timedelta(minutes=20)).model_copy(update={"lat": 13.00})
+    eta.project(at_p2, deps)
+    # p-1's delivery, ten minutes earlier, reaches the reactor only now: the vehicle is still at
+    # p-2, so p-3 is still due at once, not a leg later.
+    eta.project(delivered("p-1", at=T0 + timedelta(minutes=10)), deps)
+    p3 = deps.store.get("parcel_status/p-3")
+    assert p3 is not None and p3.data["eta"] == T0 + timedelta(minutes=20)

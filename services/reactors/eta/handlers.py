@@ -98,11 +98,19 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
             )
             stops[event.parcel_id]["done_at"] = at
         if isinstance(event, ParcelDelivered):
-            board["position"] = {"lat": event.lat, "lng": event.lng}
+            _moved_to(board, event.lat, event.lng, at)
         board["as_of"] = max(board.get("as_of") or at, at)
     elif isinstance(event, GeofenceCrossed):
-        board["position"] = {"lat": event.lat, "lng": event.lng}
+        _moved_to(board, event.lat, event.lng, event.crossed_at)
         board["as_of"] = max(board.get("as_of") or event.crossed_at, event.crossed_at)
+
+
+def _moved_to(board: dict[str, Any], lat: float, lng: float, at: datetime) -> None:
+    """The vehicle was at (lat, lng) at ``at``: its position, unless the board already knows a
+    later one (two deliveries of a route can arrive in either order; the later one is where the
+    vehicle is)."""
+    if board.get("as_of") is None or at >= board["as_of"]:
+        board["position"] = {"lat": lat, "lng": lng}
 
 
 def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]:
