@@ -68,6 +68,7 @@ class AssignParcel(Command):
     driver_id: Identifier
     vehicle_id: Identifier
     window_id: Identifier = "manual"
+    stop_sequence: int | None = Field(default=None, ge=0, le=10_000)
 
 
 class RequeueParcel(Command):

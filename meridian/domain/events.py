@@ -108,6 +108,7 @@ class ParcelAssigned(DomainEvent):
     route_id: str
     driver_id: str
     vehicle_id: str
+    stop_sequence: int | None = None  # its place on the route, as planned
 
 
 class ParcelOutForDelivery(DomainEvent):
@@ -124,6 +125,7 @@ class ParcelOutForDelivery(DomainEvent):
     window_start: AwareDatetime
     window_end: AwareDatetime
     attempt: int = Field(ge=1)
+    stop_sequence: int | None = None  # its place on the route, as planned
 
 
 class ParcelDelivered(DomainEvent):

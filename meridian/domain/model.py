@@ -84,6 +84,7 @@ class Parcel(Value):
     route_id: str | None = None
     driver_id: str | None = None
     vehicle_id: str | None = None
+    stop_sequence: int | None = Field(default=None, ge=0)  # its place on the route, as planned
     attempts: int = Field(default=0, ge=0)
     failure_reason: str | None = None
     delivered_at: datetime | None = None
@@ -97,9 +98,15 @@ class Parcel(Value):
     def plan(self, window_id: str) -> Parcel:
         return self._move(ParcelMove.PLAN, window_id=window_id)
 
-    def assign(self, route_id: str, driver_id: str, vehicle_id: str) -> Parcel:
+    def assign(
+        self, route_id: str, driver_id: str, vehicle_id: str, stop_sequence: int | None = None
+    ) -> Parcel:
         return self._move(
-            ParcelMove.ASSIGN, route_id=route_id, driver_id=driver_id, vehicle_id=vehicle_id
+            ParcelMove.ASSIGN,
+            route_id=route_id,
+            driver_id=driver_id,
+            vehicle_id=vehicle_id,
+            stop_sequence=stop_sequence,
         )
 
     def send_out(self) -> Parcel:
@@ -118,7 +125,12 @@ class Parcel(Value):
     def requeue(self) -> Parcel:
         """Back to CREATED for the next window; the route, driver and vehicle are released."""
         return self._move(
-            ParcelMove.REQUEUE, window_id=None, route_id=None, driver_id=None, vehicle_id=None
+            ParcelMove.REQUEUE,
+            window_id=None,
+            route_id=None,
+            driver_id=None,
+            vehicle_id=None,
+            stop_sequence=None,
         )
 
     def return_to_sender(self) -> Parcel:

@@ -154,7 +154,12 @@ def run_scenario(
             send(
                 "assign",
                 f"/v1/parcels/{parcel_id}:assign",
-                {"route_id": f"r-demo-{i % 4 + 1}", "driver_id": driver, "vehicle_id": vehicle},
+                {
+                    "route_id": f"r-demo-{i % 4 + 1}",
+                    "driver_id": driver,
+                    "vehicle_id": vehicle,
+                    "stop_sequence": i // 4,
+                },
                 dispatcher,
             )
             send(

@@ -89,6 +89,13 @@ class AssignRequest(_Body):
     driver_id: Identifier
     vehicle_id: Identifier
     window_id: Identifier = "manual"
+    stop_sequence: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="The parcel's place on the route (0 = first stop), as the desk planned it; "
+        "ETAs follow the route in this order.",
+    )
 
 
 class ReasonRequest(_Body):

@@ -219,7 +219,7 @@ def assign_parcel(cmd: AssignParcel, actor: Actor, deps: Deps, request: RequestK
 
     def plan_and_assign(parcel: Parcel) -> Parcel:
         planned = parcel.plan(cmd.window_id) if parcel.status == "CREATED" else parcel
-        return planned.assign(cmd.route_id, cmd.driver_id, cmd.vehicle_id)
+        return planned.assign(cmd.route_id, cmd.driver_id, cmd.vehicle_id, cmd.stop_sequence)
 
     return _move_parcel(
         cmd.parcel_id,

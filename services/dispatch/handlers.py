@@ -631,12 +631,13 @@ def _confirm_route(
     now: datetime,
 ) -> None:
     driver, vehicle, window_id = offer["driver_id"], route["vehicle_id"], route["window_id"]
+    sequence = {stop["parcel_id"]: stop["sequence"] for stop in route["stops"]}
     for parcel_id, doc in parcels.items():
         if doc is None:
             continue
         parcel = parcel_from_document(doc.data)
         if parcel.status == ParcelStatus.PLANNED and parcel.window_id == window_id:
-            moved = parcel.assign(route["route_id"], driver, vehicle)
+            moved = parcel.assign(route["route_id"], driver, vehicle, sequence.get(parcel_id))
             tx.set(f"{rec.PARCELS}/{parcel_id}", parcel_document(moved, now, "AssignParcel", SAGA))
     tx.update(
         f"{rec.ROUTES}/{route['route_id']}",

@@ -61,7 +61,12 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
     if status == "PLANNED":
         return ev.ParcelPlanned(**base, window_id=new["window_id"])
     if status == "ASSIGNED":
-        return ev.ParcelAssigned(**base, window_id=new.get("window_id"), **on_route)
+        return ev.ParcelAssigned(
+            **base,
+            window_id=new.get("window_id"),
+            **on_route,
+            stop_sequence=new.get("stop_sequence"),
+        )
     if status == "OUT_FOR_DELIVERY":
         return ev.ParcelOutForDelivery(
             **base,
@@ -73,6 +78,7 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
             window_start=stop["window"]["start"],
             window_end=stop["window"]["end"],
             attempt=new["attempts"],
+            stop_sequence=new.get("stop_sequence"),
         )
     if status == "DELIVERED":
         position, pod = new["delivered_position"], new.get("pod") or {}

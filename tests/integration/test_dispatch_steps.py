@@ -129,6 +129,11 @@ def test_reserve_optimize_assign_offer_confirm_complete(deps: Deps) -> None:
     assert offered["driver_id"] == "d0"
     _step(deps, "confirm", assignment_id=offered["assignment_id"])
     assert {_status(deps, f"parcels/p{i}") for i in range(4)} == {"ASSIGNED"}
+    route = deps.store.get("routes/w1-r01")
+    assert route is not None
+    for stop in route.data["stops"]:  # each parcel knows its place on the route, for the ETAs
+        parcel = deps.store.get(f"parcels/{stop['parcel_id']}")
+        assert parcel is not None and parcel.data["stop_sequence"] == stop["sequence"]
     assert (_status(deps, "drivers/d0"), _status(deps, "vehicles/v0")) == ("ON_ROUTE", "ON_ROUTE")
     done = _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")
     assert done == {

@@ -203,6 +203,18 @@ def test_a_driver_cannot_act_as_another_driver(client: TestClient) -> None:
     assert client.post("/v1/parcels/p-1:deliver", json=body, headers=DRIVER).status_code == 403
 
 
+def test_the_desk_may_give_a_parcel_its_place_on_the_route(
+    client: TestClient, store: FakeDocumentStore
+) -> None:
+    client.post("/v1/shipments", json={"parcels": [parcel_body("p-1")]}, headers=CLIENT)
+    assign = {"route_id": "r-1", "driver_id": "drv-7", "vehicle_id": "veh-3", "stop_sequence": -1}
+    refused = client.post("/v1/parcels/p-1:assign", json=assign, headers=DISPATCHER)
+    assert refused.status_code == 422 and "stop_sequence" in refused.text
+    assign["stop_sequence"] = 3
+    assert client.post("/v1/parcels/p-1:assign", json=assign, headers=DISPATCHER).status_code == 202
+    assert store.get("parcels/p-1").data["stop_sequence"] == 3  # type: ignore[union-attr]
+
+
 def test_bad_input_lists_every_field_error(client: TestClient) -> None:
     body = {"vehicle_id": "", "delivered_at": "yesterday", "position": {"lat": 123}, "extra": 1}
     response = client.post("/v1/parcels/p-1:deliver", json=body, headers=DRIVER)

@@ -85,6 +85,16 @@ def test_each_state_change_is_its_event() -> None:
     assert delivered_event.model_dump()["recipient_phone"] == "+919812345678"
 
 
+def test_the_planned_stop_sequence_travels_with_assignment_and_out_for_delivery() -> None:
+    planned = parcel().plan("w-1")
+    assigned = planned.assign("r-1", "drv-7", "veh-3", stop_sequence=4)
+    for old, new in ((planned, assigned), (assigned, assigned.send_out())):
+        event = event_for_change(change(old, new))
+        assert event is not None and event.model_dump()["stop_sequence"] == 4
+    requeued = assigned.send_out().fail("gate locked").requeue()
+    assert requeued.stop_sequence is None  # the next window plans it afresh
+
+
 def test_no_event_for_creation_field_updates_or_deletes() -> None:
     p = parcel()
     assert event_for_change(DocumentChange("parcels/p-1", None, doc(p), NOW)) is None

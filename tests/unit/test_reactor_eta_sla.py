@@ -147,3 +147,19 @@ def test_a_delivery_reported_late_does_not_move_the_vehicle_back_to_where_it_was
     eta.project(delivered("p-1", at=T0 + timedelta(minutes=10)), deps)
     p3 = deps.store.get("parcel_status/p-3")
     assert p3 is not None and p3.data["eta"] == T0 + timedelta(minutes=20)
+
+
+def test_stops_follow_the_planned_sequence_whatever_order_they_went_out_in() -> None:
+    deps, _ = _deps(Clock(T0))
+    # The van is loaded last stop first: the events arrive in reverse, the plan says otherwise.
+    for parcel, sequence, lat in (("p-3", 2, 13.00), ("p-2", 1, 13.00), ("p-1", 0, 12.97)):
+        eta.project(out(parcel, lat=lat).model_copy(update={"stop_sequence": sequence}), deps)
+    views = {d.id: d.data for d in deps.store.query(Query("parcel_status"))}
+    etas = {parcel: view["eta"] for parcel, view in views.items()}
+    # The board's vehicle is where the first event put it (p-3's stop): p-1 is a leg away, p-2
+    # another leg back, and p-3 (next door to p-2) at once after it.
+    assert etas == {
+        "p-1": T0 + timedelta(minutes=10),
+        "p-2": T0 + timedelta(minutes=20),
+        "p-3": T0 + timedelta(minutes=20),
+    }

@@ -77,7 +77,10 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
     """Apply a movement fact to the route board (stops, vehicle position, clock of the route)."""
     stops: dict[str, Any] = board.setdefault("stops", {})
     if isinstance(event, ParcelOutForDelivery):
+        # The route's planned order; a parcel sent out without one joins the end of the route.
         stop = stops.get(event.parcel_id) or {"sequence": len(stops)}
+        if event.stop_sequence is not None:
+            stop["sequence"] = event.stop_sequence
         stop.update(
             parcel_id=event.parcel_id,
             client_id=event.client_id,
