@@ -156,10 +156,10 @@ def test_stops_follow_the_planned_sequence_whatever_order_they_went_out_in() -> 
         eta.project(out(parcel, lat=lat).model_copy(update={"stop_sequence": sequence}), deps)
     views = {d.id: d.data for d in deps.store.query(Query("parcel_status"))}
     etas = {parcel: view["eta"] for parcel, view in views.items()}
-    # The board's vehicle is where the first event put it (p-3's stop): p-1 is a leg away, p-2
-    # another leg back, and p-3 (next door to p-2) at once after it.
+    # No movement yet: the route starts at its first planned stop, p-1; p-2 is a leg on, and p-3
+    # (next door to p-2) right after it.
     assert etas == {
-        "p-1": T0 + timedelta(minutes=10),
-        "p-2": T0 + timedelta(minutes=20),
-        "p-3": T0 + timedelta(minutes=20),
+        "p-1": T0,
+        "p-2": T0 + timedelta(minutes=10),
+        "p-3": T0 + timedelta(minutes=10),
     }

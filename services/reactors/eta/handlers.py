@@ -91,7 +91,6 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
         )
         stops[event.parcel_id] = stop
         board.update(vehicle_id=event.vehicle_id, driver_id=event.driver_id)
-        board.setdefault("position", {"lat": event.lat, "lng": event.lng})
         board["as_of"] = max(board.get("as_of") or event.occurred_at, event.occurred_at)
     elif isinstance(event, ParcelDelivered | DeliveryFailed):
         at = event.delivered_at if isinstance(event, ParcelDelivered) else event.failed_at
@@ -117,13 +116,18 @@ def _moved_to(board: dict[str, Any], lat: float, lng: float, at: datetime) -> No
 
 
 def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]:
-    """ETAs of the pending stops in sequence order, from the vehicle's last known position."""
+    """ETAs of the pending stops in sequence order, from the vehicle's last known position, or
+    from its first stop while no delivery or geofence crossing has said where it is (a route's
+    first estimate must not depend on which of its parcels' events happened to arrive first)."""
     pending = sorted(
         (s for s in board.get("stops", {}).values() if s["status"] == "pending"),
         key=lambda s: s["sequence"],
     )
     at: datetime = board["as_of"]
-    here = GeoPoint(**board["position"])
+    if "position" in board:
+        here = GeoPoint(**board["position"])
+    elif pending:
+        here = GeoPoint(pending[0]["lat"], pending[0]["lng"])
     for stop in pending:
         there = GeoPoint(stop["lat"], stop["lng"])
         at = at + timedelta(seconds=travel.seconds(here, there, at))
@@ -342,7 +346,7 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
         traces: list[str | None] = []  # each announcement continues its trigger's trace
         for route_id, trigger in last.items():
             board = boards[route_id]
-            if "as_of" not in board or "position" not in board:
+            if "as_of" not in board:
                 continue  # a stop finished before we ever saw it go out: nothing to estimate
             pending = recompute(board, deps.travel)
             new = _announcements(trigger, route_id, board, pending)
