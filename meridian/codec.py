@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -100,22 +100,7 @@ class EventCodec:
         self, event_type: str, record: Mapping[str, Any], traceparent: str | None = None
     ) -> dict[str, str]:
         """The message attributes of an event given as its fields (see ``encode_record``)."""
-        spec = self._catalog.event_types[event_type]
-        attributes = {
-            "eventType": event_type,
-            "eventId": record["event_id"],
-            "schemaVersion": str(spec.version),
-            "source": spec.producer,
-            "subject": str(record[spec.subject]),
-        }
-        for name, field in spec.attributes.items():
-            value = record[field]
-            if value is not None:
-                attributes[name] = str(value)
-        traceparent = traceparent or current_traceparent()
-        if traceparent:
-            attributes["traceparent"] = traceparent
-        return attributes
+        return self._attributes_of(event_type, traceparent)(record)
 
     def to_message(self, event: DomainEvent, traceparent: str | None = None) -> Message:
         return self.record_message(event.event_type, event.model_dump(mode="python"), traceparent)
@@ -124,13 +109,55 @@ class EventCodec:
         self, event_type: str, record: Mapping[str, Any], traceparent: str | None = None
     ) -> Message:
         """``to_message`` for an event given as its fields (see ``encode_record``)."""
+        (message,) = self.record_messages(event_type, (record,), traceparent)
+        return message
+
+    def record_messages(
+        self,
+        event_type: str,
+        records: Iterable[Mapping[str, Any]],
+        traceparent: str | None = None,
+    ) -> list[Message]:
+        """``record_message`` for a batch of events of one type.
+
+        What the batch's messages share (the catalog entry, the constant attributes, the trace)
+        is looked up once: per message, that was as dear as encoding a ``VehiclePing``, and
+        the telemetry ingest builds a hundred per request."""
+        attributes_of = self._attributes_of(event_type, traceparent)
+        encode = self.encode_record
+        ordering_key = self._catalog.event_types[event_type].ordering_key
+        if not ordering_key:
+            return [Message(encode(event_type, r), attributes_of(r)) for r in records]
+        return [
+            Message(encode(event_type, r), attributes_of(r), str(r[ordering_key])) for r in records
+        ]
+
+    def _attributes_of(
+        self, event_type: str, traceparent: str | None
+    ) -> Callable[[Mapping[str, Any]], dict[str, str]]:
+        """A function giving the attributes of one event of ``event_type`` (a record)."""
         spec = self._catalog.event_types[event_type]
-        ordering_key = str(record[spec.ordering_key]) if spec.ordering_key else ""
-        return Message(
-            data=self.encode_record(event_type, record),
-            attributes=self.record_attributes(event_type, record, traceparent),
-            ordering_key=ordering_key,
-        )
+        version, source, subject = str(spec.version), spec.producer, spec.subject
+        optional = tuple(spec.attributes.items())
+        traceparent = traceparent or current_traceparent()
+
+        def attributes_of(record: Mapping[str, Any]) -> dict[str, str]:
+            attributes = {
+                "eventType": event_type,
+                "eventId": record["event_id"],
+                "schemaVersion": version,
+                "source": source,
+                "subject": str(record[subject]),
+            }
+            for name, field in optional:
+                value = record[field]
+                if value is not None:
+                    attributes[name] = str(value)
+            if traceparent:
+                attributes["traceparent"] = traceparent
+            return attributes
+
+        return attributes_of
 
     def from_message(self, data: bytes, attributes: Mapping[str, str]) -> DomainEvent:
         event_type = attributes.get("eventType")

@@ -293,9 +293,7 @@ def record_pings(pings: Sequence[RecordPing | str], actor: Actor, deps: Deps) ->
     """
     actor.require("driver")
     now = deps.clock()
-    traceparent = current_traceparent()  # one request, one trace: read it once, not per ping
-    record_message = deps.codec.record_message
-    messages, rejected = [], []
+    events, rejected = [], []
     for index, ping in enumerate(pings):
         if isinstance(ping, str):
             rejected.append({"index": index, "error": ping})
@@ -311,22 +309,25 @@ def record_pings(pings: Sequence[RecordPing | str], actor: Actor, deps: Deps) ->
         # the schema.
         recorded = ping.recorded_at
         position = ping.position
-        event = {
-            "event_id": derive_event_id("ping", ping.vehicle_id, recorded.isoformat()),
-            "occurred_at": now,
-            "vehicle_id": ping.vehicle_id,
-            "driver_id": actor.subject,
-            "lat": position.lat,
-            "lng": position.lng,
-            "heading_deg": ping.heading_deg,
-            "speed_mps": ping.speed_mps,
-            "accuracy_m": ping.accuracy_m,
-            "recorded_at": recorded,
-        }
-        messages.append(record_message(VehiclePing.event_type, event, traceparent))
-    if messages:
+        events.append(
+            {
+                "event_id": derive_event_id("ping", ping.vehicle_id, recorded.isoformat()),
+                "occurred_at": now,
+                "vehicle_id": ping.vehicle_id,
+                "driver_id": actor.subject,
+                "lat": position.lat,
+                "lng": position.lng,
+                "heading_deg": ping.heading_deg,
+                "speed_mps": ping.speed_mps,
+                "accuracy_m": ping.accuracy_m,
+                "recorded_at": recorded,
+            }
+        )
+    if events:
+        # One request, one trace; and what the messages share is looked up once for the batch.
+        messages = deps.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
         deps.publisher.publish(TELEMETRY_TOPIC, messages)
-    return {"accepted": len(messages), "rejected": rejected}
+    return {"accepted": len(events), "rejected": rejected}
 
 
 def validated_pings(raw_pings: Sequence[Any]) -> list[RecordPing | str]:

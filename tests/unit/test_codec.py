@@ -107,6 +107,38 @@ def test_the_current_trace_travels_as_traceparent() -> None:
     assert "traceparent" not in CODEC.to_message(delivered()).attributes
 
 
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_a_batch_of_records_gives_the_messages_one_at_a_time_would(
+    event_type: str, data: st.DataObject
+) -> None:
+    events = data.draw(st.lists(model_strategy(EVENT_TYPES[event_type]), min_size=1, max_size=4))
+    records = [event.model_dump(mode="python") for event in events]
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for traceparent in (None, trace):
+        assert CODEC.record_messages(event_type, records, traceparent) == [
+            CODEC.to_message(event, traceparent) for event in events
+        ]
+
+
+def test_a_batch_continues_the_current_trace_once_for_all_its_messages() -> None:
+    tracer = configure_tracing("test").get_tracer("test")
+    pings = [
+        VehiclePing(
+            event_id=f"e{i}", occurred_at=NOW, vehicle_id="v", lat=1, lng=2, recorded_at=NOW
+        )
+        for i in range(3)
+    ]
+    records = [ping.model_dump(mode="python") for ping in pings]
+    with tracer.start_as_current_span("telemetry") as span:
+        messages = CODEC.record_messages("VehiclePing", records)
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert {m.attributes["traceparent"].split("-")[1] for m in messages} == {trace_id}
+    assert [m.attributes["eventId"] for m in messages] == ["e0", "e1", "e2"]
+    assert CODEC.record_messages("VehiclePing", []) == []
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic warns while dumping the bad value
 def test_an_event_not_matching_its_schema_is_refused_at_encode() -> None:
     bad = ParcelDelivered.model_construct(**{**delivered().model_dump(), "lat": "north"})
