@@ -110,9 +110,11 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
 def _moved_to(board: dict[str, Any], lat: float, lng: float, at: datetime) -> None:
     """The vehicle was at (lat, lng) at ``at``: its position, unless the board already knows a
     later one (two deliveries of a route can arrive in either order; the later one is where the
-    vehicle is)."""
-    if board.get("as_of") is None or at >= board["as_of"]:
+    vehicle is). Compared with the time of the last position, not with ``as_of``: that also
+    counts the server's clock at out-for-delivery, and a driver's clock may be a little behind."""
+    if board.get("position_at") is None or at >= board["position_at"]:
         board["position"] = {"lat": lat, "lng": lng}
+        board["position_at"] = at
 
 
 def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]:
