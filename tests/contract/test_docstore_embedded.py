@@ -122,6 +122,69 @@ def _raise() -> None:
     raise RuntimeError("rolled back")
 
 
+def test_writes_to_one_document_in_one_commit_each_see_the_one_before(
+    store: EmbeddedDocumentStore,
+) -> None:
+    # The table is written once at the end of a commit; each write still applies to what the
+    # writes before it in the same commit left, and each records its own change.
+    store.create("parcels/p-1", {"status": "CREATED", "n": 1})
+    first = store.get("parcels/p-1")
+    assert first is not None
+    time.sleep(0.002)
+    store.batch_write(
+        [
+            ("update", "parcels/p-1", {"n": 2}),
+            ("delete", "parcels/p-1", None),
+            ("create", "parcels/p-1", {"status": "RECREATED"}),
+            ("merge", "parcels/p-1", {"n": 3}),
+            ("set", "parcels/p-2", {"v": 1}),
+            ("delete", "parcels/p-2", None),
+        ]
+    )
+    document = store.get("parcels/p-1")
+    assert document is not None
+    assert document.data == {"status": "RECREATED", "n": 3}
+    # Recreated in this commit: its create time is the commit's, not the deleted document's.
+    assert document.create_time == document.update_time > first.create_time
+    assert store.get("parcels/p-2") is None
+    changes = store.changes.read_changes("eventarc", limit=10)[1:]
+    assert [(c.kind, c.path) for c in changes] == [
+        ("updated", "parcels/p-1"),
+        ("deleted", "parcels/p-1"),
+        ("created", "parcels/p-1"),
+        ("updated", "parcels/p-1"),
+        ("created", "parcels/p-2"),
+        ("deleted", "parcels/p-2"),
+    ]
+    assert changes[3].old_data == {"status": "RECREATED"}
+    assert changes[3].update_mask == ("n",)
+
+
+def test_a_transaction_reads_what_another_process_wrote_after_this_one(
+    store: EmbeddedDocumentStore, tmp_path: Path
+) -> None:
+    # This process remembers the decoded form of what it wrote; another process's newer write
+    # must be read, not the remembered one.
+    store.run_transaction(lambda tx: tx.set("live_map/veh-1", {"lat": 1.0}))
+    other = EmbeddedDocumentStore(tmp_path)
+    other.set("live_map/veh-1", {"lat": 2.0})
+    seen = store.run_transaction(lambda tx: tx.get("live_map/veh-1"))
+    assert seen is not None and seen.data == {"lat": 2.0}
+    other.close()
+
+
+def test_a_transaction_caller_may_change_what_it_read(store: EmbeddedDocumentStore) -> None:
+    store.run_transaction(lambda tx: tx.set("live_map/veh-1", {"at": {"lat": 1.0}}))
+
+    def read_and_scribble(tx: Any) -> None:
+        document = tx.get("live_map/veh-1")
+        document.data["at"]["lat"] = 99.0  # the caller's copy
+
+    store.run_transaction(read_and_scribble)
+    seen = store.run_transaction(lambda tx: tx.get("live_map/veh-1"))
+    assert seen is not None and seen.data == {"at": {"lat": 1.0}}
+
+
 def test_a_group_commit_records_a_change_for_each_committed_transaction_only(
     store: EmbeddedDocumentStore,
 ) -> None:

@@ -28,16 +28,13 @@ def increment(data_dir: Path, times: int) -> None:
 def crash_mid_transaction(data_dir: Path) -> None:
     store = EmbeddedDocumentStore(data_dir)
     original = changelog.record
-    calls = []
 
     def record_then_stall(*args: object, **kwargs: object) -> None:
         original(*args, **kwargs)  # type: ignore[arg-type]
-        calls.append(1)
-        if len(calls) == 1:
-            # The first document and its change are written inside the open SQLite transaction;
-            # tell the parent, which kills us here, before the second write.
-            print("between-writes", flush=True)
-            time.sleep(60)
+        # Both documents and their changes are written inside the open SQLite transaction;
+        # tell the parent, which kills us here, before the COMMIT.
+        print("before-commit", flush=True)
+        time.sleep(60)
 
     changelog.record = record_then_stall  # type: ignore[assignment]
 

@@ -29,7 +29,7 @@ def test_four_processes_incrementing_one_counter_lose_no_update(tmp_path: Path) 
     assert [c.kind for c in changes].count("updated") == 1000
 
 
-def test_a_process_killed_between_two_writes_of_a_transaction_leaves_neither(
+def test_a_process_killed_before_the_commit_of_a_transaction_leaves_neither_write(
     tmp_path: Path,
 ) -> None:
     EmbeddedDocumentStore(tmp_path).close()
@@ -37,7 +37,7 @@ def test_a_process_killed_between_two_writes_of_a_transaction_leaves_neither(
         [*WORKER, "crash", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert worker.stdout is not None
-    assert worker.stdout.readline().strip() == "between-writes"
+    assert worker.stdout.readline().strip() == "before-commit"
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
     store = EmbeddedDocumentStore(tmp_path)

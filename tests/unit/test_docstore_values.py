@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from meridian.domain.errors import ValidationError
-from meridian.embedded.docstore.values import changed_paths, clone, decode, encode, to_micros
+from meridian.embedded.docstore.values import (
+    DecodedDocuments,
+    changed_paths,
+    clone,
+    decode,
+    encode,
+    to_micros,
+)
 
 
 def test_the_mask_lists_only_values_firestore_considers_changed() -> None:
@@ -62,3 +69,29 @@ def test_clone_copies_every_container_and_keeps_the_leaves() -> None:
     assert copy == {"m": {"l": [1, {"x": at}], "t": ["a", "b"]}, "s": "v"}
     copy["m"]["l"][1]["x"] = None
     assert original["m"]["l"][1]["x"] == at  # type: ignore[index]
+
+
+def test_decoded_documents_serve_only_the_exact_text_they_were_decoded_from() -> None:
+    decoded = DecodedDocuments()
+    text = encode({"lat": 1.0})
+    first = decoded.decode("live_map/veh-1", text)
+    assert decoded.decode("live_map/veh-1", text) is first  # not decoded again
+    assert decoded.decode("live_map/veh-1", encode({"lat": 2.0})) == {"lat": 2.0}
+    remembered = {"lat": 3.0}
+    decoded.remember("live_map/veh-1", encode(remembered), remembered)
+    assert decoded.decode("live_map/veh-1", encode({"lat": 3.0})) is remembered
+    decoded.forget("live_map/veh-1")
+    assert decoded.decode("live_map/veh-1", encode({"lat": 3.0})) is not remembered
+
+
+def test_decoded_documents_keep_within_their_size_the_most_recently_written() -> None:
+    decoded = DecodedDocuments(max_chars=64 * 40)
+    texts = {f"d/{i}": encode({"i": i, "pad": "x" * 20}) for i in range(200)}
+    for path, text in texts.items():
+        decoded.decode(path, text)
+    kept = [path for path, text in texts.items() if decoded._entries.get(path, ("",))[0] == text]
+    assert kept == list(texts)[-len(kept) :]
+    assert sum(len(texts[p]) for p in kept) <= 64 * 40
+    huge = encode({"pad": "x" * 64 * 40})
+    decoded.decode("d/huge", huge)
+    assert "d/huge" not in decoded._entries  # would push out many small ones

@@ -18,6 +18,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from meridian.domain.errors import MeridianError
@@ -54,8 +55,7 @@ class Change:
     commit_time: datetime
 
 
-def record(
-    conn: sqlite3.Connection,
+def change(
     path: str,
     collection: str,
     old_json: str | None,
@@ -63,23 +63,27 @@ def record(
     update_mask: list[str],
     create_time: int | None,
     commit_time: int,
-) -> None:
-    """Append a change inside the caller's open write transaction."""
+) -> tuple[Any, ...]:
+    """The change record of one write, as ``record`` stores it."""
     kind = "created" if old_json is None else "deleted" if new_json is None else "updated"
-    conn.execute(
+    mask = _mask_json(tuple(update_mask)) if kind == "updated" else None
+    return (path, collection, kind, old_json, new_json, mask, create_time, commit_time)
+
+
+def record(conn: sqlite3.Connection, changes: list[tuple[Any, ...]]) -> None:
+    """Append changes (from ``change``), in order, inside the caller's open write transaction."""
+    conn.executemany(
         "INSERT INTO changes (path, collection, kind, old_data, new_data, update_mask, create_time,"
         " commit_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            path,
-            collection,
-            kind,
-            old_json,
-            new_json,
-            json.dumps(update_mask) if kind == "updated" else None,
-            create_time,
-            commit_time,
-        ),
+        changes,
     )
+
+
+@lru_cache(maxsize=4_096)
+def _mask_json(update_mask: tuple[str, ...]) -> str:
+    # A document is mostly rewritten with the same fields changing (a position, a status), so
+    # the masks repeat; ``json.dumps`` of a list builds a new encoder each call.
+    return json.dumps(list(update_mask))
 
 
 def last_commit_time(conn: sqlite3.Connection) -> int:

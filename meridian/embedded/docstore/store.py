@@ -22,6 +22,7 @@ from .checkpoints import Checkpointer
 from .paths import check_document, check_document_path, collection_id
 from .query import expression, run_query
 from .values import (
+    DecodedDocuments,
     apply_merge,
     apply_update,
     changed_paths,
@@ -76,6 +77,7 @@ class EmbeddedDocumentStore(DocumentStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._decoded = DecodedDocuments()
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, listeners.CommitHub] = (
             weakref.WeakKeyDictionary()
         )
@@ -126,17 +128,27 @@ class EmbeddedDocumentStore(DocumentStore):
             lock=self._write_lock,
         )
 
+    # Each write is checked where it enters the store (here, or when a transaction buffers it),
+    # so ``_apply`` does not check it again.
+
     def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
-        return _written(self._commit([("create", path, data)])[0], path)
+        return self._commit_one("create", path, data)
 
     def set(self, path: str, data: Mapping[str, JsonValue], merge: bool = False) -> Document:
-        return _written(self._commit([("merge" if merge else "set", path, data)])[0], path)
+        return self._commit_one("merge" if merge else "set", path, data)
 
     def update(self, path: str, fields: Mapping[str, JsonValue]) -> Document:
-        return _written(self._commit([("update", path, fields)])[0], path)
+        return self._commit_one("update", path, fields)
 
     def delete(self, path: str) -> None:
+        _check_write("delete", path, None)
         self._commit([("delete", path, None)])
+
+    def _commit_one(self, op: str, path: str, data: Mapping[str, JsonValue]) -> Document:
+        _check_write(op, path, data)
+        document = self._commit([(op, path, data)])[0]
+        assert document is not None, f"a write to {path} returned no document"
+        return document
 
     def batch_write(self, writes: Sequence[Write]) -> None:
         for op, path, data in writes:
@@ -158,7 +170,7 @@ class EmbeddedDocumentStore(DocumentStore):
         commit_time: int | None = None,
     ) -> T:
         """Run a transaction function and apply its writes, inside an open write transaction."""
-        transaction = EmbeddedTransaction(conn)
+        transaction = EmbeddedTransaction(conn, self._decoded)
         result = function(transaction)
         self._apply(
             conn,
@@ -227,16 +239,19 @@ class EmbeddedDocumentStore(DocumentStore):
         if commit_time is None:
             commit_time = max(_now_micros(), changelog.last_commit_time(conn) + 1)
         written: list[Document | None] = []
-        # Rows the transaction read under this same lock are still current: no second SELECT,
-        # and no second decode of what it read.
+        # What this commit sees of each document: the rows the transaction read under this same
+        # lock (still current: no second SELECT, and no second decode of what it read), then what
+        # the commit's own earlier writes left. The table is written once at the end, one
+        # statement run over many rows (executemany) costing less per row than one each.
         known = dict(rows or {})
         decoded = dict(read or {})
+        documents: dict[str, tuple[Any, ...] | None] = {}  # path: its final row, None if deleted
+        changes: list[tuple[Any, ...]] = []
         for op, path, data in writes:
-            _check_write(op, path, data)
             collection = check_document_path(path)
-            row = known.pop(path) if path in known else read_row(conn, path)
+            row = known[path] if path in known else read_row(conn, path)
             old_json, created = (row[0], row[1]) if row else (None, None)
-            old = decoded.pop(path) if path in decoded else decode(old_json)
+            old = decoded[path] if path in decoded else decode(old_json)
             if op == "create" and old is not None:
                 raise AlreadyExists(path)
             if op == "update" and old is None:
@@ -244,9 +259,11 @@ class EmbeddedDocumentStore(DocumentStore):
             new = _new_value(op, old, data, copy)
             if new is None:
                 if old is not None:
-                    conn.execute("DELETE FROM documents WHERE path = ?", (path,))
-                    changelog.record(
-                        conn, path, collection, old_json, None, [], created, commit_time
+                    known[path] = documents[path] = None
+                    decoded.pop(path, None)
+                    self._decoded.forget(path)
+                    changes.append(
+                        changelog.change(path, collection, old_json, None, [], created, commit_time)
                     )
                 written.append(None)
                 continue
@@ -257,15 +274,37 @@ class EmbeddedDocumentStore(DocumentStore):
             new_json = encode(new)
             check_document(path, new, new_json)
             created = created if created is not None else commit_time
-            conn.execute(
-                "INSERT INTO documents (path, collection, data, create_time, update_time, expire_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET data = excluded.data,"
-                " update_time = excluded.update_time, expire_at = excluded.expire_at",
-                (path, collection, new_json, created, commit_time, self._expiry(collection, new)),
+            known[path] = (new_json, created, commit_time)
+            decoded[path] = new
+            documents[path] = (
+                path,
+                collection,
+                new_json,
+                created,
+                commit_time,
+                self._expiry(collection, new),
             )
-            changelog.record(conn, path, collection, old_json, new_json, mask, created, commit_time)
+            changes.append(
+                changelog.change(path, collection, old_json, new_json, mask, created, commit_time)
+            )
             if results:
                 written.append(Document(path, new, from_micros(created), from_micros(commit_time)))
+            else:
+                # Handed to no caller, so it may be shared: the next transaction that reads this
+                # document back (the usual read-modify-write) need not decode it.
+                self._decoded.remember(path, new_json, new)
+        conn.executemany(
+            "INSERT INTO documents (path, collection, data, create_time, update_time, expire_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET data = excluded.data,"
+            " create_time = excluded.create_time, update_time = excluded.update_time,"
+            " expire_at = excluded.expire_at",
+            [document for document in documents.values() if document is not None],
+        )
+        conn.executemany(
+            "DELETE FROM documents WHERE path = ?",
+            [(path,) for path, document in documents.items() if document is None],
+        )
+        changelog.record(conn, changes)
         return written
 
     def _expiry(self, collection: str, data: Mapping[str, Any]) -> int | None:
@@ -347,11 +386,6 @@ def row_document(path: str, row: Row | None) -> Document | None:
     return Document(path, decode(row[0]) or {}, from_micros(row[1]), from_micros(row[2]))
 
 
-def _written(document: Document | None, path: str) -> Document:
-    assert document is not None, f"a write to {path} returned no document"
-    return document
-
-
 def _check_write(op: str, path: str, data: Mapping[str, Any] | None) -> None:
     if op not in _OPS:
         raise ValidationError(
@@ -380,8 +414,9 @@ class EmbeddedTransaction(Transaction):
     """Reads run under the write lock taken by BEGIN IMMEDIATE; writes are buffered until the
     transaction function returns."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, decoded: DecodedDocuments) -> None:
         self._conn = conn
+        self._decoded = decoded
         self.writes: list[Write] = []
         self.rows: dict[str, Row | None] = {}
         # What each read returned, decoded once: the caller gets a copy (theirs to change), and
@@ -398,7 +433,7 @@ class EmbeddedTransaction(Transaction):
         row = self.rows[path] = read_row(self._conn, path)
         if row is None:
             return None
-        data = self.read[path] = decode(row[0]) or {}
+        data = self.read[path] = self._decoded.decode(path, row[0])
         return Document(path, clone(data), from_micros(row[1]), from_micros(row[2]))
 
     def query(self, query: Query) -> list[Document]:

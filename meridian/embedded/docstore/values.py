@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
@@ -79,6 +80,53 @@ def encode(data: Mapping[str, Any]) -> str:
 
 def decode(text: str | None) -> dict[str, Any] | None:
     return None if text is None else _DECODER.decode(text)
+
+
+class DecodedDocuments:
+    """The decoded data of recently written or read documents, by path, each entry valid only
+    for the exact stored text it was decoded from (or encoded to).
+
+    A read-modify-write transaction (the live map's newest-position guard, every status move)
+    reads back, nearly always, the text this same process wrote last; decoding it again cost
+    more than the rest of the read and the SQL together. An entry is used only when the stored
+    text is equal to its own, so one left by a rolled-back write, or outdated by another
+    process's write, simply misses. The decoded values are shared and must not be changed:
+    transactions hand their callers a clone. The entries are bounded by their total text
+    length, the oldest written going first."""
+
+    def __init__(self, max_chars: int = 8 * 2**20) -> None:
+        self.max_chars = max_chars
+        self._entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def decode(self, path: str, text: str) -> dict[str, Any]:
+        entry = self._entries.get(path)
+        if entry is not None and entry[0] == text:
+            return entry[1]
+        data = _DECODER.decode(text)
+        self.remember(path, text, data)
+        return data
+
+    def remember(self, path: str, text: str, data: dict[str, Any]) -> None:
+        """Record what ``text`` decodes to (``data``, which nobody may change from now on)."""
+        if len(text) > self.max_chars // 64:
+            self.forget(path)  # a large document would push out many small ones
+            return
+        with self._lock:
+            entries = self._entries
+            old = entries.pop(path, None)  # re-inserted last: the oldest written go first
+            self._chars += len(text) - (len(old[0]) if old else 0)
+            entries[path] = (text, data)
+            while self._chars > self.max_chars:
+                oldest = entries.pop(next(iter(entries)))
+                self._chars -= len(oldest[0])
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._chars -= len(old[0])
 
 
 # Firestore's ordering across types: null < bool < number < timestamp < string < bytes
