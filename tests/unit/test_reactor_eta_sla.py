@@ -163,3 +163,17 @@ def test_stops_follow_the_planned_sequence_whatever_order_they_went_out_in() -> 
         "p-2": T0 + timedelta(minutes=10),
         "p-3": T0 + timedelta(minutes=10),
     }
+
+
+def test_a_stop_the_vehicle_is_past_keeps_its_estimate_until_its_own_delivery_arrives() -> None:
+    deps, _ = _deps(Clock(T0))
+    for sequence, lat in enumerate((12.97, 13.00, 13.10, 13.20)):
+        eta.project(
+            out(f"p-{sequence + 1}", lat=lat).model_copy(update={"stop_sequence": sequence}), deps
+        )
+    # p-3's delivery overtakes those of p-1 and p-2 on its way to the reactor.
+    at_p3 = delivered("p-3", at=T0 + timedelta(minutes=20)).model_copy(update={"lat": 13.10})
+    eta.project(at_p3, deps)
+    views = {d.id: d.data for d in deps.store.query(Query("parcel_status"))}
+    assert views["p-4"]["eta"] == T0 + timedelta(minutes=30)  # a leg on from p-3
+    assert views["p-2"]["eta"] == T0 + timedelta(minutes=10)  # not "drive back to it" (T0+30)

@@ -100,37 +100,52 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
             )
             stops[event.parcel_id]["done_at"] = at
         if isinstance(event, ParcelDelivered):
-            _moved_to(board, event.lat, event.lng, at)
+            stop = stops.get(event.parcel_id)
+            _moved_to(board, event.lat, event.lng, at, stop["sequence"] if stop else None)
         board["as_of"] = max(board.get("as_of") or at, at)
     elif isinstance(event, GeofenceCrossed):
         _moved_to(board, event.lat, event.lng, event.crossed_at)
         board["as_of"] = max(board.get("as_of") or event.crossed_at, event.crossed_at)
 
 
-def _moved_to(board: dict[str, Any], lat: float, lng: float, at: datetime) -> None:
+def _moved_to(
+    board: dict[str, Any], lat: float, lng: float, at: datetime, sequence: int | None = None
+) -> None:
     """The vehicle was at (lat, lng) at ``at``: its position, unless the board already knows a
     later one (two deliveries of a route can arrive in either order; the later one is where the
     vehicle is). Compared with the time of the last position, not with ``as_of``: that also
-    counts the server's clock at out-for-delivery, and a driver's clock may be a little behind."""
+    counts the server's clock at out-for-delivery, and a driver's clock may be a little behind.
+    ``sequence`` is the stop the vehicle is at (a delivery), so the stops before it are behind it;
+    a geofence crossing leaves that as it was."""
     if board.get("position_at") is None or at >= board["position_at"]:
         board["position"] = {"lat": lat, "lng": lng}
         board["position_at"] = at
+        if sequence is not None:
+            board["at_stop"] = sequence
 
 
 def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]:
     """ETAs of the pending stops in sequence order, from the vehicle's last known position, or
     from its first stop while no delivery or geofence crossing has said where it is (a route's
-    first estimate must not depend on which of its parcels' events happened to arrive first)."""
+    first estimate must not depend on which of its parcels' events happened to arrive first).
+
+    A pending stop planned before the one the vehicle was last delivering at is behind it: its
+    delivery is usually on its way (deliveries of one route are different parcels, so Pub/Sub may
+    hand them over in any order), or the driver will come back. It keeps the estimate it had rather
+    than one for driving back to it, which would tell its customer a time that is wrong either way.
+    """
     pending = sorted(
         (s for s in board.get("stops", {}).values() if s["status"] == "pending"),
         key=lambda s: s["sequence"],
     )
+    at_stop = board.get("at_stop", -1)
+    ahead = [s for s in pending if s["sequence"] > at_stop or s.get("eta") is None]
     at: datetime = board["as_of"]
     if "position" in board:
         here = GeoPoint(**board["position"])
     elif pending:
         here = GeoPoint(pending[0]["lat"], pending[0]["lng"])
-    for stop in pending:
+    for stop in ahead:
         there = GeoPoint(stop["lat"], stop["lng"])
         at = at + timedelta(seconds=travel.seconds(here, there, at))
         stop["eta"] = at
