@@ -161,6 +161,11 @@ def _client(runtime: Runtime, tariff: bool = True) -> Client:
     )
 
 
+def stop_location(i: int) -> dict[str, float]:
+    """Where the ``i``-th stop of a route sent out by ``_send_out`` is: 1.1 km apart, due north."""
+    return {"lat": 12.97 + i / 100, "lng": 77.59}
+
+
 def _send_out(
     runtime: Runtime, client: Client, count: int, route: str, window_end: datetime | None = None
 ) -> list[str]:
@@ -174,7 +179,7 @@ def _send_out(
                 "parcel_id": p,
                 "recipient": {"name": "Asha", "phone": "+919812345678"},
                 "stop": {
-                    "location": {"lat": 12.97 + i / 100, "lng": 77.59},
+                    "location": stop_location(i),
                     "address": "MG Road",
                     "window": window,
                 },
@@ -188,8 +193,13 @@ def _send_out(
             http.post("/v1/shipments", json=body, headers={"X-API-Key": client.api_key}).status_code
             == 202
         )
-        for p in parcels:
-            assign = {"route_id": route, "driver_id": "drv-7", "vehicle_id": "veh-3"}
+        for i, p in enumerate(parcels):
+            assign = {
+                "route_id": route,
+                "driver_id": "drv-7",
+                "vehicle_id": "veh-3",
+                "stop_sequence": i,
+            }
             assert (
                 http.post(
                     f"/v1/parcels/{p}:assign", json=assign, headers=client.dispatcher
