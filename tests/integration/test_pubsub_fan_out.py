@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meridian.embedded.pubsub import Broker, SubscriptionConfig
+from meridian.embedded.pubsub.publishing import ROWS_PER_INSERT
 from meridian.ports import Message
 
 
@@ -69,3 +70,22 @@ def test_attributes_round_trip_whatever_their_characters(tmp_path: Path) -> None
     broker.publish("t", [Message(b"x", attributes), Message(b"", {"only": "attributes"})])
     delivered = broker.pull("s", 10)
     assert [dict(m.message.attributes) for m in delivered] == [attributes, {"only": "attributes"}]
+
+
+def test_a_batch_larger_than_one_insert_statement_keeps_every_message_and_its_order(
+    tmp_path: Path,
+) -> None:
+    broker = Broker(tmp_path)
+    broker.create_topic("t")
+    broker.create_subscription(SubscriptionConfig("s", "t", ordering=True))
+    count = 2 * ROWS_PER_INSERT + 7  # two full statements and a short one
+    batch = [Message(f"{i}".encode(), {"n": str(i)}, f"k{i % 3}") for i in range(count)]
+    ids = broker.publish("t", batch)
+    assert [int(i) for i in ids] == list(range(int(ids[0]), int(ids[0]) + count))
+    stored = broker.store.connection().execute(
+        "SELECT id, data, attributes, ordering_key FROM messages ORDER BY id"
+    )
+    assert [(str(i), bytes(d), a, k) for i, d, a, k in stored] == [
+        (ids[i], f"{i}".encode(), f'{{"n":"{i}"}}', f"k{i % 3}") for i in range(count)
+    ]
+    assert len(_backlog(broker, "s")) == count
