@@ -343,6 +343,21 @@ def test_nesting_is_limited_at_twenty_levels_whatever_the_leaf(
         store.set("deep/too", nested(21))
 
 
+def test_nesting_through_arrays_is_limited_in_a_document_with_many_maps(
+    store: EmbeddedDocumentStore,
+) -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: Any = 1
+        for level in range(levels - 1):  # maps and arrays of maps, by turns
+            value = [value] if level % 2 else {"m": value}
+        siblings = {f"s{i}": {"at": datetime(2026, 11, 21, tzinfo=UTC)} for i in range(30)}
+        return {"deep": value, **siblings}
+
+    store.set("deep/ok", nested(20))
+    with pytest.raises(LimitExceeded, match="nested at most 20"):
+        store.set("deep/too", nested(21))
+
+
 def test_commits_never_checkpoint_and_the_background_thread_does(tmp_path: Path) -> None:
     store = EmbeddedDocumentStore(tmp_path)
     conn = store._conn()

@@ -161,34 +161,42 @@ def document_size(path: str, data: Mapping[str, Any]) -> int:
 _SURELY_SMALL_JSON = MAX_DOCUMENT_BYTES // 8 - 1024
 
 
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
 _TIMESTAMP_TAG = '"__ts__"'  # how values.encode stores a timestamp; not a user field name
 
 
-def _plainly_valid(json_text: str) -> bool:
-    """True when the document's JSON shows it breaks no field rule: no reserved (``"__…``) or
-    empty name, no array directly in an array, no nesting 20 deep. Anything else gets the full
-    walk (which also settles these texts appearing inside string values)."""
+def _nested_within_limit(value: dict[str, Any] | list[Any] | tuple[Any, ...], depth: int) -> bool:
+    """Whether no map or array in ``value`` (itself at ``depth``) is nested ``MAX_DEPTH`` deep: a
+    walk of the containers only, far cheaper than ``check_fields``, which visits every name and
+    value. Only for data the store could serialise, whose containers are dicts, lists and tuples."""
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, dict | list | tuple) and (
+            depth + 1 >= MAX_DEPTH or not _nested_within_limit(item, depth + 1)
+        ):
+            return False
+    return True
+
+
+def _plainly_valid(json_text: str, data: Mapping[str, Any]) -> bool:
+    """True when the document (``data``, serialised as ``json_text``) plainly breaks no field
+    rule: no reserved (``"__…``) or empty name, no array directly in an array, no nesting 20 deep.
+    Anything else gets the full walk (which also settles these texts appearing inside string
+    values)."""
     if '"__' in json_text.replace(_TIMESTAMP_TAG, "") or '"":' in json_text or "[[" in json_text:
         return False
     # Nesting can be no deeper than the number of opening brackets, strings included: most
-    # documents have too few to reach the limit, and counting is far cheaper than the scan below.
+    # documents have too few to reach the limit, and counting is far cheaper than any walk.
     if json_text.count("{") + json_text.count("[") <= MAX_DEPTH - 1:
         return True
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub("", json_text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    # Timestamps add one level of their own ({"__ts__": n}) that is not a user map.
-    return deepest <= MAX_DEPTH - 1
+    # A bigger document (a route board: 25 stops, each with its timestamps) is walked, but only
+    # its maps and arrays: scanning its text for brackets outside strings cost more than that.
+    return isinstance(data, dict) and _nested_within_limit(data, 0)
 
 
 def check_document(path: str, data: Mapping[str, Any], json_text: str | None = None) -> None:
     """Field rules and the 1 MiB document limit, raising LimitExceeded that names the limit.
     ``json_text`` (the document as the store serialises it, when the caller has it) lets both
     checks skip their walk for the common, plainly valid and far-below-the-limit document."""
-    if json_text is None or not _plainly_valid(json_text):
+    if json_text is None or not _plainly_valid(json_text, data):
         check_fields(data)
     if json_text is not None and len(json_text) < _SURELY_SMALL_JSON:
         return
