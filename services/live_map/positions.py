@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from meridian.domain.events import VehiclePing
 
@@ -25,9 +25,11 @@ R = TypeVar("R")
 DEFAULT_INTERVAL_S = 2.0
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a vehicle was at ``recorded_at`` (the event time), as the map shows it."""
+class Position(NamedTuple):
+    """Where a vehicle was at ``recorded_at`` (the event time), as the map shows it.
+
+    Immutable like a frozen dataclass, but built in half the time: one is built per ping, 5,000
+    a second at the peak."""
 
     vehicle_id: str
     lat: float

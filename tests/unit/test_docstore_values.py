@@ -95,3 +95,10 @@ def test_decoded_documents_keep_within_their_size_the_most_recently_written() ->
     huge = encode({"pad": "x" * 64 * 40})
     decoded.decode("d/huge", huge)
     assert "d/huge" not in decoded._entries  # would push out many small ones
+
+
+def test_the_mask_names_added_and_removed_fields_and_quotes_odd_names() -> None:
+    old = {"kept": 1, "gone": 2, "a.b": {"x": 1}}
+    new = {"kept": 1, "added": 3, "a.b": {"x": 2}}
+    assert changed_paths(old, new) == ["`a.b`.x", "added", "gone"]
+    assert changed_paths(new, new) == []

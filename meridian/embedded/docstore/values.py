@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -210,6 +211,7 @@ def apply_merge(data: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, 
     return result
 
 
+@lru_cache(maxsize=4_096)  # the same few field names, in every update mask of every write
 def _quote(part: str) -> str:
     return (
         part if part.isidentifier() else "`" + part.replace("\\", "\\\\").replace("`", "\\`") + "`"
@@ -224,7 +226,10 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Leaf field paths whose value differs: the update mask of a change record."""
     paths: list[str] = []
-    for key in sorted(set(old) | set(new)):
+    # A rewrite usually keeps the fields it had: then one comparison of the key views replaces
+    # building and joining two sets.
+    keys = new.keys() if old.keys() == new.keys() else old.keys() | new.keys()
+    for key in sorted(keys):
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
         if type(a) is type(b):
             if a == b:
@@ -235,9 +240,9 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
                 or (kind is float and a == a and b == b)  # neither is NaN
                 or (kind is datetime and a.tzinfo is not None and b.tzinfo is not None)
             ):
-                paths.append(f"{prefix}{_quote(key)}")
+                paths.append(prefix + _quote(key))
                 continue
-        path = f"{prefix}{_quote(key)}"
+        path = prefix + _quote(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             paths.extend(changed_paths(a, b, path + "."))
         elif a is _MISSING or b is _MISSING or not equal(a, b) or type(a) is not type(b):

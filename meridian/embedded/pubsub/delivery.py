@@ -72,13 +72,14 @@ def _received(sub_id: int, rows: list[_RowTuple], dead_lettering: bool) -> list[
         if published is None:
             published = times[publish_time] = datetime.fromtimestamp(publish_time, UTC)
         attempt = attempts + 1
+        # Positional: binding five keywords cost a third more than building the message.
         received.append(
             ReceivedMessage(
-                ack_id=f"{sub_id}.{msg_id}.{attempt}",
-                message_id=str(msg_id),
-                message=Message(data, _attributes(attributes), ordering_key or ""),
-                publish_time=published,
-                delivery_attempt=attempt if dead_lettering else 0,
+                f"{sub_id}.{msg_id}.{attempt}",  # ack id
+                str(msg_id),  # message id
+                Message(data, _attributes(attributes), ordering_key or ""),
+                published,  # publish time
+                attempt if dead_lettering else 0,  # delivery attempt
             )
         )
     return received
@@ -109,7 +110,7 @@ def rfc3339(timestamp: float) -> str:
 def parse_ack_id(sub: Sub, ack_id: str) -> tuple[int, int]:
     """(message id, attempt) of an ack id of ``sub``; ValidationError if it is not one."""
     try:
-        sub_id, msg_id, attempt = (int(part) for part in ack_id.split("."))
+        sub_id, msg_id, attempt = map(int, ack_id.split("."))
     except ValueError:
         raise ValidationError(f"invalid ack id {ack_id!r}") from None
     if sub_id != sub.id:
