@@ -117,6 +117,11 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     def get(self, path: str) -> Document | None: ...
 
+    def get_all(self, paths: Sequence[str]) -> dict[str, Document | None]:
+        """Each of ``paths`` → its document, or None where there is none (Firestore's
+        ``get_all``: one batched read, not a query, so it needs no index)."""
+        return {path: self.get(path) for path in dict.fromkeys(paths)}
+
     @abc.abstractmethod
     def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
         """Raises AlreadyExists if a document is at ``path``."""

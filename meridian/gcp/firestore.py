@@ -196,6 +196,16 @@ class FirestoreDocumentStore(DocumentStore):
         with _translated(path):
             return _document(self.ref(path).get())
 
+    def get_all(self, paths: Sequence[str]) -> dict[str, Document | None]:
+        unique = list(dict.fromkeys(paths))
+        for path in unique:
+            check_document_path(path)
+        found: dict[str, Document | None] = dict.fromkeys(unique)
+        with _translated(unique[0] if unique else ""):
+            for snapshot in self.client.get_all([self.ref(p) for p in unique]):
+                found[snapshot.reference.path] = _document(snapshot)
+        return found
+
     def query(self, query: Query) -> list[Document]:
         with _translated(query.collection):
             return [d for s in self.native_query(query).stream() if (d := _document(s)) is not None]

@@ -108,6 +108,21 @@ class DocumentStoreContract:
     def test_get_missing_is_none(self, store: DocumentStore) -> None:
         assert store.get(f"{self.col('parcels')}/nope") is None
 
+    def test_get_all_reads_many_documents_at_once_and_names_the_missing(
+        self, store: DocumentStore
+    ) -> None:
+        col = self.col("contacts")
+        for i in range(3):
+            store.set(f"{col}/p-{i}", {"n": i})
+        found = store.get_all([f"{col}/p-2", f"{col}/p-0", f"{col}/nobody", f"{col}/p-2"])
+        assert list(found) == [f"{col}/p-2", f"{col}/p-0", f"{col}/nobody"]
+        assert {p: d.data["n"] if d else None for p, d in found.items()} == {
+            f"{col}/p-2": 2,
+            f"{col}/p-0": 0,
+            f"{col}/nobody": None,
+        }
+        assert store.get_all([]) == {}
+
     def test_create_existing_raises_already_exists(self, store: DocumentStore) -> None:
         path = f"{self.col('parcels')}/p-1"
         store.create(path, {"v": 1})

@@ -115,6 +115,23 @@ class EmbeddedDocumentStore(DocumentStore):
         check_document_path(path)
         return read_document(self._conn(), path)
 
+    def get_all(self, paths: Sequence[str]) -> dict[str, Document | None]:
+        unique = list(dict.fromkeys(paths))
+        for path in unique:
+            check_document_path(path)
+        found: dict[str, Document | None] = dict.fromkeys(unique)
+        conn = self._conn()
+        for start in range(0, len(unique), 500):  # well under SQLite's bound-parameter limit
+            chunk = unique[start : start + 500]
+            rows = conn.execute(
+                "SELECT path, data, create_time, update_time FROM documents"
+                f" WHERE path IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for path, data, created, updated in rows:
+                found[path] = row_document(path, (data, created, updated))
+        return found
+
     def query(self, query: Query) -> list[Document]:
         return run_query(self._conn(), query)
 

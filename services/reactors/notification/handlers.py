@@ -22,14 +22,13 @@ from meridian.domain.events import (
     RouteEtaUpdated,
 )
 from meridian.idempotency import already_processed, event_ledger_path, mark_processed
-from meridian.ports import DocumentStore, Query, SmsGateway, Transaction
+from meridian.ports import DocumentStore, SmsGateway, Transaction
 from meridian.tracking import TrackingTokens
 
 CONSUMER = "notification"
 CONTACTS = "notification_contacts"  # per parcel: phone and the last ETA the customer was told
 SENT = "notifications"
 ETA_CHANGE_THRESHOLD = timedelta(minutes=15)
-IN_QUERY_MAX = 30  # values per ``in`` filter (Firestore's limit)
 
 
 @dataclass(frozen=True)
@@ -59,14 +58,11 @@ Contacts = dict[str, dict[str, Any] | None]  # parcel → its contact as this ba
 
 
 def _load_contacts(parcels: Sequence[str], deps: Deps, known: Contacts) -> None:
-    """Read the contacts of ``parcels`` not yet in ``known``: a few ``in`` queries (Firestore
-    takes 30 values each) rather than one read per stop of a 100-stop route."""
-    missing = list(dict.fromkeys(p for p in parcels if p not in known))
-    for start in range(0, len(missing), IN_QUERY_MAX):
-        chunk = missing[start : start + IN_QUERY_MAX]
-        known.update(dict.fromkeys(chunk))
-        for contact in deps.store.query(Query(CONTACTS).where("parcel_id", "in", chunk)):
-            known[contact.data["parcel_id"]] = dict(contact.data)
+    """Read the contacts of ``parcels`` not yet in ``known`` in one batched read by id (a
+    contact's id is its parcel's), rather than one read per stop of the route."""
+    missing = [p for p in dict.fromkeys(parcels) if p not in known]
+    for path, contact in deps.store.get_all([f"{CONTACTS}/{p}" for p in missing]).items():
+        known[path.rpartition("/")[2]] = dict(contact.data) if contact is not None else None
 
 
 def messages_for(event: DomainEvent, deps: Deps, known: Contacts | None = None) -> list[Sms]:
