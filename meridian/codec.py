@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -17,7 +18,7 @@ from fastavro.validation import validate
 from pydantic import ValidationError as PydanticValidationError
 
 from meridian.avro_writer import compile_writer
-from meridian.catalog import Catalog
+from meridian.catalog import Catalog, EventTypeSpec
 from meridian.domain.errors import CatalogError, DecodeError, ValidationError
 from meridian.domain.events import EVENT_TYPES, DomainEvent
 from meridian.observability import current_traceparent
@@ -25,6 +26,46 @@ from meridian.ports import Message
 
 CLOUDEVENT_TYPE = re.compile(r"^io\.meridian\.([A-Za-z]+)\.v(\d+)$")
 AVRO_CONTENT_TYPE = "application/avro"
+
+
+@dataclass(frozen=True, slots=True)
+class _MessageShape:
+    """What the Pub/Sub messages of one event type take from its catalog entry, kept in the form
+    building each message reads."""
+
+    event_type: str
+    version: str
+    source: str
+    subject: str
+    optional: tuple[tuple[str, str], ...]  # (attribute, field) pairs, left out when None
+    ordering_key: str | None
+
+    @classmethod
+    def of(cls, event_type: str, spec: EventTypeSpec) -> _MessageShape:
+        return cls(
+            event_type=event_type,
+            version=str(spec.version),
+            source=spec.producer,
+            subject=spec.subject,
+            optional=tuple(spec.attributes.items()),
+            ordering_key=spec.ordering_key,
+        )
+
+    def attributes(self, record: Mapping[str, Any], traceparent: str | None) -> dict[str, str]:
+        attributes = {
+            "eventType": self.event_type,
+            "eventId": record["event_id"],
+            "schemaVersion": self.version,
+            "source": self.source,
+            "subject": str(record[self.subject]),
+        }
+        for name, field in self.optional:
+            value = record[field]
+            if value is not None:
+                attributes[name] = str(value)
+        if traceparent:
+            attributes["traceparent"] = traceparent
+        return attributes
 
 
 class EventCodec:
@@ -39,6 +80,9 @@ class EventCodec:
         self._catalog = catalog
         self._schemas = catalog.schemas
         self._writers = {name: compile_writer(schema) for name, schema in self._schemas.items()}
+        self._shapes = {
+            name: _MessageShape.of(name, spec) for name, spec in catalog.event_types.items()
+        }
 
     # Avro body -----------------------------------------------------------------------------------
 
@@ -100,7 +144,7 @@ class EventCodec:
         self, event_type: str, record: Mapping[str, Any], traceparent: str | None = None
     ) -> dict[str, str]:
         """The message attributes of an event given as its fields (see ``encode_record``)."""
-        return self._attributes_of(event_type, traceparent)(record)
+        return self._shapes[event_type].attributes(record, traceparent or current_traceparent())
 
     def to_message(self, event: DomainEvent, traceparent: str | None = None) -> Message:
         return self.record_message(event.event_type, event.model_dump(mode="python"), traceparent)
@@ -109,8 +153,12 @@ class EventCodec:
         self, event_type: str, record: Mapping[str, Any], traceparent: str | None = None
     ) -> Message:
         """``to_message`` for an event given as its fields (see ``encode_record``)."""
-        (message,) = self.record_messages(event_type, (record,), traceparent)
-        return message
+        shape = self._shapes[event_type]
+        return Message(
+            self.encode_record(event_type, record),
+            shape.attributes(record, traceparent or current_traceparent()),
+            str(record[shape.ordering_key]) if shape.ordering_key else "",
+        )
 
     def record_messages(
         self,
@@ -118,46 +166,19 @@ class EventCodec:
         records: Iterable[Mapping[str, Any]],
         traceparent: str | None = None,
     ) -> list[Message]:
-        """``record_message`` for a batch of events of one type.
+        """``record_message`` for a batch of events of one type, all in the same trace.
 
-        What the batch's messages share (the catalog entry, the constant attributes, the trace)
-        is looked up once: per message, that was as dear as encoding a ``VehiclePing``, and
-        the telemetry ingest builds a hundred per request."""
-        attributes_of = self._attributes_of(event_type, traceparent)
-        encode = self.encode_record
-        ordering_key = self._catalog.event_types[event_type].ordering_key
-        if not ordering_key:
-            return [Message(encode(event_type, r), attributes_of(r)) for r in records]
-        return [
-            Message(encode(event_type, r), attributes_of(r), str(r[ordering_key])) for r in records
-        ]
-
-    def _attributes_of(
-        self, event_type: str, traceparent: str | None
-    ) -> Callable[[Mapping[str, Any]], dict[str, str]]:
-        """A function giving the attributes of one event of ``event_type`` (a record)."""
-        spec = self._catalog.event_types[event_type]
-        version, source, subject = str(spec.version), spec.producer, spec.subject
-        optional = tuple(spec.attributes.items())
+        The catalog entry and the trace are looked up once for the batch, not once per message:
+        the telemetry ingest builds a hundred messages per request."""
         traceparent = traceparent or current_traceparent()
-
-        def attributes_of(record: Mapping[str, Any]) -> dict[str, str]:
-            attributes = {
-                "eventType": event_type,
-                "eventId": record["event_id"],
-                "schemaVersion": version,
-                "source": source,
-                "subject": str(record[subject]),
-            }
-            for name, field in optional:
-                value = record[field]
-                if value is not None:
-                    attributes[name] = str(value)
-            if traceparent:
-                attributes["traceparent"] = traceparent
-            return attributes
-
-        return attributes_of
+        shape = self._shapes[event_type]
+        encode, attributes, ordering_key = self.encode_record, shape.attributes, shape.ordering_key
+        if not ordering_key:
+            return [Message(encode(event_type, r), attributes(r, traceparent)) for r in records]
+        return [
+            Message(encode(event_type, r), attributes(r, traceparent), str(r[ordering_key]))
+            for r in records
+        ]
 
     def from_message(self, data: bytes, attributes: Mapping[str, str]) -> DomainEvent:
         event_type = attributes.get("eventType")
