@@ -2,9 +2,9 @@
 
 Filters are evaluated here, once per message and subscription (reference §1.2 [impl]): a message a
 subscription's filter rejects never gets a backlog row, which is what "auto-acknowledged, never
-delivered, never counted" means. The whole batch is one transaction: one ``executemany`` stores
-the messages, and each subscription's backlog rows are copied from them by one statement, which
-is what makes the broker fast.
+delivered, never counted" means. The whole batch is one transaction: a multi-row INSERT per 100
+messages stores them, and each subscription's backlog rows are copied from them by one statement,
+which is what makes the broker fast.
 """
 
 from __future__ import annotations
