@@ -47,10 +47,18 @@ class _Entry(BaseModel):
 
 
 class ServiceSpec(_Entry):
+    """A deployable unit. ``env`` is what this deployment of its package adds to the environment
+    (one package may run as several services, each in its own role); ``part_of`` names the service
+    it is a role of, started with it (``meridian up --services live-map`` starts the writer too).
+    A ``worker`` serves no requests (an always-on pull consumer): it runs at least one instance
+    with its CPU always allocated."""
+
     package: str
-    kind: Literal["http", "push-reactor", "eventarc-target", "pipeline"]
+    kind: Literal["http", "push-reactor", "eventarc-target", "worker", "pipeline"]
     ingress: Literal["public", "internal"] | None = None
     min_instances: int = Field(default=0, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    part_of: str | None = None
 
 
 class TopicSpec(_Entry):
@@ -284,6 +292,16 @@ def _check_references(catalog: Catalog) -> None:
         for prefix in sorted(parsed.prefix_values("eventType")):
             if not any(t.startswith(prefix) for t in on_topic):
                 fail(f"{entry}.filter", f"no event type on {sub.topic} starts with {prefix!r}")
+    for name, service in catalog.services.items():
+        entry = f"services.{name}"
+        if service.kind == "worker" and service.min_instances < 1:
+            fail(entry, "a worker serves no requests to start it: it needs min_instances >= 1")
+        if service.part_of is not None:
+            whole = catalog.services.get(service.part_of)
+            if whole is None:
+                fail(entry, f"part_of {service.part_of!r} is not a known service")
+            elif whole.package != service.package or whole.part_of is not None:
+                fail(entry, f"part_of {service.part_of!r} must be a service of the same package")
     for name, trigger in catalog.triggers.items():
         if trigger.service not in catalog.services:
             fail(f"triggers.{name}", f"service {trigger.service!r} is not a known service")

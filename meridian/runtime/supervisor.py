@@ -53,17 +53,6 @@ EMBEDDED_EXTERNALS: dict[str, str] = {
 }
 
 
-# Catalog services run as one process per role, as production deploys them (process name → what
-# its environment adds). The live map's position writer needs most of a core at the morning peak;
-# the tracking streams run beside it, not in its process, so they do not queue behind its commits.
-PROCESS_ROLES: dict[str, dict[str, dict[str, str]]] = {
-    "live-map": {
-        "live-map": {"LIVE_MAP_ROLE": "streams"},
-        "live-map-writer": {"LIVE_MAP_ROLE": "writer"},
-    },
-}
-
-
 def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProcess]:
     """The platform process, then every catalog service whose ``<package>.app`` module exists.
 
@@ -93,10 +82,11 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
         if not _module_exists(f"{spec.package}.app"):
             continue
         argv = [sys.executable, "-m", f"{spec.package}.app"]
-        for process, env in PROCESS_ROLES.get(name, {name: {}}).items():
-            processes.append(
-                ServiceProcess(process, argv, settings.port_of(process), env=env, service=name)
+        processes.append(
+            ServiceProcess(
+                name, argv, settings.port_of(name), env=spec.env, service=spec.part_of or name
             )
+        )
     return processes
 
 

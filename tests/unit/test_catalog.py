@@ -258,6 +258,24 @@ BROKEN = {
         ),
         "push target 'geofence-pipeline' is a pipeline, not an HTTP service",
     ),
+    "push to a worker": (
+        _set(
+            "subscriptions", "pod", "delivery", value={"type": "push", "service": "live-map-writer"}
+        ),
+        "push target 'live-map-writer' is a worker, not an HTTP service",
+    ),
+    "a worker nothing starts": (
+        _set("services", "live-map-writer", "min_instances", value=0),
+        "services.live-map-writer: a worker serves no requests to start it",
+    ),
+    "a role of an unknown service": (
+        _set("services", "live-map-writer", "part_of", value="map"),
+        "services.live-map-writer: part_of 'map' is not a known service",
+    ),
+    "a role of another package": (
+        _set("services", "live-map-writer", "part_of", value="command"),
+        "part_of 'command' must be a service of the same package",
+    ),
 }
 
 

@@ -36,6 +36,7 @@ locals {
     eta              = ["roles/datastore.user"]
     event-publisher  = ["roles/datastore.viewer"]
     live-map         = ["roles/datastore.user"]
+    live-map-writer  = ["roles/datastore.user"]
     notification     = ["roles/datastore.user"]
     pod              = ["roles/datastore.user"]
   }
@@ -55,7 +56,7 @@ locals {
       MERIDIAN_FIRESTORE_DATABASE = var.firestore.name
       MERIDIAN_PUSH_IDENTITY      = google_service_account.push.email
       MERIDIAN_SERVICE            = name
-    }, name == "command" ? { MERIDIAN_DISPATCH_WORKFLOW = "projects/${var.project_id}/locations/${var.region}/workflows/${local.prefix}dispatch" } : {})
+    }, try(s.env, {}), name == "command" ? { MERIDIAN_DISPATCH_WORKFLOW = "projects/${var.project_id}/locations/${var.region}/workflows/${local.prefix}dispatch" } : {})
   }
 }
 
@@ -122,10 +123,17 @@ module "service" {
   invokers        = local.front_invokers[each.key]
   project_roles   = concat(local.base_roles, lookup(local.extra_roles, each.key, []))
   scaling = {
-    max_instances = try(var.services[each.key].max_instances, 20)
+    # A worker keeps state per instance (the live-map writer's debounce), so it runs exactly its
+    # min_instances unless the environment says otherwise.
+    max_instances = try(var.services[each.key].max_instances, each.value.kind == "worker" ? each.value.min_instances : 20)
     min_instances = try(each.value.min_instances, 0)
   }
-  resources = try(var.services[each.key].resources, {})
+  resources = {
+    cpu    = try(var.services[each.key].resources.cpu, "1")
+    memory = try(var.services[each.key].resources.memory, "512Mi")
+    # A worker (an always-on pull consumer) answers no requests: its CPU stays allocated.
+    cpu_idle = each.value.kind == "worker" ? false : try(var.services[each.key].resources.cpu_idle, true)
+  }
   secrets = {
     for env_name, secret in lookup(local.service_secrets, each.key, {}) : env_name => {
       secret = google_secret_manager_secret.default[secret].secret_id
