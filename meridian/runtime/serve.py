@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import uvicorn
@@ -12,6 +13,13 @@ from meridian.observability import configure_logging, configure_tracing
 def serve(app: object, service: str, default_port: int = 8080) -> None:
     configure_logging(service)
     configure_tracing(service)
+    # Everything built so far (modules, the app, the catalog, the adapters) lives as long as the
+    # process: moved out of the collector's generations, it is not walked again by each full
+    # collection a busy service sets off (one walk of the ~180k objects of the command service
+    # cost ~100 ms of CPU every ~500 telemetry batches; the live-map writer's collector share
+    # fell from 8% to 4%). Here, not where apps are built: a test process builds many apps and
+    # must be able to collect them.
+    gc.freeze()
     uvicorn.run(
         app,  # type: ignore[arg-type]  # any ASGI application
         host=os.environ.get("MERIDIAN_HOST", "127.0.0.1"),
