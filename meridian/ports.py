@@ -213,6 +213,10 @@ class Publisher(abc.ABC):
     def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
         """Publish a batch; returns the server-assigned message ids, in order."""
 
+    #: True when a publish is a local operation of a few milliseconds (the embedded broker) that
+    #: an event loop may run inline; False when it is network I/O (Pub/Sub) that needs a thread.
+    local_publish: bool = False
+
 
 class Subscriber(abc.ABC):
     """At-least-once delivery with Pub/Sub's semantics (reference §2): ack deadlines, nack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint
 from meridian.http import install_problem_handlers
 from meridian.observability import configure_tracing
+from meridian.ports import Message
 from services.command import app as app_module
 from services.command.app import create_app
 from services.command.handlers import Deps
@@ -350,6 +353,26 @@ def test_a_batch_of_valid_pings_publishes_each_as_a_vehicle_ping(
     assert again.status_code == 202
     ids = [m.attributes["eventId"] for _, m in publisher.published]
     assert ids[:3] == ids[3:] and len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_local_publish_runs_on_the_event_loop_and_a_remote_one_on_the_ingest_thread(
+    store: FakeDocumentStore, local: bool
+) -> None:
+    class Recording(FakePublisher):
+        local_publish = local
+
+        def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
+            threads.append(threading.current_thread().name)
+            return super().publish(topic, messages)
+
+    threads: list[str] = []
+    deps = Deps(store=store, publisher=Recording(), codec=CODEC, clock=lambda: NOW)
+    ping = {"vehicle_id": "veh-1", "position": {"lat": 12.9, "lng": 77.6}, "recorded_at": str(NOW)}
+    with TestClient(create_app(deps, FakeVerifier())) as client:
+        answer = client.post("/v1/telemetry", json={"pings": [ping]}, headers=DRIVER)
+    assert answer.json() == {"accepted": 1, "rejected": []}
+    assert threads[0].startswith("telemetry") is not local
 
 
 @pytest.mark.parametrize(
