@@ -31,7 +31,14 @@ from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
 from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
-from meridian.embedded.pubsub.push import Answers, IdlePoll, deliverable, worth_pulling
+from meridian.embedded.pubsub.push import (
+    Answers,
+    Changes,
+    IdlePoll,
+    idle_wait_s,
+    next_due,
+    worth_pulling,
+)
 from meridian.observability import get_logger
 from meridian.ports import Message
 
@@ -185,6 +192,7 @@ class EventarcEmulation:
         self._location = location
         self._project = broker.project
         self._stopping = asyncio.Event()
+        self._changes = Changes(broker)
         self._log: sqlite3.Connection | None = None
         # The collections the triggers watch; None if a pattern has a wildcard collection.
         parents = [spec.document.rsplit("/", 1)[0] for spec in catalog.triggers.values()]
@@ -291,13 +299,23 @@ class EventarcEmulation:
         await asyncio.gather(*loops, return_exceptions=True)
 
     async def _forward_loop(self, idle_s: float, limit: int = 500) -> None:
+        # The document store's data_version, read on this loop's own connection, changes with
+        # every commit of another connection: while it stands still there is nothing new to
+        # forward, and the loop does not hand a read to a thread every ``idle_s`` for nothing.
+        watch = self._store.connect()
+        forwarded_at: int | None = None
         while True:
+            (version,) = watch.execute("PRAGMA data_version").fetchone()
+            if version == forwarded_at:
+                await asyncio.sleep(idle_s)
+                continue
             # A full batch (even of other collections' changes, which forward nothing) says more
             # is waiting: read again at once. Otherwise pause, so that under load each round
             # carries many changes: every round advances each trigger's cursor, a write
             # transaction on the document store that every service's writes queue behind.
             read, _ = await asyncio.to_thread(self._forward, limit)
             if read < limit:
+                forwarded_at = version
                 await asyncio.sleep(idle_s)
 
     async def _deliver_loop(self, trigger: Trigger, concurrency: int = 32) -> None:
@@ -311,7 +329,8 @@ class EventarcEmulation:
     async def _deliver_with(self, client: Http1Pool, trigger: Trigger, concurrency: int) -> None:
         """Keep up to ``concurrency`` deliveries in flight, topping up as each one answers (not in
         lock-step batches, where the slowest request of each batch held back the next); idle, it
-        polls for due messages with a read rather than pulling (see ``push.deliverable``)."""
+        reads when its next message is due rather than pulling, and waits for a change or for
+        that time (see ``push.PushDispatcher._deliver_with``)."""
         subscription = transport_name(trigger.name)
         url = self._destination(trigger.spec.service, trigger.spec.path)
         in_flight: dict[asyncio.Task[bool], str] = {}
@@ -320,9 +339,10 @@ class EventarcEmulation:
         try:
             while True:
                 pulled: int | None = None
-                if worth_pulling(concurrency - len(in_flight), concurrency, len(in_flight)) and (
-                    deliverable(self._broker, subscription)
-                ):
+                looked, due = self._changes.version(), None
+                if worth_pulling(concurrency - len(in_flight), concurrency, len(in_flight)):
+                    due = next_due(self._broker, subscription)
+                if due is not None and due <= self._broker.clock():
                     room = concurrency - len(in_flight)
                     batch = await asyncio.to_thread(self._broker.pull, subscription, room)
                     pulled = len(batch)
@@ -333,7 +353,10 @@ class EventarcEmulation:
                         answers.track(post)
                 pause = idle.after(pulled)
                 if not in_flight:
-                    await asyncio.sleep(pause)
+                    if pulled is None:  # nothing due: until a change, or the next one falls due
+                        await self._changes.wait(looked, idle_wait_s(due, self._broker.clock()))
+                    else:
+                        await asyncio.sleep(pause)
                     continue
                 timeout = None if len(in_flight) >= concurrency else pause
                 done = await answers.wait(timeout)

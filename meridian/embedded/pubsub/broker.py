@@ -169,6 +169,11 @@ class Broker:
 
     # Waiting --------------------------------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """Counts the publishes, nacks and seeks of this process (see ``wait``)."""
+        return self._generation
+
     def wait(self, timeout: float, poll: float = 0.005) -> None:
         """Sleep up to ``timeout`` seconds, returning early when a publish, nack or seek in this
         process, or any commit by another connection, may have made messages deliverable."""

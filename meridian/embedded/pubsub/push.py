@@ -38,6 +38,7 @@ START_WINDOW = 4
 MIN_POLL_S = 0.005
 CONFIG_REFRESH_S = 1.0
 MAX_POLL_S = 0.05
+MAX_IDLE_S = 0.25  # an idle loop looks again at least this often, whatever it was told
 ACK_BATCH = 32
 ACK_DELAY_S = 0.005
 
@@ -68,13 +69,70 @@ def envelope(
     return wrapped
 
 
-def deliverable(broker: Broker, subscription: str) -> bool:
-    """Whether a message of ``subscription`` is due now: one indexed read, which (unlike a pull)
-    takes no write lock, so idle delivery loops can poll it cheaply."""
+def next_due(broker: Broker, subscription: str) -> float | None:
+    """When the next message of ``subscription`` is due (broker clock; None if it has none): one
+    indexed read, which (unlike a pull) takes no write lock, so idle delivery loops can poll it
+    cheaply."""
     db = broker.store.connection()
     sub = broker.topology.subscription(subscription, db)
     (due,) = db.execute("SELECT min(due) FROM backlog WHERE sub_id = ?", (sub.id,)).fetchone()
-    return due is not None and due <= broker.clock()
+    return float(due) if due is not None else None
+
+
+class Changes:
+    """Whether the broker may hold new messages, watched once per process for all its delivery
+    loops: every ``every_s``, SQLite's ``data_version`` (a commit by any other connection, so any
+    other process too) and the broker's own generation. A loop that found nothing due waits here
+    until something changes or its next message falls due, where each idle loop used to poll
+    its subscription every 5 ms: a dozen loops made the idle platform a tenth of a core busy.
+    """
+
+    def __init__(self, broker: Broker, every_s: float = MIN_POLL_S) -> None:
+        self._broker = broker
+        self._every_s = every_s
+        self._waiters: dict[asyncio.Future[None], tuple[int, int]] = {}
+        self._watching: asyncio.Task[None] | None = None
+
+    def version(self) -> tuple[int, int]:
+        """What the broker looks like now; pass it to ``wait`` after looking for messages."""
+        return (self._broker.store.data_version(), self._broker.generation)
+
+    async def wait(self, since: tuple[int, int], timeout: float) -> None:
+        """Return once the broker has changed from ``since`` (at once if it already has), or
+        after ``timeout`` seconds."""
+        if self.version() != since:
+            return
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters[waiter] = since
+        timer = loop.call_later(timeout, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiters.pop(waiter, None)
+
+    async def _watch(self) -> None:
+        """Runs while anyone waits (the next ``wait`` starts it again)."""
+        while self._waiters:
+            await asyncio.sleep(self._every_s)
+            now = self.version()
+            for waiter, since in list(self._waiters.items()):
+                if now != since:
+                    _release(waiter)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def idle_wait_s(due: float | None, now: float) -> float:
+    """How long a loop that found nothing due may wait for a change: until its next message
+    falls due (a retry's backoff, a lease running out), at most ``MAX_IDLE_S``."""
+    return MAX_IDLE_S if due is None else min(MAX_IDLE_S, max(0.0, due - now))
 
 
 def worth_pulling(room: int, window: int, in_flight: int) -> bool:
@@ -163,6 +221,7 @@ class PushDispatcher:
         self._max_outstanding = max_outstanding
         self._on_delivered = on_delivered
         self._stopping = asyncio.Event()
+        self._changes = Changes(broker)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -204,7 +263,8 @@ class PushDispatcher:
         the next one went out, so one slow handler stalled the whole subscription. And an idle
         loop does not pull (a pull is a write transaction on the broker's file, and a stream of
         empty ones from this process starved the other processes' publishes of the write lock):
-        it polls ``deliverable``, a read, every few milliseconds instead.
+        it reads when its next message is due (``next_due``), and if none is due yet waits for
+        the broker to change (``Changes``) or for that message to fall due.
         """
         window = _Window()
         in_flight: dict[asyncio.Task[bool], ReceivedMessage] = {}
@@ -224,9 +284,10 @@ class PushDispatcher:
                     return
                 room = window.size - len(in_flight)
                 pulled: int | None = None
-                if worth_pulling(room, window.size, len(in_flight)) and deliverable(
-                    self._broker, subscription
-                ):
+                looked, due = self._changes.version(), None
+                if worth_pulling(room, window.size, len(in_flight)):
+                    due = next_due(self._broker, subscription)
+                if due is not None and due <= self._broker.clock():
                     batch = await asyncio.to_thread(self._broker.pull, subscription, room)
                     pulled = len(batch)
                     for message in batch:
@@ -235,7 +296,11 @@ class PushDispatcher:
                         answers.track(post)
                 pause = idle.after(pulled)
                 if not in_flight:
-                    await asyncio.sleep(pause)
+                    if pulled is None:  # nothing due: until a change, or the next one falls due
+                        wait_s = idle_wait_s(due, self._broker.clock())
+                        await self._changes.wait(looked, wait_s)
+                    else:
+                        await asyncio.sleep(pause)
                     continue
                 # A full window waits for an answer; otherwise look again after the pause.
                 timeout = None if len(in_flight) >= window.size else pause
