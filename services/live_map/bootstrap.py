@@ -87,6 +87,7 @@ def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
             clock=lambda: datetime.now(UTC),
             interval_s=options.debounce_s,
             max_outstanding=options.max_outstanding,
+            inline_io=options.role == "writer" and settings.backend == "embedded",
         )
     return LiveMap(
         tracking=TrackingDeps(store, adapters.tracking_tokens(settings), time.time),

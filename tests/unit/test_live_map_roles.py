@@ -74,3 +74,15 @@ def test_each_role_serves_only_its_part(role: Role, has_writer: bool, serves_pag
         assert ("writer" in health) is has_writer
         assert (client.get("/map").status_code == 200) is serves_pages
         assert (client.get("/v1/track/p-1").status_code != 404) is serves_pages
+
+
+@pytest.mark.parametrize(("role", "inline_io"), [("writer", True), ("all", False)])
+def test_only_a_writer_alone_commits_on_its_event_loop_thread(
+    tmp_path: Path, role: Role, inline_io: bool
+) -> None:
+    from services.live_map.bootstrap import bootstrap
+
+    live_map = bootstrap(Settings(data_dir=tmp_path), MapOptions(role=role))
+    assert live_map.writer is not None
+    # With the tracking streams in the process, a commit must not hold up the event loop.
+    assert live_map.writer.inline_io is inline_io

@@ -139,7 +139,7 @@ def codec() -> EventCodec:
 
 
 def make_writer(
-    codec: EventCodec, store: FakeDocumentStore, clock: Clock
+    codec: EventCodec, store: FakeDocumentStore, clock: Clock, inline_io: bool = False
 ) -> tuple[PositionWriter, FakeSubscriber]:
     subscriber = FakeSubscriber()
     writer = PositionWriter(
@@ -149,13 +149,22 @@ def make_writer(
         clock=lambda: T0,
         interval_s=2.0,
         monotonic=clock,
+        inline_io=inline_io,
     )
     return writer, subscriber
 
 
-async def test_writer_acks_only_after_the_write_and_keeps_the_newest(codec: EventCodec) -> None:
+# Commits and acks in a worker thread (a process with the streams too) or on the loop's thread
+# (a process running the writer alone): the same outcome.
+INLINE_IO = pytest.mark.parametrize("inline_io", [False, True], ids=["worker-thread", "inline"])
+
+
+@INLINE_IO
+async def test_writer_acks_only_after_the_write_and_keeps_the_newest(
+    codec: EventCodec, inline_io: bool
+) -> None:
     store, clock = FakeDocumentStore(), Clock()
-    writer, subscriber = make_writer(codec, store, clock)
+    writer, subscriber = make_writer(codec, store, clock, inline_io)
     first = subscriber.deliver(ping_message(codec, 0, lat=12.0))
     await writer.consume()
     assert subscriber.acked == []  # consumed, not yet written
@@ -186,9 +195,10 @@ async def test_writer_acks_only_after_the_write_and_keeps_the_newest(codec: Even
     assert writer.stats.dropped == 2
 
 
-async def test_writer_nacks_an_undecodable_message(codec: EventCodec) -> None:
+@INLINE_IO
+async def test_writer_nacks_an_undecodable_message(codec: EventCodec, inline_io: bool) -> None:
     store, clock = FakeDocumentStore(), Clock()
-    writer, subscriber = make_writer(codec, store, clock)
+    writer, subscriber = make_writer(codec, store, clock, inline_io)
     bad = subscriber.deliver(Message(b"\x00garbage", {"eventType": "VehiclePing"}))
     await writer.consume()
     await writer.flush_once()
@@ -197,11 +207,12 @@ async def test_writer_nacks_an_undecodable_message(codec: EventCodec) -> None:
     assert subscriber.acked == []
 
 
+@INLINE_IO
 async def test_a_failed_write_is_not_acked(
-    codec: EventCodec, monkeypatch: pytest.MonkeyPatch
+    codec: EventCodec, monkeypatch: pytest.MonkeyPatch, inline_io: bool
 ) -> None:
     store, clock = FakeDocumentStore(), Clock()
-    writer, subscriber = make_writer(codec, store, clock)
+    writer, subscriber = make_writer(codec, store, clock, inline_io)
     subscriber.deliver(ping_message(codec, 0, lat=12.0))
     await writer.consume()
 
