@@ -10,7 +10,6 @@ for plain ``EventSource`` clients that cannot set headers, a ``token`` query par
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -171,15 +170,7 @@ def main() -> None:
     settings = Settings.from_env()
     options = MapOptions.from_env()
     name = "live-map-writer" if options.role == "writer" else "live-map"
-    app = create_app(bootstrap(settings, options))
-    # Everything built so far (modules, the app, the catalog, the adapters) lives as long as the
-    # process: moved out of the collector's generations, it is not walked again by each full
-    # collection that the writer's 5,000 pings a second set off (in an in-process run of the
-    # writer on a loaded machine one walk took ~100 ms of CPU, and the collector's share of the
-    # writer's CPU fell from 8% to 4%). Here, not in ``create_app``: a test process builds many
-    # apps and must be able to collect them.
-    gc.freeze()
-    serve(app, name, settings.port_of(name))
+    serve(create_app(bootstrap(settings, options)), name, settings.port_of(name))
 
 
 if __name__ == "__main__":
