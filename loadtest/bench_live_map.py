@@ -68,26 +68,26 @@ class PublishSink(Sink):
 
     async def send(self, pings: Any) -> int:
         now = datetime.now(UTC)
-        # As the command service's ingest does: the simulator's pings are valid by construction
-        # (the ingest validates them as RecordPing first), so the event is built without a
-        # second validation, and the one trace context is read once per batch.
-        traceparent = current_traceparent()
-        messages = []
-        for ping in pings:
-            recorded = datetime.fromisoformat(ping["recorded_at"])
-            event = VehiclePing.model_construct(
-                event_id=derive_event_id("ping", ping["vehicle_id"], ping["recorded_at"]),
-                occurred_at=now,
-                vehicle_id=ping["vehicle_id"],
-                driver_id="drv-bench",
-                lat=ping["position"]["lat"],
-                lng=ping["position"]["lng"],
-                heading_deg=ping["heading_deg"],
-                speed_mps=ping["speed_mps"],
-                accuracy_m=ping["accuracy_m"],
-                recorded_at=recorded,
-            )
-            messages.append(self.codec.to_message(event, traceparent))
+        # As the command service's ingest does (``handlers.record_pings``): the simulator's pings
+        # are valid by construction (the ingest validates them as RecordPing first), so each
+        # VehiclePing's fields are built without a model, and what the batch's messages share
+        # (the trace, the catalog entry) is looked up once.
+        events = [
+            {
+                "event_id": derive_event_id("ping", ping["vehicle_id"], ping["recorded_at"]),
+                "occurred_at": now,
+                "vehicle_id": ping["vehicle_id"],
+                "driver_id": "drv-bench",
+                "lat": ping["position"]["lat"],
+                "lng": ping["position"]["lng"],
+                "heading_deg": ping["heading_deg"],
+                "speed_mps": ping["speed_mps"],
+                "accuracy_m": ping["accuracy_m"],
+                "recorded_at": datetime.fromisoformat(ping["recorded_at"]),
+            }
+            for ping in pings
+        ]
+        messages = self.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
         for start in range(0, len(messages), 1000):
             await asyncio.to_thread(
                 self.pubsub.publish, "vehicle.telemetry", messages[start : start + 1000]
