@@ -35,7 +35,7 @@ import httpx
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
 from meridian.config import Settings
-from meridian.domain.events import VehiclePing, derive_event_id
+from meridian.domain.events import VehiclePing
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.pubsub.adapter import EmbeddedPubSub
 from meridian.embedded.pubsub.broker import Broker
@@ -44,6 +44,7 @@ from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.supervisor import ServiceProcess, runnable_services
 from meridian.sim import Fleet, SimOptions, Sink, run_fleet, vehicle_id
 from meridian.tracking import TrackingTokens
+from services.command.handlers import vehicle_ping
 
 ROOT = Path(__file__).resolve().parent.parent
 VEHICLES = 8_200
@@ -69,22 +70,20 @@ class PublishSink(Sink):
     async def send(self, pings: Any) -> int:
         now = datetime.now(UTC)
         # As the command service's ingest does (``handlers.record_pings``): the simulator's pings
-        # are valid by construction (the ingest validates them as RecordPing first), so each
-        # VehiclePing's fields are built without a model, and what the batch's messages share
-        # (the trace, the catalog entry) is looked up once.
+        # are valid by construction (the ingest validates them as RecordPing first), and what the
+        # batch's messages share (the trace, the catalog entry) is looked up once.
         events = [
-            {
-                "event_id": derive_event_id("ping", ping["vehicle_id"], ping["recorded_at"]),
-                "occurred_at": now,
-                "vehicle_id": ping["vehicle_id"],
-                "driver_id": "drv-bench",
-                "lat": ping["position"]["lat"],
-                "lng": ping["position"]["lng"],
-                "heading_deg": ping["heading_deg"],
-                "speed_mps": ping["speed_mps"],
-                "accuracy_m": ping["accuracy_m"],
-                "recorded_at": datetime.fromisoformat(ping["recorded_at"]),
-            }
+            vehicle_ping(
+                ping["vehicle_id"],
+                "drv-bench",
+                ping["position"]["lat"],
+                ping["position"]["lng"],
+                ping["heading_deg"],
+                ping["speed_mps"],
+                ping["accuracy_m"],
+                datetime.fromisoformat(ping["recorded_at"]),
+                now,
+            )
             for ping in pings
         ]
         messages = self.codec.record_messages(VehiclePing.event_type, events, current_traceparent())

@@ -40,6 +40,18 @@ class Reply:
 _Connection = tuple[socket.socket, IO[bytes]]
 
 
+def post_start(url: str) -> tuple[tuple[str, int], str] | None:
+    """For a plain ``http://`` URL: the (host, port) to connect to and the request's first lines
+    (``POST <target> HTTP/1.1`` and the host header, each ended by CRLF); None for any other URL.
+    Shared with the platform's async pushes (``meridian.embedded.pubsub.http1``)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.netloc.rpartition("@")[2]
+    return (parts.hostname, parts.port or 80), f"POST {target} HTTP/1.1\r\nhost: {host}\r\n"
+
+
 class KeepAliveHttp:
     """Keep-alive HTTP/1.1 POSTs to plain ``http://`` URLs, safe to share between threads.
 
@@ -54,17 +66,11 @@ class KeepAliveHttp:
         self._lock = threading.Lock()
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
+        route = post_start(url)
+        if route is None:
             raise RequestFailed(f"only plain http:// URLs are supported, not {url!r}")
-        key = (parts.hostname, parts.port or 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [
-            f"POST {target} HTTP/1.1",
-            f"host: {parts.netloc.rpartition('@')[2]}",
-            f"content-length: {len(body)}",
-            "user-agent: meridian",
-        ]
+        key, start = route
+        lines = [f"{start}content-length: {len(body)}", "user-agent: meridian"]
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n\0"):
                 raise RequestFailed(f"header {name!r} has a line break or NUL in it")

@@ -32,7 +32,7 @@ class Wakeup:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _release, waiter) if timeout is not None else None
+        timer = loop.call_later(timeout, release, waiter) if timeout is not None else None
         try:
             await waiter
         finally:
@@ -41,6 +41,7 @@ class Wakeup:
                 timer.cancel()
 
 
-def _release(waiter: asyncio.Future[None]) -> None:
+def release(waiter: asyncio.Future[None]) -> None:
+    """End ``waiter``'s wait, unless something already has (a timer or a signal, whichever first)."""
     if not waiter.done():
         waiter.set_result(None)

@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httpx
+
+from meridian.keepalive_http import post_start
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -62,14 +63,9 @@ class Http1Pool:
             raise PostFailed(f"POST {url}: {e!r}") from None
 
     def _route(self, url: str) -> tuple[tuple[str, int], str]:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
+        route = post_start(url)
+        if route is None:
             raise PostFailed(f"only plain http:// URLs are supported, not {url!r}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        route = (
-            (parts.hostname, parts.port or 80),
-            f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n",
-        )
         if len(self._routes) >= 256:
             self._routes.clear()  # endpoints that changed; the current ones come back
         self._routes[url] = route

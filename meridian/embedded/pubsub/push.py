@@ -29,7 +29,7 @@ from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.embedded.pubsub.delivery import rfc3339
 from meridian.embedded.pubsub.http1 import Http1Pool, HttpxPoster, Poster, PostFailed
 from meridian.ports import ReceivedMessage
-from meridian.wakeup import Wakeup
+from meridian.wakeup import Wakeup, release
 
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 MIN_PAUSE_S = 0.1
@@ -107,7 +107,7 @@ class Changes:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters[waiter] = since
-        timer = loop.call_later(timeout, _release, waiter)
+        timer = loop.call_later(timeout, release, waiter)
         try:
             await waiter
         finally:
@@ -121,12 +121,7 @@ class Changes:
             now = self.version()
             for waiter, since in list(self._waiters.items()):
                 if now != since:
-                    _release(waiter)
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+                    release(waiter)
 
 
 def idle_wait_s(due: float | None, now: float) -> float:
