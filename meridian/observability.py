@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -186,12 +187,20 @@ class TraceContext:
         if scope["type"] != "http" or spans_exported():
             await self.app(scope, receive, send)
             return
-        span = trace.NonRecordingSpan(_request_span_context(scope["headers"]))
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with request_trace(scope["headers"]):
             await self.app(scope, receive, send)
-        finally:
-            otel_context.detach(token)
+
+
+@contextmanager
+def request_trace(headers: Sequence[tuple[bytes, bytes]]) -> Iterator[None]:
+    """The trace context ``TraceContext`` gives an HTTP request with these ASGI headers, for the
+    time of the ``with`` block."""
+    span = trace.NonRecordingSpan(_request_span_context(headers))
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 _IDS = RandomIdGenerator()

@@ -35,6 +35,7 @@ from meridian.domain.commands import (
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from meridian.http import install_problem_handlers
 from meridian.observability import TraceContext, spans_exported
+from meridian.plain_routes import PlainRoutes
 from meridian.ports import BlobStore, WorkflowExecutions
 from services.command import dispatch, handlers, pod, webhooks
 from services.command.commit import Committer
@@ -147,7 +148,7 @@ def create_app(
     workflows: WorkflowExecutions | None = None,
     blobs: Callable[[], BlobStore] | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    app = PlainRoutes(
         title="Meridian command service",
         version="1",
         description="Accept-fast commands: validate, one idempotent transactional write, 202.",
@@ -295,6 +296,12 @@ def create_app(
 
     def _record_pings(body: bytes, caller: Actor) -> dict[str, Any]:
         return handlers.record_pings(telemetry_pings(body), caller, deps)
+
+    # The hot routes read their own inputs, so nothing of FastAPI's per-request machinery is left
+    # for them to need: served straight from ASGI (``PlainRoutes.serve_directly``).
+    app.serve_directly(
+        deliver, out_for_delivery, fail, assign, requeue, return_to_sender, telemetry
+    )
 
     # Included after the routes above, which routing then tries first: the parcel moves and
     # telemetry are the hot paths, and every router tried before the match costs each request.

@@ -11,11 +11,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from meridian.auth import api_key_digest
+from meridian.observability import configure_tracing
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher, FakeWorkflows
 from tests.unit.test_command_service import CODEC, NOW, FakeVerifier
 
+configure_tracing("command")  # as the service runs: the hot routes are served directly
 store = FakeDocumentStore(clock=lambda: NOW)
 store.create(f"api_keys/{api_key_digest('key-fuzz')}", {"client_id": "c-fuzz", "active": True})
 app = create_app(

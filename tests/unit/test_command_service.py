@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from meridian import observability
+from meridian import observability, plain_routes
 from meridian.auth import Actor, IdentityVerifier, api_key_digest
 from meridian.catalog import load_catalog
 from meridian.codec import EventCodec
@@ -55,6 +55,9 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def client(store: FakeDocumentStore, publisher: FakePublisher) -> TestClient:
+    # Tracing as the service configures it (``serve``): no exporter, so the hot routes are
+    # served directly (``PlainRoutes.serve_directly``), as in production.
+    configure_tracing("command")
     deps = Deps(store=store, publisher=publisher, codec=CODEC, clock=lambda: NOW)
     return TestClient(create_app(deps, FakeVerifier()))
 
@@ -450,6 +453,7 @@ def test_published_pings_continue_the_callers_trace(
     configure_tracing("command")
     monkeypatch.setattr(observability, "spans_exported", lambda: exported)
     monkeypatch.setattr(app_module, "spans_exported", lambda: exported)
+    monkeypatch.setattr(plain_routes, "spans_exported", lambda: exported)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     ping = {"vehicle_id": "veh-3", "position": {"lat": 1, "lng": 2}, "recorded_at": NOW.isoformat()}
     response = client.post(

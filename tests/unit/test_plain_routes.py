@@ -1,0 +1,96 @@
+"""``PlainRoutes.serve_directly``: a directly served route answers as FastAPI would."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+
+from meridian import plain_routes
+from meridian.domain.errors import NotFound
+from meridian.http import install_problem_handlers
+from meridian.observability import configure_tracing
+from meridian.plain_routes import PlainRoutes
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _app() -> PlainRoutes:
+    configure_tracing("test")  # no exporter: direct serving is on
+    app = PlainRoutes()
+    install_problem_handlers(app)
+
+    @app.post("/v1/items/{item_id}:touch")
+    async def touch(request: Request) -> JSONResponse:
+        item_id = request.path_params["item_id"]
+        if item_id == "missing":
+            raise NotFound(f"no item {item_id}")
+        if item_id == "broken":
+            raise RuntimeError("a bug")
+        span = trace.get_current_span().get_span_context()
+        body = await request.body()
+        return JSONResponse(
+            {"item_id": item_id, "trace_id": f"{span.trace_id:032x}", "body": body.decode()},
+            status_code=202,
+        )
+
+    app.serve_directly(touch)
+    return app
+
+
+@pytest.fixture(params=[False, True], ids=["direct", "spans-exported"])
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    # While spans are exported the request takes FastAPI's own path: both answer the same.
+    monkeypatch.setattr(plain_routes, "spans_exported", lambda: request.param)
+    return TestClient(_app(), raise_server_exceptions=False)
+
+
+def test_a_direct_route_gets_its_path_parameters_body_and_the_callers_trace(
+    client: TestClient,
+) -> None:
+    response = client.post(
+        "/v1/items/it-7:touch",
+        content=b"hello",
+        headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
+    )
+    assert response.status_code == 202
+    assert response.json() == {"item_id": "it-7", "trace_id": TRACE_ID, "body": "hello"}
+
+
+def test_errors_are_answered_by_the_apps_handlers(client: TestClient) -> None:
+    missing = client.post("/v1/items/missing:touch")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["detail"] == "no item missing"
+    broken = client.post("/v1/items/broken:touch")
+    assert broken.status_code == 500
+    assert broken.json()["detail"] == "unexpected error; it has been logged"
+
+
+def test_other_methods_and_paths_are_fastapis(client: TestClient) -> None:
+    assert client.get("/v1/items/it-7:touch").status_code == 405
+    assert client.post("/v1/items/it-7:poke").status_code == 404
+
+
+def test_only_endpoints_that_take_just_the_request_are_served_directly() -> None:
+    app = PlainRoutes()
+
+    @app.post("/v1/things/{thing_id}")
+    async def declared(thing_id: str) -> dict[str, str]:
+        return {"thing_id": thing_id}
+
+    @app.post("/v1/sync")
+    def sync(request: Request) -> dict[str, str]:
+        return {}
+
+    async def not_a_route(request: Request) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="takes only the Request"):
+        app.serve_directly(declared)
+    with pytest.raises(ValueError, match="is async"):
+        app.serve_directly(sync)
+    with pytest.raises(ValueError, match="not endpoints"):
+        app.serve_directly(not_a_route)
