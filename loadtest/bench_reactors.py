@@ -29,6 +29,11 @@ Every timestamp is read back from what the system committed, so no stage is gues
 - **effect committed**: the commit time of that same entry, which each reactor writes in the
   transaction of its effect; for the client webhook also the delivery's ``delivered_at`` (the
   client endpoint answered 2xx).
+
+Before the reactors start, the same run measures the floor the push transport alone puts under
+them (``loadtest.push_floor``): the platform's push loop pushing ParcelDelivered messages at
+``BASELINE_RATE`` to the catalog's fan-out of receivers that only check the token and decode the
+envelope, with the CPU per push of the sender and the receivers.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from typing import Any
 
 import httpx
 
+from loadtest.push_floor import Floor, measure
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.eventarc import transport_name
 from meridian.embedded.external.local import GreatCircleTravelTime
@@ -79,6 +85,7 @@ TRANSPORT = transport_name("parcel-changes")
 WINDOW = timedelta(hours=12)  # the promised window: a whole route fits in it at a normal pace
 PACE = (0.9, 1.15)  # a route's pace against the travel-time model: most near it, some late
 LUCK = (0.8, 1.2)  # one leg's own variation (traffic, parking, a customer slow to the door)
+BASELINE_RATE = 200  # deliveries/s: the aim of issue #6
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ class Phase:
 
 
 def run() -> str:
+    # First, on an otherwise idle machine: the reactors' processes are not started yet.
+    baseline = measure(BASELINE_RATE, SECONDS)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         env = {
@@ -206,7 +215,7 @@ def run() -> str:
         finally:
             stop_services(processes)
             receiver.shutdown()
-    return _report(phases, settle_s if settled else None)
+    return _report(phases, settle_s if settled else None, baseline)
 
 
 def _deliver_at(phase: Phase, drops: list[Drop], command: str, client: Client) -> None:
@@ -369,7 +378,7 @@ def _rows(phase: Phase, labels: Iterable[str]) -> list[str]:
     return out
 
 
-def _report(phases: list[Phase], settle_s: float | None) -> str:
+def _report(phases: list[Phase], settle_s: float | None, baseline: Floor) -> str:
     lines = [
         "## Reactors: ParcelDelivered commit → effects done",
         "",
@@ -445,5 +454,47 @@ def _report(phases: list[Phase], settle_s: float | None) -> str:
             )
             + ".",
         ]
+    lines += _baseline(baseline)
     lines += ["", "Aim: p95 ≤ 250 ms for all six effects at 200 deliveries/s."]
     return "\n".join(lines)
+
+
+def _baseline(floor: Floor) -> list[str]:
+    """The push transport's own CPU, measured before the phases (``loadtest.push_floor``)."""
+    sender, receiver, total = floor.ms_per_push()
+    cores = total * floor.fan_out * BASELINE_RATE / 1000
+    drained = (
+        f"drained {floor.drained_s:.1f} s after the last publish"
+        if floor.drained_s is not None
+        else "NOT drained"
+    )
+    latency = (
+        f"{floor.latency_ms[0]:.0f} / {floor.latency_ms[1]:.0f} ms"
+        if floor.latency_ms
+        else "–"
+    )
+    return [
+        "",
+        "### Baseline: the push transport alone",
+        "",
+        f"Measured in the same run, before the reactors start: the platform's push loop (its own "
+        f"process) pushes {floor.published} ParcelDelivered messages, {floor.rate:g}/s for "
+        f"{floor.seconds:g} s ({floor.publish_rate:.0f}/s achieved), to {floor.fan_out} "
+        "receivers (one per push subscription a ParcelDelivered goes to in the catalog), each its "
+        "own uvicorn process with a reactor's `/events` endpoint that only checks the OIDC token, "
+        "decodes the envelope and answers 204. "
+        f"{floor.pushes} pushes acked of {floor.published * floor.fan_out}, {drained}; "
+        f"publish → received p50 / p95 {latency}.",
+        "",
+        "| CPU-ms | sender | receiver | total |",
+        "|---|---:|---:|---:|",
+        f"| per push | {sender:.3f} | {receiver:.3f} | {total:.3f} |",
+        f"| per delivery (× {floor.fan_out} pushes) | {sender * floor.fan_out:.2f} "
+        f"| {receiver * floor.fan_out:.2f} | {total * floor.fan_out:.2f} |",
+        "",
+        f"At {BASELINE_RATE} deliveries/s that is {cores:.2f} cores, {cores / 2:.0%} of the 2 "
+        f"cores, before any reactor does any work. With nothing to push, the sender's loops "
+        f"used {floor.idle_sender_cores:.3f} cores and the receivers "
+        f"{floor.idle_receivers_cores:.3f} (not in the figures per push, which do include the "
+        "loops' waits between messages).",
+    ]
