@@ -12,7 +12,7 @@ its ETA by ``ETA_MATERIAL`` or more), and RouteEtaUpdated is announced only when
 ETA is new or moved that much: a movement on a 100-stop route used to rewrite 100 status documents
 and announce 100 unchanged ETAs, most of the event plane's load, while the customer sees minutes.
 What was last shown and announced is kept on the board's stop (``shown_eta``, ``shown_sla``,
-``announced_eta``).
+``announced_eta``) while it is to come; a delivered stop keeps only what the map and its SLA need.
 
 SLA breach is judged two ways, whichever comes first: when the route is recomputed (any movement on
 it), and by ``tick`` (Cloud Scheduler in GCP, the platform's periodic caller embedded), which finds
@@ -94,13 +94,11 @@ def _fold(board: dict[str, Any], event: DomainEvent) -> None:
         board["as_of"] = max(board.get("as_of") or event.occurred_at, event.occurred_at)
     elif isinstance(event, ParcelDelivered | DeliveryFailed):
         at = event.delivered_at if isinstance(event, ParcelDelivered) else event.failed_at
-        if event.parcel_id in stops:
-            stops[event.parcel_id]["status"] = (
-                "delivered" if isinstance(event, ParcelDelivered) else "failed"
-            )
-            stops[event.parcel_id]["done_at"] = at
+        stop = stops.get(event.parcel_id)
+        if stop is not None:
+            stop["status"] = "delivered" if isinstance(event, ParcelDelivered) else "failed"
+            stop["done_at"] = at
         if isinstance(event, ParcelDelivered):
-            stop = stops.get(event.parcel_id)
             _moved_to(board, event.lat, event.lng, at, stop["sequence"] if stop else None)
         board["as_of"] = max(board.get("as_of") or at, at)
     elif isinstance(event, GeofenceCrossed):
@@ -206,7 +204,7 @@ def _announcements(
                 )
             )
         elif stop["eta"] <= stop["window_end"]:
-            stop["at_risk"] = False  # back on time: a later slip is announced again
+            stop.pop("at_risk", None)  # back on time: a later slip is announced again
     return out
 
 
@@ -233,16 +231,6 @@ def _breach(stop: dict[str, Any], route_id: str, now: datetime) -> SlaBreached:
     )
 
 
-def _next_due(board: dict[str, Any]) -> datetime | None:
-    """The earliest window end among pending stops not yet announced breached."""
-    open_windows = [
-        s["window_end"]
-        for s in board.get("stops", {}).values()
-        if s["status"] == "pending" and not s.get("breached")
-    ]
-    return min(open_windows, default=None)
-
-
 def _save(
     tx: Transaction,
     route_id: str,
@@ -251,21 +239,37 @@ def _save(
     finished: Collection[datetime] = (),
 ) -> int:
     """Write the board, and the status view of every stop whose view changed materially (plus the
-    stops ``finished`` just now); returns how many status views were written."""
-    pending = any(s["status"] == "pending" for s in board.get("stops", {}).values())
-    board.update(active=pending, updated_at=now)
-    board.pop("next_due", None)  # absent, not null: a range query on it then skips the board
-    if (due := _next_due(board)) is not None:
-        board["next_due"] = due
+    stops ``finished`` just now); returns how many status views were written. The board keeps
+    ``next_due``, the earliest window end among pending stops not yet announced breached."""
+    active = False
+    due: datetime | None = None
     written = 0
     for stop in board.get("stops", {}).values():
-        eta = stop.get("eta") if stop["status"] == "pending" else None
-        sla = _sla(stop)
-        moved = _moved(eta, stop.get("shown_eta"))
-        just_finished = stop.get("done_at") in finished
-        if not (moved or just_finished or sla != stop.get("shown_sla")):
-            continue
-        stop.update(shown_eta=eta, shown_sla=sla)
+        status = stop["status"]
+        if status == "delivered":
+            if stop.get("done_at") not in finished:
+                continue  # its view is final: written by the delivery (just below)
+            eta, sla = None, _sla(stop)
+            _settle(stop)
+        else:
+            pending = status == "pending"
+            if pending:
+                active = True
+                if not stop.get("breached") and (due is None or stop["window_end"] < due):
+                    due = stop["window_end"]
+            eta = stop.get("eta") if pending else None
+            sla = _sla(stop)
+            if not (
+                _moved(eta, stop.get("shown_eta"))
+                or sla != stop.get("shown_sla")
+                or stop.get("done_at") in finished
+            ):
+                continue
+            if eta is None:
+                stop.pop("shown_eta", None)  # absent reads as None: the board is smaller
+            else:
+                stop["shown_eta"] = eta
+            stop["shown_sla"] = sla
         tx.set(
             f"{STATUS}/{stop['parcel_id']}",
             {
@@ -278,8 +282,26 @@ def _save(
             merge=True,
         )
         written += 1
+    board.update(active=active, updated_at=now)
+    board.pop("next_due", None)  # absent, not null: a range query on it then skips the board
+    if due is not None:
+        board["next_due"] = due
     tx.set(f"{BOARDS}/{route_id}", board)
     return written
+
+
+def _settle(stop: dict[str, Any]) -> None:
+    """Keep of a delivered stop only what the map shows and its SLA needs. What was shown and
+    announced of it, whether it was at risk and its client serve a stop still to come; and the
+    board is rewritten whole on every movement of its route (the store clones, compares, encodes
+    and logs it each time, most of this reactor's work), half of it delivered stops on average.
+    A delivered stop's view never changes after its delivery wrote it: its SLA depends on its
+    window and delivery time only, and a new out-for-delivery makes it pending again."""
+    for name in _PENDING_ONLY:
+        stop.pop(name, None)
+
+
+_PENDING_ONLY = ("announced_eta", "at_risk", "client_id", "shown_eta", "shown_sla")
 
 
 def _sla(stop: dict[str, Any]) -> str:
@@ -339,7 +361,7 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
 
     def record(
         tx: Transaction,
-    ) -> tuple[list[str], list[DomainEvent], list[str | None], str | None]:
+    ) -> tuple[list[str], list[DomainEvent], list[dict[str, Any]], str | None]:
         outcomes: list[str] = []
         fresh: list[DomainEvent] = []
         for event in events:
@@ -371,17 +393,19 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
             traces += [trace_of(trigger)] * len(new)
             _save(tx, route_id, board, now, finished.get(route_id, ()))
         key = fresh[0].event_id if fresh and announced else None
+        entries = _outbox_entries(announced, traces)
         if key is not None:
-            _to_outbox(tx, key, announced, traces)
+            _to_outbox(tx, key, entries)
         for event in fresh:
             mark_processed(tx, CONSUMER, event.event_id, now)
-        return outcomes, announced, traces, key
+        return outcomes, announced, entries, key
 
-    outcomes, announced, traces, key = deps.store.run_transaction(record)
+    outcomes, announced, entries, key = deps.store.run_transaction(record)
     if key is not None:
+        # Published from the fields the outbox holds: the events are dumped once, not twice.
         deps.publisher.publish(
             EVENTS_TOPIC,
-            [deps.codec.to_message(e, t) for e, t in zip(announced, traces, strict=True)],
+            [deps.codec.record_message(e["type"], e["body"], e["traceparent"]) for e in entries],
         )
         deps.store.delete(f"{OUTBOX}/{key}")
     republished = publish_leftovers(deps) if "duplicate" in outcomes else 0
@@ -393,25 +417,20 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
     ]
 
 
-def _to_outbox(
-    tx: Transaction,
-    key: str,
-    announced: list[DomainEvent],
-    traces: Sequence[str | None] = (),
-    **marks: Any,
-) -> None:
-    if announced:
-        traces = list(traces) or [None] * len(announced)
-        tx.set(
-            f"{OUTBOX}/{key}",
-            {
-                "events": [
-                    {"type": e.event_type, "body": e.model_dump(mode="python"), "traceparent": t}
-                    for e, t in zip(announced, traces, strict=True)
-                ],
-                **marks,
-            },
-        )
+def _outbox_entries(
+    announced: list[DomainEvent], traces: Sequence[str | None] = ()
+) -> list[dict[str, Any]]:
+    """The outbox's form of the events to announce: type, fields and the trace each continues."""
+    traces = list(traces) or [None] * len(announced)
+    return [
+        {"type": e.event_type, "body": e.model_dump(mode="python"), "traceparent": t}
+        for e, t in zip(announced, traces, strict=True)
+    ]
+
+
+def _to_outbox(tx: Transaction, key: str, entries: list[dict[str, Any]], **marks: Any) -> None:
+    if entries:
+        tx.set(f"{OUTBOX}/{key}", {"events": entries, **marks})
 
 
 def tick(deps: Deps) -> int:
@@ -442,7 +461,7 @@ def tick(deps: Deps) -> int:
                     and stop["window_end"] <= now
                 ]
                 _save(tx, document.id, board, now)  # next_due moves past ``now``
-            _to_outbox(tx, key, announced, tick=True)
+            _to_outbox(tx, key, _outbox_entries(announced), tick=True)
             return len(due), announced
 
         boards, announced = deps.store.run_transaction(judge)
