@@ -21,6 +21,8 @@ MAX_NAME_BYTES = 6 * 1024
 MAX_FIELD_PATH_BYTES = 1_500
 MAX_DEPTH = 20
 _RESERVED = re.compile(r"^__.*__$")
+# An ASCII path this long (one byte a character) is within both byte limits, whatever its ids.
+_SURELY_SHORT_PATH = min(MAX_ID_BYTES, MAX_NAME_BYTES)
 
 
 def _check_segments(path: str, what: str) -> list[str]:
@@ -29,6 +31,15 @@ def _check_segments(path: str, what: str) -> list[str]:
             f"invalid {what} path {path!r}: it must not be empty or start/end with '/'"
         )
     segments = path.split("/")
+    if (
+        path.isascii()
+        and len(path) <= _SURELY_SHORT_PATH
+        and "__" not in path
+        and "" not in segments
+        and "." not in segments
+        and ".." not in segments
+    ):
+        return segments  # the usual path breaks none of the rules below: skip the walk
     for segment in segments:
         if segment == "":
             raise LimitExceeded(f"invalid {what} path {path!r}: empty segment")
@@ -181,11 +192,18 @@ def _plainly_valid(json_text: str, data: Mapping[str, Any]) -> bool:
     rule: no reserved (``"__…``) or empty name, no array directly in an array, no nesting 20 deep.
     Anything else gets the full walk (which also settles these texts appearing inside string
     values)."""
-    if '"__' in json_text.replace(_TIMESTAMP_TAG, "") or '"":' in json_text or "[[" in json_text:
+    if '"__' in json_text and '"__' in json_text.replace(_TIMESTAMP_TAG, ""):
+        return False
+    if '"":' in json_text:
+        return False
+    # Most documents hold no array at all: one search for a character then settles both checks
+    # of arrays.
+    arrays = "[" in json_text
+    if arrays and "[[" in json_text:
         return False
     # Nesting can be no deeper than the number of opening brackets, strings included: most
     # documents have too few to reach the limit, and counting is far cheaper than any walk.
-    if json_text.count("{") + json_text.count("[") <= MAX_DEPTH - 1:
+    if json_text.count("{") + (json_text.count("[") if arrays else 0) <= MAX_DEPTH - 1:
         return True
     # A bigger document (a route board: 25 stops, each with its timestamps) is walked, but only
     # its maps and arrays: scanning its text for brackets outside strings cost more than that.

@@ -205,38 +205,64 @@ class EmbeddedDocumentStore(DocumentStore):
     ) -> list[T | BaseException]:
         """Run several independent transaction functions in one SQLite commit (group commit).
 
-        Each function runs in its own savepoint: one that raises is rolled back alone and its
+        Each function is atomic on its own: one that raises is rolled back alone and its
         exception is returned in its place; the others commit together. Same isolation as
         running them one after another (they are, under one write lock), one COMMIT instead
         of many: what a busy command service does with the requests that arrived together."""
+        try:
+            return db.in_write_transaction(
+                self._conn(),
+                lambda conn: self._run_group(conn, functions, guarded=False),
+                attempts=max_attempts,
+                lock=self._write_lock,
+            )
+        except _PartlyWritten:
+            return db.in_write_transaction(
+                self._conn(),
+                lambda conn: self._run_group(conn, functions, guarded=True),
+                attempts=max_attempts,
+                lock=self._write_lock,
+            )
 
-        def attempt(conn: sqlite3.Connection) -> list[T | BaseException]:
-            outcomes: list[T | BaseException] = []
-            # Each function gets a commit time of its own, later than the one before, as if
-            # committed one after another; the last one is known here, not read back each time.
-            last = changelog.last_commit_time(conn)
-            for function in functions:
+    def _run_group(
+        self,
+        conn: sqlite3.Connection,
+        functions: Sequence[Callable[[Transaction], T]],
+        guarded: bool,
+    ) -> list[T | BaseException]:
+        """One attempt at a group commit, inside an open write transaction.
+
+        A function writes nothing to SQLite until its last step (``_apply``'s statements), and
+        all it can refuse (its own exceptions, NotFound, AlreadyExists, limits) is refused
+        before that: so a function that raises has, nearly always, nothing to roll back, and
+        the group runs without a savepoint per function (two statements each). When one fails
+        after its rows went in (an SQLite error), the group is rolled back and run again
+        ``guarded``: each function in a savepoint, rolled back alone."""
+        outcomes: list[T | BaseException] = []
+        # Each function gets a commit time of its own, later than the one before, as if
+        # committed one after another; the last one is known here, not read back each time.
+        last = changelog.last_commit_time(conn)
+        for function in functions:
+            if guarded:
                 conn.execute("SAVEPOINT one")
-                try:
-                    commit_time = max(_now_micros(), last + 1)
-                    result = self._run_in(conn, function, commit_time)
-                    last = commit_time
-                except sqlite3.OperationalError as e:
-                    if db.is_busy(e):
-                        raise  # the whole group is retried
+            written = conn.total_changes
+            try:
+                commit_time = max(_now_micros(), last + 1)
+                result = self._run_in(conn, function, commit_time)
+                last = commit_time
+            except Exception as e:
+                if isinstance(e, sqlite3.OperationalError) and db.is_busy(e):
+                    raise  # the whole group is retried
+                if guarded:
                     conn.execute("ROLLBACK TO one")
-                    outcomes.append(e)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO one")
-                    outcomes.append(e)
-                else:
-                    outcomes.append(result)
+                elif isinstance(e, sqlite3.Error) or conn.total_changes != written:
+                    raise _PartlyWritten() from e
+                outcomes.append(e)
+            else:
+                outcomes.append(result)
+            if guarded:
                 conn.execute("RELEASE one")
-            return outcomes
-
-        return db.in_write_transaction(
-            self._conn(), attempt, attempts=max_attempts, lock=self._write_lock
-        )
+        return outcomes
 
     def _apply(
         self,
@@ -268,7 +294,15 @@ class EmbeddedDocumentStore(DocumentStore):
             collection = check_document_path(path)
             row = known[path] if path in known else read_row(conn, path)
             old_json, created = (row[0], row[1]) if row else (None, None)
-            old = decoded[path] if path in decoded else decode(old_json)
+            if path in decoded:
+                old = decoded[path]
+            elif old_json is None:
+                old = None
+            else:
+                # A write without a read first (a reactor's merge into its projection) finds
+                # the row this process wrote last decoded already. Shared, so only read here:
+                # ``_new_value`` builds the new value without changing it.
+                old = self._decoded.decode(path, old_json)
             if op == "create" and old is not None:
                 raise AlreadyExists(path)
             if op == "update" and old is None:
@@ -317,15 +351,14 @@ class EmbeddedDocumentStore(DocumentStore):
             " expire_at = excluded.expire_at",
             [document for document in documents.values() if document is not None],
         )
-        conn.executemany(
-            "DELETE FROM documents WHERE path = ?",
-            [(path,) for path, document in documents.items() if document is None],
-        )
+        deleted = [(path,) for path, document in documents.items() if document is None]
+        if deleted:
+            conn.executemany("DELETE FROM documents WHERE path = ?", deleted)
         changelog.record(conn, changes)
         return written
 
     def _expiry(self, collection: str, data: Mapping[str, Any]) -> int | None:
-        field = self.ttl_fields.get(collection_id(collection))
+        field = self.ttl_fields.get(collection_id(collection)) if self.ttl_fields else None
         if field is None:
             return None
         value = get_field(data, field)
@@ -386,6 +419,11 @@ class EmbeddedDocumentStore(DocumentStore):
 Row = tuple[str, int, int]
 
 
+class _PartlyWritten(Exception):
+    """A function of a group commit failed with some of its rows written: the group is run
+    again with a savepoint per function."""
+
+
 def read_row(conn: sqlite3.Connection, path: str) -> Row | None:
     row: Row | None = conn.execute(
         "SELECT data, create_time, update_time FROM documents WHERE path = ?", (path,)
@@ -408,7 +446,7 @@ def _check_write(op: str, path: str, data: Mapping[str, Any] | None) -> None:
         raise ValidationError(
             f"unknown write operation {op!r}; use one of {', '.join(sorted(_OPS))}"
         )
-    if op != "delete" and not isinstance(data, Mapping):
+    if op != "delete" and type(data) is not dict and not isinstance(data, Mapping):
         raise ValidationError(f"a {op} of {path} needs a mapping of fields")
     check_document_path(path)
 
