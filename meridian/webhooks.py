@@ -14,6 +14,7 @@ development and tests point at loopback receivers.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import os
 import random
@@ -86,21 +87,34 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def check_destination(url: str, allow: AllowList) -> None:
     """Raise PermissionDenied if ``url`` is not http(s) or any address it resolves to is internal
     and not allow-listed; ValidationError if it cannot be parsed or resolved."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError(f"webhook URL must be an absolute http(s) URL, not {url!r}")
-    host = parsed.hostname
+    host, port = _destination(url)
     try:
-        infos = socket.getaddrinfo(host, parsed.port or 443, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise ValidationError(f"webhook host {host!r} does not resolve: {e}") from None
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if _internal(address) and not allow.allows(host, address):
+        address, internal = _classified(str(info[4][0]))
+        if internal and not allow.allows(host, address):
             raise PermissionDenied(
                 f"webhook URL {url!r} resolves to {address}, a private, loopback or link-local "
                 f"address; only public endpoints are allowed (see {ALLOW_ENV})"
             )
+
+
+# Checked before every send: the parsing is remembered, the name is resolved again each time.
+@functools.lru_cache(maxsize=1024)
+def _destination(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValidationError(f"webhook URL must be an absolute http(s) URL, not {url!r}")
+    return parsed.hostname, parsed.port or 443
+
+
+@functools.lru_cache(maxsize=1024)
+def _classified(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, bool]:
+    """An address getaddrinfo gave, and whether it is internal."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    return address, _internal(address)
 
 
 # Registration (command service) ------------------------------------------------------------------
@@ -192,13 +206,18 @@ def replay(store: DocumentStore, client_id: str, webhook_id: str, since: datetim
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes, at: datetime) -> dict[str, str]:
-    signature = Webhook(secret).sign(webhook_id, at, body.decode())
+    signature = _signer(secret).sign(webhook_id, at, body.decode())
     return {
         "content-type": "application/json",
         "webhook-id": webhook_id,
         "webhook-timestamp": str(int(at.timestamp())),
         "webhook-signature": signature,
     }
+
+
+@functools.lru_cache(maxsize=256)
+def _signer(secret: str) -> Webhook:
+    return Webhook(secret)  # decodes the secret once per endpoint, not once per send
 
 
 def retry_delay_s(attempts_made: int, retry_after: str | None, rng: random.Random | None = None) -> float | None:

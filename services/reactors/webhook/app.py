@@ -32,13 +32,11 @@ def create_app(settings: Settings) -> FastAPI:
                 await task
 
     def handle(event: DomainEvent) -> str:
-        enqueued = handlers.enqueue(event, deps)
-        worker.nudge(enqueued)  # send now rather than at the next poll
-        return f"{len(enqueued)} deliveries enqueued"
+        return handle_batch([event])[0]
 
     def handle_batch(events: Sequence[DomainEvent]) -> list[str]:
-        enqueued = handlers.enqueue_batch(events, deps)
-        worker.nudge([path for paths in enqueued for path in paths])
+        enqueued, claimed = handlers.enqueue_claimed(events, deps)
+        worker.send_now(claimed)
         return [f"{len(paths)} deliveries enqueued" for paths in enqueued]
 
     return reactor_app(

@@ -59,9 +59,24 @@ def enqueue(event: DomainEvent, deps: Deps) -> list[str]:
 def enqueue_batch(events: Sequence[DomainEvent], deps: Deps) -> list[list[str]]:
     """``enqueue`` for the events pushed together, in one transaction (each client's endpoints
     read once); per event, the paths of the deliveries it enqueued."""
+    return _enqueue(events, deps, claim=False)[0]
+
+
+def enqueue_claimed(
+    events: Sequence[DomainEvent], deps: Deps
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """``enqueue_batch`` whose deliveries are claimed for their first attempt in the same
+    transaction, for the caller to send now: a claim of its own was a second transaction (and
+    a read of each delivery and endpoint) per delivery. The claims, as ``claim_paths`` gives."""
+    return _enqueue(events, deps, claim=True)
+
+
+def _enqueue(
+    events: Sequence[DomainEvent], deps: Deps, claim: bool
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
     now = deps.clock()
 
-    def record(tx: Transaction) -> list[list[str]]:
+    def record(tx: Transaction) -> tuple[list[list[str]], list[dict[str, Any]]]:
         # Every read of the transaction before its first write, as Firestore requires.
         fresh: dict[str, DomainEvent] = {}
         for event in events:
@@ -73,43 +88,49 @@ def enqueue_batch(events: Sequence[DomainEvent], deps: Deps) -> list[list[str]]:
             for client_id in sorted(clients)
         }
         enqueued: dict[str, list[str]] = {}
+        claimed: list[dict[str, Any]] = []
         for event_id, event in fresh.items():
             client_id = getattr(event, "client_id", None)
-            enqueued[event_id] = [
-                path
-                for endpoint in endpoints.get(client_id, [])
-                for path in _deliver_to(tx, endpoint, event, client_id, now)
-            ]
+            enqueued[event_id] = []
+            for endpoint in endpoints.get(client_id, []):
+                delivery = _deliver_to(tx, endpoint, event, client_id, now, claim)
+                if delivery is not None:
+                    enqueued[event_id].append(delivery["path"])
+                    claimed += [delivery] if claim else []
             mark_processed(tx, CONSUMER, event_id, now)
         # A repeat of an event within the batch enqueued nothing of its own.
-        return [enqueued.pop(e.event_id, []) for e in events]
+        return [enqueued.pop(e.event_id, []) for e in events], claimed
 
     return deps.store.run_transaction(record)
 
 
 def _deliver_to(
-    tx: Transaction, endpoint: Document, event: DomainEvent, client_id: str, now: datetime
-) -> list[str]:
+    tx: Transaction,
+    endpoint: Document,
+    event: DomainEvent,
+    client_id: str,
+    now: datetime,
+    claim: bool,
+) -> dict[str, Any] | None:
+    """Record the delivery; what ``_take`` gives for it (claimed or not)."""
     wanted = endpoint.data.get("event_types") or []
     if endpoint.data["status"] != "active" or (wanted and event.event_type not in wanted):
-        return []
+        return None
     path = f"{DELIVERIES}/{endpoint.id}:{event.event_id}"
-    tx.set(
-        path,
-        {
-            "webhook_id": endpoint.id,
-            "client_id": client_id,
-            "event_id": event.event_id,
-            "event_type": event.event_type,
-            "body": payload(event).decode(),
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "log": [],
-        },
-    )
-    return [path]
+    delivery: dict[str, Any] = {
+        "webhook_id": endpoint.id,
+        "client_id": client_id,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "body": payload(event).decode(),
+        "status": "pending",
+        "attempts": 1 if claim else 0,
+        "next_attempt_at": now + LEASE if claim else now,
+        "created_at": now,
+        "log": [],
+    }
+    tx.set(path, delivery)
+    return {**delivery, "path": path, "endpoint": dict(endpoint.data)}
 
 
 def due(deps: Deps, limit: int = 50) -> list[str]:

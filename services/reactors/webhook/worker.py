@@ -1,99 +1,180 @@
-"""The webhook sender loop, run beside the push endpoint in the reactor's process: it wakes when
-an event was enqueued or every ``poll_s`` (for scheduled retries) and sends what is due, a few at
-a time. On Cloud Run the service needs CPU always allocated (terraform) for this loop to run."""
+"""The webhook sender, run beside the push endpoint in the reactor's process: deliveries enqueued
+here are sent at once by sender threads; a loop on the event loop polls every ``poll_s`` for the
+rest (scheduled retries, what other instances enqueued). On Cloud Run the service needs CPU
+always allocated (terraform) for the poll to run."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from meridian.observability import get_logger
-from meridian.ports import Transaction
-from meridian.reactor import Batcher
 from meridian.wakeup import Wakeup
-from services.reactors.webhook.handlers import Deps, claim_due, claim_paths, send_only
+from services.reactors.webhook.handlers import (
+    LEASE,
+    SEND_TIMEOUT_S,
+    Deps,
+    claim_due,
+    claim_paths,
+    send_claimed,
+)
 
 log = get_logger(__name__)
-MAX_FRESH = 10_000  # paths remembered for an early send; older ones wait for the poll
+MAX_FRESH = 10_000  # deliveries remembered for an early send; older ones wait for the poll
+# A delivery claimed on enqueue is sent only if its lease outlasts the send with room to spare.
+FRESH_CLAIM_S = (LEASE - timedelta(seconds=SEND_TIMEOUT_S * 2)).total_seconds()
+_Fresh = str | tuple[float, dict[str, Any]]  # a path to claim, or a claim (and when it was made)
+
+
+class _Sender:
+    """A sender thread, idle until handed work (``go``)."""
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self.claimed: dict[str, Any] | None = None  # a polled claim to send first
+        self._worker = worker
+        self._go = threading.Event()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def go(self, claimed: dict[str, Any] | None) -> None:
+        self.claimed = claimed
+        self._go.set()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()
+            claimed, self.claimed = self.claimed, None
+            self._worker.drain(self, claimed)
 
 
 class Worker:
+    """Up to ``concurrency`` deliveries in flight, each in a sender thread of its own (a send
+    waits on a client's endpoint, which may be slow).
+
+    A sender thread sends and records a delivery (claiming it first if it was not claimed as it
+    was enqueued), then takes the next fresh one, if any, before it gives its slot back. The
+    handler's thread hands fresh deliveries straight to the sender threads: the hops through the
+    event loop (a claim in a thread of its own, the send in another, the outcome's commit in a
+    third) cost more CPU than the delivery's own work. The thread idle the shortest time is
+    woken first, so under a steady flow a few threads (and their store connections, whose
+    caches are then still warm) do the sends.
+    """
+
     def __init__(self, deps: Deps, concurrency: int = 32, poll_s: float = 0.5) -> None:
         self._deps = deps
-        # Sends wait on client endpoints: threads of their own, as many as the slots (the
-        # event loop's default executor has cores + 4, which capped the slots at 6).
-        self._senders = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook")
-        # The outcomes of sends that finish together are recorded in one commit: a transaction
-        # per send queued every sender behind the store's one write lock.
-        self._records: Batcher[Callable[[Transaction], None]] = Batcher(
-            lambda records: deps.store.run_transactions(list(records)),
-            deps.store.run_transaction,
-        )
         self._poll_s = poll_s
         self._concurrency = concurrency
-        self._wake = Wakeup()  # a send finished or deliveries arrived
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._fresh: deque[str] = deque(maxlen=MAX_FRESH)  # enqueued here, not yet claimed
-        self._next_poll = 0.0
+        self._lock = threading.Lock()  # guards everything below but _wake and _loop
+        self._fresh: deque[_Fresh] = deque(maxlen=MAX_FRESH)  # enqueued here, not yet sent
+        self._senders = 0  # threads started
+        self._idle: list[_Sender] = []  # a stack: the last to go idle is the first woken
+        self._busy = 0  # slots taken by sender threads
+        self._woken = 0  # of them, woken for a fresh delivery they have not taken yet
+        self._poll_waits = False  # the last poll filled every slot: poll again when one frees
+        self._wake = Wakeup()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def nudge(self, paths: Sequence[str] = ()) -> None:
         """Send the deliveries at ``paths`` (just enqueued) now rather than at the next poll;
-        safe from any thread (handlers run in a worker thread)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._arrived, list(paths))
+        safe from any thread (handlers run in a worker thread). Ignored while not running."""
+        self._arrived(list(paths))
 
-    def _arrived(self, paths: list[str]) -> None:
-        self._fresh.extend(paths)
-        self._wake.set()
+    def send_now(self, claimed: Sequence[dict[str, Any]]) -> None:
+        """Send deliveries claimed as they were enqueued (``handlers.enqueue_claimed``); like
+        ``nudge``. One that waits for a slot until its lease may run out before the send ends
+        is left to the poll, which takes it again once the lease has expired."""
+        now = time.monotonic()
+        self._arrived([(now, c) for c in claimed])
 
-    async def _send(self, claimed: dict[str, Any]) -> None:
+    def _arrived(self, items: list[_Fresh]) -> None:
+        if self._loop is None or not items:
+            return
+        with self._lock:
+            self._fresh.extend(items)
+            waking = min(len(self._fresh) - self._woken, self._concurrency - self._busy)
+            senders = [self._take_sender() for _ in range(max(0, waking))]
+            self._woken += len(senders)
+        for sender in senders:
+            sender.go(None)
+
+    def _take_sender(self) -> _Sender:
+        """An idle sender thread (or a new one) for a slot; with the lock held."""
+        self._busy += 1
+        if self._idle:
+            return self._idle.pop()
+        self._senders += 1
+        return _Sender(self, f"webhook_{self._senders}")
+
+    def drain(self, sender: _Sender, claimed: dict[str, Any] | None) -> None:
+        """In ``sender``'s thread, holding a slot: send ``claimed`` (if given), then the fresh
+        deliveries one by one until none is left; then free the slot."""
+        woken = claimed is None
+        while True:
+            if claimed is not None:
+                self._send(claimed)
+            with self._lock:
+                if woken:
+                    self._woken -= 1
+                    woken = False
+                item = self._fresh.popleft() if self._fresh else None
+                if item is None:
+                    self._busy -= 1
+                    self._idle.append(sender)
+                    wake_poll, self._poll_waits = self._poll_waits, False
+            if item is None:
+                loop = self._loop
+                if wake_poll and loop is not None:
+                    loop.call_soon_threadsafe(self._wake.set)
+                return
+            claimed = self._claim(item)
+
+    def _claim(self, item: _Fresh) -> dict[str, Any] | None:
+        if not isinstance(item, str):
+            claimed_at, claimed = item
+            return claimed if time.monotonic() - claimed_at < FRESH_CLAIM_S else None
         try:
-            loop = asyncio.get_running_loop()
-            outcome, record = await loop.run_in_executor(
-                self._senders, send_only, claimed, self._deps
-            )
-            await self._records.submit(record)
+            found = claim_paths(self._deps, [item])
+        except Exception:
+            log.exception("could not claim webhook deliveries")
+            return None
+        return found[0] if found else None
+
+    def _send(self, claimed: dict[str, Any]) -> None:
+        try:
+            outcome = send_claimed(claimed, self._deps)
             log.info("webhook attempt", delivery=claimed["path"], outcome=outcome)
         except Exception:
             log.exception("webhook attempt failed; it stays pending", delivery=claimed["path"])
-        finally:
-            self._wake.set()  # a slot is free
 
     async def run(self) -> None:
-        """Fill the free slots with deliveries and send each of them. Those just enqueued in
-        this process are claimed by path (point reads); the query for every due delivery, which
-        reads all pending ones, runs only every ``poll_s``, for retries and what other
-        instances enqueued. A delivery claimed both ways is sent once: the second claim finds
-        it leased."""
+        """Every ``poll_s``, claim the due deliveries for the free slots (the query reads all
+        pending ones) and send each in a sender thread. A delivery claimed both by the poll and
+        by path is sent once: the second claim finds it leased."""
         self._loop = asyncio.get_running_loop()
-        while True:
-            self._wake.clear()
-            free = self._concurrency - len(self._in_flight)
-            claimed: list[dict[str, Any]] = []
-            try:
-                if free > 0 and self._fresh:
-                    paths = [self._fresh.popleft() for _ in range(min(free, len(self._fresh)))]
-                    claimed = await asyncio.to_thread(claim_paths, self._deps, paths)
-                elif free > 0 and time.monotonic() >= self._next_poll:
-                    self._next_poll = time.monotonic() + self._poll_s
-                    claimed = await asyncio.to_thread(claim_due, self._deps, free)
-                    if len(claimed) == free:
-                        self._next_poll = 0.0  # every slot filled: more may be due
-            except Exception:
-                log.exception("could not claim webhook deliveries")
-            for delivery in claimed:
-                task = asyncio.create_task(self._send(delivery))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-            if self._concurrency > len(self._in_flight) and (
-                self._fresh or time.monotonic() >= self._next_poll
-            ):
-                continue
-            wait = max(0.0, self._next_poll - time.monotonic())
-            await self._wake.wait(wait)
-
+        try:
+            while True:
+                self._wake.clear()
+                with self._lock:
+                    free = self._concurrency - self._busy
+                claimed: list[dict[str, Any]] = []
+                if free > 0:
+                    try:
+                        claimed = await asyncio.to_thread(claim_due, self._deps, free)
+                    except Exception:
+                        log.exception("could not claim webhook deliveries")
+                with self._lock:
+                    senders = [self._take_sender() for _ in claimed]
+                    # Every slot filled: more may be due, so poll again as soon as one frees.
+                    self._poll_waits = free <= 0 or len(claimed) == free
+                    again = self._poll_waits and self._busy < self._concurrency
+                for sender, delivery in zip(senders, claimed, strict=True):
+                    sender.go(delivery)
+                if not again:
+                    await self._wake.wait(self._poll_s)
+        finally:
+            self._loop = None
