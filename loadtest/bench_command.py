@@ -2,7 +2,8 @@
 command-service process, beside a bare FastAPI POST endpoint served the same way in the same run.
 
 Phases: maximum throughput of each (closed loop), ``:deliver`` at 900 requests/s for 60 s and the
-bare endpoint at the same rate, then telemetry in 100-ping batches.
+bare endpoint at the same rate, both again at that rate from the lighter open-loop generator
+(``openloop.py``), then telemetry in 100-ping batches.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,7 +33,7 @@ from tests.e2e.conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = 50
-RATE, STEADY_S, MAX_S, TELEMETRY_S = 900, 60, 15, 20
+RATE, STEADY_S, MAX_S, TELEMETRY_S, OPEN_S = 900, 60, 15, 20, 30
 
 
 def _seed(data_dir: Path, count: int) -> list[tuple[str, str]]:
@@ -136,6 +138,24 @@ def _locust(
     }
 
 
+def _open_loop(
+    host: str, plan: dict[str, object], rate: int, seconds: int, workdir: Path
+) -> dict[str, Any]:
+    """The same load from ``loadtest/openloop.py`` instead of Locust (see its docstring)."""
+    plan_file = workdir / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.openloop", str(plan_file), host, str(rate), str(seconds)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**figures, "failures": figures["errors"]}
+
+
 def run() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -143,7 +163,7 @@ def run() -> str:
         base = free_port_block()
         settings = Settings(data_dir=data_dir, base_port=base)
         prepare_data_dir(load_catalog(), settings)
-        parcels = _seed(data_dir, RATE * STEADY_S + 60_000)
+        parcels = _seed(data_dir, RATE * (STEADY_S + OPEN_S) + 65_000)
         issuer = LocalIdentityIssuer(data_dir)
         tokens = {f"drv-{i}": issuer.token(f"drv-{i}", "driver") for i in range(DRIVERS)}
         env = {**os.environ, "MERIDIAN_DATA_DIR": str(data_dir), "MERIDIAN_LOG_LEVEL": "WARNING"}
@@ -176,6 +196,14 @@ def run() -> str:
                 workdir,
             )
             bare_steady = _locust(bare_url, {"scenario": "bare"}, RATE // 10, 30, 10, workdir)
+            open_deliver = _open_loop(
+                command_url,
+                {"scenario": "deliver", "tokens": tokens, "parcels": take(RATE * OPEN_S + 5000)},
+                RATE,
+                OPEN_S,
+                workdir,
+            )
+            open_bare = _open_loop(bare_url, {"scenario": "bare"}, RATE, OPEN_S, workdir)
             telemetry = _locust(
                 command_url, {"scenario": "telemetry", "tokens": tokens}, 8, TELEMETRY_S, 0, workdir
             )
@@ -208,11 +236,31 @@ def run() -> str:
             row(f"bare POST, closed loop, 32 users, {MAX_S} s (max throughput)", bare_max),
             row(f"telemetry, 100-ping batches, 8 users, {TELEMETRY_S} s", telemetry),
             "",
+            "The same rate from a lighter, open-loop generator (`loadtest/openloop.py`: each request "
+            "sent at its planned time over keep-alive connections and timed from then, about half "
+            "of Locust's CPU), to tell the generator's share of the latency from the service's:",
+            "",
+            "| load | requests | errors | achieved req/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+            row(f"`:deliver` at {RATE} req/s for {OPEN_S} s, open loop", open_deliver),
+            row(f"bare POST at {RATE} req/s for {OPEN_S} s, open loop (baseline)", open_bare),
+            "",
+            *[
+                f"Open-loop errors ({label}), by what the request got: {kinds}; the generator "
+                "gives each request 10 s."
+                for label, kinds in (
+                    ("`:deliver`", open_deliver["error_kinds"]),
+                    ("bare", open_bare["error_kinds"]),
+                )
+                if kinds
+            ],
+            "",
             f"- `:deliver` max throughput is **{ratio:.0%} of the bare endpoint** (aim ≥ 50%); each request "
             "verifies an RS256 token, reads and writes the parcel and the idempotency ledger in one SQLite "
             "transaction, and appends the change the Eventarc emulation tails.",
             f"- `:deliver` p99 at {RATE} req/s: **{steady['p99']:.0f} ms** (aim ≤ 25 ms), "
-            f"{p99_ratio:.1f}× the bare endpoint's p99 at the same rate.",
+            f"{p99_ratio:.1f}× the bare endpoint's p99 at the same rate; open loop "
+            f"{open_deliver['p99']:.0f} ms against the bare endpoint's {open_bare['p99']:.0f} ms.",
             f"- Telemetry: **{telemetry['rps'] * 100:,.0f} pings/s** accepted and published to "
             "`vehicle.telemetry` (aim ≥ 15,000).",
             "- Load generator and server share this 2-core machine, so absolute figures include the "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -77,6 +79,37 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced(pool: Http
     # goes again on a fresh connection.
     assert await pool.post(url, b"2", {}, 5) == 204
     assert [r[-1:] for r in seen] == [b"1", b"2", b"2"]
+    server.close()
+
+
+async def test_a_kept_connection_answered_with_a_reset_is_replaced(pool: Http1Pool) -> None:
+    # What a server's keep-alive timeout can look like from here: the kept connection answers
+    # the next request with a reset rather than an end of stream. Like the end of stream above,
+    # that is no answer, so the request goes again on a fresh connection.
+    seen: list[bytes] = []
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first_connection = connections == 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head + await reader.readexactly(1))
+            if first_connection and len(seen) == 2:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # closed with a reset, unanswered
+                return
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/events"
+    assert await pool.post(url, b"1", {}, 5) == 204
+    assert await pool.post(url, b"2", {}, 5) == 204
+    assert [r[-1:] for r in seen] == [b"1", b"2", b"2"]
+    assert connections == 2
     server.close()
 
 

@@ -79,11 +79,11 @@ class Http1Pool:
                 writer.close()
                 continue
             try:
-                return await self._send(key, reader, writer, request)
+                return await self._send(key, reader, writer, request, reused=True)
             except _StaleConnection:
                 continue  # the server closed it while idle, before reading our request
         reader, writer = await asyncio.open_connection(*key)
-        return await self._send(key, reader, writer, request)
+        return await self._send(key, reader, writer, request, reused=False)
 
     async def _send(
         self,
@@ -91,11 +91,20 @@ class Http1Pool:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         request: bytes,
+        reused: bool,
     ) -> int:
         try:
-            writer.write(request)
-            await writer.drain()
-            status_line = await reader.readline()
+            try:
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+            except (ConnectionResetError, BrokenPipeError):
+                # A kept connection the server dropped while it was idle (its keep-alive timeout)
+                # may answer our request with a reset instead of an end of stream: not an answer
+                # to it either, so it goes again on another connection.
+                if reused:
+                    raise _StaleConnection from None
+                raise
             if not status_line:
                 raise _StaleConnection
             status, keep_alive = _status(status_line)
