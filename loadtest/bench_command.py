@@ -34,6 +34,10 @@ from tests.e2e.conftest import free_port_block
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = 50
 RATE, STEADY_S, MAX_S, TELEMETRY_S, OPEN_S = 900, 60, 15, 20, 30
+HEADER = (
+    "| load | requests | errors | achieved req/s | p50 ms | p99 ms |",
+    "|---|---:|---:|---:|---:|---:|",
+)
 
 
 def _seed(data_dir: Path, count: int) -> list[tuple[str, str]]:
@@ -228,8 +232,7 @@ def run() -> str:
             "with a pydantic body of the same shape, no auth, no store (`loadtest/bare_app.py`), served by the "
             "same uvicorn setup.",
             "",
-            "| load | requests | errors | achieved req/s | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|",
+            *HEADER,
             row(f"`:deliver` at {RATE} req/s for {STEADY_S} s", steady),
             row(f"bare POST at {RATE} req/s for 30 s (baseline)", bare_steady),
             row(f"`:deliver`, closed loop, 32 users, {MAX_S} s (max throughput)", deliver_max),
@@ -240,8 +243,7 @@ def run() -> str:
             "sent at its planned time over keep-alive connections and timed from then, about half "
             "of Locust's CPU), to tell the generator's share of the latency from the service's:",
             "",
-            "| load | requests | errors | achieved req/s | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|",
+            *HEADER,
             row(f"`:deliver` at {RATE} req/s for {OPEN_S} s, open loop", open_deliver),
             row(f"bare POST at {RATE} req/s for {OPEN_S} s, open loop (baseline)", open_bare),
             "",

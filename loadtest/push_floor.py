@@ -54,6 +54,7 @@ from meridian.reactor import RememberedTokens, decode_envelope
 from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.serve import serve
 from tests.e2e.conftest import free_port_block
+from tests.e2e.test_reactors import stop_services
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "logistics.events"
@@ -93,9 +94,7 @@ class Floor:
         sender, receiver, total = self.ms_per_push()
         drained = f"{self.drained_s:.1f} s" if self.drained_s is not None else "NOT drained"
         latency = (
-            f"{self.latency_ms[0]:.0f} / {self.latency_ms[1]:.0f} ms"
-            if self.latency_ms
-            else "–"
+            f"{self.latency_ms[0]:.0f} / {self.latency_ms[1]:.0f} ms" if self.latency_ms else "–"
         )
         return (
             f"{self.rate:g}/s × {self.fan_out} for {self.seconds:g} s: published {self.published} "
@@ -128,9 +127,7 @@ def measure(
     count = receivers if receivers is not None else len(catalog_subs)
     codec = EventCodec(catalog)
     warm_up = [codec.to_message(_delivered(i), _traceparent()) for i in range(WARM_UP)]
-    messages = [
-        codec.to_message(_delivered(i), _traceparent()) for i in range(int(rate * seconds))
-    ]
+    messages = [codec.to_message(_delivered(i), _traceparent()) for i in range(int(rate * seconds))]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         base_port = free_port_block(count + 1)
@@ -164,7 +161,7 @@ def measure(
             wall_s = time.monotonic() - started
             pushes = _acked(broker, subscriptions) - acked_before
         finally:
-            _stop(list(processes.values()))
+            stop_services(list(processes.values()))
         latencies = _latencies(broker, sent, data_dir, ports)
     return Floor(
         rate=rate,
@@ -305,17 +302,6 @@ def _logs(data_dir: Path) -> str:
     )
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _latencies(
     broker: Broker, sent: list[str], data_dir: Path, ports: dict[int, str]
 ) -> list[float]:
@@ -323,9 +309,7 @@ def _latencies(
     measured = set(sent)
     published = {
         str(msg_id): at
-        for msg_id, at in broker.store.connection().execute(
-            "SELECT id, publish_time FROM messages"
-        )
+        for msg_id, at in broker.store.connection().execute("SELECT id, publish_time FROM messages")
         if str(msg_id) in measured
     }
     latencies = []
