@@ -180,8 +180,9 @@ def test_the_worker_sends_what_its_pushes_enqueued_once_and_records_every_outcom
         worker = Worker(deps, concurrency=4, poll_s=0.05)
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.05)
-        paths = [p for ps in handlers.enqueue_batch(events, deps) for p in ps]
-        worker.nudge(paths)
+        enqueued, claimed = handlers.enqueue_claimed(events, deps)
+        paths = [p for ps in enqueued for p in ps]
+        worker.send_now(claimed)
         for _ in range(200):
             if all(deps.store.get(p).data["status"] == "delivered" for p in paths):  # type: ignore[union-attr]
                 break

@@ -20,7 +20,6 @@ from services.reactors.webhook.handlers import (
     SEND_TIMEOUT_S,
     Deps,
     claim_due,
-    claim_paths,
     send_claimed,
 )
 
@@ -28,7 +27,7 @@ log = get_logger(__name__)
 MAX_FRESH = 10_000  # deliveries remembered for an early send; older ones wait for the poll
 # A delivery claimed on enqueue is sent only if its lease outlasts the send with room to spare.
 FRESH_CLAIM_S = (LEASE - timedelta(seconds=SEND_TIMEOUT_S * 2)).total_seconds()
-_Fresh = str | tuple[float, dict[str, Any]]  # a path to claim, or a claim (and when it was made)
+_Fresh = tuple[float, dict[str, Any]]  # a delivery claimed as it was enqueued, and when
 
 
 class _Sender:
@@ -56,8 +55,8 @@ class Worker:
     """Up to ``concurrency`` deliveries in flight, each in a sender thread of its own (a send
     waits on a client's endpoint, which may be slow).
 
-    A sender thread sends and records a delivery (claiming it first if it was not claimed as it
-    was enqueued), then takes the next fresh one, if any, before it gives its slot back. The
+    A sender thread sends and records a delivery (claimed as it was enqueued, or by the poll),
+    then takes the next fresh one, if any, before it gives its slot back. The
     handler's thread hands fresh deliveries straight to the sender threads: the hops through the
     event loop (a claim in a thread of its own, the send in another, the outcome's commit in a
     third) cost more CPU than the delivery's own work. The thread idle the shortest time is
@@ -79,15 +78,11 @@ class Worker:
         self._wake = Wakeup()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def nudge(self, paths: Sequence[str] = ()) -> None:
-        """Send the deliveries at ``paths`` (just enqueued) now rather than at the next poll;
-        safe from any thread (handlers run in a worker thread). Ignored while not running."""
-        self._arrived(list(paths))
-
     def send_now(self, claimed: Sequence[dict[str, Any]]) -> None:
-        """Send deliveries claimed as they were enqueued (``handlers.enqueue_claimed``); like
-        ``nudge``. One that waits for a slot until its lease may run out before the send ends
-        is left to the poll, which takes it again once the lease has expired."""
+        """Send deliveries claimed as they were enqueued (``handlers.enqueue_claimed``) now
+        rather than at the next poll; safe from any thread (handlers run in a worker thread),
+        ignored while not running. One that waits for a slot until its lease may run out before
+        the send ends is left to the poll, which takes it again once the lease has expired."""
         now = time.monotonic()
         self._arrived([(now, c) for c in claimed])
 
@@ -131,18 +126,8 @@ class Worker:
                 if wake_poll and loop is not None:
                     loop.call_soon_threadsafe(self._wake.set)
                 return
-            claimed = self._claim(item)
-
-    def _claim(self, item: _Fresh) -> dict[str, Any] | None:
-        if not isinstance(item, str):
-            claimed_at, claimed = item
-            return claimed if time.monotonic() - claimed_at < FRESH_CLAIM_S else None
-        try:
-            found = claim_paths(self._deps, [item])
-        except Exception:
-            log.exception("could not claim webhook deliveries")
-            return None
-        return found[0] if found else None
+            claimed_at, fresh = item
+            claimed = fresh if time.monotonic() - claimed_at < FRESH_CLAIM_S else None
 
     def _send(self, claimed: dict[str, Any]) -> None:
         try:
@@ -153,8 +138,8 @@ class Worker:
 
     async def run(self) -> None:
         """Every ``poll_s``, claim the due deliveries for the free slots (the query reads all
-        pending ones) and send each in a sender thread. A delivery claimed both by the poll and
-        by path is sent once: the second claim finds it leased."""
+        pending ones) and send each in a sender thread. A delivery claimed as it was enqueued is
+        leased, so the poll does not take it again while it is being sent."""
         self._loop = asyncio.get_running_loop()
         try:
             while True:
