@@ -26,14 +26,16 @@ from meridian.tracking import TrackingTokens
 TTL_FIELDS = {REQUEST_LEDGER: EXPIRY_FIELD, EVENT_LEDGER: EXPIRY_FIELD}
 
 
-def document_store(settings: Settings) -> DocumentStore:
+def document_store(settings: Settings, *, rereads: bool = True) -> DocumentStore:
+    """``rereads``: whether the service reads documents back soon after writing them (a
+    projection updated per event); the embedded store then keeps their decoded values."""
     if settings.backend == "gcp":
         from meridian.gcp.firestore import FirestoreDocumentStore
 
         return FirestoreDocumentStore(project=settings.project)
     from meridian.embedded.docstore import EmbeddedDocumentStore
 
-    return EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS)
+    return EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS, rereads=rereads)
 
 
 def _pubsub(settings: Settings) -> Publisher | Subscriber:

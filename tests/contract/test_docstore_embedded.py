@@ -80,6 +80,13 @@ class TestEmbeddedDocumentStore(DocumentStoreContract):
             assert len(failures) == release_after_failures
 
 
+class TestEmbeddedDocumentStoreWithoutRereads(TestEmbeddedDocumentStore):
+    """The same contract for a store that keeps no decoded documents (the command service's)."""
+
+    def make_store(self, ttl_fields: Mapping[str, str]) -> DocumentStore:
+        return EmbeddedDocumentStore(self.data_dir, ttl_fields=ttl_fields, rereads=False)
+
+
 # The change log (embedded only: in production Firestore itself feeds Eventarc) -----------------
 
 

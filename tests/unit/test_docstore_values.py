@@ -102,3 +102,13 @@ def test_the_mask_names_added_and_removed_fields_and_quotes_odd_names() -> None:
     new = {"kept": 1, "added": 3, "a.b": {"x": 2}}
     assert changed_paths(old, new) == ["`a.b`.x", "added", "gone"]
     assert changed_paths(new, new) == []
+
+
+def test_decoded_documents_of_size_zero_keep_nothing() -> None:
+    decoded = DecodedDocuments(max_chars=0)
+    text = encode({"lat": 1.0})
+    first = decoded.decode("live_map/veh-1", text)
+    assert first == {"lat": 1.0}
+    assert decoded.decode("live_map/veh-1", text) is not first  # decoded again: nothing kept
+    decoded.remember("live_map/veh-1", text, first)
+    assert decoded._entries == {}

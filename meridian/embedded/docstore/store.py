@@ -55,6 +55,8 @@ class EmbeddedDocumentStore(DocumentStore):
     ``ttl_fields`` maps a collection id (the last segment of a collection path, as a Firestore TTL
     policy names a collection group) to its expiry field; ``sweep_expired`` deletes documents whose
     expiry has passed, producing normal delete changes. ``change_retention`` bounds the change log.
+    ``rereads=False`` is for a process that seldom reads a document back soon after writing it
+    (the command service: a parcel moves minutes apart): it keeps no decoded documents.
     """
 
     local_transactions = True
@@ -68,6 +70,7 @@ class EmbeddedDocumentStore(DocumentStore):
         change_retention: timedelta = timedelta(hours=24),
         busy_timeout_ms: int = 5000,
         filename: str = "docstore.sqlite3",
+        rereads: bool = True,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.file = data_dir / filename
@@ -77,7 +80,9 @@ class EmbeddedDocumentStore(DocumentStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._decoded = DecodedDocuments()
+        # Decoded values of the documents this process wrote or read last, for the next
+        # read-modify-write of the same document (``rereads``; see DecodedDocuments).
+        self._decoded = DecodedDocuments() if rereads else DecodedDocuments(max_chars=0)
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, listeners.CommitHub] = (
             weakref.WeakKeyDictionary()
         )

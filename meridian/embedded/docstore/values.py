@@ -97,7 +97,10 @@ class DecodedDocuments:
     text is equal to its own, so one left by a rolled-back write, or outdated by another
     process's write, simply misses. The decoded values are shared and must not be changed:
     transactions hand their callers a clone. The entries are bounded by their total text
-    length, the oldest written going first."""
+    length, the oldest written going first.
+
+    ``max_chars=0`` keeps nothing, for a process that seldom reads back what it wrote: there the
+    entries are only work for the garbage collector, whose full collections walk every one."""
 
     def __init__(self, max_chars: int = 8 * 2**20) -> None:
         self.max_chars = max_chars
@@ -109,12 +112,15 @@ class DecodedDocuments:
         entry = self._entries.get(path)
         if entry is not None and entry[0] == text:
             return entry[1]
-        data = _DECODER.decode(text)
-        self.remember(path, text, data)
+        data: dict[str, Any] = _DECODER.decode(text)
+        if self.max_chars:
+            self.remember(path, text, data)
         return data
 
     def remember(self, path: str, text: str, data: dict[str, Any]) -> None:
         """Record what ``text`` decodes to (``data``, which nobody may change from now on)."""
+        if not self.max_chars:
+            return
         if len(text) > self.max_chars // 64:
             self.forget(path)  # a large document would push out many small ones
             return
