@@ -96,3 +96,65 @@ async def test_later_moves_after_a_flush_start_a_new_group(count: int) -> None:
     for i in range(count):
         await committer.run(create(f"parcels/p-{i}"))
     assert store.groups == [1] * count
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def arrivals(committer: Committer, clock: Clock, gap_s: float, count: int) -> None:
+    """``count`` moves, one after another, ``gap_s`` apart on the committer's clock."""
+    for i in range(count):
+        await committer.run(create(f"parcels/warm-{gap_s}-{i}"))
+        clock.now += gap_s
+
+
+def test_moves_wait_for_company_only_when_it_is_expected_soon() -> None:
+    clock = Clock()
+    committer = Committer(LocalStore(), company=4, max_linger_s=0.004, clock=clock)
+    assert committer.linger() == 0  # nothing known yet: nobody waits
+    committer.max_linger_s = 0  # (no waiting while the test sets the pace)
+    asyncio.run(arrivals(committer, clock, 0.001, 600))  # 1,000 moves a second
+    committer.max_linger_s = 0.004
+    assert committer.linger() == pytest.approx(0.003, rel=0.01)  # three more within 3 ms
+    committer.max_linger_s = 0
+    asyncio.run(arrivals(committer, clock, 0.010, 100))  # then 100 a second
+    committer.max_linger_s = 0.004
+    assert committer.linger() == 0  # three more would take 30 ms: not worth a wait
+
+
+async def test_a_waiting_group_commits_as_soon_as_its_company_is_there() -> None:
+    store, clock = LocalStore(), Clock()
+    committer = Committer(store, company=4, max_linger_s=0, clock=clock)
+    await arrivals(committer, clock, 0.5, 10)
+    committer.max_linger_s = 5.0  # the first move of a group now waits 1.5 s
+    store.groups.clear()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def later(i: int) -> str:
+        await asyncio.sleep(0.01 * i)
+        return await committer.run(create(f"parcels/p-{i}"))
+
+    assert await asyncio.gather(*(later(i) for i in range(4))) == [
+        f"parcels/p-{i}" for i in range(4)
+    ]
+    assert store.groups == [4]  # one commit, once the fourth came
+    assert loop.time() - started < 1.0  # not the 1.5 s the first would have waited alone
+
+
+async def test_a_lone_move_is_committed_after_its_linger() -> None:
+    store, clock = LocalStore(), Clock()
+    committer = Committer(store, company=4, max_linger_s=0, clock=clock)
+    await arrivals(committer, clock, 0.01, 30)
+    committer.max_linger_s = 1.0  # waits 30 ms for company that will not come
+    store.groups.clear()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await committer.run(create("parcels/alone")) == "parcels/alone"
+    assert store.groups == [1]
+    assert loop.time() - started >= 0.025  # it did wait for company
