@@ -35,9 +35,33 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = 50
 RATE, STEADY_S, MAX_S, TELEMETRY_S, OPEN_S = 900, 60, 15, 20, 30
 HEADER = (
-    "| load | requests | errors | achieved req/s | p50 ms | p99 ms |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| load | requests | errors | achieved req/s | p50 ms | p99 ms | server CPU-ms / req | CPU steal |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
 )
+
+
+def _process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times() -> list[int]:
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
+def _measured(pid: int, phase: Any) -> dict[str, Any]:
+    """``phase()``'s figures with the server's CPU time per request and the share of the
+    machine's CPU time the hypervisor took (steal): this machine is a VM whose neighbours vary,
+    and a run with more steal has less CPU for the same load."""
+    cpu_before, times_before = _process_cpu_s(pid), _cpu_times()
+    figures: dict[str, Any] = phase()
+    cpu = _process_cpu_s(pid) - cpu_before
+    deltas = [after - before for before, after in zip(times_before, _cpu_times(), strict=True)]
+    return {
+        **figures,
+        "cpu_ms": cpu * 1000 / max(figures["requests"], 1),
+        "steal": deltas[7] / max(sum(deltas), 1),
+    }
 
 
 def _seed(data_dir: Path, count: int) -> list[tuple[str, str]]:
@@ -175,7 +199,9 @@ def run() -> str:
         command = _serve("services.command.app", base + 1, env)
         bare_url, command_url = f"http://127.0.0.1:{base + 14}", f"http://127.0.0.1:{base + 1}"
         try:
-            bare_max = _locust(bare_url, {"scenario": "bare"}, 32, MAX_S, 0, workdir)
+            bare_max = _measured(
+                bare.pid, lambda: _locust(bare_url, {"scenario": "bare"}, 32, MAX_S, 0, workdir)
+            )
             cursor = 0
 
             def take(n: int) -> list[tuple[str, str]]:
@@ -183,33 +209,48 @@ def run() -> str:
                 chunk, cursor = parcels[cursor : cursor + n], cursor + n
                 return chunk
 
-            deliver_max = _locust(
-                command_url,
-                {"scenario": "deliver", "tokens": tokens, "parcels": take(50_000)},
-                32,
-                MAX_S,
-                0,
-                workdir,
+            def deliveries(n: int) -> dict[str, Any]:
+                return {"scenario": "deliver", "tokens": tokens, "parcels": take(n)}
+
+            deliver_max = _measured(
+                command.pid,
+                lambda: _locust(command_url, deliveries(50_000), 32, MAX_S, 0, workdir),
             )
-            steady = _locust(
-                command_url,
-                {"scenario": "deliver", "tokens": tokens, "parcels": take(RATE * STEADY_S + 5000)},
-                RATE // 10,
-                STEADY_S,
-                10,
-                workdir,
+            steady = _measured(
+                command.pid,
+                lambda: _locust(
+                    command_url,
+                    deliveries(RATE * STEADY_S + 5000),
+                    RATE // 10,
+                    STEADY_S,
+                    10,
+                    workdir,
+                ),
             )
-            bare_steady = _locust(bare_url, {"scenario": "bare"}, RATE // 10, 30, 10, workdir)
-            open_deliver = _open_loop(
-                command_url,
-                {"scenario": "deliver", "tokens": tokens, "parcels": take(RATE * OPEN_S + 5000)},
-                RATE,
-                OPEN_S,
-                workdir,
+            bare_steady = _measured(
+                bare.pid,
+                lambda: _locust(bare_url, {"scenario": "bare"}, RATE // 10, 30, 10, workdir),
             )
-            open_bare = _open_loop(bare_url, {"scenario": "bare"}, RATE, OPEN_S, workdir)
-            telemetry = _locust(
-                command_url, {"scenario": "telemetry", "tokens": tokens}, 8, TELEMETRY_S, 0, workdir
+            open_deliver = _measured(
+                command.pid,
+                lambda: _open_loop(
+                    command_url, deliveries(RATE * OPEN_S + 5000), RATE, OPEN_S, workdir
+                ),
+            )
+            open_bare = _measured(
+                bare.pid,
+                lambda: _open_loop(bare_url, {"scenario": "bare"}, RATE, OPEN_S, workdir),
+            )
+            telemetry = _measured(
+                command.pid,
+                lambda: _locust(
+                    command_url,
+                    {"scenario": "telemetry", "tokens": tokens},
+                    8,
+                    TELEMETRY_S,
+                    0,
+                    workdir,
+                ),
             )
         finally:
             for process in (bare, command):
@@ -219,7 +260,7 @@ def run() -> str:
     def row(label: str, r: dict[str, float]) -> str:
         return (
             f"| {label} | {r['requests']:,.0f} | {r['failures']:,.0f} | {r['rps']:,.0f} "
-            f"| {r['p50']:.0f} | {r['p99']:.0f} |"
+            f"| {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu_ms']:.2f} | {r['steal']:.1%} |"
         )
 
     ratio = deliver_max["rps"] / bare_max["rps"]
@@ -267,5 +308,9 @@ def run() -> str:
             "`vehicle.telemetry` (aim ≥ 15,000).",
             "- Load generator and server share this 2-core machine, so absolute figures include the "
             "generator's own CPU use; the ratios compare like with like.",
+            "- *Server CPU-ms / req*: the service process's CPU time (user and system) per request "
+            "in the phase (for telemetry, per 100-ping batch). *CPU steal*: the share of the "
+            "machine's CPU time the hypervisor gave to other tenants in the phase; one process "
+            "near a full core loses that share of its capacity.",
         ]
     )

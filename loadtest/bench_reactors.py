@@ -469,9 +469,7 @@ def _baseline(floor: Floor) -> list[str]:
         else "NOT drained"
     )
     latency = (
-        f"{floor.latency_ms[0]:.0f} / {floor.latency_ms[1]:.0f} ms"
-        if floor.latency_ms
-        else "–"
+        f"{floor.latency_ms[0]:.0f} / {floor.latency_ms[1]:.0f} ms" if floor.latency_ms else "–"
     )
     return [
         "",
