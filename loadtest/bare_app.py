@@ -33,6 +33,6 @@ async def echo(item: str, body: Body) -> JSONResponse:
 
 
 if __name__ == "__main__":
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
 
     serve(app, "bare-baseline")

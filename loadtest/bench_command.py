@@ -21,13 +21,13 @@ from typing import Any
 
 import httpx
 
-from meridian.auth import Actor
+from meridian.app.records import parcel_document
 from meridian.catalog import load_catalog
 from meridian.config import Settings
+from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
-from meridian.records import parcel_document
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import free_port_block
 

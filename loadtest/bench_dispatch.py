@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 
-from meridian.auth import Actor
+from meridian.app.records import parcel_document
+from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.ports import Query
-from meridian.records import parcel_document
 from tests.e2e.test_dispatch_saga import Stack
 
 PARCELS, DRIVERS = 500, 40

@@ -21,7 +21,7 @@ from pathlib import Path
 from shapely.geometry import Point, box
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import VehiclePing, derive_event_id
 from meridian.embedded.pubsub import Broker
 from pipelines.geofence import loaders, pipeline

@@ -32,8 +32,9 @@ from typing import Any
 
 import httpx
 
+from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain.events import VehiclePing
 from meridian.embedded.docstore import EmbeddedDocumentStore
@@ -41,9 +42,8 @@ from meridian.embedded.pubsub.adapter import EmbeddedPubSub
 from meridian.embedded.pubsub.broker import Broker
 from meridian.observability import current_traceparent
 from meridian.runtime.platform import prepare_data_dir
+from meridian.runtime.sim import Fleet, SimOptions, Sink, run_fleet, vehicle_id
 from meridian.runtime.supervisor import ServiceProcess, runnable_services
-from meridian.sim import Fleet, SimOptions, Sink, run_fleet, vehicle_id
-from meridian.tracking import TrackingTokens
 from services.command.handlers import vehicle_ping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,7 +343,7 @@ def _report(results: list[dict[str, Any]], seconds: float, processes: list[str])
     peak = results[-1]
     return f"""## Live map: debounced position writer and customer tracking streams
 
-{VEHICLES:,} simulated vehicles (`meridian/sim.py`: urban speeds, GPS noise, 1% duplicate and 1% late
+{VEHICLES:,} simulated vehicles (`meridian/runtime/sim.py`: urban speeds, GPS noise, 1% duplicate and 1% late
 pings, 2% of batches reordered) published to `vehicle.telemetry` every {SIM_TICK_S} s; the live map
 runs as `meridian up` runs it, a position writer consuming `live-map` with a 2 s debounce and a
 process serving the tracking streams, of which {TRACKED} customer streams are held open over HTTP.

@@ -58,13 +58,13 @@ from typing import Any
 import httpx
 
 from loadtest.push_floor import Floor, measure
+from meridian.app.idempotency import event_ledger_path
+from meridian.app.webhooks import DELIVERIES
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.eventarc import transport_name
 from meridian.embedded.external.local import GreatCircleTravelTime
 from meridian.embedded.pubsub.broker import DB_FILE, Broker
-from meridian.idempotency import event_ledger_path
 from meridian.ports import GeoPoint, Query
-from meridian.webhooks import DELIVERIES
 from tests.e2e.conftest import free_port_block
 from tests.e2e.test_reactors import (
     MODULES,

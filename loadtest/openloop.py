@@ -5,7 +5,7 @@ requests a second and adds its own scheduling delays to what it reports: the bar
 baseline's p99 at that rate measured 49 to 95 ms across runs, so a p99 aim of a few tens of
 milliseconds could not be seen through it. This generator sends each request at its planned time
 (``start + i / rate``, whether or not earlier ones have been answered: open loop) over up to
-128 keep-alive connections with the platform's lean HTTP/1.1 client (``meridian.embedded.pubsub.http1``), and
+128 keep-alive connections with the platform's lean HTTP/1.1 client (``meridian.wire.pool``), and
 times each request from its planned start, so a stalled server shows as latency instead of as
 fewer requests sent (no coordinated omission). At 900/s it costs about 0.3 of a core, half
 of what Locust does.
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
+from meridian.wire.pool import Http1Pool, PostFailed
 
 TIMEOUT_S = 10.0
 # Like wrk2: a fixed set of connections, each request sent on the first free one. Without a bound,

@@ -5,7 +5,7 @@ One push is what the platform does for a reactor, on the same code: its push loo
 (``PushDispatcher``, run in a uvicorn-served process as ``meridian.runtime.platform`` runs it)
 pulls the message, signs the OIDC token (``TokenIssuer``), POSTs the envelope with the lean
 HTTP/1.1 client and acks in groups. The receivers are what a reactor is before its handler: each
-its own uvicorn process (``meridian.runtime.serve``) with a ``PlainRoutes`` ``POST /events`` that
+its own uvicorn process (``meridian.edge.serve``) with a ``PlainRoutes`` ``POST /events`` that
 checks the token as reactors do (``RememberedTokens`` over the data directory's verifier),
 decodes the envelope (``decode_envelope``), notes the time and answers 204.
 
@@ -41,18 +41,18 @@ from fastapi import FastAPI
 
 from meridian.adapters import push_authenticator
 from meridian.catalog import Catalog, PushDelivery, load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain.events import ParcelDelivered, derive_event_id
+from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
+from meridian.edge.problems import install_problem_handlers
+from meridian.edge.push import RememberedTokens, decode_envelope
+from meridian.edge.serve import serve
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker, push_service_account
 from meridian.embedded.pubsub.push import PushDispatcher
-from meridian.http import install_problem_handlers
-from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.ports import Message
-from meridian.reactor import RememberedTokens, decode_envelope
 from meridian.runtime.platform import prepare_data_dir
-from meridian.runtime.serve import serve
 from tests.e2e.conftest import free_port_block
 from tests.e2e.test_reactors import stop_services
 

@@ -5,14 +5,17 @@ Google clients are imported only when the gcp backend is chosen.
 
 from __future__ import annotations
 
-from meridian.auth import CachingVerifier, IdentityVerifier, PushAuthenticator
+from meridian.app.auth import CachingVerifier
+from meridian.app.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
+from meridian.app.tracking import TrackingTokens
 from meridian.config import Settings
-from meridian.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.ports import (
     BillingApi,
     BlobStore,
     DocumentStore,
+    IdentityVerifier,
     Publisher,
+    PushAuthenticator,
     RouteOptimizer,
     SmsGateway,
     Subscriber,
@@ -20,7 +23,6 @@ from meridian.ports import (
     WebhookSender,
     WorkflowExecutions,
 )
-from meridian.tracking import TrackingTokens
 
 # Collections whose documents expire (Firestore TTL policies; terraform/modules/firestore).
 TTL_FIELDS = {REQUEST_LEDGER: EXPIRY_FIELD, EVENT_LEDGER: EXPIRY_FIELD}
@@ -72,7 +74,7 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
 
 
 def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> PushAuthenticator:
-    from meridian.push_auth import CloudRunIamPush, VerifiedPush
+    from meridian.edge.push_auth import CloudRunIamPush, VerifiedPush
 
     if settings.backend == "gcp":
         return CloudRunIamPush(allowed_emails)
@@ -102,7 +104,7 @@ def _provider_secret(settings: Settings, env: str) -> str:
 
 
 def sms_gateway(settings: Settings) -> SmsGateway:
-    from meridian.external_http import HttpSmsGateway
+    from meridian.wire.providers import HttpSmsGateway
 
     if settings.backend == "gcp":
         import os
@@ -113,7 +115,7 @@ def sms_gateway(settings: Settings) -> SmsGateway:
 
 
 def billing_api(settings: Settings) -> BillingApi:
-    from meridian.external_http import HttpBillingApi
+    from meridian.wire.providers import HttpBillingApi
 
     if settings.backend == "gcp":
         import os
@@ -124,7 +126,7 @@ def billing_api(settings: Settings) -> BillingApi:
 
 
 def webhook_sender(settings: Settings) -> WebhookSender:
-    from meridian.external_http import HttpWebhookSender
+    from meridian.wire.providers import HttpWebhookSender
 
     return HttpWebhookSender()
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from meridian.domain.actors import Actor
+
 T = TypeVar("T")
 
 # Document store ----------------------------------------------------------------------------------
@@ -247,6 +249,24 @@ class Subscriber(abc.ABC):
 
     @abc.abstractmethod
     def create_snapshot(self, snapshot: str, subscription: str) -> None: ...
+
+
+# Identity ----------------------------------------------------------------------------------------
+
+
+class IdentityVerifier(abc.ABC):
+    """Turns a bearer token into an Actor; raises Unauthenticated for a bad or expired token."""
+
+    @abc.abstractmethod
+    def verify(self, token: str) -> Actor: ...
+
+
+class PushAuthenticator(abc.ABC):
+    """Checks the OIDC token on a push request (Pub/Sub push, Eventarc) against the identity that
+    may call this endpoint; raises Unauthenticated or PermissionDenied."""
+
+    @abc.abstractmethod
+    def check(self, authorization: str | None, audience: str) -> None: ...
 
 
 # Warehouse and workflows -------------------------------------------------------------------------

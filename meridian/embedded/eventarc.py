@@ -30,7 +30,6 @@ from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentS
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
-from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
 from meridian.embedded.pubsub.push import (
     Answers,
     Changes,
@@ -41,6 +40,7 @@ from meridian.embedded.pubsub.push import (
 )
 from meridian.observability import get_logger
 from meridian.ports import Message
+from meridian.wire.pool import Http1Pool, PostFailed
 
 log = get_logger(__name__)
 
@@ -94,7 +94,7 @@ def document_event_bytes(change: Change, project: str) -> bytes:
     """``document_event`` serialized, built on the raw protobuf messages.
 
     The forwarder encodes every forwarded change, and building it through proto-plus wrappers
-    (``meridian.firestore_values.to_fields``) cost milliseconds per parcel document, the
+    (``meridian.codec.firestore_values.to_fields``) cost milliseconds per parcel document, the
     forwarder's main cost; the raw messages take a fraction of that for the same bytes' meaning.
     """
     event = fs.DocumentEventData.pb()()
@@ -119,7 +119,7 @@ def document_event_bytes(change: Change, project: str) -> bytes:
 
 def _fill(target: Any, value: Any) -> None:
     """Set the raw ``google.events.cloud.firestore.v1.Value`` ``target`` to ``value`` (the same
-    mapping as ``meridian.firestore_values.to_value``)."""
+    mapping as ``meridian.codec.firestore_values.to_value``)."""
     if value is None:
         target.null_value = 0
     elif isinstance(value, bool):

@@ -15,9 +15,10 @@ from typing import Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from meridian.auth import ROLES, Actor, IdentityVerifier
+from meridian.domain.actors import ROLES, Actor
 from meridian.domain.errors import Unauthenticated, ValidationError
 from meridian.embedded.oidc import JWKS_FILE, key_id, load_or_create_key
+from meridian.ports import IdentityVerifier
 
 ISSUER = "https://identity.meridian.local"
 AUDIENCE = "meridian"

@@ -10,8 +10,9 @@ from typing import Any
 from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 
-from meridian.auth import Actor, IdentityVerifier
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
+from meridian.ports import IdentityVerifier
 
 
 class IdentityPlatformVerifier(IdentityVerifier):

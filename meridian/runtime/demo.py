@@ -22,8 +22,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from meridian.app.clients import register_client
 from meridian.catalog import Catalog
-from meridian.clients import register_client
 from meridian.config import Settings
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer

@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from meridian.adapters import TTL_FIELDS
 from meridian.catalog import Catalog, PushDelivery, load_catalog
 from meridian.config import Settings
+from meridian.edge.problems import install_problem_handlers
+from meridian.edge.push import SLA_TICK_PATH, call_on_schedule, scheduler_service_account
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.eventarc import EventarcEmulation
 from meridian.embedded.oidc import TokenIssuer
@@ -33,9 +35,7 @@ from meridian.embedded.pubsub.push import PushDispatcher
 from meridian.embedded.warehouse import EmbeddedWarehouse
 from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
-from meridian.http import install_problem_handlers
 from meridian.observability import get_logger
-from meridian.reactor import SLA_TICK_PATH, call_on_schedule, scheduler_service_account
 
 log = get_logger(__name__)
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -171,7 +171,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
 
 
 def main() -> None:
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
 
     settings = Settings.from_env()
     serve(create_app(load_catalog(), settings), "platform", settings.port_of("platform"))

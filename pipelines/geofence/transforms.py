@@ -340,7 +340,7 @@ def _codec(catalog_path: str | None) -> Any:
     """One codec per process: the DirectRunner sets a DoFn up for every bundle, and parsing the
     catalog and its schemas each time cost more than encoding the bundle's events."""
     from meridian.catalog import load_catalog
-    from meridian.codec import EventCodec
+    from meridian.codec.events import EventCodec
 
     return EventCodec(load_catalog(catalog_path))
 

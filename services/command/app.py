@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import Actor, IdentityVerifier
+from meridian.concurrency.group_commit import Committer
+from meridian.domain.actors import Actor
 from meridian.domain.commands import (
     AssignParcel,
     CreateShipment,
@@ -33,12 +34,11 @@ from meridian.domain.commands import (
     SendOutForDelivery,
 )
 from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
-from meridian.http import install_problem_handlers
+from meridian.edge.fast_routes import PlainRoutes
+from meridian.edge.problems import install_problem_handlers
 from meridian.observability import TraceContext, spans_exported
-from meridian.plain_routes import PlainRoutes
-from meridian.ports import BlobStore, WorkflowExecutions
+from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command import dispatch, handlers, pod, webhooks
-from services.command.commit import Committer
 from services.command.handlers import MAX_PINGS_PER_BATCH, Deps
 from services.command.web import (
     Caller,
@@ -313,7 +313,7 @@ def create_app(
 
 def main() -> None:
     from meridian.config import Settings
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
     from services.command.bootstrap import bootstrap
 
     settings = Settings.from_env()

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from meridian import adapters
-from meridian.auth import IdentityVerifier
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
-from meridian.ports import BlobStore, WorkflowExecutions
+from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
 
 

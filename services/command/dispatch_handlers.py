@@ -11,14 +11,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meridian.auth import Actor
+from meridian.app import dispatch_records as rec
+from meridian.app.idempotency import RequestKey, record_response, replayed_response
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from meridian.domain.events import DispatchWindowOpened, derive_event_id
 from meridian.domain.model import DispatchWindow, GeoPoint, TimeWindow
-from meridian.idempotency import RequestKey, record_response, replayed_response
 from meridian.ports import Transaction, WorkflowExecutions
 from services.command.handlers import Deps
-from services.dispatch import records as rec
 
 EVENTS_TOPIC = "logistics.events"
 Decision = Literal["accept", "decline"]

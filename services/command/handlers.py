@@ -15,8 +15,11 @@ from typing import Any
 
 import pydantic
 
-from meridian.auth import Actor, api_key_digest
-from meridian.codec import EventCodec
+from meridian.app.auth import api_key_digest
+from meridian.app.idempotency import RequestKey, record_response, replayed_response
+from meridian.app.records import parcel_document, parcel_from_document, shipment_document
+from meridian.codec.events import EventCodec
+from meridian.domain.actors import Actor
 from meridian.domain.commands import (
     AssignParcel,
     CreateShipment,
@@ -30,10 +33,8 @@ from meridian.domain.commands import (
 from meridian.domain.errors import NotFound, PermissionDenied, Unauthenticated
 from meridian.domain.events import VehiclePing, derive_event_id
 from meridian.domain.model import Parcel, Shipment
-from meridian.idempotency import RequestKey, record_response, replayed_response
 from meridian.observability import current_traceparent
 from meridian.ports import DocumentStore, Publisher, Transaction
-from meridian.records import parcel_document, parcel_from_document, shipment_document
 
 TELEMETRY_TOPIC = "vehicle.telemetry"
 MAX_PINGS_PER_BATCH = 500

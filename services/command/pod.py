@@ -21,7 +21,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import Actor
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from meridian.domain.model import Identifier
 from meridian.ports import BlobStore, DocumentStore, Transaction

@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import Actor, IdentityVerifier
+from meridian.app.idempotency import RequestKey
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import Identifier
-from meridian.idempotency import RequestKey
+from meridian.ports import IdentityVerifier
 from services.command import handlers
 from services.command.handlers import Deps
 

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian import webhooks
-from meridian.auth import Actor
+from meridian.app import webhooks
+from meridian.domain.actors import Actor
 from meridian.domain.errors import PermissionDenied
 from services.command.handlers import Deps
 from services.command.web import Caller

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from meridian.domain.errors import DecodeError, NotFound
-from meridian.http import install_problem_handlers
+from meridian.edge.problems import install_problem_handlers
 from services.dispatch import handlers
 from services.dispatch.handlers import Deps
 
@@ -56,7 +56,7 @@ def create_app(deps: Deps) -> FastAPI:
 
 def main() -> None:
     from meridian.config import Settings
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
     from services.dispatch.bootstrap import bootstrap
 
     settings = Settings.from_env()

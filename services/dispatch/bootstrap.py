@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from services.dispatch.handlers import Deps
 from services.dispatch.ledger import LedgerWriter

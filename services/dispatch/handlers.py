@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from meridian.auth import Actor
-from meridian.codec import EventCodec
+from meridian.app import dispatch_records as rec
+from meridian.app.idempotency import EXPIRY_FIELD, REQUEST_LEDGER, REQUEST_TTL
+from meridian.app.records import parcel_document, parcel_from_document
+from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
+from meridian.domain.actors import Actor
 from meridian.domain.errors import AlreadyExists, Conflict, NotFound, ValidationError
 from meridian.domain.events import DomainEvent, derive_event_id
 from meridian.domain.model import DispatchWindowStatus, DriverStatus, ParcelStatus, VehicleStatus
-from meridian.idempotency import EXPIRY_FIELD, REQUEST_LEDGER, REQUEST_TTL
 from meridian.ports import (
     Document,
     DocumentStore,
@@ -35,8 +37,6 @@ from meridian.ports import (
     RoutingProblem,
     Transaction,
 )
-from meridian.records import parcel_document, parcel_from_document
-from services.dispatch import records as rec
 from services.dispatch.ledger import LedgerWriter
 
 EVENTS_TOPIC = "logistics.events"

@@ -13,12 +13,12 @@ from fastapi import FastAPI
 from google.events.cloud import firestore as fs
 from opentelemetry import context as otel_context
 
-from meridian.auth import PushAuthenticator
 from meridian.domain.errors import DecodeError
-from meridian.http import install_problem_handlers
+from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
+from meridian.edge.problems import install_problem_handlers
+from meridian.edge.push import Batcher
 from meridian.observability import extract_context, get_logger
-from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes
-from meridian.reactor import Batcher
+from meridian.ports import PushAuthenticator
 from services.event_publisher.handlers import Deps, DocumentChange, publish_change, publish_changes
 
 log = get_logger(__name__)
@@ -49,7 +49,7 @@ def change_from_cloudevent(headers: Mapping[str, str], body: bytes) -> DocumentC
 
 
 # Decoded on the raw protobuf messages: through proto-plus wrappers
-# (``meridian.firestore_values.from_fields``) a parcel document took about 2 ms, the publisher's
+# (``meridian.codec.firestore_values.from_fields``) a parcel document took about 2 ms, the publisher's
 # main cost per event. Same mapping, value for value.
 _RawEvent = fs.DocumentEventData.pb()
 
@@ -106,7 +106,7 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
                 otel_context.detach(token)
         return PlainResponse(204)
 
-    # Served before FastAPI's middleware and routing (``meridian.plain_routes``), which were
+    # Served before FastAPI's middleware and routing (``meridian.edge.fast_routes``), which were
     # two thirds of the publisher's CPU per change; errors still answer as problems.
     app.plain_route("POST", "/firestore", firestore_change)
     return app
@@ -114,7 +114,7 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
 
 def main() -> None:
     from meridian.config import Settings
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
     from services.event_publisher.bootstrap import bootstrap
 
     settings = Settings.from_env()

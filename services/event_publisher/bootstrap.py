@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from meridian import adapters
-from meridian.auth import PushAuthenticator
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
+from meridian.edge.push import RememberedTokens
 from meridian.embedded.eventarc import eventarc_service_account
-from meridian.reactor import RememberedTokens
+from meridian.ports import PushAuthenticator
 from services.event_publisher.handlers import Deps
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import DecodeError
 from meridian.domain.events import DomainEvent, derive_event_id

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from meridian.domain.errors import NotFound, Unauthenticated
-from meridian.http import install_problem_handlers, problem
+from meridian.edge.problems import install_problem_handlers, problem
 from services.live_map.bootstrap import LiveMap
 from services.live_map.tracking import (
     MapEvent,
@@ -164,7 +164,7 @@ def _file(folder: Path, name: str) -> FileResponse:
 
 def main() -> None:
     from meridian.config import Settings
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
     from services.live_map.bootstrap import MapOptions, bootstrap
 
     settings = Settings.from_env()

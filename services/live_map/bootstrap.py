@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 from meridian import adapters
-from meridian.auth import IdentityVerifier
 from meridian.catalog import load_catalog
 from meridian.config import Settings
+from meridian.ports import IdentityVerifier
 from services.live_map.pings import PingDecoder
 from services.live_map.positions import DEFAULT_INTERVAL_S
 from services.live_map.tracking import TrackingDeps

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from meridian.catalog import Catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.errors import DecodeError
 from meridian.domain.events import VehiclePing
 from services.live_map.positions import Position

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from meridian.app.tracking import TrackingGrant, TrackingTokens
 from meridian.domain.errors import Conflict, MeridianError, NotFound, Unauthenticated
 from meridian.domain.states import ParcelStatus
 from meridian.ports import Document, DocumentStore, Query, Snapshot
-from meridian.tracking import TrackingGrant, TrackingTokens
 from services.live_map.writer import COLLECTION
 
 KEEPALIVE_S = 15.0

@@ -34,7 +34,7 @@ def eventually(probe: Callable[[], T | None], timeout_s: float = 20, what: str =
 
 
 ROOT = Path(__file__).resolve().parents[2]
-MERIDIAN = [sys.executable, "-m", "meridian.cli"]
+MERIDIAN = [sys.executable, "-m", "meridian.runtime.cli"]
 
 
 def free_port_block(size: int = 16) -> int:

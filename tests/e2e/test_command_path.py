@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meridian.clients import register_client
+from meridian.app.clients import register_client
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker

@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from meridian.auth import Actor
+from meridian.app.records import parcel_document
 from meridian.catalog import load_catalog
 from meridian.config import Settings
+from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
@@ -32,7 +33,6 @@ from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.embedded.routing import fault_dir
 from meridian.ports import Query
-from meridian.records import parcel_document
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import ROOT, free_port_block
 

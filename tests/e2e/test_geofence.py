@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
+from meridian.app.clients import register_client
+from meridian.app.idempotency import event_ledger_path
 from meridian.catalog import load_catalog
-from meridian.clients import register_client
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import GeofenceCrossed
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
-from meridian.idempotency import event_ledger_path
 from pipelines.geofence.fences import METRES_PER_DEGREE
 from tests.e2e.conftest import (
     Runtime,

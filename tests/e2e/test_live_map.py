@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
+from meridian.app.clients import register_client
+from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
-from meridian.clients import register_client
 from meridian.config import PORT_OFFSETS, Settings
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.supervisor import runnable_services
-from meridian.tracking import TrackingTokens
 from tests.e2e.conftest import ROOT, free_port_block
 
 pytestmark = pytest.mark.e2e

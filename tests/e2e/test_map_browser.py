@@ -17,7 +17,7 @@ import pytest
 
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
-from meridian.sim import Fleet, HttpSink, SimOptions
+from meridian.runtime.sim import Fleet, HttpSink, SimOptions
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_live_map import Services, out_for_delivery, start_services, stop_services
 

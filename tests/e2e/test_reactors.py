@@ -21,9 +21,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from meridian.app.clients import register_client
+from meridian.app.idempotency import event_ledger_path
 from meridian.catalog import load_catalog
-from meridian.clients import register_client
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain import events as ev
 from meridian.embedded.docstore import EmbeddedDocumentStore
@@ -31,7 +32,6 @@ from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker, push_service_account
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
-from meridian.idempotency import event_ledger_path
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, eventually, free_port_block
 

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from meridian.auth import Actor
+from meridian.app import dispatch_records as rec
+from meridian.app.records import parcel_document
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Conflict, NotFound, Unavailable, ValidationError
 from meridian.domain.model import DispatchWindow, GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer
-from meridian.records import parcel_document
 from services.dispatch import handlers
-from services.dispatch import records as rec
 from services.dispatch.handlers import Deps
 from tests.fakes import FakePublisher
 

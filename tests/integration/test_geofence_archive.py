@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import GeofenceCrossed, VehicleIdle, VehiclePing, derive_event_id
 from meridian.embedded.pubsub import Broker, SubscriptionConfig
 from meridian.embedded.pubsub.bigquery import BigQuerySink

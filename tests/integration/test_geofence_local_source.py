@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import GeofenceCrossed, VehiclePing, derive_event_id
 from meridian.embedded.pubsub import Broker, SubscriptionConfig
 from pipelines.geofence import source as sources

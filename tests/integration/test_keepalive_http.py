@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from meridian.domain.errors import Unavailable
-from meridian.external_http import HttpWebhookSender
-from meridian.keepalive_http import KeepAliveHttp, RequestFailed
+from meridian.wire.blocking import KeepAliveHttp, RequestFailed
+from meridian.wire.providers import HttpWebhookSender
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -11,13 +11,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import VehiclePing
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.pubsub.adapter import EmbeddedPubSub
 from meridian.embedded.pubsub.broker import Broker
-from meridian.tracking import TrackingTokens
 from services.live_map.pings import PingDecoder
 from services.live_map.tracking import MapEvent, TrackingDeps, open_tracking, track_parcel
 from services.live_map.writer import PositionWriter

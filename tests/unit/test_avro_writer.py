@@ -12,9 +12,9 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meridian.avro_writer import compile_writer, encode_long
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.avro_writer import compile_writer, encode_long
+from meridian.codec.events import EventCodec
 from meridian.domain.errors import ValidationError
 from meridian.domain.events import EVENT_TYPES
 from tests.strategies import model_strategy

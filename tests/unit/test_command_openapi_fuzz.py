@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from meridian.auth import api_key_digest
+from meridian.app.auth import api_key_digest
 from meridian.observability import configure_tracing
 from services.command.app import create_app
 from services.command.handlers import Deps

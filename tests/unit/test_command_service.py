@@ -11,15 +11,17 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from meridian import observability, plain_routes
-from meridian.auth import Actor, IdentityVerifier, api_key_digest
+from meridian import observability
+from meridian.app.auth import api_key_digest
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint
-from meridian.http import install_problem_handlers
+from meridian.edge import fast_routes
+from meridian.edge.problems import install_problem_handlers
 from meridian.observability import configure_tracing
-from meridian.ports import Message
+from meridian.ports import IdentityVerifier, Message
 from services.command import app as app_module
 from services.command.app import create_app
 from services.command.handlers import Deps
@@ -453,7 +455,7 @@ def test_published_pings_continue_the_callers_trace(
     configure_tracing("command")
     monkeypatch.setattr(observability, "spans_exported", lambda: exported)
     monkeypatch.setattr(app_module, "spans_exported", lambda: exported)
-    monkeypatch.setattr(plain_routes, "spans_exported", lambda: exported)
+    monkeypatch.setattr(fast_routes, "spans_exported", lambda: exported)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     ping = {"vehicle_id": "veh-3", "position": {"lat": 1, "lng": 2}, "recorded_at": NOW.isoformat()}
     response = client.post(

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher, FakeWorkflows

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from google.events.cloud import firestore as fs
 
-from meridian.auth import Actor
+from meridian.app.records import parcel_document
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
+from meridian.codec.firestore_values import from_fields, to_fields
+from meridian.domain.actors import Actor
 from meridian.domain.errors import DecodeError
 from meridian.domain.model import GeoPoint, Parcel, ProofOfDelivery, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import Change
@@ -21,8 +23,6 @@ from meridian.embedded.eventarc import (
     document_event_bytes,
     path_pattern,
 )
-from meridian.firestore_values import from_fields, to_fields
-from meridian.records import parcel_document
 from services.event_publisher.app import change_from_cloudevent
 from services.event_publisher.handlers import (
     Deps,
@@ -231,7 +231,7 @@ def test_a_pod_photo_recorded_on_a_delivered_parcel_is_pod_image_received() -> N
 
 def test_the_forwarders_raw_encoding_means_what_the_value_mapping_says() -> None:
     """The forwarder builds DocumentEventData on raw protobufs for speed; decoded, it must equal
-    what ``meridian.firestore_values`` builds value by value."""
+    what ``meridian.codec.firestore_values`` builds value by value."""
     data: dict[str, Any] = {
         "none": None, "yes": True, "n": -(2**63), "big": 2**64, "x": 1.5, "s": "é", "b": b"\x00",
         "at": NOW, "empty_map": {}, "empty_list": [], "nested": {"list": [1, {"k": [None, "v"]}]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.events import VehiclePing
 from pipelines.geofence.model import Ping, Rejected
 from pipelines.geofence.validation import PingDecoder

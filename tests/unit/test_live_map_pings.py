@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain.errors import DecodeError
 from meridian.domain.events import GeofenceCrossed, VehiclePing
 from meridian.ports import Message

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from meridian.auth import Actor, IdentityVerifier
+from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
-from meridian.cli import _chosen
 from meridian.config import Settings
+from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
+from meridian.ports import IdentityVerifier
+from meridian.runtime.cli import _chosen
 from meridian.runtime.supervisor import runnable_services
-from meridian.tracking import TrackingTokens
 from services.live_map.app import create_app
 from services.live_map.bootstrap import LiveMap, MapOptions, Role
 from services.live_map.pings import PingDecoder

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from meridian.sim import NOISE_M, Fleet, SimOptions, Sink, _distance_m, run_fleet
+from meridian.runtime.sim import NOISE_M, Fleet, SimOptions, Sink, _distance_m, run_fleet
 
 
 class SlowSink(Sink):

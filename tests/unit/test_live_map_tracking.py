@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from meridian.app.tracking import TrackingTokens
 from meridian.domain.errors import Conflict, NotFound, PermissionDenied, Unauthenticated
 from meridian.ports import Document
-from meridian.tracking import TrackingTokens
 from services.live_map.tracking import (
     TrackingDeps,
     TrackingEnded,

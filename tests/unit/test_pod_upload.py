@@ -9,10 +9,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from meridian.auth import Actor
+from meridian.app.records import parcel_document
+from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
-from meridian.http import install_problem_handlers
-from meridian.records import parcel_document
+from meridian.edge.problems import install_problem_handlers
 from services.command import pod
 from services.command.app import create_app
 from services.command.handlers import Deps

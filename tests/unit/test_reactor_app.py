@@ -11,17 +11,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from meridian.auth import PushAuthenticator
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import Unauthenticated, Unavailable
+from meridian.edge.push import RememberedTokens, reactor_app
+from meridian.edge.push_auth import VerifiedPush
 from meridian.embedded.oidc import PushTokenVerifier, TokenIssuer, load_jwks
 from meridian.embedded.pubsub.broker import push_service_account
 from meridian.embedded.pubsub.push import envelope
-from meridian.ports import Message, ReceivedMessage
-from meridian.push_auth import VerifiedPush
-from meridian.reactor import RememberedTokens, reactor_app
+from meridian.ports import Message, PushAuthenticator, ReceivedMessage
 
 URL = "http://127.0.0.1:9999"
 SA = push_service_account("meridian-local")
@@ -140,9 +139,9 @@ def test_while_no_span_is_exported_the_handler_runs_in_a_child_of_the_message_tr
 ) -> None:
     from opentelemetry import trace
 
-    import meridian.reactor
+    import meridian.edge.push
 
-    monkeypatch.setattr(meridian.reactor, "spans_exported", lambda: False)
+    monkeypatch.setattr(meridian.edge.push, "spans_exported", lambda: False)
     issuer = TokenIssuer(tmp_path)
     auth = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({SA}))
     spans: list[trace.SpanContext] = []

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import Unavailable
+from meridian.edge.push import Batcher, group_commit
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.ports import Query
-from meridian.reactor import Batcher, group_commit
 from services.reactors.billing import handlers as billing
 from services.reactors.eta import handlers as eta
 from services.reactors.notification import handlers as notification
@@ -322,8 +322,8 @@ def test_batches_may_run_side_by_side_and_none_is_left_behind() -> None:
 def test_a_batch_handler_knows_each_event_s_push_trace() -> None:
     from opentelemetry import context as otel_context
 
+    from meridian.edge.push import trace_of
     from meridian.observability import extract_context
-    from meridian.reactor import trace_of
 
     def trace(n: int) -> str:
         return f"00-{n:032x}-{n:016x}-01"
@@ -342,7 +342,7 @@ def test_a_batch_handler_knows_each_event_s_push_trace() -> None:
 
 
 def test_eta_announcements_continue_the_trace_of_the_event_that_moved_the_route() -> None:
-    from meridian.reactor import _BATCH_TRACES
+    from meridian.edge.push import _BATCH_TRACES
 
     deps, publisher = _eta()
     _route(deps, 6)

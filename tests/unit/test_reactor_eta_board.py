@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from services.live_map.tracking import route_view
 from services.reactors.eta import handlers as eta
 from tests.fakes import FakeDocumentStore, FakePublisher

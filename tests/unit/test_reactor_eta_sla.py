@@ -8,12 +8,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
+from meridian.edge.push import SLA_TICK_PATH, scheduler_service_account
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import push_service_account
 from meridian.ports import DocumentStore, Query
-from meridian.reactor import SLA_TICK_PATH, scheduler_service_account
 from services.reactors.eta import app as eta_app
 from services.reactors.eta import handlers as eta
 from tests.fakes import FakeDocumentStore, FakePublisher

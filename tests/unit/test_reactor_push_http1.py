@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meridian.embedded.pubsub.http1 import Http1Pool, PostFailed
+from meridian.wire.pool import Http1Pool, PostFailed
 
 Handler = tuple[bytes, float]  # the raw answer, and how long to wait before sending it
 

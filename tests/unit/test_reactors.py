@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import NotFound
 from meridian.ports import Query
-from meridian.tracking import TrackingTokens
 from services.reactors.billing import handlers as billing
 from services.reactors.driver_scoring import handlers as scoring
 from services.reactors.eta import handlers as eta

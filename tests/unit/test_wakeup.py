@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from meridian.concurrency.wakeup import Wakeup
 from meridian.embedded.pubsub.push import Answers
-from meridian.wakeup import Wakeup
 
 
 def test_a_wakeup_returns_at_once_when_set_when_set_meanwhile_or_after_the_timeout() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from meridian import webhooks
+from meridian.app import webhooks
 from meridian.domain import events as ev
 from services.reactors.webhook import handlers, worker
 from services.reactors.webhook.worker import Worker

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from meridian import webhooks
+from meridian.app import webhooks
 from meridian.domain import events as ev
 from meridian.domain.errors import PermissionDenied
 from services.reactors.webhook import handlers

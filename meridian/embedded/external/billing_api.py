@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes, json_response
+from meridian.edge.problems import install_problem_handlers
 from meridian.embedded.external.fake_service import (
     FaultConfig,
     Ledger,
@@ -18,8 +20,6 @@ from meridian.embedded.external.fake_service import (
     idempotent_request,
     install_fault_routes,
 )
-from meridian.http import install_problem_handlers
-from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes, json_response
 
 
 class ChargeRequest(BaseModel):
@@ -63,7 +63,7 @@ def create_app(data_dir: Path, initial: FaultConfig | None = None) -> FastAPI:
 
 def main() -> None:
     from meridian.config import Settings
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
 
     settings = Settings.from_env()
     app = create_app(settings.data_dir, fault_config("MERIDIAN_BILLING"))

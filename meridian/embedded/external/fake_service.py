@@ -3,7 +3,7 @@ the caller's idempotency key, and injectable latency and failures (set by enviro
 by ``PUT /v1/config`` while running, so a test can slow a gateway down and bring it back).
 
 Their one busy endpoint each (send an SMS, post a charge) is a plain route
-(``meridian.plain_routes``): they run on the same cores as the services under test, and
+(``meridian.edge.fast_routes``): they run on the same cores as the services under test, and
 FastAPI's request machinery was four fifths of the fake SMS gateway's CPU per message.
 """
 
@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from meridian.domain.errors import FieldError, ValidationError
-from meridian.plain_routes import PlainRequest
+from meridian.edge.fast_routes import PlainRequest
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 
+from meridian.concurrency.wakeup import Wakeup, release
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.embedded.pubsub.delivery import rfc3339
-from meridian.embedded.pubsub.http1 import Http1Pool, HttpxPoster, Poster, PostFailed
 from meridian.ports import ReceivedMessage
-from meridian.wakeup import Wakeup, release
+from meridian.wire.pool import Http1Pool, HttpxPoster, Poster, PostFailed
 
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 MIN_PAUSE_S = 0.1
@@ -161,7 +161,7 @@ class IdlePoll:
 class Answers:
     """The requests of a delivery loop that have answered, collected as they finish: each
     request gets one callback, once, where ``asyncio.wait(in_flight, FIRST_COMPLETED)`` added
-    and removed one on every request in flight at each wait (see ``meridian.wakeup``)."""
+    and removed one on every request in flight at each wait (see ``meridian.concurrency.wakeup``)."""
 
     def __init__(self) -> None:
         self._done: list[asyncio.Task[bool]] = []

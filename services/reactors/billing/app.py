@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from meridian.config import Settings
-from meridian.reactor import reactor_app, serve_reactor
+from meridian.edge.push import reactor_app, serve_reactor
 from services.reactors.billing import handlers
 from services.reactors.billing.bootstrap import bootstrap
 

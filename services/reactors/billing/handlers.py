@@ -12,9 +12,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
+from meridian.app.idempotency import already_processed, event_ledger_path, mark_processed
 from meridian.domain.errors import NotFound
 from meridian.domain.events import DomainEvent, ParcelDelivered, ShipmentClosed
-from meridian.idempotency import already_processed, event_ledger_path, mark_processed
 from meridian.ports import BillingApi, Charge, DocumentStore, Transaction
 
 CONSUMER = "billing"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.config import Settings
-from meridian.reactor import PushEssentials, push_essentials
+from meridian.edge.push import PushEssentials, push_essentials
 from services.reactors.driver_scoring.handlers import Deps
 
 

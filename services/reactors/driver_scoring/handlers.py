@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meridian.app.idempotency import already_processed, mark_processed
 from meridian.domain.events import (
     DeliveryFailed,
     DomainEvent,
@@ -19,7 +20,6 @@ from meridian.domain.events import (
     ParcelDelivered,
     VehicleIdle,
 )
-from meridian.idempotency import already_processed, mark_processed
 from meridian.ports import DocumentStore, Transaction
 
 CONSUMER = "driver-scoring"

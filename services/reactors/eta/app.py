@@ -10,7 +10,7 @@ from fastapi import FastAPI, Header
 from starlette.concurrency import run_in_threadpool
 
 from meridian.config import Settings
-from meridian.reactor import SLA_TICK_PATH, reactor_app, serve_reactor
+from meridian.edge.push import SLA_TICK_PATH, reactor_app, serve_reactor
 from services.reactors.eta import handlers
 from services.reactors.eta.bootstrap import bootstrap
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meridian import adapters
-from meridian.auth import PushAuthenticator
 from meridian.config import Settings
-from meridian.reactor import PushEssentials, push_essentials, scheduler_service_account
+from meridian.edge.push import PushEssentials, push_essentials, scheduler_service_account
+from meridian.ports import PushAuthenticator
 from services.reactors.eta.handlers import Deps
 
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from meridian.codec import EventCodec
+from meridian.app.idempotency import already_processed, mark_processed
+from meridian.codec.events import EventCodec
 from meridian.domain.events import (
     DeliveryFailed,
     DomainEvent,
@@ -43,9 +44,8 @@ from meridian.domain.events import (
     derive_event_id,
     event_class,
 )
-from meridian.idempotency import already_processed, mark_processed
+from meridian.edge.push import trace_of
 from meridian.ports import DocumentStore, GeoPoint, Publisher, Query, Transaction, TravelTime
-from meridian.reactor import trace_of
 
 CONSUMER = "eta"
 BOARDS = "route_board"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from meridian.app.idempotency import already_processed, event_ledger_path, mark_processed
+from meridian.app.tracking import TrackingTokens
 from meridian.domain.events import (
     DeliveryFailed,
     DomainEvent,
@@ -21,9 +23,7 @@ from meridian.domain.events import (
     ParcelOutForDelivery,
     RouteEtaUpdated,
 )
-from meridian.idempotency import already_processed, event_ledger_path, mark_processed
 from meridian.ports import DocumentStore, SmsGateway, Transaction
-from meridian.tracking import TrackingTokens
 
 CONSUMER = "notification"
 CONTACTS = "notification_contacts"  # per parcel: phone and the last ETA the customer was told

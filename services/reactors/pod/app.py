@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from meridian.config import Settings
 from meridian.domain.events import DomainEvent
-from meridian.reactor import group_commit, reactor_app, serve_reactor
+from meridian.edge.push import group_commit, reactor_app, serve_reactor
 from services.reactors.pod import handlers
 from services.reactors.pod.bootstrap import bootstrap
 

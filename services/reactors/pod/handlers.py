@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meridian.app.idempotency import already_processed, mark_processed
 from meridian.domain.events import DomainEvent, ParcelDelivered, PodImageReceived
-from meridian.idempotency import already_processed, mark_processed
 from meridian.ports import BlobStore, DocumentStore, Transaction
 
 CONSUMER = "pod"

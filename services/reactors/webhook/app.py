@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from meridian.config import Settings
 from meridian.domain.events import DomainEvent
-from meridian.reactor import reactor_app, serve_reactor
+from meridian.edge.push import reactor_app, serve_reactor
 from services.reactors.webhook import handlers
 from services.reactors.webhook.bootstrap import bootstrap
 from services.reactors.webhook.worker import Worker

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meridian import adapters
+from meridian.app.webhooks import AllowList
 from meridian.config import Settings
-from meridian.reactor import PushEssentials, push_essentials
-from meridian.webhooks import AllowList
+from meridian.edge.push import PushEssentials, push_essentials
 from services.reactors.webhook.handlers import Deps
 
 

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from meridian.domain.errors import MeridianError, Unavailable
-from meridian.domain.events import DomainEvent
-from meridian.idempotency import already_processed, mark_processed
-from meridian.ports import Document, DocumentStore, Query, Transaction, WebhookSender
-from meridian.webhooks import (
+from meridian.app.idempotency import already_processed, mark_processed
+from meridian.app.webhooks import (
     DELIVERIES,
     ENDPOINTS,
     AllowList,
@@ -28,6 +25,9 @@ from meridian.webhooks import (
     retry_delay_s,
     signed_headers,
 )
+from meridian.domain.errors import MeridianError, Unavailable
+from meridian.domain.events import DomainEvent
+from meridian.ports import Document, DocumentStore, Query, Transaction, WebhookSender
 
 CONSUMER = "client-webhook"
 SEND_TIMEOUT_S = 10.0

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from meridian.concurrency.wakeup import Wakeup
 from meridian.observability import get_logger
-from meridian.wakeup import Wakeup
 from services.reactors.webhook.handlers import (
     LEASE,
     SEND_TIMEOUT_S,

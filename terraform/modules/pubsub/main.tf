@@ -98,7 +98,7 @@ resource "google_pubsub_topic" "default" {
     for_each = each.value.schema == null ? [] : [each.value.schema]
     content {
       schema   = google_pubsub_schema.default[schema_settings.value].id
-      encoding = "BINARY" # meridian.codec writes schemaless binary Avro
+      encoding = "BINARY" # meridian.codec.events writes schemaless binary Avro
     }
   }
 }

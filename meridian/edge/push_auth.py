@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import jwt
 
-from meridian.auth import PushAuthenticator
 from meridian.domain.errors import PermissionDenied, Unauthenticated
 from meridian.embedded.oidc import PushTokenVerifier
+from meridian.ports import PushAuthenticator
 
 
 def _bearer(authorization: str | None) -> str:

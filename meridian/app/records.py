@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from meridian.auth import Actor
+from meridian.domain.actors import Actor
 from meridian.domain.model import Parcel, Shipment
 
 _PARCEL_FIELDS = frozenset(Parcel.model_fields)

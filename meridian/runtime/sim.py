@@ -12,7 +12,7 @@ what the sink spends sending the tick's pings does count in their age, as a phon
 A vehicle is moved only when it pings (over the time since its last ping), so a tick costs in
 proportion to its pings, not to the fleet: the benchmark ticks every 0.1 s through 8,200 vehicles.
 
-Used by ``meridian sim`` (``meridian/sim_cli.py``), ``meridian demo`` and the live-map benchmark.
+Used by ``meridian sim`` (``meridian/runtime/sim_cli.py``), ``meridian demo`` and the live-map benchmark.
 """
 
 from __future__ import annotations

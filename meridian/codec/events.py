@@ -17,8 +17,8 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 from pydantic import ValidationError as PydanticValidationError
 
-from meridian.avro_writer import compile_writer
 from meridian.catalog import Catalog, EventTypeSpec
+from meridian.codec.avro_writer import compile_writer
 from meridian.domain.errors import CatalogError, DecodeError, ValidationError
 from meridian.domain.events import EVENT_TYPES, DomainEvent
 from meridian.observability import current_traceparent

@@ -8,11 +8,11 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from opentelemetry import trace
 
-from meridian import plain_routes
 from meridian.domain.errors import NotFound
-from meridian.http import install_problem_handlers
+from meridian.edge import fast_routes
+from meridian.edge.fast_routes import PlainRoutes
+from meridian.edge.problems import install_problem_handlers
 from meridian.observability import configure_tracing
-from meridian.plain_routes import PlainRoutes
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -43,7 +43,7 @@ def _app() -> PlainRoutes:
 @pytest.fixture(params=[False, True], ids=["direct", "spans-exported"])
 def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     # While spans are exported the request takes FastAPI's own path: both answer the same.
-    monkeypatch.setattr(plain_routes, "spans_exported", lambda: request.param)
+    monkeypatch.setattr(fast_routes, "spans_exported", lambda: request.param)
     return TestClient(_app(), raise_server_exceptions=False)
 
 

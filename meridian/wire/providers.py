@@ -3,7 +3,7 @@
 The same clients talk to the embedded stand-ins and to real providers; only the base URL and the
 credential differ (chosen in ``meridian.adapters``). Every call carries the caller's idempotency
 key. Provider failures and timeouts become Unavailable, so the event is retried. Plain
-``http://`` calls take a lean keep-alive path, ``https://`` ones httpx (``meridian.keepalive_http``).
+``http://`` calls take a lean keep-alive path, ``https://`` ones httpx (``meridian.wire.blocking``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meridian.domain.errors import Unavailable, ValidationError
-from meridian.keepalive_http import ExternalHttp, Reply, RequestFailed
 from meridian.ports import (
     BillingApi,
     Charge,
@@ -23,6 +22,7 @@ from meridian.ports import (
     WebhookResponse,
     WebhookSender,
 )
+from meridian.wire.blocking import ExternalHttp, Reply, RequestFailed
 
 
 def _headers(api_key: str | None, idempotency_key: str) -> dict[str, str]:

@@ -33,20 +33,26 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import RandomIdGenerator
 from starlette.concurrency import run_in_threadpool
 
-from meridian.auth import PushAuthenticator
-from meridian.codec import EventCodec
+from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain.errors import DecodeError, MeridianError
 from meridian.domain.events import DomainEvent
-from meridian.http import install_problem_handlers
+from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
+from meridian.edge.problems import install_problem_handlers
 from meridian.observability import (
     current_traceparent,
     extract_context,
     get_logger,
     spans_exported,
 )
-from meridian.plain_routes import PlainRequest, PlainResponse, PlainRoutes
-from meridian.ports import DocumentStore, Message, Publisher, Subscriber, Transaction
+from meridian.ports import (
+    DocumentStore,
+    Message,
+    Publisher,
+    PushAuthenticator,
+    Subscriber,
+    Transaction,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -151,7 +157,7 @@ def reactor_app(
         return PlainResponse(204)
 
     # Served before FastAPI's middleware and routing, a third of a reactor's CPU per push when
-    # it went through them (``meridian.plain_routes``); errors still answer as problems.
+    # it went through them (``meridian.edge.fast_routes``); errors still answer as problems.
     app.plain_route("POST", "/events", events)
     return app
 
@@ -394,7 +400,7 @@ def decode_envelope(body: bytes) -> PushedMessage:
 
 def serve_reactor(service: str, build: Callable[[Settings], FastAPI]) -> None:
     """A reactor's ``main()``: settings from the environment, ``build(settings)``, serve on $PORT."""
-    from meridian.runtime.serve import serve
+    from meridian.edge.serve import serve
 
     settings = Settings.from_env()
     serve(build(settings), service, settings.port_of(service))

@@ -1,11 +1,11 @@
 """Blocking HTTP POSTs for the external adapters: a lean keep-alive path for plain ``http://``,
 httpx for everything else.
 
-The adapters (``meridian.external_http``) call from worker threads, one POST per SMS, charge or
+The adapters (``meridian.wire.providers``) call from worker threads, one POST per SMS, charge or
 webhook. Through httpx each call to a plain ``http://`` URL (the embedded stand-ins, a client's
 local endpoint) cost about 1.5 ms of CPU: its pool's locks and events, its URL and header models.
 That was a third of the notification reactor's CPU per delivery. ``KeepAliveHttp`` does only what
-these calls need, as ``meridian.embedded.pubsub.http1`` does for the platform's pushes: ``POST``
+these calls need, as ``meridian.wire.pool`` does for the platform's pushes: ``POST``
 over a pooled connection, a response framed by ``Content-Length``, chunked encoding or the
 connection's end, and a timeout per socket operation (as httpx's). ``https://`` URLs, which real
 providers use, keep httpx (TLS, HTTP/2, its tested edge cases). Redirects are never followed.
@@ -43,7 +43,7 @@ _Connection = tuple[socket.socket, IO[bytes]]
 def post_start(url: str) -> tuple[tuple[str, int], str] | None:
     """For a plain ``http://`` URL: the (host, port) to connect to and the request's first lines
     (``POST <target> HTTP/1.1`` and the host header, each ended by CRLF); None for any other URL.
-    Shared with the platform's async pushes (``meridian.embedded.pubsub.http1``)."""
+    Shared with the platform's async pushes (``meridian.wire.pool``)."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         return None

@@ -1,6 +1,6 @@
 """``meridian sim``: drive a simulated fleet against the command service's telemetry endpoint.
 
-Mounted by ``meridian/cli.py`` (``app.add_typer(sim_cli.app, name="sim")``). Every option reads an
+Mounted by ``meridian/runtime/cli.py`` (``app.add_typer(sim_cli.app, name="sim")``). Every option reads an
 environment variable. Embedded, driver tokens are minted by the local issuer of the data dir; on
 GCP, pass one driver token with ``--token``.
 """
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from meridian.config import Settings
-from meridian.sim import Fleet, HttpSink, SimOptions, SimReport, run_fleet
+from meridian.runtime.sim import Fleet, HttpSink, SimOptions, SimReport, run_fleet
 
 app = typer.Typer(help="Fleet simulator: N vehicles pinging /v1/telemetry.", add_completion=False)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from meridian.concurrency.group_commit import Committer
 from meridian.domain.errors import Conflict
 from meridian.ports import Transaction
-from services.command.commit import Committer
 from tests.fakes import FakeDocumentStore
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from meridian.auth import api_key_digest
+from meridian.app.auth import api_key_digest
 from meridian.domain.model import ClientIntegration
 from meridian.ports import DocumentStore, Transaction
 

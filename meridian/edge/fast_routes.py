@@ -6,7 +6,7 @@ machinery cost a reactor about a third of its CPU and the fake SMS gateway four 
 own (py-spy, reactors benchmark at 50 deliveries/s): more than the work of the request.
 ``PlainRoutes`` is a FastAPI app that serves the routes registered with ``plain_route`` before
 any of that: the handler gets the headers and the body and returns the answer; domain errors
-become the same problem answers as everywhere else (``meridian.http``). Every other route, the
+become the same problem answers as everywhere else (``meridian.edge.problems``). Every other route, the
 lifespan and the exception handlers are FastAPI's, as before.
 
 ``serve_directly`` does the same for FastAPI routes whose endpoint takes only the ``Request`` and
@@ -32,7 +32,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from meridian.domain.errors import MeridianError
-from meridian.http import problem, problem_for
+from meridian.edge.problems import problem, problem_for
 from meridian.observability import get_logger, request_trace, spans_exported
 
 log = get_logger(__name__)
@@ -163,7 +163,7 @@ async def _serve(handler: PlainHandler, scope: Any, receive: Any, send: Any) -> 
 
 
 def _problem(answer: Any) -> PlainResponse:
-    """A plain response from ``meridian.http``'s problem answer (a Starlette response)."""
+    """A plain response from ``meridian.edge.problems``'s problem answer (a Starlette response)."""
     return PlainResponse(
         answer.status_code,
         bytes(answer.body),

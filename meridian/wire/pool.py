@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from meridian.keepalive_http import post_start
+from meridian.wire.blocking import post_start
 
 MAX_HEADER_BYTES = 64 * 1024
 

@@ -266,7 +266,7 @@ def _mount_subcommands() -> None:
     """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
     from meridian.embedded.pubsub.cli import app as pubsub_app
     from meridian.embedded.workflows.cli import app as workflows_app
-    from meridian.sim_cli import app as sim_app
+    from meridian.runtime.sim_cli import app as sim_app
 
     emulator = typer.Typer(
         help="Google API emulators over the embedded runtime.", no_args_is_help=True
@@ -295,7 +295,7 @@ def create_client(
 ) -> None:
     """Register a client system and print its API key (shown once; only its digest is stored)."""
     from meridian import adapters
-    from meridian.clients import register_client
+    from meridian.app.clients import register_client
 
     settings = Settings.from_env()
     store = adapters.document_store(
@@ -322,7 +322,7 @@ def replay_dead_letters(
     """Republish dead letters to their topic once the bug that poisoned them is fixed; reactors
     deduplicate by event id, so only those that had not processed an event act on it."""
     from meridian import adapters
-    from meridian.reactor import replay_dead_letters as replay
+    from meridian.edge.push import replay_dead_letters as replay
 
     cat = load_catalog()
     dead_letter_topics = {

@@ -1,46 +1,19 @@
-"""Who is calling: drivers and dispatchers with bearer tokens, client systems with API keys.
+"""Who is calling: bearer tokens remembered once verified, API keys stored as digests.
 
-Production verifies Identity Platform ID tokens; embedded, a local issuer signs tokens
-(``meridian token --role driver --sub drv-7``). Both produce an ``Actor``; handlers decide what
-that actor may do.
+The identity verifiers themselves are adapters of ``ports.IdentityVerifier`` (Identity Platform
+on GCP; embedded, a local issuer: ``meridian token --role driver --sub drv-7``).
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import jwt
 
-from meridian.domain.errors import PermissionDenied
-
-Role = Literal["driver", "dispatcher", "client"]
-ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """An authenticated caller: ``subject`` is the driver id, dispatcher id or client id."""
-
-    subject: str
-    role: Role
-
-    def require(self, *roles: Role) -> None:
-        if self.role not in roles:
-            raise PermissionDenied(
-                f"{self.role} {self.subject} may not do this; it needs the role {' or '.join(roles)}"
-            )
-
-
-class IdentityVerifier(abc.ABC):
-    """Turns a bearer token into an Actor; raises Unauthenticated for a bad or expired token."""
-
-    @abc.abstractmethod
-    def verify(self, token: str) -> Actor: ...
+from meridian.domain.actors import Actor
+from meridian.ports import IdentityVerifier
 
 
 class CachingVerifier(IdentityVerifier):
@@ -79,11 +52,3 @@ class CachingVerifier(IdentityVerifier):
 def api_key_digest(api_key: str) -> str:
     """API keys are stored only as this digest (``api_keys/{digest}`` → client id)."""
     return hashlib.sha256(api_key.encode()).hexdigest()
-
-
-class PushAuthenticator(abc.ABC):
-    """Checks the OIDC token on a push request (Pub/Sub push, Eventarc) against the identity that
-    may call this endpoint; raises Unauthenticated or PermissionDenied."""
-
-    @abc.abstractmethod
-    def check(self, authorization: str | None, audience: str) -> None: ...

@@ -1,0 +1,29 @@
+"""Who may act: an authenticated caller and its role (driver, dispatcher or client system).
+
+Production verifies Identity Platform ID tokens and client API keys; embedded, a local issuer
+signs tokens. Both produce an ``Actor``; handlers decide what that actor may do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meridian.domain.errors import PermissionDenied
+
+Role = Literal["driver", "dispatcher", "client"]
+ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated caller: ``subject`` is the driver id, dispatcher id or client id."""
+
+    subject: str
+    role: Role
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise PermissionDenied(
+                f"{self.role} {self.subject} may not do this; it needs the role {' or '.join(roles)}"
+            )
