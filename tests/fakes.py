@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import builtins
-import copy
 import itertools
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from meridian.domain.errors import AlreadyExists, Conflict, NotFound
+from meridian.documents import query as documents_query
+from meridian.documents.paths import check_document, check_document_path
+from meridian.documents.query import check_query
+from meridian.documents.values import apply_merge, apply_update, clone
+from meridian.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    TransactionContention,
+    ValidationError,
+)
 from meridian.ports import (
     Document,
     DocumentStore,
@@ -28,53 +39,52 @@ from meridian.ports import (
 
 T = TypeVar("T")
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a is not None and a != b,
-    "<": lambda a, b: a is not None and a < b,
-    "<=": lambda a, b: a is not None and a <= b,
-    ">": lambda a, b: a is not None and a > b,
-    ">=": lambda a, b: a is not None and a >= b,
-    "in": lambda a, b: a in b,
-}
 
-
-def _field(data: Mapping[str, Any], field_path: str) -> Any:
-    value: Any = data
-    for part in field_path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
+def _stored(value: Any) -> Any:
+    """What a store keeps of a written value: a copy, timestamps in UTC (naive ones taken as UTC,
+    as the Firestore client does), tuples as lists."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, Mapping):
+        return {k: _stored(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_stored(v) for v in value]
     return value
 
 
-def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
-    for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-def _set_path(target: dict[str, Any], field_path: str, value: Any) -> None:
-    *parents, last = field_path.split(".")
-    for part in parents:
-        target = target.setdefault(part, {})
-    target[last] = copy.deepcopy(value)
-
-
 class FakeDocumentStore(DocumentStore):
-    """Dict-backed store; a transaction applies its buffered writes only if the function returns."""
+    """Dict-backed store held to the DocumentStore contract (tests/contract/test_docstore_fake.py):
+    the same path, field, size and query rules as the adapters (``meridian.documents``), and a
+    transaction applies its buffered writes only if the function returns. Transactions run one at
+    a time, so they are serializable; ``contended_attempts`` makes that many attempts fail with
+    contention first (None: every attempt), to exercise a caller's retry. No listeners."""
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.docs: dict[str, Document] = {}
         self.clock = clock
         self.commits = 0
+        self.contended_attempts: int | None = 0
+        self._lock = threading.RLock()
+
+    def another_client(self) -> FakeDocumentStore:
+        """A second client of the same documents (what another process would open)."""
+        other = FakeDocumentStore(self.clock)
+        other.docs, other._lock = self.docs, self._lock
+        return other
 
     def get(self, path: str) -> Document | None:
-        return self.docs.get(path)
+        check_document_path(path)
+        document = self.docs.get(path)
+        return None if document is None else replace(document, data=clone(document.data))
 
     def _apply(self, op: str, path: str, data: Mapping[str, JsonValue] | None) -> Document | None:
+        check_document_path(path)
+        if op in ("create", "set", "merge"):
+            if data is None:
+                raise ValidationError(f"a {op} of {path} needs a mapping of fields")
+            check_document(path, data)
+        elif op != "delete" and op != "update":
+            raise ValidationError(f"unknown write operation {op!r}")
         now = self.clock()
         existing = self.docs.get(path)
         if op == "create" and existing is not None:
@@ -84,18 +94,17 @@ class FakeDocumentStore(DocumentStore):
         if op == "delete":
             self.docs.pop(path, None)
             return None
+        fields = _stored(data or {})
         if op == "merge" and existing is not None:
-            body = copy.deepcopy(dict(existing.data))
-            _merge(body, data or {})
+            body = apply_merge(existing.data, fields)
         elif op == "update" and existing is not None:
-            body = copy.deepcopy(dict(existing.data))
-            for field_path, value in (data or {}).items():
-                _set_path(body, field_path, value)
+            body = apply_update(existing.data, fields)
+            check_document(path, body)
         else:
-            body = copy.deepcopy(dict(data or {}))
+            body = fields
         created = existing.create_time if existing else now
         self.docs[path] = Document(path, body, created, now)
-        return self.docs[path]
+        return replace(self.docs[path], data=clone(body))
 
     def create(self, path: str, data: Mapping[str, JsonValue]) -> Document:
         return self._commit([("create", path, data)])[0]  # type: ignore[return-value]
@@ -112,14 +121,16 @@ class FakeDocumentStore(DocumentStore):
     def _commit(
         self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]
     ) -> list[Document | None]:
-        snapshot = dict(self.docs)
-        try:
-            results = [self._apply(op, path, data) for op, path, data in writes]
-        except Exception:
-            self.docs = snapshot
-            raise
-        self.commits += 1
-        return results
+        with self._lock:
+            snapshot = dict(self.docs)
+            try:
+                results = [self._apply(op, path, data) for op, path, data in writes]
+            except Exception:
+                self.docs.clear()
+                self.docs.update(snapshot)
+                raise
+            self.commits += 1
+            return results
 
     def batch_write(
         self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]
@@ -127,23 +138,27 @@ class FakeDocumentStore(DocumentStore):
         self._commit(writes)
 
     def query(self, query: Query) -> list[Document]:
+        check_query(query)
         prefix = query.collection + "/"
-        found = [
-            d
-            for p, d in self.docs.items()
-            if p.startswith(prefix)
-            and "/" not in p[len(prefix) :]
-            and all(_OPS[op](_field(d.data, f), v) for f, op, v in query.filters)
+        candidates = [
+            d for p, d in self.docs.items() if p.startswith(prefix) and "/" not in p[len(prefix) :]
         ]
-        for field_path, direction in reversed(query.orders):
-            found.sort(key=lambda d: _field(d.data, field_path), reverse=direction == "desc")
-        return found[: query.limit_to] if query.limit_to is not None else found
+        return [replace(d, data=clone(d.data)) for d in documents_query.run(query, candidates)]
 
     def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
-        tx = _FakeTransaction(self)
-        result = function(tx)
-        self._commit(tx.writes)
-        return result
+        with self._lock:
+            for _ in range(max_attempts):
+                tx = _FakeTransaction(self)
+                result = function(tx)
+                if self.contended_attempts is None or self.contended_attempts > 0:
+                    if self.contended_attempts is not None:
+                        self.contended_attempts -= 1
+                    continue  # as if another transaction had won: run the function again
+                self._commit(tx.writes)
+                return result
+        raise TransactionContention(
+            f"transaction gave up after {max_attempts} attempts: too much contention"
+        )
 
     async def watch_document(self, path: str) -> AsyncIterator[Snapshot]:
         raise NotImplementedError("the fake store has no listeners; use the embedded store")
@@ -159,12 +174,16 @@ class _FakeTransaction(Transaction):
         self.store = store
         self.writes: list[tuple[str, str, Mapping[str, JsonValue] | None]] = []
 
+    def _before_any_write(self) -> None:
+        if self.writes:
+            raise ValidationError("a transaction must do all its reads before any write")
+
     def get(self, path: str) -> Document | None:
-        assert not self.writes, "Firestore transactions read before they write"
+        self._before_any_write()
         return self.store.get(path)
 
     def query(self, query: Query) -> list[Document]:
-        assert not self.writes, "Firestore transactions read before they write"
+        self._before_any_write()
         return self.store.query(query)
 
     def create(self, path: str, data: Mapping[str, JsonValue]) -> None:

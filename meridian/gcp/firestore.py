@@ -3,8 +3,8 @@
 Google's errors are translated into the core's at this boundary. Transactions use the client's
 own retry (``@firestore.transactional``: the function re-runs on ABORTED, 5 attempts by default);
 ``on_snapshot`` listeners, which call back on a background thread, are bridged to async iterators.
-The naming and size rules are checked before sending, with the same code as the embedded store,
-so both refuse the same documents with the same errors.
+The naming and size rules are checked before sending, with the same code as the embedded store
+(``meridian.documents``), so both refuse the same documents with the same errors.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers as firestore_helpers
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from meridian.documents.paths import (
+    check_collection_path,
+    check_document,
+    check_document_path,
+)
+from meridian.documents.query import check_query
 from meridian.domain.errors import (
     AlreadyExists,
     LimitExceeded,
@@ -29,12 +35,6 @@ from meridian.domain.errors import (
     Unavailable,
     ValidationError,
 )
-from meridian.embedded.docstore.paths import (
-    check_collection_path,
-    check_document,
-    check_document_path,
-)
-from meridian.embedded.docstore.query import check_query
 from meridian.ports import (
     Document,
     DocumentChange,

@@ -1,5 +1,6 @@
-"""The embedded store's cheap checks (paths, plainly valid documents, update masks across type
-changes) give the same answers as the full rules."""
+"""The cheap checks give the same answers as the full rules: the document rules' paths and plainly
+valid documents (``meridian.documents``, used by every store) and the embedded store's update
+masks across type changes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from meridian.documents.paths import check_document, check_document_path
+from meridian.documents.values import clone
 from meridian.domain.errors import LimitExceeded, ValidationError
-from meridian.embedded.docstore.paths import check_document, check_document_path
-from meridian.embedded.docstore.values import changed_paths, clone, encode
+from meridian.embedded.docstore.values import changed_paths, encode
 
 AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 

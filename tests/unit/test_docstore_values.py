@@ -8,15 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from meridian.documents.values import clone, to_micros
 from meridian.domain.errors import ValidationError
-from meridian.embedded.docstore.values import (
-    DecodedDocuments,
-    changed_paths,
-    clone,
-    decode,
-    encode,
-    to_micros,
-)
+from meridian.embedded.docstore.values import DecodedDocuments, changed_paths, decode, encode
 
 
 def test_the_mask_lists_only_values_firestore_considers_changed() -> None:

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
+from meridian.documents.values import to_micros
 from meridian.domain.errors import MeridianError
 
-from .values import decode, from_micros, to_micros
+from .values import decode, from_micros
 
 ChangeKind = Literal["created", "updated", "deleted"]
 

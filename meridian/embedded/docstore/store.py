@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from meridian.documents.paths import check_document, check_document_path, collection_id
+from meridian.documents.values import apply_merge, apply_update, clone, get_field, to_micros
 from meridian.domain.errors import AlreadyExists, NotFound, ValidationError
 from meridian.embedded.sqlite import process_write_lock
 from meridian.ports import Document, DocumentStore, JsonValue, Query, Snapshot, Transaction
@@ -19,20 +21,8 @@ from meridian.ports import Document, DocumentStore, JsonValue, Query, Snapshot, 
 from . import changelog, db, listeners
 from .changelog import ChangeLog
 from .checkpoints import Checkpointer
-from .paths import check_document, check_document_path, collection_id
 from .query import expression, run_query
-from .values import (
-    DecodedDocuments,
-    apply_merge,
-    apply_update,
-    changed_paths,
-    clone,
-    decode,
-    encode,
-    from_micros,
-    get_field,
-    to_micros,
-)
+from .values import DecodedDocuments, changed_paths, decode, encode, from_micros
 
 T = TypeVar("T")
 

@@ -1,14 +1,15 @@
-"""Document values: JSON text with timestamps, Firestore's value ordering, field-path edits.
+"""How the embedded store holds document values: JSON text with timestamps, decoded documents
+kept for re-reads, and the update masks of its change records.
 
 Timestamps are stored as ``{"__ts__": microseconds since the epoch}``. Field names matching
-``__.*__`` are reserved by Firestore (and refused by ``paths.check_fields``), so the tag can never
-collide with user data.
+``__.*__`` are reserved by Firestore (and refused by ``meridian.documents.paths.check_fields``), so
+the tag can never collide with user data. Firestore's value semantics (ordering, equality,
+field-path edits) are the core's, in ``meridian/documents/values.py``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -16,22 +17,14 @@ from functools import lru_cache
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
+from meridian.documents.values import MISSING, equal, to_micros
 from meridian.domain.errors import ValidationError
-
-from .paths import split_field_path
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TS = "__ts__"
 
 
 _MICROSECOND = timedelta(0, 0, 1)  # built once: every timestamp of every write divides by it
-
-
-def to_micros(moment: datetime) -> int:
-    # Naive datetimes are taken as UTC, as the Firestore client does.
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:
@@ -63,7 +56,7 @@ def _hook(obj: dict[str, Any]) -> Any:
 # Built once: ``json.dumps``/``json.loads`` with options build an encoder or decoder per call,
 # which cost more than encoding a typical document. Without circular-reference markers the
 # encoder keeps no state between calls (so threads may share it); data reaches it only through
-# ``clone``, which a circular structure never gets past.
+# ``meridian.documents.values.clone``, which a circular structure never gets past.
 _ENCODER = json.JSONEncoder(default=_default, allow_nan=False, separators=(",", ":"))
 _encode_c = (
     c_make_encoder(None, _default, encode_basestring_ascii, None, ":", ",", False, False, False)
@@ -140,102 +133,6 @@ class DecodedDocuments:
                 self._chars -= len(old[0])
 
 
-# Firestore's ordering across types: null < bool < number < timestamp < string < bytes
-# < reference < geo point < array < map.
-def sort_key(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return (0,)
-    if isinstance(value, bool):
-        return (1, value)
-    if isinstance(value, int | float):
-        return (2, 0, 0.0) if isinstance(value, float) and math.isnan(value) else (2, 1, value)
-    if isinstance(value, datetime):
-        return (3, to_micros(value))
-    if isinstance(value, str):
-        return (4, value.encode())
-    if isinstance(value, list | tuple):
-        return (8, tuple(sort_key(v) for v in value))
-    if isinstance(value, Mapping):
-        return (9, tuple((k.encode(), sort_key(v)) for k, v in sorted(value.items())))
-    return (10, repr(value))
-
-
-def equal(a: Any, b: Any) -> bool:
-    """Firestore equality: 1 == 1.0, but True != 1."""
-    return sort_key(a) == sort_key(b)
-
-
-_MISSING = object()
-
-
-def get_field(data: Mapping[str, Any], field_path: str) -> Any:
-    """The value at a dotted field path, or ``MISSING``."""
-    node: Any = data
-    for part in split_field_path(field_path):
-        if (type(node) is not dict and not isinstance(node, Mapping)) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-MISSING = _MISSING
-
-
-_LEAVES = frozenset({str, int, float, bool, type(None), datetime})
-
-
-def clone(value: Any) -> Any:
-    """A deep copy of JSON-shaped data (much cheaper than ``copy.deepcopy``); maps become dicts
-    and tuples lists. Leaves are copied in place, without a call each: most values are leaves."""
-    kind = type(value)
-    if kind is dict:
-        # A C-level copy, then only the few nested maps and arrays replaced: half the cost of
-        # building the dict again item by item (a parcel has 25 fields, 5 of them maps).
-        copied = value.copy()
-        for k, v in value.items():
-            if type(v) not in _LEAVES:
-                copied[k] = clone(v)
-        return copied
-    if kind is list:
-        items = value.copy()
-        for i, v in enumerate(value):
-            if type(v) not in _LEAVES:
-                items[i] = clone(v)
-        return items
-    if isinstance(value, Mapping):
-        return {k: v if type(v) in _LEAVES else clone(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [v if type(v) in _LEAVES else clone(v) for v in value]
-    return value
-
-
-def apply_update(data: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``update()``: each key is a field path; its value replaces what is there (maps included)."""
-    result: dict[str, Any] = clone(data)
-    for field_path, value in fields.items():
-        parts = split_field_path(field_path)
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[parts[-1]] = clone(value)
-    return result
-
-
-def apply_merge(data: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``set(merge=True)``: maps merge recursively, every other value replaces."""
-    result: dict[str, Any] = clone(data)
-    for key, value in patch.items():
-        if isinstance(result.get(key), dict) and isinstance(value, Mapping):
-            result[key] = apply_merge(result[key], value)
-        else:
-            result[key] = clone(value)
-    return result
-
-
 @lru_cache(maxsize=4_096)  # the same few field names, in every update mask of every write
 def _quote(part: str) -> str:
     return (
@@ -260,7 +157,7 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
     else:
         keys = sorted(old.keys() | new.keys())
     for key in keys:
-        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        a, b = old.get(key, MISSING), new.get(key, MISSING)
         kind = type(a)
         if kind is type(b):
             if a == b:

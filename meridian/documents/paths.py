@@ -1,8 +1,11 @@
-"""Firestore's naming and size rules (reference §7.3), shared by both DocumentStore adapters.
+"""Firestore's naming and size rules (reference §7.3): what every DocumentStore refuses.
 
-The Google adapter checks these too before sending, so a document the embedded runtime refuses is
-refused the same way in production, and emulators that do not enforce them still behave like the
-real service.
+Both adapters (``meridian/embedded/docstore`` and ``meridian/gcp/firestore.py``) and the unit
+tests' fake check these before writing, so a document the embedded runtime refuses is refused the
+same way in production, and emulators that do not enforce them still behave like the real service.
+The cheap paths (a short ASCII path skips the segment walk, a plainly valid document's JSON text
+skips the field walk and the size sum) were measured on the embedded store's transactions, where
+every read and write checks its path and every write its document.
 """
 
 from __future__ import annotations
@@ -172,7 +175,9 @@ def document_size(path: str, data: Mapping[str, Any]) -> int:
 _SURELY_SMALL_JSON = MAX_DOCUMENT_BYTES // 8 - 1024
 
 
-_TIMESTAMP_TAG = '"__ts__"'  # how values.encode stores a timestamp; not a user field name
+# How the embedded store's JSON text writes a timestamp ({"__ts__": micros}, see
+# meridian/embedded/docstore/values.py): not a user field name, so the cheap check looks past it.
+_TIMESTAMP_TAG = '"__ts__"'
 
 
 def _nested_within_limit(value: dict[str, Any] | list[Any] | tuple[Any, ...], depth: int) -> bool:
@@ -212,8 +217,9 @@ def _plainly_valid(json_text: str, data: Mapping[str, Any]) -> bool:
 
 def check_document(path: str, data: Mapping[str, Any], json_text: str | None = None) -> None:
     """Field rules and the 1 MiB document limit, raising LimitExceeded that names the limit.
-    ``json_text`` (the document as the store serialises it, when the caller has it) lets both
-    checks skip their walk for the common, plainly valid and far-below-the-limit document."""
+    ``json_text`` (the document as compact JSON, timestamps written as ``{"__ts__": …}``, when the
+    caller has it: the embedded store's encoding) lets both checks skip their walk for the common,
+    plainly valid and far-below-the-limit document."""
     if json_text is None or not _plainly_valid(json_text, data):
         check_fields(data)
     if json_text is not None and len(json_text) < _SURELY_SMALL_JSON:
