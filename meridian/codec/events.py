@@ -2,6 +2,8 @@
 
 Encoding validates against the event's schema first, so a bad event never leaves the process.
 Decoding either returns a whole, valid event or raises DecodeError; never half an event.
+Both directions use the compiled Avro writer and reader (``avro_writer``, ``avro_reader``) for
+the schemas they compile, and fastavro for the rest.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_writer
 from fastavro.validation import validate
 from pydantic import ValidationError as PydanticValidationError
 
 from meridian.catalog import Catalog, EventTypeSpec
+from meridian.codec.avro_reader import RecordReader, record_reader
 from meridian.codec.avro_writer import compile_writer
 from meridian.domain.errors import CatalogError, DecodeError, ValidationError
 from meridian.domain.events import EVENT_TYPES, DomainEvent
@@ -80,6 +83,9 @@ class EventCodec:
         self._catalog = catalog
         self._schemas = catalog.schemas
         self._writers = {name: compile_writer(schema) for name, schema in self._schemas.items()}
+        self._readers: dict[str, RecordReader] = {
+            name: record_reader(schema) for name, schema in self._schemas.items()
+        }
         self._shapes = {
             name: _MessageShape.of(name, spec) for name, spec in catalog.event_types.items()
         }
@@ -113,21 +119,10 @@ class EventCodec:
         return buffer.getvalue()
 
     def decode(self, event_type: str, data: bytes) -> DomainEvent:
-        try:
-            schema = self._schema(event_type)
-        except ValidationError as e:
-            raise DecodeError(str(e)) from None
-        buffer = io.BytesIO(data)
-        try:
-            record = schemaless_reader(buffer, schema, None)
-        except Exception as e:  # EOFError, UnicodeDecodeError, IndexError, … on corrupt input
-            raise DecodeError(
-                f"body is not a valid {event_type}: {type(e).__name__}: {e}"
-            ) from None
-        if buffer.tell() != len(data):
-            raise DecodeError(
-                f"body is not a valid {event_type}: {len(data) - buffer.tell()} bytes left over"
-            )
+        read = self._readers.get(event_type)
+        if read is None:
+            raise DecodeError(f"unknown event type {event_type!r}")
+        record = read(data)  # DecodeError on a corrupt body or bytes left over
         try:
             return EVENT_TYPES[event_type].model_validate(record)
         except PydanticValidationError as e:

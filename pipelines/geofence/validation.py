@@ -1,13 +1,13 @@
 """Decoding and validation of pings: whatever cannot be used becomes a ``Rejected`` with its reason.
 
-Decoding reads the Avro body straight into a ``Ping`` (no pydantic model per ping: this runs for
-every message of the firehose). Nothing here raises on bad input; the pipeline must not crash on
-a poison ping.
+Decoding reads the Avro body with the compiled Avro reader (``meridian.codec.avro_reader``, the
+one VehiclePing decoder the live map and the event codec use too) straight into a ``Ping``: no
+pydantic model per ping, as this runs for every message of the firehose. Nothing here raises on
+bad input; the pipeline must not crash on a poison ping.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader
-
 from meridian.catalog import Catalog
+from meridian.codec.avro_reader import record_reader
+from meridian.domain.errors import DecodeError
 from pipelines.geofence.model import Ping, PingBatch, Rejected
 
 
@@ -32,20 +32,17 @@ class PingDecoder:
     """Avro VehiclePing bodies → Pings (or Rejected, with why)."""
 
     def __init__(self, catalog: Catalog) -> None:
-        # The schema without its logical types: the same bytes decode to plain ints, so a ping's
-        # time is read as microseconds instead of building a timezone-aware datetime per ping
-        # only to turn it back into a number (about a third of the decoding time).
-        self._schema = parse_schema(_without_logical_types(catalog.schemas["VehiclePing"]))
+        # Timestamps read as the microseconds they are encoded as: a ping's time is wanted as a
+        # number, and building a timezone-aware datetime per ping only to turn it back into one
+        # was about a third of the decoding time.
+        self._read = record_reader(catalog.schemas["VehiclePing"], logical_types=False)
 
     def decode(self, data: bytes, attributes: Mapping[str, str]) -> Ping | Rejected:
         event_type = attributes.get("eventType", "VehiclePing")
         if event_type != "VehiclePing":
             return _rejected(f"not a VehiclePing but {event_type}", data, attributes)
         try:
-            buffer = io.BytesIO(data)
-            record = schemaless_reader(buffer, self._schema, None)
-            if buffer.tell() != len(data):
-                raise ValueError(f"{len(data) - buffer.tell()} bytes left over")
+            record = self._read(data)
             return Ping(
                 vehicle_id=record["vehicle_id"],
                 event_id=record["event_id"],
@@ -55,7 +52,9 @@ class PingDecoder:
                 speed_mps=record.get("speed_mps"),
                 accuracy_m=record.get("accuracy_m"),
             )
-        except Exception as e:  # fastavro raises EOFError, UnicodeDecodeError, … on corrupt bodies
+        except DecodeError as e:
+            return _rejected(f"undecodable VehiclePing: {e}", data, attributes)
+        except Exception as e:  # a field of the wrong type from a foreign schema
             return _rejected(f"undecodable VehiclePing: {type(e).__name__}: {e}", data, attributes)
 
     def decode_batch(self, messages: Iterable[tuple[bytes, Mapping[str, str]]]) -> PingBatch:
@@ -64,20 +63,6 @@ class PingDecoder:
             result = self.decode(data, attributes)
             (pings if isinstance(result, Ping) else rejected).append(result)
         return PingBatch(tuple(pings), tuple(rejected))
-
-
-def _without_logical_types(schema: Any) -> Any:
-    """A copy of a (parsed) Avro schema with its ``logicalType`` annotations and fastavro's own
-    bookkeeping keys removed; the binary encoding it describes is the same."""
-    if isinstance(schema, dict):
-        return {
-            k: _without_logical_types(v)
-            for k, v in schema.items()
-            if k != "logicalType" and not k.startswith("__")
-        }
-    if isinstance(schema, list):
-        return [_without_logical_types(v) for v in schema]
-    return schema
 
 
 def validate(

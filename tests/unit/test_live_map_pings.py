@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meridian.catalog import load_catalog
+from meridian.codec.avro_reader import UnsupportedSchema, compile_type, read_long
 from meridian.codec.events import EventCodec
 from meridian.domain.errors import DecodeError
 from meridian.domain.events import GeofenceCrossed, VehiclePing
 from meridian.ports import Message
-from services.live_map.pings import PingDecoder, UnsupportedSchema, _read_long, compile_type
+from services.live_map.pings import PingDecoder
 from services.live_map.positions import Position
 
 T0 = datetime(2026, 11, 21, 9, 0, 0, 123456, tzinfo=UTC)
@@ -157,10 +158,10 @@ def test_longs_of_every_length_are_read_and_truncated_ones_refused() -> None:
         )
         encoded = _zigzag_varint(value)
         data = b"\x07" + encoded + bytes(rnd.randrange(256) for _ in range(rnd.randrange(10)))
-        assert _read_long(data, 1) == (value, 1 + len(encoded))
+        assert read_long(data, 1) == (value, 1 + len(encoded))
         if len(encoded) > 1:
             with pytest.raises(IndexError):
-                _read_long(b"\x07" + encoded[:-1], 1)
+                read_long(b"\x07" + encoded[:-1], 1)
 
 
 @pytest.mark.parametrize(
