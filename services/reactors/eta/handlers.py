@@ -13,6 +13,7 @@ ETA is new or moved that much: a movement on a 100-stop route used to rewrite 10
 and announce 100 unchanged ETAs, most of the event plane's load, while the customer sees minutes.
 What was last shown and announced is kept on the board's stop (``shown_eta``, ``shown_sla``,
 ``announced_eta``) while it is to come; a delivered stop keeps only what the map and its SLA need.
+The board is a ``RouteBoard`` (``board.py``: its stops, its document shape, how a fact folds in).
 
 SLA breach is judged two ways, whichever comes first: when the route is recomputed (any movement on
 it), and by ``tick`` (Cloud Scheduler in GCP, the platform's periodic caller embedded), which finds
@@ -36,7 +37,6 @@ from meridian.domain.events import (
     DomainEvent,
     GeofenceCrossed,
     ParcelDelivered,
-    ParcelOutForDelivery,
     RouteEtaUpdated,
     SlaAtRisk,
     SlaBreached,
@@ -46,6 +46,7 @@ from meridian.domain.events import (
 )
 from meridian.edge.push import trace_of
 from meridian.ports import DocumentStore, GeoPoint, Publisher, Query, Transaction, TravelTime
+from services.reactors.eta.board import DELIVERED, PENDING, BoardStop, RouteBoard
 
 CONSUMER = "eta"
 BOARDS = "route_board"
@@ -73,56 +74,7 @@ def route_of(event: DomainEvent) -> str | None:
     return f"solo-{parcel}" if parcel else None  # a parcel sent out without a planned route
 
 
-def _fold(board: dict[str, Any], event: DomainEvent) -> None:
-    """Apply a movement fact to the route board (stops, vehicle position, clock of the route)."""
-    stops: dict[str, Any] = board.setdefault("stops", {})
-    if isinstance(event, ParcelOutForDelivery):
-        # The route's planned order; a parcel sent out without one joins the end of the route.
-        stop = stops.get(event.parcel_id) or {"sequence": len(stops)}
-        if event.stop_sequence is not None:
-            stop["sequence"] = event.stop_sequence
-        stop.update(
-            parcel_id=event.parcel_id,
-            client_id=event.client_id,
-            lat=event.lat,
-            lng=event.lng,
-            window_end=event.window_end,
-            status="pending",
-        )
-        stops[event.parcel_id] = stop
-        board.update(vehicle_id=event.vehicle_id, driver_id=event.driver_id)
-        board["as_of"] = max(board.get("as_of") or event.occurred_at, event.occurred_at)
-    elif isinstance(event, ParcelDelivered | DeliveryFailed):
-        at = event.delivered_at if isinstance(event, ParcelDelivered) else event.failed_at
-        stop = stops.get(event.parcel_id)
-        if stop is not None:
-            stop["status"] = "delivered" if isinstance(event, ParcelDelivered) else "failed"
-            stop["done_at"] = at
-        if isinstance(event, ParcelDelivered):
-            _moved_to(board, event.lat, event.lng, at, stop["sequence"] if stop else None)
-        board["as_of"] = max(board.get("as_of") or at, at)
-    elif isinstance(event, GeofenceCrossed):
-        _moved_to(board, event.lat, event.lng, event.crossed_at)
-        board["as_of"] = max(board.get("as_of") or event.crossed_at, event.crossed_at)
-
-
-def _moved_to(
-    board: dict[str, Any], lat: float, lng: float, at: datetime, sequence: int | None = None
-) -> None:
-    """The vehicle was at (lat, lng) at ``at``: its position, unless the board already knows a
-    later one (two deliveries of a route can arrive in either order; the later one is where the
-    vehicle is). Compared with the time of the last position, not with ``as_of``: that also
-    counts the server's clock at out-for-delivery, and a driver's clock may be a little behind.
-    ``sequence`` is the stop the vehicle is at (a delivery), so the stops before it are behind it;
-    a geofence crossing leaves that as it was."""
-    if board.get("position_at") is None or at >= board["position_at"]:
-        board["position"] = {"lat": lat, "lng": lng}
-        board["position_at"] = at
-        if sequence is not None:
-            board["at_stop"] = sequence
-
-
-def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]:
+def recompute(board: RouteBoard, travel: TravelTime) -> list[BoardStop]:
     """ETAs of the pending stops in sequence order, from the vehicle's last known position, or
     from its first stop while no delivery or geofence crossing has said where it is (a route's
     first estimate must not depend on which of its parcels' events happened to arrive first).
@@ -133,79 +85,91 @@ def recompute(board: dict[str, Any], travel: TravelTime) -> list[dict[str, Any]]
     than one for driving back to it, which would tell its customer a time that is wrong either way.
     """
     pending = sorted(
-        (s for s in board.get("stops", {}).values() if s["status"] == "pending"),
-        key=lambda s: s["sequence"],
+        (s for s in board.stops.values() if s.status == PENDING), key=lambda s: s.sequence
     )
-    at_stop = board.get("at_stop", -1)
-    ahead = [s for s in pending if s["sequence"] > at_stop or s.get("eta") is None]
-    at: datetime = board["as_of"]
-    if "position" in board:
-        here = GeoPoint(**board["position"])
+    at_stop = -1 if board.at_stop is None else board.at_stop
+    ahead = [s for s in pending if s.sequence > at_stop or s.eta is None]
+    assert board.as_of is not None  # set by every fact folded in
+    at = board.as_of
+    if board.position is not None:
+        here = board.position
     elif pending:
-        here = GeoPoint(pending[0]["lat"], pending[0]["lng"])
+        here = GeoPoint(lat=pending[0].lat, lng=pending[0].lng)
     for stop in ahead:
-        there = GeoPoint(stop["lat"], stop["lng"])
+        there = GeoPoint(lat=stop.lat, lng=stop.lng)
         at = at + timedelta(seconds=travel.seconds(here, there, at))
-        stop["eta"] = at
+        stop.eta = at
         here = there
     return pending
 
 
 def _announcements(
-    trigger: DomainEvent, route_id: str, board: dict[str, Any], pending: list[dict[str, Any]]
+    trigger: DomainEvent, route_id: str, board: RouteBoard, pending: list[BoardStop]
 ) -> list[DomainEvent]:
     def ident(kind: str, subject: str) -> str:
         return derive_event_id(CONSUMER, trigger.event_id, kind, subject)
 
     now = trigger.occurred_at
     out: list[DomainEvent] = []
-    if any(_moved(s.get("eta"), s.get("announced_eta")) for s in pending):
+    if any(_moved(s.eta, s.announced_eta) for s in pending):
         # Announced only when an ETA is new or moved materially: a driver on schedule moves no
         # ETA, and re-announcing the same 100 ETAs on every delivery only made every consumer
         # re-read the route for nothing. The event still carries every remaining stop.
         for stop in pending:
-            stop["announced_eta"] = stop["eta"]
+            stop.announced_eta = stop.eta
         out.append(
             RouteEtaUpdated(
                 event_id=ident("RouteEtaUpdated", route_id),
                 occurred_at=now,
                 route_id=route_id,
-                vehicle_id=board.get("vehicle_id"),
-                driver_id=board.get("driver_id"),
+                vehicle_id=board.vehicle_id,
+                driver_id=board.driver_id,
                 stops=tuple(
                     StopEta(
-                        parcel_id=s["parcel_id"],
-                        sequence=s["sequence"],
-                        eta=s["eta"],
-                        window_end=s["window_end"],
+                        parcel_id=s.parcel_id,
+                        sequence=s.sequence,
+                        eta=_eta(s),
+                        window_end=s.window_end,
                     )
                     for s in pending
                 ),
             )
         )
     real_route = None if route_id.startswith("solo-") else route_id
+    assert board.as_of is not None
     for stop in pending:
-        if stop["window_end"] <= board["as_of"] and not stop.get("breached"):
+        eta = _eta(stop)
+        if stop.window_end <= board.as_of and not stop.breached:
             out.append(_breach(stop, route_id, now))
-        elif stop.get("breached"):
+        elif stop.breached:
             continue
-        elif stop["eta"] > stop["window_end"] and not stop.get("at_risk"):
-            stop["at_risk"] = True
+        elif eta > stop.window_end and not stop.at_risk:
+            stop.at_risk = True
             out.append(
                 SlaAtRisk(
-                    event_id=ident("SlaAtRisk", stop["parcel_id"]),
+                    event_id=ident("SlaAtRisk", stop.parcel_id),
                     occurred_at=now,
-                    parcel_id=stop["parcel_id"],
+                    parcel_id=stop.parcel_id,
                     route_id=real_route,
-                    client_id=stop["client_id"],
-                    eta=stop["eta"],
-                    window_end=stop["window_end"],
-                    minutes_late=round((stop["eta"] - stop["window_end"]).total_seconds() / 60, 1),
+                    client_id=_client(stop),
+                    eta=eta,
+                    window_end=stop.window_end,
+                    minutes_late=round((eta - stop.window_end).total_seconds() / 60, 1),
                 )
             )
-        elif stop["eta"] <= stop["window_end"]:
-            stop.pop("at_risk", None)  # back on time: a later slip is announced again
+        elif eta <= stop.window_end:
+            stop.at_risk = False  # back on time: a later slip is announced again
     return out
+
+
+def _eta(stop: BoardStop) -> datetime:
+    assert stop.eta is not None  # recompute estimated every stop to come
+    return stop.eta
+
+
+def _client(stop: BoardStop) -> str:
+    assert stop.client_id is not None  # a stop to come was sent out for its client
+    return stop.client_id
 
 
 def _moved(eta: datetime | None, shown: datetime | None) -> bool:
@@ -215,26 +179,26 @@ def _moved(eta: datetime | None, shown: datetime | None) -> bool:
     return abs(eta - shown) >= ETA_MATERIAL
 
 
-def _breach(stop: dict[str, Any], route_id: str, now: datetime) -> SlaBreached:
+def _breach(stop: BoardStop, route_id: str, now: datetime) -> SlaBreached:
     """Mark ``stop`` breached and the event that says so; one id per parcel and window, so the
     route-event path and the tick cannot announce the same breach twice."""
-    stop["breached"] = True
+    stop.breached = True
     return SlaBreached(
         event_id=derive_event_id(
-            CONSUMER, "SlaBreached", stop["parcel_id"], stop["window_end"].isoformat()
+            CONSUMER, "SlaBreached", stop.parcel_id, stop.window_end.isoformat()
         ),
         occurred_at=now,
-        parcel_id=stop["parcel_id"],
+        parcel_id=stop.parcel_id,
         route_id=None if route_id.startswith("solo-") else route_id,
-        client_id=stop["client_id"],
-        window_end=stop["window_end"],
+        client_id=_client(stop),
+        window_end=stop.window_end,
     )
 
 
 def _save(
     tx: Transaction,
     route_id: str,
-    board: dict[str, Any],
+    board: RouteBoard,
     now: datetime,
     finished: Collection[datetime] = (),
 ) -> int:
@@ -244,36 +208,31 @@ def _save(
     active = False
     due: datetime | None = None
     written = 0
-    for stop in board.get("stops", {}).values():
-        status = stop["status"]
-        if status == "delivered":
-            if stop.get("done_at") not in finished:
+    for stop in board.stops.values():
+        status = stop.status
+        if status == DELIVERED:
+            if stop.done_at not in finished:
                 continue  # its view is final: written by the delivery (just below)
-            eta, sla = None, _sla(stop)
-            _settle(stop)
+            eta, sla = None, stop.sla()
+            stop.settle()
         else:
-            pending = status == "pending"
+            pending = status == PENDING
             if pending:
                 active = True
-                if not stop.get("breached") and (due is None or stop["window_end"] < due):
-                    due = stop["window_end"]
-            eta = stop.get("eta") if pending else None
-            sla = _sla(stop)
+                if not stop.breached and (due is None or stop.window_end < due):
+                    due = stop.window_end
+            eta = stop.eta if pending else None
+            sla = stop.sla()
             if not (
-                _moved(eta, stop.get("shown_eta"))
-                or sla != stop.get("shown_sla")
-                or stop.get("done_at") in finished
+                _moved(eta, stop.shown_eta) or sla != stop.shown_sla or stop.done_at in finished
             ):
                 continue
-            if eta is None:
-                stop.pop("shown_eta", None)  # absent reads as None: the board is smaller
-            else:
-                stop["shown_eta"] = eta
-            stop["shown_sla"] = sla
+            stop.shown_eta = eta  # none is not written: the board is smaller
+            stop.shown_sla = sla
         tx.set(
-            f"{STATUS}/{stop['parcel_id']}",
+            f"{STATUS}/{stop.parcel_id}",
             {
-                "parcel_id": stop["parcel_id"],
+                "parcel_id": stop.parcel_id,
                 "route_id": route_id,
                 "eta": eta,
                 "sla": sla,
@@ -282,42 +241,12 @@ def _save(
             merge=True,
         )
         written += 1
-    board.update(active=active, updated_at=now)
-    board.pop("next_due", None)  # absent, not null: a range query on it then skips the board
-    if due is not None:
-        board["next_due"] = due
-    tx.set(f"{BOARDS}/{route_id}", board)
+    board.active, board.updated_at, board.next_due = active, now, due
+    tx.set(f"{BOARDS}/{route_id}", board.to_document())
     return written
 
 
-def _settle(stop: dict[str, Any]) -> None:
-    """Keep of a delivered stop only what the map shows and its SLA needs. What was shown and
-    announced of it, whether it was at risk and its client serve a stop still to come; and the
-    board is rewritten whole on every movement of its route (the store clones, compares, encodes
-    and logs it each time: its stops are about half of this reactor's CPU on a 25-stop route),
-    half of it delivered stops on average.
-    A delivered stop's view never changes after its delivery wrote it: its SLA depends on its
-    window and delivery time only, and a new out-for-delivery makes it pending again."""
-    for name in _PENDING_ONLY:
-        stop.pop(name, None)
-
-
-_PENDING_ONLY = ("announced_eta", "at_risk", "client_id", "shown_eta", "shown_sla")
-
-
-def _sla(stop: dict[str, Any]) -> str:
-    if stop["status"] == "delivered":
-        return "met" if stop["done_at"] <= stop["window_end"] else "breached"
-    if stop.get("breached"):
-        return "breached"
-    if stop["status"] == "failed":
-        return "failed"
-    return "at_risk" if stop.get("at_risk") else "on_track"
-
-
-def _boards_for(
-    tx: Transaction, event: DomainEvent, loaded: dict[str, dict[str, Any]]
-) -> list[str]:
+def _boards_for(tx: Transaction, event: DomainEvent, loaded: dict[str, RouteBoard]) -> list[str]:
     """The routes ``event`` moves, their boards loaded into ``loaded`` (route → board, shared by
     the events of one batch, so a board is read and written once per batch)."""
     if isinstance(event, GeofenceCrossed):
@@ -325,15 +254,14 @@ def _boards_for(
         routes = [
             route_id
             for route_id, board in loaded.items()
-            if board.get("vehicle_id") == event.vehicle_id
-            and any(s["status"] == "pending" for s in board.get("stops", {}).values())
+            if board.vehicle_id == event.vehicle_id and board.pending()
         ]
         found = tx.query(
             Query(BOARDS).where("vehicle_id", "==", event.vehicle_id).where("active", "==", True)
         )
         for document in found:
             if document.id not in loaded:
-                loaded[document.id] = dict(document.data)
+                loaded[document.id] = RouteBoard.from_document(document.id, document.data)
                 routes.append(document.id)
         return routes
     route_id = route_of(event)
@@ -341,7 +269,9 @@ def _boards_for(
         return []
     if route_id not in loaded:
         current = tx.get(f"{BOARDS}/{route_id}")
-        loaded[route_id] = dict(current.data) if current else {"route_id": route_id}
+        loaded[route_id] = (
+            RouteBoard.from_document(route_id, current.data) if current else RouteBoard(route_id)
+        )
     return [route_id]
 
 
@@ -373,12 +303,12 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
             else:
                 fresh.append(event)
                 outcomes.append("")
-        boards: dict[str, dict[str, Any]] = {}
+        boards: dict[str, RouteBoard] = {}
         last: dict[str, DomainEvent] = {}  # route → its last event in the batch
         finished: dict[str, set[datetime]] = {}  # route → when its stops in the batch finished
         for event in fresh:
             for route_id in _boards_for(tx, event, boards):
-                _fold(boards[route_id], event)
+                boards[route_id].fold(event)
                 last[route_id] = event
                 if (done := _done_at(event)) is not None:
                     finished.setdefault(route_id, set()).add(done)
@@ -386,7 +316,7 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
         traces: list[str | None] = []  # each announcement continues its trigger's trace
         for route_id, trigger in last.items():
             board = boards[route_id]
-            if "as_of" not in board:
+            if board.as_of is None:
                 continue  # a stop finished before we ever saw it go out: nothing to estimate
             pending = recompute(board, deps.travel)
             new = _announcements(trigger, route_id, board, pending)
@@ -453,13 +383,11 @@ def tick(deps: Deps) -> int:
             due = tx.query(Query(BOARDS).where("next_due", "<=", now).limit(TICK_BATCH))
             announced: list[DomainEvent] = []
             for document in due:
-                board = dict(document.data)
+                board = RouteBoard.from_document(document.id, document.data)
                 announced += [
                     _breach(stop, document.id, now)
-                    for stop in board.get("stops", {}).values()
-                    if stop["status"] == "pending"
-                    and not stop.get("breached")
-                    and stop["window_end"] <= now
+                    for stop in board.stops.values()
+                    if stop.status == PENDING and not stop.breached and stop.window_end <= now
                 ]
                 _save(tx, document.id, board, now)  # next_due moves past ``now``
             _to_outbox(tx, key, _outbox_entries(announced), tick=True)
