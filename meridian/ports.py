@@ -273,15 +273,31 @@ class PushAuthenticator(abc.ABC):
 
 
 class Warehouse(abc.ABC):
-    """BigQuery's role: append rows to day-partitioned tables and run SQL over them."""
+    """BigQuery's role: append rows to day-partitioned tables and run SQL over them.
+
+    A table is named ``dataset.table`` and exists once rows have been appended to it. A row is a
+    mapping of column to value: str, int, float, bool, bytes, None or datetime (naive datetimes
+    are taken as UTC). Rows are partitioned by the UTC day of their ``publish_time`` column (the
+    day of the append when they have none), as a BigQuery subscription's table is; the partition
+    is not a column of its own.
+    """
 
     @abc.abstractmethod
-    def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append ``rows`` (none: nothing happens); once this returns, every query sees them.
+        Appends may bring new columns: rows without a column read it as None. Raises
+        ValidationError for a table not named ``dataset.table``."""
 
     @abc.abstractmethod
     def query(
         self, sql: str, parameters: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        """Run ``sql`` (the SQL both engines read alike: SELECT with WHERE, GROUP BY, ORDER BY,
+        CAST, COUNT, ANY_VALUE; tables named ``dataset.table``) with ``$name`` placeholders bound
+        from ``parameters``; returns the rows as column → value, values typed as appended
+        (timestamps as UTC-aware datetimes). Raises NotFound for a table that does not exist and
+        ValidationError for SQL the engine refuses (syntax, unknown column, a missing
+        parameter)."""
 
 
 @dataclass(frozen=True)
@@ -306,21 +322,29 @@ class WorkflowExecutions(abc.ABC):
     def start(
         self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
     ) -> Execution:
-        """Starting with an ``execution_id`` that already exists returns that execution."""
+        """Start ``workflow`` with ``argument``; the execution is returned ACTIVE, under
+        ``execution_id`` (or an id the engine chooses). Starting with an ``execution_id`` that
+        already exists returns that execution, with its first argument, and starts nothing.
+        Raises NotFound for an unknown workflow."""
 
     @abc.abstractmethod
     def get(self, execution_id: str) -> Execution:
-        """Raises NotFound."""
+        """Raises NotFound for an id never started."""
 
     @abc.abstractmethod
-    def list(self, workflow: str, state: str | None = None) -> list[Execution]: ...
+    def list(self, workflow: str, state: str | None = None) -> list[Execution]:
+        """The executions of ``workflow`` (none of another), only those in ``state`` if given."""
 
     @abc.abstractmethod
-    def cancel(self, execution_id: str) -> Execution: ...
+    def cancel(self, execution_id: str) -> Execution:
+        """Cancel an ACTIVE execution: it ends CANCELLED with an end time. One that has already
+        ended is returned as it ended. Raises NotFound for an id never started."""
 
     @abc.abstractmethod
     def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
-        """Deliver a callback; one sent before the workflow awaits it is kept until it does."""
+        """Deliver a callback; one sent before the workflow awaits it is kept until it does
+        (a second one while the first is unreceived raises Conflict). Raises NotFound when the
+        endpoint or its execution is gone or has ended."""
 
 
 # External systems --------------------------------------------------------------------------------

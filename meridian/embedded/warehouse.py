@@ -4,7 +4,9 @@ A table ``dataset.table`` is the directory ``<data dir>/warehouse/dataset/table/
 ``day=YYYY-MM-DD/part-*.parquet`` files, partitioned on the row's ``publish_time`` (or the time of
 the append when a row has none). Each append writes a new file under a temporary name and renames
 it, so readers in other processes never see half a file and no lock is needed. Queries name
-tables as ``dataset.table``; each query opens a fresh in-memory DuckDB with one view per table.
+tables as ``dataset.table``; each query opens a fresh in-memory DuckDB with one view per table
+(the ``day=`` directories are not read as a column: a BigQuery table has none). Timestamps are
+stored as UTC without a zone and handed back zone-aware, in UTC, as BigQuery's client does.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class EmbeddedWarehouse(Warehouse):
         )
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run DuckDB SQL; parameters are named ``$name``. Unknown tables raise NotFound."""
+        """Run DuckDB SQL; parameters are named ``$name``. Unknown tables raise NotFound, SQL
+        DuckDB refuses ValidationError."""
         db = duckdb.connect(":memory:")
         try:
             for table in self.tables():
@@ -75,14 +78,26 @@ class EmbeddedWarehouse(Warehouse):
                 db.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
                 db.execute(
                     f'CREATE VIEW "{dataset}"."{name}" AS SELECT * FROM read_parquet('
-                    f"'{files}', hive_partitioning = true, union_by_name = true)"
+                    f"'{files}', hive_partitioning = false, union_by_name = true)"
                 )
             try:
-                result = db.execute(sql, dict(parameters or {}))
+                result = db.execute(sql, _naive_utc(parameters or {}))
             except duckdb.CatalogException as e:
-                raise NotFound(f"warehouse: {e}") from None
-            columns = [c[0] for c in result.description or []]
-            return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+                if "Table with name" in str(e):
+                    raise NotFound(f"warehouse: {e}") from None
+                raise ValidationError(f"warehouse: {e}") from None
+            except (duckdb.ProgrammingError, duckdb.DataError) as e:
+                raise ValidationError(f"warehouse: {e}") from None
+            description = result.description or []
+            columns = [c[0] for c in description]
+            rows = [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+            # Only the timestamp columns are walked: most queries (the archive's) have none.
+            stamped = [c[0] for c in description if str(c[1]) == "TIMESTAMP"]
+            for row in rows:
+                for column in stamped:
+                    if row[column] is not None:
+                        row[column] = row[column].replace(tzinfo=UTC)
+            return rows
         finally:
             db.close()
 
