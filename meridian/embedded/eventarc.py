@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from google.events.cloud import firestore as fs
 
 from meridian.catalog import Catalog, TriggerSpec
+from meridian.codec.firestore_values import encode_document_event
 from meridian.domain.events import derive_event_id
 from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentStore, changelog
 from meridian.embedded.oidc import TokenIssuer
@@ -87,63 +88,19 @@ def document_event(change: Change, project: str) -> fs.DocumentEventData:
     return fs.DocumentEventData.deserialize(document_event_bytes(change, project))
 
 
-_MAX_INT64 = 2**63 - 1
-
-
 def document_event_bytes(change: Change, project: str) -> bytes:
-    """``document_event`` serialized, built on the raw protobuf messages.
-
-    The forwarder encodes every forwarded change, and building it through proto-plus wrappers
-    (``meridian.codec.firestore_values.to_fields``) cost milliseconds per parcel document, the
-    forwarder's main cost; the raw messages take a fraction of that for the same bytes' meaning.
-    """
-    event = fs.DocumentEventData.pb()()
-    name = f"projects/{project}/databases/(default)/documents/{change.path}"
-    created = (change.create_time or change.commit_time).astimezone(UTC)
-    for target, data, updated in (
-        (event.value, change.new_data, change.commit_time),
-        (event.old_value, change.old_data, change.create_time or change.commit_time),
-    ):
-        if data is None:
-            continue
-        target.name = name
-        for key, value in data.items():
-            _fill(target.fields[str(key)], value)
-        target.create_time.FromDatetime(created)
-        target.update_time.FromDatetime(updated.astimezone(UTC))
-    if change.kind == "updated":
-        event.update_mask.SetInParent()
-        event.update_mask.field_paths.extend(change.update_mask)
-    return bytes(event.SerializeToString())
-
-
-def _fill(target: Any, value: Any) -> None:
-    """Set the raw ``google.events.cloud.firestore.v1.Value`` ``target`` to ``value`` (the same
-    mapping as ``meridian.codec.firestore_values.to_value``)."""
-    if value is None:
-        target.null_value = 0
-    elif isinstance(value, bool):
-        target.boolean_value = value
-    elif isinstance(value, int) and -_MAX_INT64 - 1 <= value <= _MAX_INT64:
-        target.integer_value = value
-    elif isinstance(value, int | float):
-        target.double_value = float(value)
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, datetime):
-        target.timestamp_value.FromDatetime(value.astimezone(UTC))
-    elif isinstance(value, Mapping):
-        target.map_value.SetInParent()
-        for key, item in value.items():
-            _fill(target.map_value.fields[str(key)], item)
-    elif isinstance(value, list | tuple):
-        target.array_value.SetInParent()
-        for item in value:
-            _fill(target.array_value.values.add(), item)
-    else:
-        raise TypeError(f"cannot store a {type(value).__name__} in a Firestore document")
+    """``document_event`` serialized by the Firestore value mapping
+    (``meridian.codec.firestore_values``, on the raw protobuf messages: the forwarder encodes
+    every forwarded change, and that mapping's speed is what keeps it cheap)."""
+    return encode_document_event(
+        f"projects/{project}/databases/(default)/documents/{change.path}",
+        value=change.new_data,
+        old_value=change.old_data,
+        create_time=change.create_time or change.commit_time,
+        update_time=change.commit_time,
+        old_update_time=change.create_time or change.commit_time,
+        update_mask=change.update_mask if change.kind == "updated" else None,
+    )
 
 
 def cloudevent_attributes(

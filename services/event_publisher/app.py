@@ -6,13 +6,11 @@ It answers 2xx only once the event is published; anything else makes Eventarc re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC
-from typing import Any
 
 from fastapi import FastAPI
-from google.events.cloud import firestore as fs
 from opentelemetry import context as otel_context
 
+from meridian.codec.firestore_values import decode_document_event
 from meridian.domain.errors import DecodeError
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
@@ -34,43 +32,11 @@ def change_from_cloudevent(headers: Mapping[str, str], body: bytes) -> DocumentC
     )
     if not document:
         raise DecodeError("the event names no document (ce-document / ce-subject)")
-    try:
-        data = _RawEvent.FromString(body)
-    except Exception as e:  # protobuf raises DecodeError of its own on a corrupt body
-        raise DecodeError(f"body is not a DocumentEventData protobuf: {e}") from None
-    has_value, has_old = data.HasField("value"), data.HasField("old_value")
-    current = data.value if has_value else data.old_value
-    return DocumentChange(
-        path=document,
-        old=_fields(data.old_value.fields) if has_old else None,
-        new=_fields(data.value.fields) if has_value else None,
-        update_time=current.update_time.ToDatetime(tzinfo=UTC),
-    )
-
-
-# Decoded on the raw protobuf messages: through proto-plus wrappers
-# (``meridian.codec.firestore_values.from_fields``) a parcel document took about 2 ms, the publisher's
-# main cost per event. Same mapping, value for value.
-_RawEvent = fs.DocumentEventData.pb()
-
-
-def _fields(fields: Any) -> dict[str, Any]:
-    return {name: _value(value) for name, value in fields.items()}
-
-
-def _value(value: Any) -> Any:
-    kind = value.WhichOneof("value_type")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "timestamp_value":
-        return value.timestamp_value.ToDatetime(tzinfo=UTC)
-    if kind == "map_value":
-        return _fields(value.map_value.fields)
-    if kind == "array_value":
-        return [_value(v) for v in value.array_value.values]
-    if kind == "geo_point_value":
-        return {"lat": value.geo_point_value.latitude, "lng": value.geo_point_value.longitude}
-    return getattr(value, kind)
+    # Decoded by the Firestore value mapping on the raw protobuf messages (its docstring says
+    # why: through proto-plus wrappers a parcel document took about 2 ms, the publisher's main
+    # cost per event).
+    old, new, update_time = decode_document_event(body)
+    return DocumentChange(path=document, old=old, new=new, update_time=update_time)
 
 
 def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
