@@ -2,9 +2,12 @@
 
 Two shapes, one mechanism:
 
-- **Requests** (the command path): a client's ``Idempotency-Key`` names the request; the first
-  response is stored with a fingerprint of the request, a retry with the same key and body gets
-  that response back and writes nothing, the same key with another body is refused.
+- **Requests** (the command path, and the dispatch saga's steps): a client's ``Idempotency-Key``
+  names the request; the first response is stored with a fingerprint of the request, a retry with
+  the same key and body gets that response back and writes nothing, the same key with another body
+  is refused. A saga step spans several transactions, so it reads the ledger from the store before
+  it starts and writes its entry (``request_entry``) once it is done; its effects are idempotent by
+  construction, so a crash in between only runs it again.
 - **Events** (reactors): the event id names the delivery; a redelivered event finds its id in
   ``processed_events`` and is acknowledged without a second effect.
 
@@ -21,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from meridian.domain.errors import IdempotencyMismatch
-from meridian.ports import Transaction
+from meridian.ports import DocumentStore, Transaction
 
 REQUEST_LEDGER = "idempotency_keys"
 EVENT_LEDGER = "processed_events"
@@ -57,12 +60,14 @@ class RequestKey:
         return f"{REQUEST_LEDGER}/{_digest(self.scope, self.key)[:40]}"
 
 
-def replayed_response(tx: Transaction, request: RequestKey | None) -> dict[str, Any] | None:
+def replayed_response(
+    reader: Transaction | DocumentStore, request: RequestKey | None
+) -> dict[str, Any] | None:
     """The stored response if this request was already answered; raises IdempotencyMismatch if
-    the key was used for a different request. Call before any write of the transaction."""
+    the key was used for a different request. In a transaction, call before any write of it."""
     if request is None:
         return None
-    entry = tx.get(request.path)
+    entry = reader.get(request.path)
     if entry is None:
         return None
     if entry.data["fingerprint"] != request.fingerprint:
@@ -79,17 +84,21 @@ def record_response(
 ) -> None:
     if request is None:
         return
-    tx.create(
-        request.path,
-        {
-            "scope": request.scope,
-            "key": request.key,
-            "fingerprint": request.fingerprint,
-            "response": dict(response),
-            "created_at": now,
-            EXPIRY_FIELD: now + REQUEST_TTL,
-        },
-    )
+    tx.create(request.path, request_entry(request, response, now))
+
+
+def request_entry(
+    request: RequestKey, response: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The ledger entry that answers ``request`` with ``response`` from now on, at ``request.path``."""
+    return {
+        "scope": request.scope,
+        "key": request.key,
+        "fingerprint": request.fingerprint,
+        "response": dict(response),
+        "created_at": now,
+        EXPIRY_FIELD: now + REQUEST_TTL,
+    }
 
 
 def event_ledger_path(consumer: str, event_id: str) -> str:

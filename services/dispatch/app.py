@@ -1,7 +1,8 @@
 """The dispatch saga's step service: one idempotent POST per step, called by the workflow.
 
-Entrypoint only: parse the JSON body and the ``Idempotency-Key`` header, run the step, map the
-core's errors to problem details (Unavailable → 503, which the workflow's retry policy retries).
+Entrypoint only: parse the JSON body into the step's command (a bad body is a 422 naming every
+field in error) and the ``Idempotency-Key`` header, run the step, map the core's errors to problem
+details (Unavailable → 503, which the workflow's retry policy retries).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meridian.domain.errors import DecodeError, NotFound
 from meridian.edge.problems import install_problem_handlers
-from services.dispatch import handlers
+from services.dispatch import steps
 from services.dispatch.handlers import Deps
 
 
@@ -38,18 +39,16 @@ def create_app(deps: Deps) -> FastAPI:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> dict[str, Any]:
-        if step not in handlers.STEPS:
-            raise NotFound(f"no saga step {step!r}; steps: {', '.join(handlers.STEPS)}")
+        if step not in steps.STEPS:
+            raise NotFound(f"no saga step {step!r}; steps: {', '.join(steps.STEPS)}")
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError as e:
             raise DecodeError(f"body is not JSON: {e}") from e
         if not isinstance(body, dict):
             raise DecodeError("body must be a JSON object")
-        handlers.check_body(step, body)
-        return await run_in_threadpool(
-            handlers.run_step, step, idempotency_key, body, deps, handlers.STEPS[step]
-        )
+        command = steps.parse(step, body)
+        return await run_in_threadpool(steps.run_step, step, idempotency_key, command, deps)
 
     return app
 

@@ -19,7 +19,7 @@ from meridian.domain.errors import Conflict, NotFound, Unavailable, ValidationEr
 from meridian.domain.model import DispatchWindow, GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer
-from services.dispatch import handlers
+from services.dispatch import steps
 from services.dispatch.handlers import Deps
 from tests.fakes import FakePublisher
 
@@ -95,7 +95,7 @@ def _seed(deps: Deps, parcels: int, drivers: int, vehicles: int = 1, late: int =
 
 
 def _step(deps: Deps, name: str, key: str | None = None, **body: Any) -> dict[str, Any]:
-    return handlers.run_step(name, key, body, deps, handlers.STEPS[name])
+    return steps.run_step(name, key, steps.parse(name, body), deps)
 
 
 def _status(deps: Deps, path: str) -> str:
@@ -262,3 +262,36 @@ def test_optimizer_down_then_full_compensation_and_failure_event(
     assert _events(deps) == ["DispatchFailed"]
     # the first recorded outcome stands
     assert _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")["status"] == "FAILED"
+
+
+def test_the_route_refuses_a_bad_body_naming_each_field_before_any_step_runs(deps: Deps) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.dispatch.app import create_app
+
+    _seed(deps, parcels=1, drivers=1)
+    client = TestClient(create_app(deps))
+    bad = client.post(
+        "/v1/steps/offer_routes",
+        json={"offers": [{"route_id": "w1-r01"}], "timeout_s": -1},
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert {e["location"] for e in bad.json()["errors"]} == {
+        "window_id",
+        "offers.0.callback_url",
+        "timeout_s",
+    }
+    assert client.post("/v1/steps/nope", json={}).status_code == 404
+    assert _status(deps, "parcels/p0") == "CREATED"  # nothing ran
+    first = client.post(
+        "/v1/steps/reserve", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
+    )
+    again = client.post(
+        "/v1/steps/reserve", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
+    )
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    reused = client.post(
+        "/v1/steps/assign", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
+    )
+    assert reused.status_code == 422  # the one request ledger: a key names one request
