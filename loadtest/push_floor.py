@@ -46,10 +46,11 @@ from meridian.config import Settings
 from meridian.domain.events import ParcelDelivered, derive_event_id
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
-from meridian.edge.push import RememberedTokens, decode_envelope
+from meridian.edge.push import decode_envelope
+from meridian.edge.push_auth import RememberedTokens
 from meridian.edge.serve import serve
 from meridian.embedded.oidc import TokenIssuer
-from meridian.embedded.pubsub.broker import Broker, push_service_account
+from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.push import PushDispatcher
 from meridian.ports import Message
 from meridian.runtime.platform import prepare_data_dir
@@ -360,9 +361,7 @@ def sender_app(settings: Settings) -> FastAPI:
 def receiver_app(settings: Settings, port: int) -> FastAPI:
     """A reactor's push endpoint with no handler: token, envelope, 204. It notes when each
     message arrived and writes that down when it stops (``RECEIPTS`` in the data directory)."""
-    auth = RememberedTokens(
-        push_authenticator(settings, frozenset({push_service_account(settings.project)}))
-    )
+    auth = RememberedTokens(push_authenticator(settings, frozenset({settings.push_identity})))
     audience = f"http://{settings.host}:{port}/events"
     received: list[tuple[str, float]] = []
 

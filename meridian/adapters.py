@@ -1,13 +1,23 @@
 """Adapter factories that services' ``bootstrap()`` functions call: ``MERIDIAN_BACKEND`` picks
 the embedded or the Google implementation of each port. Nothing here runs at import time, and
 Google clients are imported only when the gcp backend is chosen.
+
+It is also the one place that knows how the chosen adapters work, and chooses accordingly:
+whether a store's transactions commit in groups and may run on the event loop
+(``transactions``), and whether an adapter's calls may (``offload``). Services get these choices
+from their bootstrap and never test which adapter they have.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
 from meridian.app.auth import CachingVerifier
 from meridian.app.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.app.tracking import TrackingTokens
+from meridian.concurrency.group_commit import Transactions
+from meridian.concurrency.offload import Inline, InThread, Offload
 from meridian.config import Settings
 from meridian.ports import (
     BillingApi,
@@ -24,6 +34,9 @@ from meridian.ports import (
     WorkflowExecutions,
 )
 
+if TYPE_CHECKING:
+    from meridian.edge.push import PushEssentials
+
 # Collections whose documents expire (Firestore TTL policies; terraform/modules/firestore).
 TTL_FIELDS = {REQUEST_LEDGER: EXPIRY_FIELD, EVENT_LEDGER: EXPIRY_FIELD}
 
@@ -38,6 +51,27 @@ def document_store(settings: Settings, *, rereads: bool = True) -> DocumentStore
     from meridian.embedded.docstore import EmbeddedDocumentStore
 
     return EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS, rereads=rereads)
+
+
+def transactions(settings: Settings, store: DocumentStore) -> Transactions:
+    """How ``store`` commits transaction functions that become ready together: the embedded
+    store, in one SQLite transaction and on the event loop (sub-millisecond local work); any
+    other (Firestore: network round trips), one by one in a worker thread."""
+    if settings.backend != "gcp":
+        from meridian.embedded.docstore import EmbeddedDocumentStore
+
+        if isinstance(store, EmbeddedDocumentStore):
+            return Transactions(store, inline=True, commit_group=store.run_transactions)
+    return Transactions(store)
+
+
+def offload(settings: Settings, executor: Executor | None = None) -> Offload:
+    """Where an event loop runs the adapters' blocking calls (``concurrency.offload``): inline on
+    the embedded runtime (local work shorter than a thread hop), else in a thread of
+    ``executor`` (the loop's default one if None)."""
+    if settings.backend == "gcp":
+        return InThread(executor)
+    return Inline()
 
 
 def _pubsub(settings: Settings) -> Publisher | Subscriber:
@@ -74,6 +108,7 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
 
 
 def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> PushAuthenticator:
+    """Checks push tokens; only ``allowed_emails`` (identities of ``Settings``) may call."""
     from meridian.edge.push_auth import CloudRunIamPush, VerifiedPush
 
     if settings.backend == "gcp":
@@ -81,6 +116,20 @@ def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> Pu
     from meridian.embedded.oidc import PushTokenVerifier, load_jwks
 
     return VerifiedPush(PushTokenVerifier(load_jwks(settings.data_dir)), allowed_emails)
+
+
+def push_essentials(settings: Settings, service: str) -> PushEssentials:
+    """What a reactor's push endpoint needs: push authentication (only Pub/Sub's push identity,
+    ``Settings.push_identity``, may call; accepted tokens remembered), the codec, its URL."""
+    from meridian.catalog import load_catalog
+    from meridian.codec.events import EventCodec
+    from meridian.edge.push import PushEssentials
+    from meridian.edge.push_auth import RememberedTokens
+
+    auth = push_authenticator(settings, frozenset({settings.push_identity}))
+    return PushEssentials(
+        RememberedTokens(auth), EventCodec(load_catalog()), settings.url_of(service)
+    )
 
 
 def tracking_tokens(settings: Settings) -> TrackingTokens:

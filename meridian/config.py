@@ -36,6 +36,23 @@ class Settings:
     host: str = "127.0.0.1"
     base_port: int = 8700
     project: str = "meridian-local"
+    # The platform identities (service accounts) that sign push, Eventarc and Cloud Scheduler
+    # tokens: the embedded platform signs as them, and each endpoint accepts only the one that
+    # calls it. Empty means the name terraform/ gives it in ``project`` (see __post_init__).
+    push_identity: str = ""
+    eventarc_identity: str = ""
+    scheduler_identity: str = ""
+
+    def __post_init__(self) -> None:
+        defaults = {
+            "push_identity": "pubsub-push",
+            "eventarc_identity": "eventarc-trigger",
+            "scheduler_identity": "scheduler",
+        }
+        for name, account in defaults.items():
+            if not getattr(self, name):
+                email = f"{account}@{self.project}.iam.gserviceaccount.com"
+                object.__setattr__(self, name, email)  # frozen: set once, while being built
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -49,6 +66,9 @@ class Settings:
             host=env.get("MERIDIAN_HOST", "127.0.0.1"),
             base_port=int(env.get("MERIDIAN_BASE_PORT", "8700")),
             project=env.get("GOOGLE_CLOUD_PROJECT", "meridian-local"),
+            push_identity=env.get("MERIDIAN_PUSH_IDENTITY", ""),
+            eventarc_identity=env.get("MERIDIAN_EVENTARC_IDENTITY", ""),
+            scheduler_identity=env.get("MERIDIAN_SCHEDULER_IDENTITY", ""),
         )
 
     def port_of(self, service: str) -> int:

@@ -147,24 +147,6 @@ class DocumentStore(abc.ABC):
         """Run ``function`` in a transaction, re-running it on contention; its writes commit
         atomically when it returns, and none commit if it raises."""
 
-    #: True when a transaction is a local sub-millisecond operation (the embedded store) that an
-    #: event loop may run inline; False when it is network I/O (Firestore) that needs a thread.
-    local_transactions: bool = False
-
-    def run_transactions(
-        self, functions: Sequence[Callable[[Transaction], T]], max_attempts: int = 5
-    ) -> list[T | BaseException]:
-        """Several independent transactions, each atomic on its own; a function that raises
-        gets its exception in its place and does not affect the others. This default runs them
-        one by one; a store that can commit them together (group commit) overrides it."""
-        outcomes: list[T | BaseException] = []
-        for function in functions:
-            try:
-                outcomes.append(self.run_transaction(function, max_attempts))
-            except Exception as e:
-                outcomes.append(e)
-        return outcomes
-
     @abc.abstractmethod
     def batch_write(
         self, writes: Sequence[tuple[str, str, Mapping[str, JsonValue] | None]]
@@ -214,10 +196,6 @@ class Publisher(abc.ABC):
     @abc.abstractmethod
     def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
         """Publish a batch; returns the server-assigned message ids, in order."""
-
-    #: True when a publish is a local operation of a few milliseconds (the embedded broker) that
-    #: an event loop may run inline; False when it is network I/O (Pub/Sub) that needs a thread.
-    local_publish: bool = False
 
 
 class Subscriber(abc.ABC):
@@ -269,6 +247,14 @@ class PushAuthenticator(abc.ABC):
     def check(self, authorization: str | None, audience: str) -> None: ...
 
 
+class OidcTokenVerifier(abc.ABC):
+    """Verifies an OIDC ID token's signature, issuer, audience and expiry against its issuer's
+    published keys; returns its claims, or raises Unauthenticated."""
+
+    @abc.abstractmethod
+    def verify(self, token: str, audience: str) -> dict[str, Any]: ...
+
+
 # Warehouse and workflows -------------------------------------------------------------------------
 
 
@@ -289,9 +275,7 @@ class Warehouse(abc.ABC):
         ValidationError for a table not named ``dataset.table``."""
 
     @abc.abstractmethod
-    def query(
-        self, sql: str, parameters: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run ``sql`` (the SQL both engines read alike: SELECT with WHERE, GROUP BY, ORDER BY,
         CAST, COUNT, ANY_VALUE; tables named ``dataset.table``) with ``$name`` placeholders bound
         from ``parameters``; returns the rows as column → value, values typed as appended

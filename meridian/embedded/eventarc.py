@@ -26,6 +26,7 @@ from google.events.cloud import firestore as fs
 
 from meridian.catalog import Catalog, TriggerSpec
 from meridian.codec.firestore_values import encode_document_event
+from meridian.config import Settings
 from meridian.domain.events import derive_event_id
 from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentStore, changelog
 from meridian.embedded.oidc import TokenIssuer
@@ -48,10 +49,6 @@ log = get_logger(__name__)
 TRANSPORT_RETENTION_S = 24 * 3600
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 DATASCHEMA = "https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/firestore/v1/data.proto"
-
-
-def eventarc_service_account(project: str) -> str:
-    return f"eventarc-trigger@{project}.iam.gserviceaccount.com"
 
 
 def transport_name(trigger: str) -> str:
@@ -139,7 +136,10 @@ class EventarcEmulation:
         destination: Callable[[str, str], str],
         retry: RetryPolicy = RetryPolicy(10.0, 600.0),
         location: str = "local",
+        identity: str | None = None,
     ) -> None:
+        """``identity``: the identity deliveries sign with (the platform passes
+        ``Settings.eventarc_identity``; by default, the broker's project's as ``Settings`` names it)."""
         self._triggers = [Trigger.of(name, spec) for name, spec in catalog.triggers.items()]
         self._store = store
         self._broker = broker
@@ -148,6 +148,7 @@ class EventarcEmulation:
         self._retry = retry
         self._location = location
         self._project = broker.project
+        self._identity = identity or Settings(project=broker.project).eventarc_identity
         self._stopping = asyncio.Event()
         self._changes = Changes(broker)
         self._log: sqlite3.Connection | None = None
@@ -303,7 +304,7 @@ class EventarcEmulation:
                     room = concurrency - len(in_flight)
                     batch = await asyncio.to_thread(self._broker.pull, subscription, room)
                     pulled = len(batch)
-                    token = self._issuer.token(url, eventarc_service_account(self._project))
+                    token = self._issuer.token(url, self._identity)
                     for m in batch:
                         post = asyncio.create_task(self._post(client, url, token, m.message))
                         in_flight[post] = m.ack_id

@@ -3,7 +3,9 @@
 Pub/Sub signs each push with a Google-issued RS256 ID token (reference §3.4). Embedded, the
 issuer's RSA key lives in the data directory (``oidc/issuer-key.pem``) and its public keys are
 published as a JWKS document beside it (``oidc/jwks.json``); any process of the data directory
-can verify a push with ``verify_push_token`` without talking to the platform process.
+can verify a push with ``verify_push_token`` without talking to the platform process. The issuer
+signs as whichever identity it is given: the platform gives it those of ``Settings``
+(``push_identity``, ``eventarc_identity``, ``scheduler_identity``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from meridian.domain.errors import Unauthenticated
+from meridian.ports import OidcTokenVerifier
 
 ISSUER = "https://oidc.meridian.local"
 TOKEN_LIFETIME_S = 3600
@@ -75,8 +78,9 @@ def load_jwks(data_dir: Path | str) -> dict[str, Any]:
     return loaded
 
 
-class PushTokenVerifier:
-    """Verifies push tokens against the published JWKS; what a service builds at bootstrap."""
+class PushTokenVerifier(OidcTokenVerifier):
+    """Verifies push tokens against the published JWKS; what ``meridian.adapters`` gives a
+    service's push authentication on the embedded runtime."""
 
     def __init__(self, jwks: dict[str, Any], issuer: str = ISSUER) -> None:
         self._issuer = issuer

@@ -322,7 +322,7 @@ def replay_dead_letters(
     """Republish dead letters to their topic once the bug that poisoned them is fixed; reactors
     deduplicate by event id, so only those that had not processed an event act on it."""
     from meridian import adapters
-    from meridian.edge.push import replay_dead_letters as replay
+    from meridian.app.replay import replay_dead_letters as replay
 
     cat = load_catalog()
     dead_letter_topics = {

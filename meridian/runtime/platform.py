@@ -2,8 +2,10 @@
 
 It runs what Google runs for us in production: Pub/Sub push delivery (with OIDC tokens), the
 BigQuery-subscription sink into the warehouse, and the Pub/Sub gRPC API for official clients
-(``PUBSUB_EMULATOR_HOST``). The Eventarc emulation and the Workflows engine attach here too, each in
-its own module. It also answers for the runtime as a whole: health and the topology it serves.
+(``PUBSUB_EMULATOR_HOST``). The Eventarc emulation, the Workflows engine and Cloud Scheduler's
+jobs (``meridian.embedded.scheduler``) attach here too, each in its own module, and sign their
+tokens as the platform identities of ``Settings``. It also answers for the runtime as a whole:
+health and the topology it serves.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from meridian.adapters import TTL_FIELDS
 from meridian.catalog import Catalog, PushDelivery, load_catalog
 from meridian.config import Settings
 from meridian.edge.problems import install_problem_handlers
-from meridian.edge.push import SLA_TICK_PATH, call_on_schedule, scheduler_service_account
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.eventarc import EventarcEmulation
 from meridian.embedded.oidc import TokenIssuer
@@ -32,10 +33,12 @@ from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy
 from meridian.embedded.pubsub.grpc_server import serve as serve_grpc
 from meridian.embedded.pubsub.push import PushDispatcher
+from meridian.embedded.scheduler import call_on_schedule
 from meridian.embedded.warehouse import EmbeddedWarehouse
 from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.observability import get_logger
+from services.reactors.eta.schedule import SLA_TICK_PATH
 
 log = get_logger(__name__)
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -50,7 +53,7 @@ def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
     apply precedes a deploy, so no service ever publishes to a topic that does not exist yet."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Broker(settings.data_dir, project=settings.project).apply_catalog(
-        catalog, push_endpoint(settings)
+        catalog, push_endpoint(settings), settings.push_identity
     )
 
 
@@ -105,7 +108,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        broker.apply_catalog(catalog, push_endpoint(settings))
+        broker.apply_catalog(catalog, push_endpoint(settings), settings.push_identity)
         pusher = PushDispatcher(broker, TokenIssuer(settings.data_dir))
         sink = BigQuerySink(broker, EmbeddedWarehouse(settings.data_dir))
         grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))
@@ -115,7 +118,13 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
             float(os.environ.get("MERIDIAN_EVENTARC_MAX_BACKOFF", "600")),
         )
         eventarc = EventarcEmulation(
-            catalog, store, broker, TokenIssuer(settings.data_dir), push_endpoint(settings), retry
+            catalog,
+            store,
+            broker,
+            TokenIssuer(settings.data_dir),
+            push_endpoint(settings),
+            retry,
+            identity=settings.eventarc_identity,
         )
         tasks = [
             asyncio.create_task(pusher.run()),
@@ -129,7 +138,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
                     functools.partial(
                         TokenIssuer(settings.data_dir).token,
                         tick,
-                        scheduler_service_account(settings.project),
+                        settings.scheduler_identity,
                     ),
                     float(os.environ.get("MERIDIAN_SLA_TICK_S", "30")),
                 )

@@ -3,28 +3,22 @@
 When a saga's parallel branches confirm their routes at the same moment, each step's answer
 used to wait for the store's write lock twice: once for its own transaction, once more for its
 ledger entry. Entries that arrive while one batch is being written are written as the next
-batch, by the first of their callers (group commit), so under load many entries share one wait.
-Each caller still returns only once its own entry is committed, as with a plain create.
+batch, by the first of their callers (``meridian.concurrency.group_writer``, the thread flavour
+of group commit), so under load many entries share one wait. Each caller still returns only once
+its own entry is committed, as with a plain create.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from meridian.concurrency.group_writer import GroupWriter
 from meridian.domain.errors import AlreadyExists
 from meridian.ports import DocumentStore
 
-
-@dataclass
-class _Entry:
-    path: str
-    data: Mapping[str, Any]
-    done: bool = False
-    error: BaseException | None = field(default=None, repr=False)
+Entry = tuple[str, Mapping[str, Any]]
 
 
 class LedgerWriter:
@@ -33,41 +27,25 @@ class LedgerWriter:
 
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
-        self._changed = threading.Condition()
-        self._queue: list[_Entry] = []
-        self._writing = False
+        self._writer: GroupWriter[Entry] = GroupWriter(self._write)
 
     def create(self, path: str, data: Mapping[str, Any]) -> None:
-        entry = _Entry(path, data)
-        with self._changed:
-            self._queue.append(entry)
-            while self._writing and not entry.done:
-                self._changed.wait()
-            if not entry.done:  # nobody is writing: write what is queued, this entry included
-                self._writing = True
-                batch, self._queue = self._queue, []
-        if not entry.done:
-            self._write(batch)
-        if entry.error is not None:
-            raise entry.error
+        self._writer.write((path, data))
 
-    def _write(self, batch: list[_Entry]) -> None:
-        error: BaseException | None = None
+    def _write(self, entries: list[Entry]) -> list[BaseException | None]:
+        """One batch write; an error other than AlreadyExists fails every entry of the batch."""
         try:
-            self.store.batch_write([("create", e.path, e.data) for e in batch])
+            self.store.batch_write([("create", path, data) for path, data in entries])
         except AlreadyExists:
             # one of them was written already (a retry): the others go one by one
-            for e in batch:
+            outcomes: list[BaseException | None] = []
+            for path, data in entries:
                 try:
                     with contextlib.suppress(AlreadyExists):
-                        self.store.create(e.path, e.data)
+                        self.store.create(path, data)
                 except Exception as own:
-                    e.error = own
-        except Exception as failed:
-            error = failed
-        with self._changed:
-            for e in batch:
-                e.error = e.error or error
-                e.done = True
-            self._writing = False
-            self._changed.notify_all()
+                    outcomes.append(own)
+                else:
+                    outcomes.append(None)
+            return outcomes
+        return [None] * len(entries)

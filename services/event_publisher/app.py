@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from opentelemetry import context as otel_context
 
 from meridian.codec.firestore_values import decode_document_event
+from meridian.concurrency.batches import Batcher
 from meridian.domain.errors import DecodeError
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
-from meridian.edge.push import Batcher
 from meridian.observability import extract_context, get_logger
 from meridian.ports import PushAuthenticator
 from services.event_publisher.handlers import Deps, DocumentChange, publish_change, publish_changes

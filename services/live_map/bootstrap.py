@@ -11,6 +11,7 @@ from typing import Literal
 
 from meridian import adapters
 from meridian.catalog import load_catalog
+from meridian.concurrency.offload import InThread
 from meridian.config import Settings
 from meridian.ports import IdentityVerifier
 from services.live_map.pings import PingDecoder
@@ -87,7 +88,8 @@ def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
             clock=lambda: datetime.now(UTC),
             interval_s=options.debounce_s,
             max_outstanding=options.max_outstanding,
-            inline_io=options.role == "writer" and settings.backend == "embedded",
+            # Inline only where the writer runs alone: the streams would wait behind commits.
+            io=adapters.offload(settings) if options.role == "writer" else InThread(),
         )
     return LiveMap(
         tracking=TrackingDeps(store, adapters.tracking_tokens(settings), time.time),

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
 
+from meridian.concurrency.offload import InThread, Offload
 from meridian.domain.errors import DecodeError, MeridianError
 from meridian.observability import get_logger
 from meridian.ports import DocumentStore, FlowControl, Subscriber, Transaction
@@ -23,7 +23,6 @@ from services.live_map.pings import PingDecoder
 from services.live_map.positions import Debouncer, Position
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 SUBSCRIPTION = "live-map"
 COLLECTION = "live_map"
@@ -84,16 +83,16 @@ class PositionWriter:
         max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
         subscription: str = SUBSCRIPTION,
         monotonic: Callable[[], float] = time.monotonic,
-        inline_io: bool = False,
+        io: Offload | None = None,
     ) -> None:
-        """``inline_io`` runs the commits and acknowledgements on the event loop's own thread
-        rather than in a worker thread. Only for a process that runs the writer alone on the
-        embedded runtime, where both are local CPU work: the thread hop of each call and two
-        threads contending for the GIL cost 4-6% of such a process's CPU (side-by-side runs at
-        3,800 pings/s). Not with the tracking streams in the process (they would wait behind each
-        commit), nor on Google's services (network calls)."""
+        """``io`` runs the commits and acknowledgements (``meridian.concurrency.offload``); by
+        default in a worker thread. The bootstrap gives ``Inline`` only to a process that runs
+        the writer alone on the embedded runtime, where both are local CPU work: the thread hop
+        of each call and two threads contending for the GIL cost 4-6% of such a process's CPU
+        (side-by-side runs at 3,800 pings/s). Not with the tracking streams in the process (they
+        would wait behind each commit), nor on Google's services (network calls)."""
         self.monotonic = monotonic
-        self.inline_io = inline_io
+        self.io = io if io is not None else InThread()
         self.store = store
         self.subscriber = subscriber
         self.pings = pings
@@ -158,7 +157,7 @@ class PositionWriter:
         for start in range(0, len(due), MAX_WRITES_PER_COMMIT):
             chunk = due[start : start + MAX_WRITES_PER_COMMIT]
             try:
-                written = await self._io(
+                written = await self.io.run(
                     write_positions, self.store, [p for p, _ in chunk], self.clock()
                 )
             except MeridianError as e:
@@ -174,11 +173,6 @@ class PositionWriter:
         self._acks.clear()
         nacks, self._nacks = self._nacks, []
         if acks:
-            await self._io(self.subscriber.acknowledge, self.subscription, acks)
+            await self.io.run(self.subscriber.acknowledge, self.subscription, acks)
         if nacks:
-            await self._io(self.subscriber.nack, self.subscription, nacks)
-
-    async def _io(self, function: Callable[..., T], *args: Any) -> T:
-        if self.inline_io:
-            return function(*args)
-        return await asyncio.to_thread(function, *args)
+            await self.io.run(self.subscriber.nack, self.subscription, nacks)

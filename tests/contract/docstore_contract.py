@@ -18,7 +18,6 @@ import pytest
 
 from meridian.domain.errors import (
     AlreadyExists,
-    Conflict,
     LimitExceeded,
     NotFound,
     TransactionContention,
@@ -325,32 +324,6 @@ class DocumentStoreContract:
             store.run_transaction(fail)
         got = store.get(f"{counters}/c")
         assert got is not None and got.data == {"n": 1}
-
-    def test_transactions_run_together_stay_independent(self, store: DocumentStore) -> None:
-        # The group commit of the command service: each function is atomic on its own, and one
-        # that raises takes nobody else down with it.
-        counters = self.col("counters")
-        store.create(f"{counters}/taken", {"n": 0})
-
-        def write(name: str) -> Callable[[Transaction], str]:
-            def work(tx: Transaction) -> str:
-                tx.create(f"{counters}/{name}", {"n": 1})
-                tx.create(f"{counters}/{name}-log", {"of": name})
-                return name
-
-            return work
-
-        def refused(tx: Transaction) -> None:
-            taken = tx.get(f"{counters}/taken")
-            tx.create(f"{counters}/fresh", {"n": 1})
-            if taken is not None:
-                raise Conflict("taken already")
-
-        outcomes = store.run_transactions([write("a"), refused, write("b")])
-        assert outcomes[0] == "a" and outcomes[2] == "b"
-        assert isinstance(outcomes[1], Conflict)
-        assert store.get(f"{counters}/fresh") is None  # the refused one rolled back whole
-        assert {d.id for d in store.query(Query(counters))} == {"taken", "a", "a-log", "b", "b-log"}
 
     def test_create_if_absent_in_a_transaction(self, store: DocumentStore) -> None:
         ledger = self.col("requests")

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from meridian.domain.errors import LimitExceeded
+from meridian.domain.errors import Conflict, LimitExceeded
 from meridian.embedded.docstore import ChangesExpired, EmbeddedDocumentStore
-from meridian.ports import DocumentStore, Query
+from meridian.ports import DocumentStore, Query, Transaction
 
 from .docstore_contract import DocumentStoreContract, next_matching, next_snapshot
 
@@ -78,6 +78,34 @@ class TestEmbeddedDocumentStore(DocumentStoreContract):
             store._conn().execute(f"PRAGMA busy_timeout = {store.busy_timeout_ms}")
         if release_after_failures is not None:
             assert len(failures) == release_after_failures
+
+    def test_transactions_run_together_stay_independent(self, store: DocumentStore) -> None:
+        # The group commit of the command service (``run_transactions``, the embedded adapter's
+        # own method since the port has none): each function is atomic on its own, and one that
+        # raises takes nobody else down with it.
+        assert isinstance(store, EmbeddedDocumentStore)
+        counters = self.col("counters")
+        store.create(f"{counters}/taken", {"n": 0})
+
+        def write(name: str) -> Callable[[Transaction], str]:
+            def work(tx: Transaction) -> str:
+                tx.create(f"{counters}/{name}", {"n": 1})
+                tx.create(f"{counters}/{name}-log", {"of": name})
+                return name
+
+            return work
+
+        def refused(tx: Transaction) -> None:
+            taken = tx.get(f"{counters}/taken")
+            tx.create(f"{counters}/fresh", {"n": 1})
+            if taken is not None:
+                raise Conflict("taken already")
+
+        outcomes = store.run_transactions([write("a"), refused, write("b")])
+        assert outcomes[0] == "a" and outcomes[2] == "b"
+        assert isinstance(outcomes[1], Conflict)
+        assert store.get(f"{counters}/fresh") is None  # the refused one rolled back whole
+        assert {d.id for d in store.query(Query(counters))} == {"taken", "a", "a-log", "b", "b-log"}
 
 
 class TestEmbeddedDocumentStoreWithoutRereads(TestEmbeddedDocumentStore):

@@ -30,7 +30,7 @@ from meridian.domain import events as ev
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.oidc import TokenIssuer
-from meridian.embedded.pubsub.broker import Broker, push_service_account
+from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, eventually, free_port_block
@@ -314,7 +314,7 @@ def test_push_without_or_with_a_forged_token_is_refused(runtime: Runtime, tmp_pa
             "subscription": "x",
         }
         assert httpx.post(url, json=body).status_code == 401
-        sa = push_service_account("meridian-local")
+        sa = Settings(project="meridian-local").push_identity
         assert (
             httpx.post(
                 url, json=body, headers={"Authorization": f"Bearer {forged(url, sa)}"}

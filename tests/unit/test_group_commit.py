@@ -11,24 +11,27 @@ from typing import Any
 
 import pytest
 
-from meridian.concurrency.group_commit import Committer
+from meridian.concurrency.group_commit import Committer, Transactions
 from meridian.domain.errors import Conflict
-from meridian.ports import Transaction
+from meridian.ports import Query, Transaction
 from tests.fakes import FakeDocumentStore
 
 
 class LocalStore(FakeDocumentStore):
-    local_transactions = True
+    """A store that commits a group at once, on the event loop (as the embedded one does)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.groups: list[int] = []
 
-    def run_transactions(
-        self, functions: Sequence[Callable[[Transaction], Any]], max_attempts: int = 5
-    ) -> list[Any]:
+    def run_transactions(self, functions: Sequence[Callable[[Transaction], Any]]) -> list[Any]:
         self.groups.append(len(functions))
-        return super().run_transactions(functions, max_attempts)
+        return Transactions(self).run_group(functions)
+
+
+def local(store: LocalStore) -> Transactions:
+    """What ``meridian.adapters.transactions`` chooses for the embedded store."""
+    return Transactions(store, inline=True, commit_group=store.run_transactions)
 
 
 def create(path: str) -> Callable[[Transaction], str]:
@@ -44,7 +47,7 @@ def create(path: str) -> Callable[[Transaction], str]:
 async def test_moves_that_arrive_together_commit_together_with_their_own_outcomes() -> None:
     store = LocalStore()
     store.create("parcels/taken", {})
-    committer = Committer(store)
+    committer = Committer(local(store))
     paths = [f"parcels/p-{i}" for i in range(10)]
     outcomes = await asyncio.gather(
         *(committer.run(create(p)) for p in [*paths, "parcels/taken"]), return_exceptions=True
@@ -57,17 +60,17 @@ async def test_moves_that_arrive_together_commit_together_with_their_own_outcome
 
 async def test_groups_are_bounded() -> None:
     store = LocalStore()
-    committer = Committer(store, max_group=4)
+    committer = Committer(local(store), max_group=4)
     await asyncio.gather(*(committer.run(create(f"parcels/p-{i}")) for i in range(10)))
     assert store.groups == [4, 4, 2]
 
 
 async def test_a_group_that_fails_as_a_whole_fails_every_request() -> None:
     class Busy(LocalStore):
-        def run_transactions(self, functions: Any, max_attempts: int = 5) -> list[Any]:
+        def run_transactions(self, functions: Any) -> list[Any]:
             raise TimeoutError("store busy")
 
-    committer = Committer(Busy())
+    committer = Committer(local(Busy()))
     outcomes = await asyncio.gather(
         committer.run(create("parcels/a")),
         committer.run(create("parcels/b")),
@@ -77,7 +80,7 @@ async def test_a_group_that_fails_as_a_whole_fails_every_request() -> None:
 
 
 async def test_a_networked_store_runs_each_move_in_a_worker_thread() -> None:
-    store = FakeDocumentStore()  # local_transactions = False, like Firestore
+    store = FakeDocumentStore()  # one by one in worker threads, as for Firestore
     loop_thread = threading.get_ident()
     ran_on: list[int] = []
 
@@ -85,14 +88,14 @@ async def test_a_networked_store_runs_each_move_in_a_worker_thread() -> None:
         ran_on.append(threading.get_ident())
         return "ok"
 
-    assert await Committer(store).run(work) == "ok"
+    assert await Committer(Transactions(store)).run(work) == "ok"
     assert ran_on and ran_on[0] != loop_thread
 
 
 @pytest.mark.parametrize("count", [1, 3])
 async def test_later_moves_after_a_flush_start_a_new_group(count: int) -> None:
     store = LocalStore()
-    committer = Committer(store)
+    committer = Committer(local(store))
     for i in range(count):
         await committer.run(create(f"parcels/p-{i}"))
     assert store.groups == [1] * count
@@ -115,7 +118,7 @@ async def arrivals(committer: Committer, clock: Clock, gap_s: float, count: int)
 
 def test_moves_wait_for_company_only_when_it_is_expected_soon() -> None:
     clock = Clock()
-    committer = Committer(LocalStore(), company=4, max_linger_s=0.004, clock=clock)
+    committer = Committer(local(LocalStore()), company=4, max_linger_s=0.004, clock=clock)
     assert committer.linger() == 0  # nothing known yet: nobody waits
     committer.max_linger_s = 0  # (no waiting while the test sets the pace)
     asyncio.run(arrivals(committer, clock, 0.001, 600))  # 1,000 moves a second
@@ -129,7 +132,7 @@ def test_moves_wait_for_company_only_when_it_is_expected_soon() -> None:
 
 async def test_a_waiting_group_commits_as_soon_as_its_company_is_there() -> None:
     store, clock = LocalStore(), Clock()
-    committer = Committer(store, company=4, max_linger_s=0, clock=clock)
+    committer = Committer(local(store), company=4, max_linger_s=0, clock=clock)
     await arrivals(committer, clock, 0.5, 10)
     committer.max_linger_s = 5.0  # the first move of a group now waits 1.5 s
     store.groups.clear()
@@ -149,7 +152,7 @@ async def test_a_waiting_group_commits_as_soon_as_its_company_is_there() -> None
 
 async def test_a_lone_move_is_committed_after_its_linger() -> None:
     store, clock = LocalStore(), Clock()
-    committer = Committer(store, company=4, max_linger_s=0, clock=clock)
+    committer = Committer(local(store), company=4, max_linger_s=0, clock=clock)
     await arrivals(committer, clock, 0.01, 30)
     committer.max_linger_s = 1.0  # waits 30 ms for company that will not come
     store.groups.clear()
@@ -158,3 +161,30 @@ async def test_a_lone_move_is_committed_after_its_linger() -> None:
     assert await committer.run(create("parcels/alone")) == "parcels/alone"
     assert store.groups == [1]
     assert loop.time() - started >= 0.025  # it did wait for company
+
+
+def test_a_group_committed_one_by_one_keeps_each_transaction_independent() -> None:
+    # What a store without a group commit of its own gets (Firestore): the assertions the
+    # embedded store's ``run_transactions`` meets in its contract suite.
+    store = FakeDocumentStore()
+    store.create("counters/taken", {"n": 0})
+
+    def write(name: str) -> Callable[[Transaction], str]:
+        def work(tx: Transaction) -> str:
+            tx.create(f"counters/{name}", {"n": 1})
+            tx.create(f"counters/{name}-log", {"of": name})
+            return name
+
+        return work
+
+    def refused(tx: Transaction) -> None:
+        taken = tx.get("counters/taken")
+        tx.create("counters/fresh", {"n": 1})
+        if taken is not None:
+            raise Conflict("taken already")
+
+    outcomes = Transactions(store).run_group([write("a"), refused, write("b")])
+    assert outcomes[0] == "a" and outcomes[2] == "b"
+    assert isinstance(outcomes[1], Conflict)
+    assert store.get("counters/fresh") is None  # the refused one rolled back whole
+    assert {d.id for d in store.query(Query("counters"))} == {"taken", "a", "a-log", "b", "b-log"}

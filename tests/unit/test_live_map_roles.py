@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
+from meridian.concurrency.offload import Inline
 from meridian.config import Settings
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
@@ -86,4 +87,4 @@ def test_only_a_writer_alone_commits_on_its_event_loop_thread(
     live_map = bootstrap(Settings(data_dir=tmp_path), MapOptions(role=role))
     assert live_map.writer is not None
     # With the tracking streams in the process, a commit must not hold up the event loop.
-    assert live_map.writer.inline_io is inline_io
+    assert isinstance(live_map.writer.io, Inline) is inline_io

@@ -11,6 +11,7 @@ import pytest
 
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.concurrency.offload import Inline
 from meridian.domain.errors import Unavailable
 from meridian.domain.events import VehiclePing
 from meridian.ports import Message
@@ -149,7 +150,7 @@ def make_writer(
         clock=lambda: T0,
         interval_s=2.0,
         monotonic=clock,
-        inline_io=inline_io,
+        io=Inline() if inline_io else None,
     )
     return writer, subscriber
 

@@ -13,17 +13,17 @@ from fastapi.testclient import TestClient
 
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.config import Settings
 from meridian.domain import events as ev
 from meridian.domain.errors import Unauthenticated, Unavailable
-from meridian.edge.push import RememberedTokens, reactor_app
-from meridian.edge.push_auth import VerifiedPush
+from meridian.edge.push import reactor_app
+from meridian.edge.push_auth import RememberedTokens, VerifiedPush
 from meridian.embedded.oidc import PushTokenVerifier, TokenIssuer, load_jwks
-from meridian.embedded.pubsub.broker import push_service_account
 from meridian.embedded.pubsub.push import envelope
 from meridian.ports import Message, PushAuthenticator, ReceivedMessage
 
 URL = "http://127.0.0.1:9999"
-SA = push_service_account("meridian-local")
+SA = Settings(project="meridian-local").push_identity
 CODEC = EventCodec(load_catalog())
 EVENT = ev.ShipmentCreated(
     event_id="evt-1",

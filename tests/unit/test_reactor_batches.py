@@ -16,9 +16,10 @@ import pytest
 
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.concurrency.batches import Batcher
+from meridian.concurrency.group_commit import Transactions, commit_per_event
 from meridian.domain import events as ev
 from meridian.domain.errors import Unavailable
-from meridian.edge.push import Batcher, group_commit
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.ports import Query
 from services.reactors.billing import handlers as billing
@@ -270,7 +271,8 @@ def test_group_commit_commits_a_batch_together_and_a_failing_transaction_alone(
 
         return record
 
-    outcomes = group_commit(store, prepare)([out(f"p-{i}") for i in range(5)])
+    transactions = Transactions(store, inline=True, commit_group=store.run_transactions)
+    outcomes = commit_per_event(transactions, prepare)([out(f"p-{i}") for i in range(5)])
     assert outcomes[0] == "nothing to write"
     assert outcomes[1] == "recorded p-1" and outcomes[4] == "recorded p-4"
     assert isinstance(outcomes[2], ValueError) and isinstance(outcomes[3], Unavailable)
@@ -322,7 +324,7 @@ def test_batches_may_run_side_by_side_and_none_is_left_behind() -> None:
 def test_a_batch_handler_knows_each_event_s_push_trace() -> None:
     from opentelemetry import context as otel_context
 
-    from meridian.edge.push import trace_of
+    from meridian.concurrency.batches import trace_of
     from meridian.observability import extract_context
 
     def trace(n: int) -> str:
@@ -342,18 +344,18 @@ def test_a_batch_handler_knows_each_event_s_push_trace() -> None:
 
 
 def test_eta_announcements_continue_the_trace_of_the_event_that_moved_the_route() -> None:
-    from meridian.edge.push import _BATCH_TRACES
+    from meridian.concurrency.batches import BATCH_TRACES
 
     deps, publisher = _eta()
     _route(deps, 6)
     before = len(publisher.published)
     deliveries = _deliveries(0, 2)
     trace = "00-0000000000000000000000000000abcd-00000000000000ef-01"
-    token = _BATCH_TRACES.set({id(deliveries[-1]): trace})  # the route's last event in the batch
+    token = BATCH_TRACES.set({id(deliveries[-1]): trace})  # the route's last event in the batch
     try:
         eta.project_batch(deliveries, deps)
     finally:
-        _BATCH_TRACES.reset(token)
+        BATCH_TRACES.reset(token)
 
     announced = [
         m for _, m in publisher.published[before:] if m.attributes["eventType"] == "RouteEtaUpdated"

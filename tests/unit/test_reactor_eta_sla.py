@@ -10,12 +10,11 @@ from fastapi.testclient import TestClient
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Settings
-from meridian.edge.push import SLA_TICK_PATH, scheduler_service_account
 from meridian.embedded.oidc import TokenIssuer
-from meridian.embedded.pubsub.broker import push_service_account
 from meridian.ports import DocumentStore, Query
 from services.reactors.eta import app as eta_app
 from services.reactors.eta import handlers as eta
+from services.reactors.eta.schedule import SLA_TICK_PATH
 from tests.fakes import FakeDocumentStore, FakePublisher
 from tests.fakes_reactors import FakeTravelTime
 from tests.unit.test_reactors import T0, delivered, out
@@ -127,10 +126,10 @@ def test_only_the_scheduler_identity_may_call_the_tick(tmp_path: Path) -> None:
     client = TestClient(eta_app.create_app(settings))
     audience = f"{settings.url_of('eta')}{SLA_TICK_PATH}"
     assert client.post(SLA_TICK_PATH).status_code == 401
-    pusher = issuer.token(audience, push_service_account("meridian-local"))
+    pusher = issuer.token(audience, settings.push_identity)
     refused = client.post(SLA_TICK_PATH, headers={"Authorization": f"Bearer {pusher}"})
     assert refused.status_code == 403
-    scheduler = issuer.token(audience, scheduler_service_account("meridian-local"))
+    scheduler = issuer.token(audience, settings.scheduler_identity)
     answer = client.post(SLA_TICK_PATH, headers={"Authorization": f"Bearer {scheduler}"})
     assert answer.status_code == 200 and answer.json() == {"breaches_announced": 0}
 

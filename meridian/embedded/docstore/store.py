@@ -49,8 +49,6 @@ class EmbeddedDocumentStore(DocumentStore):
     (the command service: a parcel moves minutes apart): it keeps no decoded documents.
     """
 
-    local_transactions = True
-
     def __init__(
         self,
         data_dir: Path,
@@ -203,7 +201,9 @@ class EmbeddedDocumentStore(DocumentStore):
         Each function is atomic on its own: one that raises is rolled back alone and its
         exception is returned in its place; the others commit together. Same isolation as
         running them one after another (they are, under one write lock), one COMMIT instead
-        of many: what a busy command service does with the requests that arrived together."""
+        of many: what a busy command service does with the requests that arrived together.
+        An adapter method, not the port's: ``meridian.adapters.transactions`` hands it to the
+        group commit (``meridian.concurrency.group_commit``) of services on this store."""
         try:
             return db.in_write_transaction(
                 self._conn(),

@@ -87,8 +87,6 @@ class _Outstanding:
 class EmbeddedPubSub(Publisher, Subscriber):
     """Both messaging ports over one broker; what services get in embedded mode."""
 
-    local_publish = True  # a publish is a local SQLite transaction
-
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._streams: list[_Outstanding] = []

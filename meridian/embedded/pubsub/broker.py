@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from meridian.catalog import BigQueryDelivery, Catalog, PushDelivery
+from meridian.config import Settings
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig, TopicConfig
 from meridian.embedded.pubsub.delivery import Delivery
 from meridian.embedded.pubsub.metrics import Metrics, SubscriptionMetrics
@@ -24,11 +25,6 @@ from meridian.embedded.pubsub.topology import Topology
 from meridian.ports import Message, ReceivedMessage
 
 DB_FILE = "pubsub.sqlite3"
-
-
-def push_service_account(project: str) -> str:
-    """The one identity every push subscription signs with, as in terraform/ (pubsub-push)."""
-    return f"pubsub-push@{project}.iam.gserviceaccount.com"
 
 
 PURGE_EVERY_S = 60.0
@@ -91,11 +87,20 @@ class Broker:
     def delete_subscription(self, name: str) -> None:
         self.topology.delete_subscription(name)
 
-    def apply_catalog(self, catalog: Catalog, push_endpoint: Callable[[str, str], str]) -> None:
+    def apply_catalog(
+        self,
+        catalog: Catalog,
+        push_endpoint: Callable[[str, str], str],
+        push_identity: str | None = None,
+    ) -> None:
         """Create the catalog's topics and subscriptions that do not exist yet.
 
-        ``push_endpoint(service, path)`` gives the URL a push subscription posts to.
+        ``push_endpoint(service, path)`` gives the URL a push subscription posts to;
+        ``push_identity`` the one identity every push subscription signs with (the platform
+        passes ``Settings.push_identity``; by default, the project's as ``Settings`` names it).
         """
+        if push_identity is None:
+            push_identity = Settings(project=self.project).push_identity
         for name, topic in catalog.topics.items():
             self.create_topic(name, topic.message_retention, exist_ok=True)
         for name, spec in catalog.subscriptions.items():
@@ -115,9 +120,7 @@ class Broker:
                 push_endpoint=push_endpoint(delivery.service, delivery.path)
                 if isinstance(delivery, PushDelivery)
                 else None,
-                push_service_account=push_service_account(self.project)
-                if isinstance(delivery, PushDelivery)
-                else None,
+                push_service_account=push_identity if isinstance(delivery, PushDelivery) else None,
                 bigquery_table=delivery.table if isinstance(delivery, BigQueryDelivery) else None,
                 bigquery_write_metadata=isinstance(delivery, BigQueryDelivery)
                 and delivery.write_metadata,

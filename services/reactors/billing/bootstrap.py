@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.config import Settings
-from meridian.edge.push import PushEssentials, push_essentials
+from meridian.edge.push import PushEssentials
 from services.reactors.billing.handlers import Deps
 
 CHARGERS = 40
@@ -21,4 +21,4 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         # As many charges in flight as there were push handler threads before batching.
         chargers=ThreadPoolExecutor(max_workers=CHARGERS, thread_name_prefix="charge"),
     )
-    return deps, push_essentials(settings, "billing")
+    return deps, adapters.push_essentials(settings, "billing")

@@ -10,9 +10,10 @@ from fastapi import FastAPI, Header
 from starlette.concurrency import run_in_threadpool
 
 from meridian.config import Settings
-from meridian.edge.push import SLA_TICK_PATH, reactor_app, serve_reactor
+from meridian.edge.push import reactor_app, serve_reactor
 from services.reactors.eta import handlers
 from services.reactors.eta.bootstrap import bootstrap
+from services.reactors.eta.schedule import SLA_TICK_PATH
 
 
 def create_app(settings: Settings) -> FastAPI:

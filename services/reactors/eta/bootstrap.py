@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.config import Settings
-from meridian.edge.push import PushEssentials, push_essentials, scheduler_service_account
+from meridian.edge.push import PushEssentials
 from meridian.ports import PushAuthenticator
 from services.reactors.eta.handlers import Deps
 
@@ -14,7 +14,7 @@ from services.reactors.eta.handlers import Deps
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials, PushAuthenticator]:
     """The handler's ports, the push endpoint's essentials, and the check of the scheduler's
     OIDC token on ``/tick`` (only the scheduler's identity may call it)."""
-    push = push_essentials(settings, "eta")
+    push = adapters.push_essentials(settings, "eta")
     deps = Deps(
         store=adapters.document_store(settings),
         publisher=adapters.publisher(settings),
@@ -22,7 +22,5 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials, PushAuthenticat
         travel=adapters.travel_time(settings),
         clock=lambda: datetime.now(UTC),
     )
-    scheduler = adapters.push_authenticator(
-        settings, frozenset({scheduler_service_account(settings.project)})
-    )
+    scheduler = adapters.push_authenticator(settings, frozenset({settings.scheduler_identity}))
     return deps, push, scheduler

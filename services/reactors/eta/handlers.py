@@ -32,6 +32,7 @@ from typing import Any
 
 from meridian.app.idempotency import already_processed, mark_processed
 from meridian.codec.events import EventCodec
+from meridian.concurrency.batches import trace_of
 from meridian.domain.events import (
     DeliveryFailed,
     DomainEvent,
@@ -44,7 +45,6 @@ from meridian.domain.events import (
     derive_event_id,
     event_class,
 )
-from meridian.edge.push import trace_of
 from meridian.ports import DocumentStore, GeoPoint, Publisher, Query, Transaction, TravelTime
 from services.reactors.eta.board import DELIVERED, PENDING, BoardStop, RouteBoard
 

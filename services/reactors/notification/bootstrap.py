@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from meridian import adapters
 from meridian.config import Settings
-from meridian.edge.push import PushEssentials, push_essentials
+from meridian.edge.push import PushEssentials
 from services.reactors.notification.handlers import Deps
 
 SENDERS = 40
@@ -25,4 +25,4 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         # As many SMS in flight as there were push handler threads before batching.
         senders=ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="sms"),
     )
-    return deps, push_essentials(settings, "notification")
+    return deps, adapters.push_essentials(settings, "notification")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from meridian.concurrency.group_commit import commit_per_event
 from meridian.config import Settings
 from meridian.domain.events import DomainEvent
-from meridian.edge.push import group_commit, reactor_app, serve_reactor
+from meridian.edge.push import reactor_app, serve_reactor
 from services.reactors.pod import handlers
 from services.reactors.pod.bootstrap import bootstrap
 
 
 def create_app(settings: Settings) -> FastAPI:
-    deps, push = bootstrap(settings)
+    deps, push, transactions = bootstrap(settings)
 
     def handle(event: DomainEvent) -> str:
         return handlers.finalise_pod(event, deps)
@@ -24,7 +25,9 @@ def create_app(settings: Settings) -> FastAPI:
         push.auth,
         push.codec,
         push.own_url,
-        handle_batch=group_commit(deps.store, lambda event: handlers.pod_transaction(event, deps)),
+        handle_batch=commit_per_event(
+            transactions, lambda event: handlers.pod_transaction(event, deps)
+        ),
     )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from meridian import adapters
 from meridian.app.webhooks import AllowList
 from meridian.config import Settings
-from meridian.edge.push import PushEssentials, push_essentials
+from meridian.edge.push import PushEssentials
 from services.reactors.webhook.handlers import Deps
 
 
@@ -18,4 +18,4 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         allow=AllowList.from_env(),
         clock=lambda: datetime.now(UTC),
     )
-    return deps, push_essentials(settings, "client-webhook")
+    return deps, adapters.push_essentials(settings, "client-webhook")

@@ -1,0 +1,38 @@
+"""The embedded Cloud Scheduler: an HTTP job that calls a URL on a fixed period with an OIDC token.
+
+The platform process runs one per job (today, the ETA reactor's SLA check), signing as
+``Settings.scheduler_identity``, the identity the job's target accepts; on Google Cloud the
+same job is a Cloud Scheduler HTTP job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import httpx
+
+from meridian.observability import get_logger
+
+log = get_logger(__name__)
+
+
+async def call_on_schedule(
+    url: str, token: Callable[[], str], every_s: float, client: httpx.AsyncClient | None = None
+) -> None:
+    """What a Cloud Scheduler HTTP job does: ``POST url`` with an OIDC token every ``every_s``
+    seconds, forever (cancel to stop). A failed call is logged and the next one comes on schedule,
+    as a job without retries does; the target must be idempotent."""
+    async with contextlib.AsyncExitStack() as stack:
+        http = client
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                response = await http.post(url, headers={"Authorization": f"Bearer {token()}"})
+                if response.status_code >= 300:
+                    log.warning("scheduled call refused", url=url, status=response.status_code)
+            except httpx.HTTPError as e:
+                log.warning("scheduled call failed", url=url, error=str(e))
