@@ -1,4 +1,5 @@
-"""The only place the command service's adapters are built."""
+"""The only place the command service's adapters are built, with the choices that depend on how
+they work (``meridian.adapters.transactions`` and ``offload``)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,25 @@ from datetime import UTC, datetime
 from meridian import adapters
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.concurrency.group_commit import Transactions
+from meridian.concurrency.offload import Offload
 from meridian.config import Settings
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
+from services.command.routes.telemetry import ingest_thread
 
 
 def bootstrap(
     settings: Settings,
-) -> tuple[Deps, IdentityVerifier, WorkflowExecutions | None, Callable[[], BlobStore]]:
+) -> tuple[
+    Deps,
+    IdentityVerifier,
+    WorkflowExecutions | None,
+    Callable[[], BlobStore],
+    Transactions,
+    Offload,
+]:
+    """What ``app.create_app`` takes, in its order."""
     deps = Deps(
         # Each parcel moves minutes apart and each request key is read back only on a retry:
         # documents the store kept decoded would only be walked by every full collection
@@ -33,4 +45,9 @@ def bootstrap(
     # The POD photo store is built on the first upload (a deployment without a bucket still
     # serves every other route).
     blobs = functools.cache(functools.partial(adapters.blob_store, settings))
-    return deps, adapters.identity_verifier(settings), workflows, blobs
+    # Parcel moves commit in groups on the event loop on the embedded store, one by one in worker
+    # threads on Firestore; telemetry batches are ingested on the loop embedded, else in turn on
+    # one thread.
+    transactions = adapters.transactions(settings, deps.store)
+    ingest = adapters.offload(settings, ingest_thread())
+    return deps, adapters.identity_verifier(settings), workflows, blobs, transactions, ingest
