@@ -9,7 +9,8 @@ how the stream is made, as ``source.read_pings`` picks the ping source:
 - batch (archive replay): one snapshot, applying to every ping;
 - Dataflow: ``PeriodicImpulse`` every ``refresh_s``, each firing loads the fences, in the global
   window re-triggered per element (the documented slowly-changing side-input pattern);
-- the DirectRunner in streaming: ``RefreshFences``, a root transform with its own evaluator.
+- the DirectRunner in streaming: ``RefreshFences``, a root transform with its own evaluator
+  (``direct_root.py``).
 
 Why a root of ours on the DirectRunner. Its side inputs are ready only once the producer's output
 watermark passes the end of the main input's window; a ``PeriodicImpulse`` there is a splittable
@@ -33,13 +34,10 @@ import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-from apache_beam import pvalue
-from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
-from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
-from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot
+from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot, register_root
 from pipelines.geofence.fences import FenceSnapshot, snapshot
 from pipelines.geofence.loaders import FenceLoader
 
@@ -106,13 +104,13 @@ _STATES: RunStates[_RefreshState] = RunStates(lambda _: _RefreshState())
 
 
 class _RefreshFencesEvaluator(RootEvaluator):
-    def finish_bundle(self) -> TransformResult:
-        transform: RefreshFences = self._applied_ptransform.transform
+    def evaluate(self) -> tuple[list[tuple[FenceSnapshot, Timestamp]], Timestamp]:
+        transform: RefreshFences = self.transform
         state = _STATES.of(transform)
-        bundles = []
+        outputs = []
         with state.lock:
-            if self._others_done():
-                return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+            if self.others_done():
+                return [], MAX_TIMESTAMP
             now = time.monotonic()
             if now - state.loaded_at >= transform.refresh_s:
                 fresh = self._load(transform.loader, first=state.version is None)
@@ -120,13 +118,10 @@ class _RefreshFencesEvaluator(RootEvaluator):
                 if fresh is not None and fresh.version != state.version:
                     log.info("geofences loaded: %d fences, version %s", *_describe(fresh))
                     state.version = fresh.version
-                    bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
-                    bundle.output(GlobalWindows.windowed_value(fresh, timestamp=MIN_TIMESTAMP))
-                    bundles.append(bundle)
+                    outputs.append((fresh, MIN_TIMESTAMP))
             # Until the first load succeeds the locate step waits; after it, it never does.
             hold = Timestamp.of(0) if state.version is None else GlobalWindow().end
-        again = self._evaluation_context.create_bundle(pvalue.PBegin(transform.pipeline))
-        return TransformResult(self, bundles, [again], None, {None: hold})
+        return outputs, hold
 
     @staticmethod
     def _load(loader: FenceLoader, first: bool) -> FenceSnapshot | None:
@@ -138,17 +133,9 @@ class _RefreshFencesEvaluator(RootEvaluator):
             log.exception("could not load geofences; keeping the previous snapshot")
             return None
 
-    def _others_done(self) -> bool:
-        context = self._evaluation_context
-        return all(
-            context.is_done(root)
-            for root in context._root_transforms
-            if root is not self._applied_ptransform
-        )
-
 
 def _describe(snap: FenceSnapshot) -> tuple[int, str]:
     return len(snap.fences), snap.version
 
 
-TransformEvaluatorRegistry._test_evaluators_overrides[RefreshFences] = _RefreshFencesEvaluator
+register_root(RefreshFences, _RefreshFencesEvaluator)

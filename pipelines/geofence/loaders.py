@@ -1,18 +1,20 @@
 """Where fences come from: the ``geofences`` collection, a GeoJSON file, or both.
 
-Loaders are small picklable specs (Beam ships them to workers); each opens its store lazily on
-the worker, never at construction. ``fences()`` reads the current definitions; ``fence_feed.py``
+Loaders are small picklable specs (Beam ships them to workers); a store's loader is given the
+factory ``bootstrap.py`` builds it with, and opens it lazily on the worker, never at
+construction. ``fences()`` reads the current definitions; ``fence_feed.py``
 calls it periodically and turns changes into the job's fence side input.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meridian.ports import DocumentStore, Query
 from pipelines.geofence.fences import (
     COLLECTION,
     Geofence,
@@ -40,42 +42,21 @@ class GeoJsonFences(FenceLoader):
 
 
 @dataclass
-class EmbeddedStoreFences(FenceLoader):
-    """The ``geofences`` collection of the embedded document store in ``data_dir``."""
+class StoreFences(FenceLoader):
+    """The ``geofences`` collection of the document store ``open_store`` builds (embedded or
+    Firestore: ``bootstrap.JobAdapters.fence_store``), opened on first use."""
 
-    data_dir: str
+    open_store: Callable[[], DocumentStore]
     default_margin_m: float = 15.0
 
     def fences(self) -> list[Geofence]:
         store = getattr(self, "_store", None)
         if store is None:
-            from meridian.embedded.docstore import EmbeddedDocumentStore
-
-            store = self._store = EmbeddedDocumentStore(Path(self.data_dir))
-        from meridian.ports import Query
-
+            store = self._store = self.open_store()
         documents = store.query(Query(COLLECTION))
         fences, _problems = fences_from_documents(
             ((d.id, d.data) for d in documents), self.default_margin_m
         )
-        return fences
-
-
-@dataclass
-class FirestoreFences(FenceLoader):
-    """The ``geofences`` collection in Firestore (production)."""
-
-    project: str
-    default_margin_m: float = 15.0
-
-    def fences(self) -> list[Geofence]:
-        client = getattr(self, "_client", None)
-        if client is None:
-            from google.cloud import firestore
-
-            client = self._client = firestore.Client(project=self.project)
-        documents = ((d.id, d.to_dict() or {}) for d in client.collection(COLLECTION).stream())
-        fences, _problems = fences_from_documents(documents, self.default_margin_m)
         return fences
 
 

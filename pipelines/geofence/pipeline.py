@@ -1,11 +1,13 @@
 """Options, assembly and running of the geofence job (``python -m pipelines.geofence``).
 
 Every option also reads an environment variable (named in its help), so ``meridian up`` and the
-Flex Template launcher configure the job the same way.
+Flex Template launcher configure the job the same way; ``--help`` lists them. The adapters the
+job reads and writes with are built by ``bootstrap.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -21,15 +23,9 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines.geofence import source as sources
+from pipelines.geofence.bootstrap import JobAdapters, bootstrap
 from pipelines.geofence.fence_feed import fence_snapshots
-from pipelines.geofence.loaders import (
-    CombinedFences,
-    EmbeddedStoreFences,
-    FenceLoader,
-    FirestoreFences,
-    GeoJsonFences,
-)
-from pipelines.geofence.sinks import PublisherSpec
+from pipelines.geofence.loaders import CombinedFences, FenceLoader, GeoJsonFences, StoreFences
 from pipelines.geofence.tracking import TrackerConfig
 from pipelines.geofence.transforms import (
     DEFAULT_SHARDS,
@@ -200,13 +196,10 @@ def settings_from(opts: GeofenceOptions) -> DetectSettings:
     )
 
 
-def fence_loader(opts: GeofenceOptions, project: str) -> FenceLoader:
+def fence_loader(opts: GeofenceOptions, job: JobAdapters) -> FenceLoader:
     loaders: list[FenceLoader] = []
     if str(opts.fences_from_store).lower() in ("1", "true", "yes"):
-        if opts.backend == "gcp":
-            loaders.append(FirestoreFences(project, opts.margin_m))
-        else:
-            loaders.append(EmbeddedStoreFences(opts.data_dir, opts.margin_m))
+        loaders.append(StoreFences(job.fence_store, opts.margin_m))
     if opts.fences_file:
         loaders.append(GeoJsonFences(opts.fences_file, opts.margin_m))
     return CombinedFences(loaders)
@@ -217,21 +210,20 @@ def is_direct(options: PipelineOptions) -> bool:
     return runner in (None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
-def read_pings(p: beam.Pipeline, options: PipelineOptions) -> beam.PCollection:
+def read_pings(p: beam.Pipeline, options: PipelineOptions, job: JobAdapters) -> beam.PCollection:
     """The one place the source is chosen: archive (batch), our broker source (local streaming)
     or ReadFromPubSub (Dataflow). Everything downstream is identical."""
     opts = options.view_as(GeofenceOptions)
-    project = options.view_as(GoogleCloudOptions).project or "meridian-local"
+    project = _project(options)
     if opts.archive_start or not options.view_as(StandardOptions).streaming:
         end = _epoch(opts.archive_end) if opts.archive_end else datetime.now().timestamp()
         start = _epoch(opts.archive_start) if opts.archive_start else end - 86_400
-        return sources.read_archive(p, opts.data_dir, start, end, None)
+        return sources.read_archive(p, job.archive, start, end, None)
     if is_direct(options) and opts.backend == "embedded":
         return p | "ReadFromEmbeddedBroker" >> sources.ReadFromEmbeddedBroker(
             sources.BrokerSourceSettings(
-                data_dir=opts.data_dir,
+                open_broker=job.telemetry_broker,
                 subscription=opts.subscription.rsplit("/", 1)[-1],
-                project=project,
                 max_batch=opts.max_batch,
                 allowed_lateness_s=opts.allowed_lateness_s,
                 stop_when_idle_s=opts.stop_when_idle_s,
@@ -245,27 +237,30 @@ def read_pings(p: beam.Pipeline, options: PipelineOptions) -> beam.PCollection:
     return sources.read_from_pubsub(p, path, opts.timestamp_attribute, None)
 
 
+def _project(options: PipelineOptions) -> str:
+    return str(options.view_as(GoogleCloudOptions).project or "meridian-local")
+
+
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     opts = options.view_as(GeofenceOptions)
-    project = options.view_as(GoogleCloudOptions).project or "meridian-local"
-    publisher = PublisherSpec(opts.backend, opts.data_dir, project)
+    job = bootstrap(opts.backend, opts.data_dir, _project(options))
     fences = fence_snapshots(
         p,
-        fence_loader(opts, project),
+        fence_loader(opts, job),
         opts.fence_refresh_s,
         streaming=bool(options.view_as(StandardOptions).streaming),
         direct=is_direct(options),
     )
-    events, dead = read_pings(p, options) | "Detect" >> Detect(settings_from(opts), fences)
+    events, dead = read_pings(p, options, job) | "Detect" >> Detect(settings_from(opts), fences)
     (
         events
         | "Encode" >> beam.ParDo(EncodeEvents())
-        | "PublishEvents" >> beam.ParDo(Publish(publisher, opts.output_topic))
+        | "PublishEvents" >> beam.ParDo(Publish(job.publisher, opts.output_topic))
     )
     (
         dead
         | "DeadLetterMessages" >> beam.Map(dead_letter_message)
-        | "PublishDeadLetters" >> beam.ParDo(Publish(publisher, opts.dead_letter_topic))
+        | "PublishDeadLetters" >> beam.ParDo(Publish(job.publisher, opts.dead_letter_topic))
     )
 
 
@@ -282,8 +277,25 @@ def local_runner(options: PipelineOptions) -> Any:
     return FnApiRunner()
 
 
+def help_parser() -> argparse.ArgumentParser:
+    """The job's own options, for ``--help`` (Beam's options parser prints none of them)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.geofence",
+        description="Geofence and idle detection over the telemetry firehose (Apache Beam).",
+        epilog="Beam's own options are accepted too: --streaming, --runner (DirectRunner by "
+        "default; DataflowRunner), --project, --region, --temp_location, ... (see "
+        "apache_beam.options.pipeline_options). README.md beside this module has examples.",
+    )
+    GeofenceOptions._add_argparse_args(parser)
+    return parser
+
+
 def run(argv: Sequence[str] | None = None) -> Any:
-    options = PipelineOptions(list(argv if argv is not None else sys.argv[1:]))
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "-h" in args or "--help" in args:
+        help_parser().print_help()
+        return None
+    options = PipelineOptions(args)
     opts = options.view_as(GeofenceOptions)
     if opts.archive_start:
         options.view_as(StandardOptions).streaming = False

@@ -11,8 +11,9 @@ unfinished SDF at -infinity, so no event-time timer downstream would ever fire; 
 after an Impulse never finishes its bundle, so nothing it outputs is ever committed. What the
 DirectRunner does run as a live, watermark-holding root is a *root transform evaluator* (that is
 how Beam itself runs its Pub/Sub read and TestStream there), so ``ReadFromEmbeddedBroker`` is a
-primitive transform with its own evaluator, registered through the DirectRunner's evaluator
-registry. Each evaluation:
+primitive transform with its own evaluator (``direct_root.py`` says how, and holds every use of
+the DirectRunner's internals). The adapters (the broker, the warehouse) come built from
+``bootstrap.py``. Each evaluation:
 
 1. acknowledges the batch pulled by the previous evaluation: by now the executor has committed
    that evaluation's output bundle, i.e. handed the pings on (a crash before this point means
@@ -32,20 +33,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
-from apache_beam import pvalue
-from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
-from apache_beam.runners.direct.util import TransformResult
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from meridian.catalog import load_catalog
-from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot
+from meridian.ports import Warehouse
+from pipelines.geofence.direct_root import RootEvaluator, RunStates, UnboundedRoot, register_root
 from pipelines.geofence.model import Ping, PingBatch
 from pipelines.geofence.transforms import BatchPings
 from pipelines.geofence.validation import PingDecoder, decode_archive_rows
@@ -55,9 +54,10 @@ ARCHIVE_TABLE = "telemetry.raw_pings"
 
 @dataclass(frozen=True)
 class BrokerSourceSettings:
-    data_dir: str
+    """``open_broker``: the embedded broker (built by ``bootstrap.JobAdapters``) to pull from."""
+
+    open_broker: Callable[[], Any]
     subscription: str = "geofence"
-    project: str = "meridian-local"
     max_batch: int = 20_000
     pull_chunk: int = 5_000
     idle_wait_s: float = 0.2
@@ -90,9 +90,7 @@ class _ReadState:
 
     def open(self) -> None:
         if self.broker is None:
-            from meridian.embedded.pubsub.broker import Broker
-
-            self.broker = Broker(self.settings.data_dir, project=self.settings.project)
+            self.broker = self.settings.open_broker()
             self.decoder = PingDecoder(load_catalog(self.settings.catalog_path))
 
 
@@ -104,10 +102,10 @@ def read_state(transform: ReadFromEmbeddedBroker) -> _ReadState:
 
 
 class _BrokerReadEvaluator(RootEvaluator):
-    def finish_bundle(self) -> TransformResult:
-        transform: ReadFromEmbeddedBroker = self._applied_ptransform.transform
-        state = read_state(transform)
+    def evaluate(self) -> tuple[list[tuple[PingBatch, Timestamp]], Timestamp]:
+        state = read_state(self.transform)
         settings = state.settings
+        outputs = []
         with state.lock:
             state.open()
             broker = state.broker
@@ -116,7 +114,6 @@ class _BrokerReadEvaluator(RootEvaluator):
                 state.unacked = []
                 state.acked_batches += 1
             received = self._pull(state)
-            bundles = []
             if received:
                 state.last_message_at = time.monotonic()
                 state.unacked = [m.ack_id for m in received]
@@ -126,9 +123,7 @@ class _BrokerReadEvaluator(RootEvaluator):
                 )
                 stamp = min((p.ts for p in batch.pings), default=max(state.watermark, 0.0))
                 state.newest = max([state.newest, *(p.ts for p in batch.pings)])
-                bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
-                bundle.output(GlobalWindows.windowed_value(batch, timestamp=Timestamp.of(stamp)))
-                bundles.append(bundle)
+                outputs.append((batch, Timestamp.of(stamp)))
             quiet_for = time.monotonic() - state.last_message_at
             lateness = settings.allowed_lateness_s
             state.watermark = max(state.watermark, state.newest - lateness)
@@ -139,10 +134,8 @@ class _BrokerReadEvaluator(RootEvaluator):
                 and not received
                 and quiet_for >= settings.stop_when_idle_s
             ):
-                return TransformResult(self, bundles, [], None, {None: MAX_TIMESTAMP})
-        again = self._evaluation_context.create_bundle(pvalue.PBegin(transform.pipeline))
-        hold = Timestamp.of(state.watermark) if state.watermark > 0 else Timestamp.of(0)
-        return TransformResult(self, bundles, [again], None, {None: hold})
+                return outputs, MAX_TIMESTAMP
+        return outputs, Timestamp.of(state.watermark) if state.watermark > 0 else Timestamp.of(0)
 
     @staticmethod
     def _pull(state: _ReadState) -> list[Any]:
@@ -165,8 +158,7 @@ class _BrokerReadEvaluator(RootEvaluator):
         return received
 
 
-# The DirectRunner's documented-for-tests hook for evaluators of extra primitive transforms.
-TransformEvaluatorRegistry._test_evaluators_overrides[ReadFromEmbeddedBroker] = _BrokerReadEvaluator
+register_root(ReadFromEmbeddedBroker, _BrokerReadEvaluator)
 
 
 # Dataflow ----------------------------------------------------------------------------------------
@@ -221,19 +213,17 @@ class ReadArchive(beam.DoFn):  # type: ignore[misc]
 
     def __init__(
         self,
-        data_dir: str,
+        open_archive: Callable[[], Warehouse],
         start: float,
         end: float,
         chunk: int = 20_000,
         catalog_path: str | None = None,
     ) -> None:
-        self._data_dir, self._start, self._end, self._chunk = data_dir, start, end, chunk
+        self._open_archive, self._start, self._end, self._chunk = open_archive, start, end, chunk
         self._catalog_path = catalog_path
 
     def process(self, _impulse: Any) -> Iterator[TimestampedValue]:
-        from meridian.embedded.warehouse import EmbeddedWarehouse
-
-        warehouse = EmbeddedWarehouse(self._data_dir)
+        warehouse = self._open_archive()
         # publish_time bounds prune partitions; a ping is published after it is recorded, and
         # phones buffer pings for a while, so the upper bound gets a day of slack.
         rows = warehouse.query(
@@ -251,12 +241,17 @@ class ReadArchive(beam.DoFn):  # type: ignore[misc]
 
 
 def read_archive(
-    p: beam.Pipeline, data_dir: str, start: float, end: float, catalog_path: str | None
+    p: beam.Pipeline,
+    open_archive: Callable[[], Warehouse],
+    start: float,
+    end: float,
+    catalog_path: str | None,
 ) -> beam.PCollection:
     return (
         p
         | "Impulse" >> beam.Impulse()
-        | "ReadArchive" >> beam.ParDo(ReadArchive(data_dir, start, end, catalog_path=catalog_path))
+        | "ReadArchive"
+        >> beam.ParDo(ReadArchive(open_archive, start, end, catalog_path=catalog_path))
     )
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,11 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from meridian.ports import Message
+from meridian.ports import Message, Publisher
 from pipelines.geofence import tracking
 from pipelines.geofence.fence_feed import in_effect
 from pipelines.geofence.fences import FenceSet, FenceSnapshot
 from pipelines.geofence.model import Located, Ping, PingBatch, Rejected
-from pipelines.geofence.sinks import PublisherSpec
 from pipelines.geofence.validation import Limits, rejected_ping, validate
 
 log = logging.getLogger(__name__)
@@ -353,14 +352,16 @@ def dead_letter_message(rejected: Rejected) -> Message:
 
 
 class Publish(beam.DoFn):  # type: ignore[misc]
-    """Publish a bundle's messages in one call at the end of the bundle (durable when it returns)."""
+    """Publish a bundle's messages in one call at the end of the bundle (durable when it returns).
 
-    def __init__(self, spec: PublisherSpec, topic: str) -> None:
-        self._spec = spec
+    ``open_publisher`` builds the publisher on the worker (``bootstrap.JobAdapters.publisher``)."""
+
+    def __init__(self, open_publisher: Callable[[], Publisher], topic: str) -> None:
+        self._open_publisher = open_publisher
         self._topic = topic
 
     def setup(self) -> None:
-        self._publisher = self._spec.build()
+        self._publisher = self._open_publisher()
         self._published = Metrics.counter(NAMESPACE, f"published_{self._topic}")
 
     def start_bundle(self) -> None:

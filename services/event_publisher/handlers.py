@@ -53,7 +53,7 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
         "client_id": new["client_id"],
     }
     stop, recipient = new["stop"], new["recipient"]
-    on_route = {
+    on_route: dict[str, Any] = {
         "route_id": new.get("route_id"),
         "driver_id": new.get("driver_id"),
         "vehicle_id": new.get("vehicle_id"),
