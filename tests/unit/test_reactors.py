@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -101,8 +102,13 @@ def test_out_for_delivery_sms_carries_a_tracking_link_valid_for_the_parcel() -> 
     deps, sms = _notification()
     notification.notify(out(), deps)
     ((to, body),) = sms.sent.values()
-    assert to == "+919800000001" and "http://track.example/track/p-1?token=" in body
-    token = body.rsplit("token=", 1)[1]
+    # The live map's customer page, the token in the fragment (never sent to a server or logged).
+    link = urlsplit(body.rsplit(" ", 1)[1])
+    assert to == "+919800000001" and body.endswith("Track it: " + link.geturl())
+    assert (link.scheme, link.netloc, link.path) == ("http", "track.example", "/map")
+    assert parse_qs(link.query) == {"parcel": ["p-1"]}
+    token = parse_qs(link.fragment)["token"][0]
+    assert "token" not in link.query and token not in link.query
     assert deps.tracking.verify(token, "p-1").parcel_id == "p-1"
 
 

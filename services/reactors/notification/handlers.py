@@ -4,6 +4,11 @@ delivered, delivery failed. The only service that talks to the SMS gateway.
 Each message is sent with an idempotency key derived from the event id and the parcel, so a
 redelivered event (even after a crash between the send and the ledger write) is not sent twice;
 the notification log and the processed-event record commit in one transaction.
+
+The tracking link opens the live map's customer page, ``{base}/map?parcel=ID#token=TOKEN``. The
+token travels in the URL fragment, which a browser never sends to a server: it stays out of the
+access logs of the live map, its load balancer and every proxy on the way, and out of the
+``Referer`` the page sends. The page reads it from the fragment and presents it as a bearer token.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from meridian.app.idempotency import already_processed, event_ledger_path, mark_processed
 from meridian.app.tracking import TrackingTokens
@@ -65,12 +71,19 @@ def _load_contacts(parcels: Sequence[str], deps: Deps, known: Contacts) -> None:
         known[path.rpartition("/")[2]] = dict(contact.data) if contact is not None else None
 
 
+def tracking_link(deps: Deps, parcel_id: str) -> str:
+    """The customer's link to the parcel on the live map, its token in the fragment."""
+    token = deps.tracking.issue(parcel_id)
+    query, fragment = urlencode({"parcel": parcel_id}), urlencode({"token": token})
+    return f"{deps.tracking_base_url}/map?{query}#{fragment}"
+
+
 def messages_for(event: DomainEvent, deps: Deps, known: Contacts | None = None) -> list[Sms]:
     """The SMS ``event`` calls for (none for ETA moves within the threshold). ``known`` holds the
     contacts as the events before this one in its batch left them."""
     known = {} if known is None else known
     if isinstance(event, ParcelOutForDelivery):
-        link = f"{deps.tracking_base_url}/track/{event.parcel_id}?token={deps.tracking.issue(event.parcel_id)}"
+        link = tracking_link(deps, event.parcel_id)
         body = f"Your parcel {event.parcel_id} is out for delivery, due by {_hhmm(event.window_end)}. Track it: {link}"
         return [Sms(event.parcel_id, event.recipient_phone, body, "out_for_delivery")]
     if isinstance(event, ParcelDelivered):
