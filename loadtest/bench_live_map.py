@@ -44,7 +44,7 @@ from meridian.observability import current_traceparent
 from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.sim import Fleet, SimOptions, Sink, run_fleet, vehicle_id
 from meridian.runtime.supervisor import ServiceProcess, runnable_services
-from services.command.handlers import vehicle_ping
+from services.command.handlers.telemetry import vehicle_ping
 
 ROOT = Path(__file__).resolve().parent.parent
 VEHICLES = 8_200
@@ -69,9 +69,10 @@ class PublishSink(Sink):
 
     async def send(self, pings: Any) -> int:
         now = datetime.now(UTC)
-        # As the command service's ingest does (``handlers.record_pings``): the simulator's pings
-        # are valid by construction (the ingest validates them as RecordPing first), and what the
-        # batch's messages share (the trace, the catalog entry) is looked up once.
+        # As the command service's ingest does (``handlers.telemetry.record_pings``): the
+        # simulator's pings are valid by construction (the ingest validates them as RecordPing
+        # first), and what the batch's messages share (the trace, the catalog entry) is looked up
+        # once.
         events = [
             vehicle_ping(
                 ping["vehicle_id"],

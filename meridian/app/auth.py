@@ -1,4 +1,5 @@
-"""Who is calling: bearer tokens remembered once verified, API keys stored as digests.
+"""Who is calling: the bearer token of an ``Authorization`` header, bearer tokens remembered once
+verified, API keys stored as digests.
 
 The identity verifiers themselves are adapters of ``ports.IdentityVerifier`` (Identity Platform
 on GCP; embedded, a local issuer: ``meridian token --role driver --sub drv-7``).
@@ -13,7 +14,19 @@ from collections.abc import Callable
 import jwt
 
 from meridian.domain.actors import Actor
+from meridian.domain.errors import Unauthenticated
 from meridian.ports import IdentityVerifier
+
+BEARER_REQUIRED = "Authorization must be 'Bearer <token>'"
+
+
+def bearer_token(authorization: str | None, refusal: str = BEARER_REQUIRED) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, RFC 9110
+    §11.1); Unauthenticated with ``refusal`` for a missing header, another scheme or no token."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(refusal)
+    return token
 
 
 class CachingVerifier(IdentityVerifier):

@@ -1,22 +1,25 @@
 """Hot POST endpoints served straight from ASGI, beside a FastAPI app's ordinary routes.
 
-A reactor's push endpoint and the embedded third-party stand-ins (SMS gateway, billing API)
-answer one small POST per event. Around that, FastAPI's middleware stack, routing and parameter
-machinery cost a reactor about a third of its CPU and the fake SMS gateway four fifths of its
-own (py-spy, reactors benchmark at 50 deliveries/s): more than the work of the request.
-``PlainRoutes`` is a FastAPI app that serves the routes registered with ``plain_route`` before
-any of that: the handler gets the headers and the body and returns the answer; domain errors
-become the same problem answers as everywhere else (``meridian.edge.problems``). Every other route, the
-lifespan and the exception handlers are FastAPI's, as before.
+Around one small request, FastAPI's middleware stack, the walk of its routing table and its
+per-request handler cost more than the work: a reactor about a third of its CPU per push, the
+fake SMS gateway four fifths of its own (py-spy, reactors benchmark at 50 deliveries/s), the
+command service a sixth of a ``:deliver`` (in-process, 1.07-1.17 -> 0.82 CPU-ms). ``PlainRoutes``
+is a FastAPI app that serves its direct routes before any of that, in one way for two kinds:
 
-``serve_directly`` does the same for FastAPI routes whose endpoint takes only the ``Request`` and
-reads its own inputs (the command service's parcel moves and telemetry): the route stays in the
-app, documented in the OpenAPI document like any other, but a request it matches goes straight to
-its endpoint, under the request's trace context (``observability.request_trace``), and an error
-it raises is answered by the app's own exception handlers. The middleware stack, the walk of the
-routing table and FastAPI's per-request handler around an endpoint with nothing to inject were a
-sixth of a ``:deliver``'s CPU. While spans are exported the request takes FastAPI's path, which
-records its span.
+- ``plain_route``: a handler that gets the headers and the body and returns the answer (a
+  reactor's push endpoint, the embedded third-party stand-ins);
+- ``serve_directly`` / ``include_direct``: FastAPI routes whose endpoint takes only the
+  ``Request`` and reads its own inputs (the command service's parcel moves and telemetry). The
+  route stays in the app, documented in the OpenAPI document like any other, and a request of
+  another method still gets FastAPI's answer (405).
+
+An error a direct route raises is answered by the app's own exception handlers (problem details,
+``meridian.edge.problems``). A ``serve_directly`` route runs under an HTTP server span started
+here through the OpenTelemetry API, a child of the caller's ``traceparent``, the same code
+whether or not spans are exported: with no exporter the tracer hands back a non-recording span
+(``observability.RecordWhenExported``), which still carries the trace into logs and published
+messages; its attributes are computed only for a recording one. A plain route's handler keeps
+its own spans (a push belongs to its message's trace, not to the HTTP request's).
 """
 
 from __future__ import annotations
@@ -27,16 +30,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from starlette.responses import Response
 
 from meridian.domain.errors import MeridianError
 from meridian.edge.problems import problem, problem_for
-from meridian.observability import get_logger, request_trace, spans_exported
+from meridian.observability import extract_context, get_logger
 
 log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a Pub/Sub push of a 10 MB message, base64 in its envelope
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ def json_response(status: int, payload: Any) -> PlainResponse:
 
 
 class PlainRoutes(FastAPI):
-    """A FastAPI app whose ``plain_route`` endpoints bypass FastAPI (see the module docstring)."""
+    """A FastAPI app whose direct routes bypass FastAPI (see the module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -73,7 +81,7 @@ class PlainRoutes(FastAPI):
         self._plain[method.upper(), path] = handler
 
     def serve_directly(self, *endpoints: Callable[..., Any]) -> None:
-        """Serve the routes of these endpoints straight from ASGI (see the module docstring).
+        """Serve the routes of these endpoints (routes of this app) straight from ASGI.
         Each must take the ``Request`` and nothing else: a parameter FastAPI would have read and
         checked for it would be skipped, so that is refused here."""
         routes = [r for r in self.routes if isinstance(r, APIRoute) and r.endpoint in endpoints]
@@ -81,36 +89,50 @@ class PlainRoutes(FastAPI):
         if missing:
             raise ValueError(f"not endpoints of this app's routes: {sorted(map(str, missing))}")
         for route in routes:
-            d = route.dependant
-            declared = (
-                d.path_params + d.query_params + d.header_params + d.cookie_params + d.body_params
+            self._serve_directly(route)
+
+    def include_direct(self, router: APIRouter) -> None:
+        """Include ``router`` in this app, and serve each of its routes straight from ASGI (each
+        as ``serve_directly`` requires). Included before the app's other routes, its routes are
+        also the first that FastAPI's routing tries."""
+        routes = [route for route in router.routes if isinstance(route, APIRoute)]
+        if len(routes) != len(router.routes):
+            raise ValueError("a router served directly holds only FastAPI routes")
+        self.include_router(router)
+        for route in routes:
+            self._serve_directly(route)
+
+    def _serve_directly(self, route: APIRoute) -> None:
+        d = route.dependant
+        declared = (
+            d.path_params + d.query_params + d.header_params + d.cookie_params + d.body_params
+        )
+        if (
+            declared
+            or d.dependencies
+            or d.request_param_name is None
+            or not inspect.iscoroutinefunction(route.endpoint)
+        ):
+            raise ValueError(
+                f"{route.path}: a directly served endpoint is async and takes only the Request"
             )
-            if (
-                declared
-                or d.dependencies
-                or d.request_param_name is None
-                or not inspect.iscoroutinefunction(route.endpoint)
-            ):
-                raise ValueError(
-                    f"{route.path}: a directly served endpoint is async and takes only the Request"
-                )
-            for method in route.methods or ():
-                self._direct.setdefault(method, []).append(route)
+        for method in route.methods or ():
+            self._direct.setdefault(method, []).append(route)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             handler = self._plain.get((scope["method"], scope["path"]))
             if handler is not None:
-                await _serve(handler, scope, receive, send)
+                await self._serve_plain(handler, scope, receive, send)
                 return
             for route in self._direct.get(scope["method"], ()):
                 match = route.path_regex.match(scope["path"])
-                if match is not None and not spans_exported():
-                    await self._serve_directly(route, match.groupdict(), scope, receive, send)
+                if match is not None:
+                    await self._serve_endpoint(route, match.groupdict(), scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 
-    async def _serve_directly(
+    async def _serve_endpoint(
         self, route: APIRoute, path_params: dict[str, str], scope: Any, receive: Any, send: Any
     ) -> None:
         # What Starlette's routing adds to the scope on a match (path parameters of these routes
@@ -118,61 +140,84 @@ class PlainRoutes(FastAPI):
         scope["app"] = self
         scope["path_params"] = path_params
         request = Request(scope, receive, send)
-        with request_trace(scope["headers"]):
+        method = scope["method"]
+        span = tracer.start_span(
+            f"{method} {route.path}", context=_callers_context(scope), kind=SpanKind.SERVER
+        )
+        if span.is_recording():  # the attributes FastAPI's own request span has
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "http.route": route.path,
+                    "url.path": scope["path"],
+                    "url.scheme": scope.get("scheme", "http"),
+                }
+            )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             try:
                 response = await route.endpoint(request)
             except Exception as error:
                 response = await self._handled(request, error)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(StatusCode.ERROR)
             await response(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def _serve_plain(
+        self, handler: PlainHandler, scope: Any, receive: Any, send: Any
+    ) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await problem(413, "too-large", "request body too large")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        try:
+            answer = await handler(PlainRequest(headers, b"".join(chunks)))
+        except Exception as error:
+            response = await self._handled(Request(scope, receive, send), error)
+            await response(scope, receive, send)
+            return
+        await _answer(send, answer)
 
     async def _handled(self, request: Request, error: Exception) -> Response:
         """The app's answer to ``error``: its handler for the nearest class of the error, as
-        Starlette's exception middleware looks one up; re-raised if it has none."""
+        Starlette's exception middleware looks one up; else a problem answer."""
         for cls in type(error).__mro__:
             handler = self.exception_handlers.get(cls)
             if handler is not None:
                 response = handler(request, error)
                 return await response if inspect.isawaitable(response) else response
-        raise error
+        if isinstance(error, MeridianError):
+            return problem_for(error)
+        log.exception("unhandled error", path=request.scope["path"])
+        return problem(500, "internal", "unexpected error; it has been logged")
 
 
-async def _serve(handler: PlainHandler, scope: Any, receive: Any, send: Any) -> None:
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            await _answer(send, _problem(problem(413, "too-large", "request body too large")))
-            return
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    try:
-        response = await handler(PlainRequest(headers, b"".join(chunks)))
-    except MeridianError as e:
-        response = _problem(problem_for(e))
-    except Exception:
-        log.exception("unhandled error", path=scope["path"])
-        response = _problem(problem(500, "internal", "unexpected error; it has been logged"))
-    await _answer(send, response)
-
-
-def _problem(answer: Any) -> PlainResponse:
-    """A plain response from ``meridian.edge.problems``'s problem answer (a Starlette response)."""
-    return PlainResponse(
-        answer.status_code,
-        bytes(answer.body),
-        [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in answer.raw_headers
-            if name != b"content-length"
-        ],
-    )
+def _callers_context(scope: Any) -> otel_context.Context:
+    """The caller's trace from the request's W3C headers; an empty context (a new trace) without
+    them, never the context the server happened to run this in."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in _TRACE_HEADERS
+    }
+    return extract_context(carrier) if carrier else otel_context.Context()
 
 
 async def _answer(send: Any, response: PlainResponse) -> None:

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from meridian.app.auth import bearer_token
 from meridian.domain.errors import NotFound, Unauthenticated
 from meridian.edge.problems import install_problem_handlers, problem
 from services.live_map.bootstrap import LiveMap
@@ -36,12 +37,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _bearer(authorization: str | None, token: str | None) -> str | None:
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value:
-            raise Unauthenticated("Authorization must be 'Bearer <token>'")
-        return value
-    return token
+    return bearer_token(authorization) if authorization else token
 
 
 async def _sse(events: AsyncIterator[MapEvent]) -> AsyncIterator[bytes]:

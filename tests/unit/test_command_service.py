@@ -15,14 +15,13 @@ from meridian import observability
 from meridian.app.auth import api_key_digest
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.concurrency.offload import Inline
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint
-from meridian.edge import fast_routes
 from meridian.edge.problems import install_problem_handlers
 from meridian.observability import configure_tracing
 from meridian.ports import IdentityVerifier, Message
-from services.command import app as app_module
 from services.command.app import create_app
 from services.command.handlers import Deps
 from tests.fakes import FakeDocumentStore, FakePublisher
@@ -57,8 +56,8 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def client(store: FakeDocumentStore, publisher: FakePublisher) -> TestClient:
-    # Tracing as the service configures it (``serve``): no exporter, so the hot routes are
-    # served directly (``PlainRoutes.serve_directly``), as in production.
+    # Tracing as the service configures it (``serve``): no exporter, so request spans are not
+    # recorded; the hot routes are served directly (``PlainRoutes.include_direct``) either way.
     configure_tracing("command")
     deps = Deps(store=store, publisher=publisher, codec=CODEC, clock=lambda: NOW)
     return TestClient(create_app(deps, FakeVerifier()))
@@ -365,8 +364,6 @@ def test_a_local_publish_runs_on_the_event_loop_and_a_remote_one_on_the_ingest_t
     store: FakeDocumentStore, local: bool
 ) -> None:
     class Recording(FakePublisher):
-        local_publish = local
-
         def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
             threads.append(threading.current_thread().name)
             return super().publish(topic, messages)
@@ -374,7 +371,9 @@ def test_a_local_publish_runs_on_the_event_loop_and_a_remote_one_on_the_ingest_t
     threads: list[str] = []
     deps = Deps(store=store, publisher=Recording(), codec=CODEC, clock=lambda: NOW)
     ping = {"vehicle_id": "veh-1", "position": {"lat": 12.9, "lng": 77.6}, "recorded_at": str(NOW)}
-    with TestClient(create_app(deps, FakeVerifier())) as client:
+    # The bootstrap's choice for a local publisher (the embedded broker): ingest on the loop.
+    app = create_app(deps, FakeVerifier(), ingest=Inline() if local else None)
+    with TestClient(app) as client:
         answer = client.post("/v1/telemetry", json={"pings": [ping]}, headers=DRIVER)
     assert answer.json() == {"accepted": 1, "rejected": []}
     assert threads[0].startswith("telemetry") is not local
@@ -452,10 +451,9 @@ def test_published_pings_continue_the_callers_trace(
     exported: bool,
 ) -> None:
     # Whether or not spans are exported, the driver app's trace reaches the telemetry topic.
-    configure_tracing("command")
-    monkeypatch.setattr(observability, "spans_exported", lambda: exported)
-    monkeypatch.setattr(app_module, "spans_exported", lambda: exported)
-    monkeypatch.setattr(fast_routes, "spans_exported", lambda: exported)
+    sampler = configure_tracing("command").sampler
+    assert isinstance(sampler, observability.RecordWhenExported)
+    monkeypatch.setattr(sampler, "exporting", exported)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     ping = {"vehicle_id": "veh-3", "position": {"lat": 1, "lng": 2}, "recorded_at": NOW.isoformat()}
     response = client.post(

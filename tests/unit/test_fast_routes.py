@@ -1,4 +1,5 @@
-"""``PlainRoutes.serve_directly``: a directly served route answers as FastAPI would."""
+"""``PlainRoutes.serve_directly``: a directly served route answers as FastAPI would, and runs the
+same code, under its own server span, whether or not spans are exported."""
 
 from __future__ import annotations
 
@@ -7,18 +8,29 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meridian.domain.errors import NotFound
-from meridian.edge import fast_routes
 from meridian.edge.fast_routes import PlainRoutes
 from meridian.edge.problems import install_problem_handlers
-from meridian.observability import configure_tracing
+from meridian.observability import RecordWhenExported, configure_tracing
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+EXPORTED = InMemorySpanExporter()
+
+
+def _provider() -> TracerProvider:
+    provider = configure_tracing("test")
+    if not getattr(provider, "_fast_routes_test", False):
+        # Only what is recorded reaches it: nothing, while the sampler is not exporting.
+        provider.add_span_processor(SimpleSpanProcessor(EXPORTED))
+        provider._fast_routes_test = True  # type: ignore[attr-defined]
+    return provider
 
 
 def _app() -> PlainRoutes:
-    configure_tracing("test")  # no exporter: direct serving is on
     app = PlainRoutes()
     install_problem_handlers(app)
 
@@ -40,15 +52,23 @@ def _app() -> PlainRoutes:
     return app
 
 
-@pytest.fixture(params=[False, True], ids=["direct", "spans-exported"])
-def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    # While spans are exported the request takes FastAPI's own path: both answer the same.
-    monkeypatch.setattr(fast_routes, "spans_exported", lambda: request.param)
+@pytest.fixture(params=[False, True], ids=["not-exported", "spans-exported"])
+def exported(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    sampler = _provider().sampler
+    assert isinstance(sampler, RecordWhenExported)
+    monkeypatch.setattr(sampler, "exporting", request.param)
+    EXPORTED.clear()
+    return bool(request.param)
+
+
+@pytest.fixture
+def client(exported: bool) -> TestClient:
+    # Whether or not spans are exported, a request takes the same direct path: both answer the same.
     return TestClient(_app(), raise_server_exceptions=False)
 
 
 def test_a_direct_route_gets_its_path_parameters_body_and_the_callers_trace(
-    client: TestClient,
+    client: TestClient, exported: bool
 ) -> None:
     response = client.post(
         "/v1/items/it-7:touch",
@@ -57,6 +77,19 @@ def test_a_direct_route_gets_its_path_parameters_body_and_the_callers_trace(
     )
     assert response.status_code == 202
     assert response.json() == {"item_id": "it-7", "trace_id": TRACE_ID, "body": "hello"}
+    spans = EXPORTED.get_finished_spans()
+    if not exported:
+        assert spans == ()
+        return
+    # Recorded like FastAPI's own request span: a server span, child of the caller's.
+    (span,) = spans
+    assert span.name == "POST /v1/items/{item_id}:touch"
+    assert span.kind == trace.SpanKind.SERVER
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.parent is not None and span.parent.span_id == 0x00F067AA0BA902B7
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/v1/items/{item_id}:touch"
+    assert span.attributes["http.response.status_code"] == 202
 
 
 def test_errors_are_answered_by_the_apps_handlers(client: TestClient) -> None:

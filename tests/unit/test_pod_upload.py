@@ -13,9 +13,9 @@ from meridian.app.records import parcel_document
 from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
 from meridian.edge.problems import install_problem_handlers
-from services.command import pod
 from services.command.app import create_app
 from services.command.handlers import Deps
+from services.command.routes import pod
 from services.event_publisher.handlers import DocumentChange, event_for_change
 from tests.fakes import FakeDocumentStore, FakePublisher
 from tests.fakes_reactors import FakeBlobStore

@@ -1,4 +1,5 @@
-"""The command service's use cases: one function each, taking the command and the ports it needs.
+"""Shipments and parcel moves: a client's shipment accepted, a parcel moved through its states by
+its driver or the dispatch desk, and its status read back.
 
 Every write is one transaction that also records the idempotency ledger entry, so a retried
 request returns the first response and writes nothing more. The commit is the event: the event
@@ -8,46 +9,25 @@ publisher turns each committed state change into a domain event (Eventarc's nati
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-import pydantic
-
-from meridian.app.auth import api_key_digest
 from meridian.app.idempotency import RequestKey, record_response, replayed_response
 from meridian.app.records import parcel_document, parcel_from_document, shipment_document
-from meridian.codec.events import EventCodec
 from meridian.domain.actors import Actor
 from meridian.domain.commands import (
     AssignParcel,
     CreateShipment,
     DeliverParcel,
     FailDelivery,
-    RecordPing,
     RequeueParcel,
     ReturnParcel,
     SendOutForDelivery,
 )
-from meridian.domain.errors import NotFound, PermissionDenied, Unauthenticated
-from meridian.domain.events import VehiclePing, derive_event_id
+from meridian.domain.errors import NotFound, PermissionDenied
 from meridian.domain.model import Parcel, Shipment
-from meridian.observability import current_traceparent
-from meridian.ports import DocumentStore, Publisher, Transaction
-
-TELEMETRY_TOPIC = "vehicle.telemetry"
-MAX_PINGS_PER_BATCH = 500
-
-
-@dataclass(frozen=True)
-class Deps:
-    """What the handlers need: built once by bootstrap, fakes in unit tests."""
-
-    store: DocumentStore
-    publisher: Publisher
-    codec: EventCodec
-    clock: Callable[[], datetime]
+from meridian.ports import Transaction
+from services.command.handlers import Deps
 
 
 def _new_id(prefix: str) -> str:
@@ -122,7 +102,8 @@ def get_shipment(shipment_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:
 
 
 # A parcel move is returned as the transaction to run, not run here: the route hands it to the
-# group committer (``commit.py``), which commits the moves that arrive together in one go.
+# group committer (``meridian/concurrency/group_commit.py``), which commits the moves that arrive
+# together in one go.
 Move = Callable[[Transaction], dict[str, Any]]
 
 
@@ -280,107 +261,6 @@ def get_parcel_status(parcel_id: str, actor: Actor, deps: Deps) -> dict[str, Any
             {k: v for k, v in view.data.items() if k in ("eta", "sla", "route_id", "pod_complete")}
         )
     return status
-
-
-# Telemetry -------------------------------------------------------------------------------------
-
-
-def vehicle_ping(
-    vehicle_id: str,
-    driver_id: str,
-    lat: float,
-    lng: float,
-    heading_deg: float | None,
-    speed_mps: float | None,
-    accuracy_m: float | None,
-    recorded_at: datetime,
-    now: datetime,
-) -> dict[str, Any]:
-    """A VehiclePing's fields, for ``EventCodec.record_messages``: built without a model, from a
-    ping already checked (a model per ping, built, then dumped for the encoder, cost more than the
-    rest of the ingest path; the Avro writer still enforces the schema). The event id derives from
-    the vehicle and the ping's time, so a retried batch republishes the same ids."""
-    return {
-        "event_id": derive_event_id("ping", vehicle_id, recorded_at.isoformat()),
-        "occurred_at": now,
-        "vehicle_id": vehicle_id,
-        "driver_id": driver_id,
-        "lat": lat,
-        "lng": lng,
-        "heading_deg": heading_deg,
-        "speed_mps": speed_mps,
-        "accuracy_m": accuracy_m,
-        "recorded_at": recorded_at,
-    }
-
-
-def record_pings(pings: Sequence[RecordPing | str], actor: Actor, deps: Deps) -> dict[str, Any]:
-    """Publish a batch of pings to the telemetry topic; never touches the document store.
-
-    ``pings`` are the request's pings, each validated or the reason it is not
-    (``validated_pings``): bad ones are listed with their index and error, good ones in the same
-    batch are kept.
-    """
-    actor.require("driver")
-    now = deps.clock()
-    events, rejected = [], []
-    for index, ping in enumerate(pings):
-        if isinstance(ping, str):
-            rejected.append({"index": index, "error": ping})
-            continue
-        if ping.driver_id is not None and ping.driver_id != actor.subject:
-            rejected.append(
-                {"index": index, "error": f"driver_id: not {actor.subject}, the token's driver"}
-            )
-            continue
-        # RecordPing has checked every field VehiclePing constrains.
-        position = ping.position
-        events.append(
-            vehicle_ping(
-                ping.vehicle_id,
-                actor.subject,
-                position.lat,
-                position.lng,
-                ping.heading_deg,
-                ping.speed_mps,
-                ping.accuracy_m,
-                ping.recorded_at,
-                now,
-            )
-        )
-    if events:
-        # One request, one trace; and what the messages share is looked up once for the batch.
-        messages = deps.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
-        deps.publisher.publish(TELEMETRY_TOPIC, messages)
-    return {"accepted": len(events), "rejected": rejected}
-
-
-def validated_pings(raw_pings: Sequence[Any]) -> list[RecordPing | str]:
-    """Each ping validated on its own, or why it is not valid, to keep the good pings of a
-    batch and name each bad one. (A batch whose pings are all valid is validated in one pass
-    from the request body before it comes to this.)"""
-    results: list[RecordPing | str] = []
-    for raw in raw_pings:
-        try:
-            results.append(RecordPing.model_validate(raw))
-        except pydantic.ValidationError as e:
-            results.append(
-                "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'ping'}: {err['msg']}"
-                    for err in e.errors()
-                )
-            )
-    return results
-
-
-# Client systems --------------------------------------------------------------------------------
-
-
-def client_for_api_key(api_key: str, store: DocumentStore) -> Actor:
-    entry = store.get(f"api_keys/{api_key_digest(api_key)}")
-    if entry is None or not entry.data.get("active", True):
-        raise Unauthenticated("unknown or revoked API key")
-    return Actor(subject=entry.data["client_id"], role="client")
 
 
 def _public(data: Any) -> dict[str, Any]:

@@ -1,6 +1,5 @@
-"""Client webhook endpoints: register (the answer carries the ``whsec_`` secret, shown once),
-list, read, delete, read the delivery log, and replay failed deliveries. A client manages only
-its own endpoints."""
+"""Client webhook routes: register, list, read, delete, the delivery log and replay of failed
+deliveries (use cases in ``handlers/webhooks.py``)."""
 
 from __future__ import annotations
 
@@ -12,11 +11,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian.app import webhooks
-from meridian.domain.actors import Actor
-from meridian.domain.errors import PermissionDenied
+from meridian.app.webhooks import AllowList
 from services.command.handlers import Deps
-from services.command.web import Caller
+from services.command.handlers import webhooks as handlers
+from services.command.routes.common import Caller
 
 
 class WebhookRequest(BaseModel):
@@ -30,12 +28,6 @@ class ReplayRequest(BaseModel):
     since: datetime | None = None
 
 
-def _own(caller: Actor, client_id: str) -> None:
-    caller.require("client")
-    if caller.subject != client_id:
-        raise PermissionDenied(f"client {caller.subject} cannot manage the webhooks of {client_id}")
-
-
 def router() -> APIRouter:
     routes = APIRouter(prefix="/v1/clients/{client_id}/webhooks", tags=["webhooks"])
 
@@ -43,16 +35,15 @@ def router() -> APIRouter:
     async def register(
         client_id: str, body: WebhookRequest, request: Request, caller: Caller
     ) -> JSONResponse:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
         endpoint = await run_in_threadpool(
-            webhooks.register_endpoint,
-            deps.store,
+            handlers.register_endpoint,
+            caller,
             client_id,
             body.url,
             body.event_types,
-            webhooks.AllowList.from_env(),
-            deps.clock(),
+            AllowList.from_env(),
+            deps,
         )
         return JSONResponse(
             {**endpoint, "created_at": endpoint["created_at"].isoformat()},
@@ -62,34 +53,31 @@ def router() -> APIRouter:
 
     @routes.get("")
     async def list_endpoints(client_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
-        return {"webhooks": await run_in_threadpool(webhooks.list_endpoints, deps.store, client_id)}
+        endpoints = await run_in_threadpool(handlers.list_endpoints, caller, client_id, deps)
+        return {"webhooks": endpoints}
 
     @routes.get("/{webhook_id}")
     async def get_endpoint(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> dict[str, Any]:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
-        return await run_in_threadpool(webhooks.get_endpoint, deps.store, client_id, webhook_id)
+        return await run_in_threadpool(handlers.get_endpoint, caller, client_id, webhook_id, deps)
 
     @routes.delete("/{webhook_id}", status_code=204)
     async def delete_endpoint(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> Response:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
-        await run_in_threadpool(webhooks.delete_endpoint, deps.store, client_id, webhook_id)
+        await run_in_threadpool(handlers.delete_endpoint, caller, client_id, webhook_id, deps)
         return Response(status_code=204)
 
     @routes.get("/{webhook_id}/deliveries")
     async def deliveries(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> dict[str, Any]:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
-        log = await run_in_threadpool(webhooks.delivery_log, deps.store, client_id, webhook_id)
+        log = await run_in_threadpool(handlers.delivery_log, caller, client_id, webhook_id, deps)
         return {"deliveries": log}
 
     @routes.post("/{webhook_id}/replay", status_code=202)
@@ -100,12 +88,9 @@ def router() -> APIRouter:
         caller: Caller,
         body: ReplayRequest | None = None,
     ) -> JSONResponse:
-        _own(caller, client_id)
         deps: Deps = request.app.state.deps
         since = body.since if body else None
-        count = await run_in_threadpool(
-            webhooks.replay, deps.store, client_id, webhook_id, since, deps.clock()
-        )
+        count = await run_in_threadpool(handlers.replay, caller, client_id, webhook_id, since, deps)
         return JSONResponse(
             {"webhook_id": webhook_id, "replayed": count, "at": datetime.now(UTC).isoformat()},
             status_code=202,

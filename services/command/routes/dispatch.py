@@ -1,5 +1,6 @@
 """Dispatch routes of the command service: open a dispatch window (starts the saga), follow it,
-and drivers' answers to route offers (sent to the saga as callbacks)."""
+and drivers' answers to route offers (sent to the saga as callbacks); use cases in
+``handlers/dispatch.py``."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from meridian.domain.errors import Unavailable
 from meridian.domain.model import GeoPoint, Identifier, TimeWindow
 from meridian.ports import WorkflowExecutions
-from services.command import dispatch_handlers
 from services.command.handlers import Deps
-from services.command.web import Caller, IdempotencyKey, accepted, request_key
+from services.command.handlers import dispatch as handlers
+from services.command.routes.common import Caller, IdempotencyKey, accepted, request_key
 
 
 class OpenWindowRequest(BaseModel):
@@ -62,7 +63,7 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         deps: Deps = request.app.state.deps
-        cmd = dispatch_handlers.OpenWindow(
+        cmd = handlers.OpenWindow(
             depot=body.depot,
             window=body.window,
             window_id=body.window_id,
@@ -73,7 +74,7 @@ def router() -> APIRouter:
         key = await request_key(request, caller, idempotency_key)
         return accepted(
             await run_in_threadpool(
-                dispatch_handlers.open_window, cmd, caller, deps, _workflows(request), key
+                handlers.open_window, cmd, caller, deps, _workflows(request), key
             )
         )
 
@@ -81,12 +82,12 @@ def router() -> APIRouter:
     async def get_window(window_id: str, request: Request, caller: Caller) -> dict[str, Any]:
         deps: Deps = request.app.state.deps
         return await run_in_threadpool(
-            dispatch_handlers.window_status, window_id, caller, deps, _workflows(request)
+            handlers.window_status, window_id, caller, deps, _workflows(request)
         )
 
     async def _answer(
         assignment_id: str,
-        decision: dispatch_handlers.Decision,
+        decision: handlers.Decision,
         body: AnswerRequest | None,
         request: Request,
         caller: Caller,
@@ -95,7 +96,7 @@ def router() -> APIRouter:
         reason = body.reason if body else None
         return accepted(
             await run_in_threadpool(
-                dispatch_handlers.answer_offer,
+                handlers.answer_offer,
                 assignment_id,
                 decision,
                 reason,

@@ -1,6 +1,7 @@
-"""What every command-service route shares: who is calling, the idempotency key, 202 answers.
+"""What every command-service route shares: who is calling, the idempotency key, the hot routes'
+own reading and documenting of their inputs, 202 answers.
 
-Route modules (``app.py`` and the feature routers it includes) import these; handlers never do.
+The route modules beside this one import it; handlers never do.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import pydantic
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from meridian.app.auth import bearer_token
 from meridian.app.idempotency import RequestKey
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import Identifier
 from meridian.ports import IdentityVerifier
-from services.command import handlers
-from services.command.handlers import Deps
+from services.command.handlers import Deps, client_for_api_key
 
 
 async def authenticate(request: Request) -> Actor:
@@ -32,14 +33,11 @@ async def authenticate(request: Request) -> Actor:
     (``document_credentials``)."""
     headers = request.headers
     if authorization := headers.get("authorization"):
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("Authorization must be 'Bearer <token>'")
         verifier: IdentityVerifier = request.app.state.verifier
-        return verifier.verify(token)
+        return verifier.verify(bearer_token(authorization))
     if x_api_key := headers.get("x-api-key"):
         deps: Deps = request.app.state.deps
-        return await run_in_threadpool(handlers.client_for_api_key, x_api_key, deps.store)
+        return await run_in_threadpool(client_for_api_key, x_api_key, deps.store)
     raise Unauthenticated(
         "send a bearer token (drivers, dispatchers) or an X-API-Key (client systems)"
     )
@@ -73,6 +71,14 @@ def document_credentials(app: FastAPI) -> None:
 
 MAX_IDEMPOTENCY_KEY = 255
 M = TypeVar("M", bound=BaseModel)
+
+
+class RequestBody(BaseModel):
+    """A command's JSON body: no unknown fields, strings stripped like the domain's values, so
+    "reason": "\\r" is refused here, at the body, with the field named, instead of when the
+    command is built from an already accepted body."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 async def read_json(request: Request, model: type[M]) -> M:
