@@ -2,7 +2,7 @@
 # package registries (PyPI, npm, Debian).
 #   make demo    run the whole platform on the embedded runtime, with a scripted scenario
 #   make test    run the test suite (unit, contract, integration, e2e)
-#   make lint    ruff on everything, mypy on meridian/
+#   make lint    ruff on everything, mypy (strict) on meridian/, services/ and pipelines/
 #   make bench   run the benchmarks and rewrite BENCHMARKS.md
 
 PYTHON ?= python3

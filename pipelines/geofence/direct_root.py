@@ -95,7 +95,7 @@ def register_root(transform: type[UnboundedRoot], evaluator: type[RootEvaluator]
     transform_evaluator.TransformEvaluatorRegistry._test_evaluators_overrides[transform] = evaluator
 
 
-class UnboundedRoot(beam.PTransform):  # type: ignore[misc]
+class UnboundedRoot(beam.PTransform):
     """A root producing an unbounded PCollection of pickled elements in the global window."""
 
     def get_windowing(self, inputs: Any) -> beam.Windowing:
@@ -109,7 +109,7 @@ class UnboundedRoot(beam.PTransform):  # type: ignore[misc]
         return pvalue.PCollection(pbegin.pipeline, is_bounded=False)
 
 
-class RootEvaluator(transform_evaluator._TransformEvaluator, abc.ABC):  # type: ignore[misc]
+class RootEvaluator(transform_evaluator._TransformEvaluator, abc.ABC):
     """An evaluator of a root: no input elements; ``evaluate`` does the work of one evaluation."""
 
     @abc.abstractmethod

@@ -44,7 +44,7 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
-class GeofenceOptions(PipelineOptions):  # type: ignore[misc]
+class GeofenceOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
         add = parser.add_argument

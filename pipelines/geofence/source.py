@@ -164,7 +164,7 @@ register_root(ReadFromEmbeddedBroker, _BrokerReadEvaluator)
 # Dataflow ----------------------------------------------------------------------------------------
 
 
-class DecodePubsubMessage(beam.DoFn):  # type: ignore[misc]
+class DecodePubsubMessage(beam.DoFn):
     """Pub/Sub messages → Pings stamped with their own time; undecodable ones as batch rejects."""
 
     def __init__(self, catalog_path: str | None = None) -> None:
@@ -208,7 +208,7 @@ def read_from_pubsub(
 # Batch: the warehouse archive --------------------------------------------------------------------
 
 
-class ReadArchive(beam.DoFn):  # type: ignore[misc]
+class ReadArchive(beam.DoFn):
     """One query of the archive for a time range; the pings whose own time falls in it."""
 
     def __init__(

@@ -53,7 +53,7 @@ class DetectSettings:
     shards: int = DEFAULT_SHARDS  # keys of the per-vehicle state: more spread wider on Dataflow
 
 
-class Detect(beam.PTransform):  # type: ignore[misc]
+class Detect(beam.PTransform):
     """PingBatch → (events, dead letters): GeofenceCrossed / VehicleIdle and Rejected.
 
     ``fences`` is the fence side-input stream: FenceSnapshots in the global window.
@@ -81,7 +81,7 @@ class Detect(beam.PTransform):  # type: ignore[misc]
         return tracked.events, dead
 
 
-class BatchPings(beam.DoFn):  # type: ignore[misc]
+class BatchPings(beam.DoFn):
     """Single timestamped Pings (Pub/Sub on Dataflow, tests) → one PingBatch per bundle."""
 
     def start_bundle(self) -> None:
@@ -96,12 +96,12 @@ class BatchPings(beam.DoFn):  # type: ignore[misc]
             first = min(p.ts for p in self._pings)
             # finish_bundle has no input element, so it states the window and timestamp itself.
             yield WindowedValue(
-                PingBatch(tuple(self._pings)), Timestamp.of(first), [GlobalWindow()]
+                PingBatch(tuple(self._pings)), Timestamp.of(first), (GlobalWindow(),)
             )
         self._pings = []
 
 
-class ValidateBatch(beam.DoFn):  # type: ignore[misc]
+class ValidateBatch(beam.DoFn):
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._valid = Metrics.counter(NAMESPACE, "pings_valid")
@@ -118,7 +118,7 @@ class ValidateBatch(beam.DoFn):  # type: ignore[misc]
             yield tuple(good)
 
 
-class LocateBatch(beam.DoFn):  # type: ignore[misc]
+class LocateBatch(beam.DoFn):
     """Fence memberships of a batch of pings, grouped per shard of vehicles for the stateful step
     (one element per shard, each vehicle's pings together in it).
 
@@ -190,7 +190,7 @@ class Shard:
     wake_at: float | None = None
 
 
-class ShardCoder(Coder):  # type: ignore[misc]
+class ShardCoder(Coder):
     """The state coder of ``TrackVehicles``: ``marshal`` over plain values (``encode_state``).
 
     Runners encode state on every write and decode it on every read, whole: on the DirectRunner
@@ -212,7 +212,7 @@ class ShardCoder(Coder):  # type: ignore[misc]
         return False  # dict order; state is never a key
 
 
-class TrackVehicles(beam.DoFn):  # type: ignore[misc]
+class TrackVehicles(beam.DoFn):
     """Per-vehicle state in event time: buffer, wait for the watermark, apply in order.
 
     Keyed by shard of vehicles, not by vehicle: each vehicle keeps its own ``VehicleState`` (the
@@ -267,7 +267,7 @@ class TrackVehicles(beam.DoFn):  # type: ignore[misc]
     @userstate.on_timer(WAKE)
     def on_wake(
         self,
-        fired: Timestamp = beam.DoFn.TimestampParam,
+        fired: Any = beam.DoFn.TimestampParam,
         state: Any = beam.DoFn.StateParam(STATE),
         wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Any]:
@@ -321,7 +321,7 @@ def _timer_at(ts: float) -> Timestamp:
     return Timestamp(micros=math.ceil(ts / TIMER_RESOLUTION_S) * 1000)
 
 
-class EncodeEvents(beam.DoFn):  # type: ignore[misc]
+class EncodeEvents(beam.DoFn):
     """Domain events → Pub/Sub messages with the catalog's attributes and ordering key."""
 
     def __init__(self, catalog_path: str | None = None) -> None:
@@ -351,7 +351,7 @@ def dead_letter_message(rejected: Rejected) -> Message:
     return Message(data=rejected.data, attributes=attributes)
 
 
-class Publish(beam.DoFn):  # type: ignore[misc]
+class Publish(beam.DoFn):
     """Publish a bundle's messages in one call at the end of the bundle (durable when it returns).
 
     ``open_publisher`` builds the publisher on the worker (``bootstrap.JobAdapters.publisher``)."""

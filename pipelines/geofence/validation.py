@@ -58,10 +58,14 @@ class PingDecoder:
             return _rejected(f"undecodable VehiclePing: {type(e).__name__}: {e}", data, attributes)
 
     def decode_batch(self, messages: Iterable[tuple[bytes, Mapping[str, str]]]) -> PingBatch:
-        pings, rejected = [], []
+        pings: list[Ping] = []
+        rejected: list[Rejected] = []
         for data, attributes in messages:
             result = self.decode(data, attributes)
-            (pings if isinstance(result, Ping) else rejected).append(result)
+            if isinstance(result, Ping):
+                pings.append(result)
+            else:
+                rejected.append(result)
         return PingBatch(tuple(pings), tuple(rejected))
 
 

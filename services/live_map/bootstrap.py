@@ -60,7 +60,7 @@ class MapOptions:
         if role not in ROLES:
             raise ValueError(f"LIVE_MAP_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
         return cls(
-            role=role,  # type: ignore[arg-type]  # checked just above
+            role=role,  # checked just above
             debounce_s=float(env.get("LIVE_MAP_DEBOUNCE_S", DEFAULT_INTERVAL_S)),
             max_outstanding=int(env.get("LIVE_MAP_MAX_OUTSTANDING", DEFAULT_MAX_OUTSTANDING)),
             tile_url=env.get("LIVE_MAP_TILE_URL", ""),

@@ -87,7 +87,7 @@ def bill_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseExce
     run = deps.chargers.map if deps.chargers is not None else map
     charged: dict[int, tuple[DomainEvent, Charge, str]] = {}
     for i, result in zip(
-        billable, run(lambda job: _charge(*job, deps), billable.values()), strict=True
+        billable, run(lambda job: _charge(job[0], job[1], deps), billable.values()), strict=True
     ):
         if isinstance(result, BaseException):
             outcomes[i] = result
