@@ -53,6 +53,8 @@ def start_services(data_dir: Path, names: tuple[str, ...] = ("command", "live-ma
         "MERIDIAN_BASE_PORT": str(base_port),
         "MERIDIAN_HOST": "127.0.0.1",
         "LIVE_MAP_DEBOUNCE_S": "0.5",
+        # The notification reactor's SMS links open this live map, whatever the shell says.
+        "MERIDIAN_TRACKING_BASE_URL": f"http://127.0.0.1:{base_port + PORT_OFFSETS['live-map']}",
         "PYTHONPATH": str(ROOT),
     }
     settings = Settings(data_dir=data_dir, base_port=base_port)
