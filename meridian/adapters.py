@@ -177,7 +177,8 @@ def billing_api(settings: Settings) -> BillingApi:
 def webhook_sender(settings: Settings) -> WebhookSender:
     from meridian.wire.providers import HttpWebhookSender
 
-    return HttpWebhookSender()
+    # Production (gcp) client endpoints are https:// only (``meridian.app.webhooks``).
+    return HttpWebhookSender(https_only=settings.backend == "gcp")
 
 
 def travel_time(settings: Settings) -> TravelTime:

@@ -5,10 +5,15 @@ Deliveries follow the Standard Webhooks spec: ``webhook-id`` (the event id, stab
 so receivers can deduplicate), ``webhook-timestamp`` and ``webhook-signature`` (``v1,`` HMAC-SHA256
 of ``id.timestamp.body`` with the endpoint's ``whsec_`` secret), signed by the reference library.
 
-Endpoint URLs that resolve to private, loopback, link-local or otherwise internal addresses are
-refused (server-side request forgery), at registration and again before every send since DNS can
-change; ``MERIDIAN_WEBHOOK_ALLOW_NETWORKS`` (CIDRs or host names, comma-separated) lets local
-development and tests point at loopback receivers.
+Where an endpoint may point is a ``WebhookPolicy``, chosen once by each service's bootstrap and
+checked at registration and again before every send (DNS can change, and the rule may have
+changed since an endpoint was registered). URLs that resolve to private, loopback, link-local or
+otherwise internal addresses are refused (server-side request forgery);
+``MERIDIAN_WEBHOOK_ALLOW_NETWORKS`` (CIDRs or host names, comma-separated) lets local development
+and tests point at loopback receivers. Plain ``http://`` is for local and allow-listed networks
+only: in production (the ``gcp`` backend) an endpoint must be ``https://``, as Stripe requires
+for live webhooks, so the lean plain-HTTP client (``meridian.wire.blocking``) never meets an
+outside server.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from urllib.parse import urlparse
 
 from standardwebhooks.webhooks import Webhook
 
+from meridian.config import Settings
 from meridian.domain.errors import NotFound, PermissionDenied, ValidationError
 from meridian.ports import DocumentStore, Query, Transaction
 
@@ -71,6 +77,26 @@ class AllowList:
         return host.lower() in self.hosts or any(address in n for n in self.networks)
 
 
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Where client endpoints may point: internal destinations the allow list names, and, with
+    ``https_only`` (production), ``https://`` URLs only."""
+
+    allow: AllowList = AllowList()
+    https_only: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookPolicy:
+        """Production (the ``gcp`` backend) takes ``https://`` endpoints only."""
+        return cls(AllowList.from_env(), https_only=settings.backend == "gcp")
+
+
+HTTPS_RULE = (
+    "webhook URLs must be https:// in production; plain http:// is for local and allow-listed "
+    "networks only"
+)
+
+
 def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -84,17 +110,20 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_destination(url: str, allow: AllowList) -> None:
-    """Raise PermissionDenied if ``url`` is not http(s) or any address it resolves to is internal
-    and not allow-listed; ValidationError if it cannot be parsed or resolved."""
-    host, port = _destination(url)
+def check_destination(url: str, policy: WebhookPolicy) -> None:
+    """Raise PermissionDenied if any address ``url`` resolves to is internal and not
+    allow-listed; ValidationError if it is not an absolute http(s) URL, is plain ``http://``
+    where the policy takes ``https://`` only, or does not resolve."""
+    scheme, host, port = _destination(url)
+    if policy.https_only and scheme != "https":
+        raise ValidationError(f"{HTTPS_RULE}, not {url!r}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise ValidationError(f"webhook host {host!r} does not resolve: {e}") from None
     for info in infos:
         address, internal = _classified(str(info[4][0]))
-        if internal and not allow.allows(host, address):
+        if internal and not policy.allow.allows(host, address):
             raise PermissionDenied(
                 f"webhook URL {url!r} resolves to {address}, a private, loopback or link-local "
                 f"address; only public endpoints are allowed (see {ALLOW_ENV})"
@@ -103,11 +132,11 @@ def check_destination(url: str, allow: AllowList) -> None:
 
 # Checked before every send: the parsing is remembered, the name is resolved again each time.
 @functools.lru_cache(maxsize=1024)
-def _destination(url: str) -> tuple[str, int]:
+def _destination(url: str) -> tuple[str, str, int]:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValidationError(f"webhook URL must be an absolute http(s) URL, not {url!r}")
-    return parsed.hostname, parsed.port or 443
+    return parsed.scheme, parsed.hostname, parsed.port or 443
 
 
 @functools.lru_cache(maxsize=1024)
@@ -133,11 +162,12 @@ def register_endpoint(
     client_id: str,
     url: str,
     event_types: Sequence[str],
-    allow: AllowList,
+    policy: WebhookPolicy,
     now: datetime,
 ) -> dict[str, Any]:
-    """Register an endpoint; the answer carries its ``whsec_`` secret (shown this once)."""
-    check_destination(url, allow)
+    """Register an endpoint; the answer carries its ``whsec_`` secret (shown this once).
+    ValidationError or PermissionDenied if ``policy`` refuses its URL."""
+    check_destination(url, policy)
     from meridian.domain.events import EVENT_TYPES
 
     unknown = sorted(set(event_types) - set(EVENT_TYPES))
@@ -158,7 +188,9 @@ def register_endpoint(
     def write(tx: Transaction) -> None:
         existing = tx.query(Query(ENDPOINTS).where("client_id", "==", client_id))
         if len(existing) >= MAX_ENDPOINTS_PER_CLIENT:
-            raise ValidationError(f"a client may register at most {MAX_ENDPOINTS_PER_CLIENT} endpoints")
+            raise ValidationError(
+                f"a client may register at most {MAX_ENDPOINTS_PER_CLIENT} endpoints"
+            )
         tx.create(f"{ENDPOINTS}/{webhook_id}", endpoint)
 
     store.run_transaction(write)
@@ -182,22 +214,33 @@ def delete_endpoint(store: DocumentStore, client_id: str, webhook_id: str) -> No
     store.delete(f"{ENDPOINTS}/{webhook_id}")
 
 
-def delivery_log(store: DocumentStore, client_id: str, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+def delivery_log(
+    store: DocumentStore, client_id: str, webhook_id: str, limit: int = 100
+) -> list[dict[str, Any]]:
     get_endpoint(store, client_id, webhook_id)
     documents = store.query(Query(DELIVERIES).where("webhook_id", "==", webhook_id))
     entries = sorted((dict(d.data) for d in documents), key=lambda d: d["created_at"], reverse=True)
     return [{k: v for k, v in e.items() if k != "body"} for e in entries[:limit]]
 
 
-def replay(store: DocumentStore, client_id: str, webhook_id: str, since: datetime | None, now: datetime) -> int:
+def replay(
+    store: DocumentStore, client_id: str, webhook_id: str, since: datetime | None, now: datetime
+) -> int:
     """Re-enable the endpoint and schedule its failed deliveries (since ``since``) again, now."""
     get_endpoint(store, client_id, webhook_id)
     documents = store.query(Query(DELIVERIES).where("webhook_id", "==", webhook_id))
-    again = [d for d in documents if d.data["status"] == "failed" and (since is None or d.data["created_at"] >= since)]
+    again = [
+        d
+        for d in documents
+        if d.data["status"] == "failed" and (since is None or d.data["created_at"] >= since)
+    ]
     writes: list[tuple[str, str, Mapping[str, Any] | None]] = [
         ("update", f"{ENDPOINTS}/{webhook_id}", {"status": "active", "disabled_reason": None})
     ]
-    writes += [("update", d.path, {"status": "pending", "attempts": 0, "next_attempt_at": now}) for d in again]
+    writes += [
+        ("update", d.path, {"status": "pending", "attempts": 0, "next_attempt_at": now})
+        for d in again
+    ]
     store.batch_write(writes)
     return len(again)
 
@@ -220,7 +263,9 @@ def _signer(secret: str) -> Webhook:
     return Webhook(secret)  # decodes the secret once per endpoint, not once per send
 
 
-def retry_delay_s(attempts_made: int, retry_after: str | None, rng: random.Random | None = None) -> float | None:
+def retry_delay_s(
+    attempts_made: int, retry_after: str | None, rng: random.Random | None = None
+) -> float | None:
     """Seconds until the next attempt after ``attempts_made`` failures; None when the schedule is
     exhausted. A receiver's ``Retry-After`` (seconds) is honoured when it asks for longer."""
     if attempts_made > len(RETRY_SCHEDULE_S):

@@ -3,7 +3,9 @@
 The same clients talk to the embedded stand-ins and to real providers; only the base URL and the
 credential differ (chosen in ``meridian.adapters``). Every call carries the caller's idempotency
 key. Provider failures and timeouts become Unavailable, so the event is retried. Plain
-``http://`` calls take a lean keep-alive path, ``https://`` ones httpx (``meridian.wire.blocking``).
+``http://`` calls take a lean keep-alive path, ``https://`` ones httpx (``meridian.wire.blocking``);
+in production the webhook sender refuses plain ``http://`` (``https_only``, set in
+``meridian.adapters`` for the ``gcp`` backend), as the registration rules do.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from meridian.ports import (
     WebhookResponse,
     WebhookSender,
 )
-from meridian.wire.blocking import ExternalHttp, Reply, RequestFailed
+from meridian.wire.blocking import ExternalHttp, RequestFailed
+from meridian.wire.http1 import Reply
 
 
 def _headers(api_key: str | None, idempotency_key: str) -> dict[str, str]:
@@ -107,14 +110,19 @@ class HttpBillingApi(BillingApi):
 
 class HttpWebhookSender(WebhookSender):
     """Plain POSTs to client endpoints. Redirects are not followed (a redirect could lead to an
-    address the SSRF check refused); the caller checks the destination before each send."""
+    address the SSRF check refused); the caller checks the destination before each send. With
+    ``https_only`` (production) a plain ``http://`` endpoint is refused unsent (ValidationError:
+    retrying will not help), whatever the caller checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, https_only: bool = False) -> None:
         self._http = ExternalHttp()
+        self._https_only = https_only
 
     def send(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
     ) -> WebhookResponse:
+        if self._https_only and not url.startswith("https://"):
+            raise ValidationError(f"webhook endpoints must be https:// in production, not {url!r}")
         try:
             reply = self._http.post(url, body, headers, timeout_s)
         except RequestFailed as e:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from meridian import adapters
+from meridian.app.webhooks import WebhookPolicy
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.concurrency.group_commit import Transactions
@@ -37,6 +38,7 @@ def bootstrap(
         publisher=adapters.publisher(settings),
         codec=EventCodec(load_catalog()),
         clock=lambda: datetime.now(UTC),
+        webhook_policy=WebhookPolicy.from_settings(settings),
     )
     try:
         workflows: WorkflowExecutions | None = adapters.workflow_executions(settings)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meridian.domain.errors import Unavailable
+from meridian.domain.errors import Unavailable, ValidationError
 from meridian.wire.blocking import KeepAliveHttp, RequestFailed
 from meridian.wire.providers import HttpWebhookSender
 
@@ -104,7 +104,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
     http = KeepAliveHttp()
     http.post(_url(server, "/a"), b"1", {}, 5)
     server.shutdown()  # stop accepting; the idle connection's handler thread stays alive
-    for sock, _ in http._idle[("127.0.0.1", server.server_port)]:
+    for sock in http._idle[("127.0.0.1", server.server_port)]:
         sock.shutdown(socket.SHUT_RD)  # as if the server had closed it: reads at EOF
     threading.Thread(target=server.serve_forever, daemon=True).start()
     assert http.post(_url(server, "/b"), b"2", {}, 5).status == 201
@@ -133,3 +133,11 @@ def test_the_webhook_sender_maps_no_answer_to_unavailable_and_passes_retry_after
     assert (response.status, response.headers["retry-after"]) == (503, "120")
     with pytest.raises(Unavailable):
         sender.send(_url(server, "/slow"), {}, b"{}", 0.1)
+
+
+def test_the_production_webhook_sender_refuses_plain_http_unsent(
+    server: ThreadingHTTPServer,
+) -> None:
+    with pytest.raises(ValidationError, match="https:// in production"):
+        HttpWebhookSender(https_only=True).send(_url(server, "/busy"), {}, b"{}", 5)
+    assert server.seen == []  # type: ignore[attr-defined]

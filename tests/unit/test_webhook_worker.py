@@ -14,7 +14,7 @@ from services.reactors.webhook.worker import Worker
 from tests.fakes import FakeDocumentStore
 from tests.fakes_reactors import FakeWebhookSender
 
-LOCAL = webhooks.AllowList.parse("127.0.0.0/8")
+LOCAL = webhooks.WebhookPolicy(webhooks.AllowList.parse("127.0.0.0/8"))
 
 
 def _events(count: int) -> list[ev.ShipmentCreated]:

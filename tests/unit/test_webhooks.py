@@ -1,5 +1,6 @@
 """Client webhooks on fakes: Standard Webhooks signatures (checked by the reference library),
-retry schedule and Retry-After, disabling on 410, SSRF refusal, one delivery per event."""
+retry schedule and Retry-After, disabling on 410, SSRF refusal, https:// only in production, one
+delivery per event."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from meridian.app import webhooks
+from meridian.config import Settings
 from meridian.domain import events as ev
-from meridian.domain.errors import PermissionDenied
+from meridian.domain.errors import PermissionDenied, ValidationError
 from services.reactors.webhook import handlers
 from services.reactors.webhook.worker import Worker
 from tests.fakes import FakeDocumentStore
 from tests.fakes_reactors import FakeWebhookSender
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-LOCAL = webhooks.AllowList.parse("127.0.0.0/8")
+LOCAL = webhooks.WebhookPolicy(webhooks.AllowList.parse("127.0.0.0/8"))
 EVENT = ev.ShipmentCreated(
     event_id="evt-1", occurred_at=T0, shipment_id="s-1", client_id="c-1", parcel_ids=("p",)
 )
@@ -127,13 +129,50 @@ def test_schedule_spans_days_with_bounded_jitter() -> None:
 )  # fmt: skip
 def test_internal_destinations_are_refused_unless_allow_listed(url: str) -> None:
     with pytest.raises(PermissionDenied):
-        webhooks.check_destination(url, webhooks.AllowList())
+        webhooks.check_destination(url, webhooks.WebhookPolicy())
 
 
 def test_the_allow_list_admits_only_what_it_names() -> None:
     webhooks.check_destination("http://127.0.0.1:8080/x", LOCAL)
     with pytest.raises(PermissionDenied):
         webhooks.check_destination("http://10.0.0.1/x", LOCAL)
+
+
+PRODUCTION = webhooks.WebhookPolicy(LOCAL.allow, https_only=True)
+
+
+def test_production_refuses_plain_http_endpoints_at_registration_naming_the_rule() -> None:
+    store = FakeDocumentStore()
+    for url in ("http://127.0.0.1:1/hook", "http://hooks.example.com/x"):  # allow-listed or not
+        with pytest.raises(ValidationError, match=r"must be https:// in production"):
+            webhooks.register_endpoint(store, "c-1", url, [], PRODUCTION, T0)
+    assert webhooks.list_endpoints(store, "c-1") == []
+    webhooks.register_endpoint(store, "c-1", "https://127.0.0.1:1/hook", [], PRODUCTION, T0)
+    assert [e["url"] for e in webhooks.list_endpoints(store, "c-1")] == ["https://127.0.0.1:1/hook"]
+
+
+def test_plain_http_is_allowed_locally_only_where_the_allow_list_says() -> None:
+    store = FakeDocumentStore()
+    webhooks.register_endpoint(store, "c-1", "http://127.0.0.1:1/hook", [], LOCAL, T0)
+    with pytest.raises(PermissionDenied):
+        webhooks.register_endpoint(store, "c-1", "http://10.0.0.1/hook", [], LOCAL, T0)
+    assert len(webhooks.list_endpoints(store, "c-1")) == 1
+
+
+def test_the_policy_is_chosen_from_the_backend() -> None:
+    assert webhooks.WebhookPolicy.from_settings(Settings(backend="gcp")).https_only
+    assert not webhooks.WebhookPolicy.from_settings(Settings(backend="embedded")).https_only
+
+
+def test_production_never_sends_to_a_plain_http_endpoint_registered_before_the_rule() -> None:
+    deps, sender, endpoint, _ = _setup([200])  # registered as http:// under the local policy
+    deps = handlers.Deps(deps.store, sender, PRODUCTION, deps.clock)
+    handlers.enqueue(EVENT, deps)
+    assert _run_due(deps) == ["failed"]
+    assert sender.requests == []
+    disabled = webhooks.get_endpoint(deps.store, "c-1", endpoint["webhook_id"])
+    assert disabled["status"] == "disabled"
+    assert "https:// in production" in disabled["disabled_reason"]
 
 
 def test_events_go_only_to_endpoints_that_want_their_type() -> None:

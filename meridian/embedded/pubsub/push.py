@@ -242,8 +242,9 @@ class PushDispatcher:
 
     async def _deliver(self, subscription: str) -> None:
         """One subscription's delivery loop, with its own connection pool: the lean HTTP/1.1
-        client of ``http1`` (httpx's per-request CPU, not the reactors, bounded the platform's
-        push rate), or the httpx client given to the dispatcher (tests mock its transport)."""
+        client of ``meridian.wire.pool`` (httpx's per-request CPU, not the reactors, bounded the
+        platform's push rate), or the httpx client given to the dispatcher (tests mock its
+        transport)."""
         poster: Poster
         poster = HttpxPoster(self._client) if self._client else Http1Pool(self._max_outstanding)
         try:

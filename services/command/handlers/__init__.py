@@ -9,10 +9,11 @@ domain errors to problem answers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from meridian.app.auth import api_key_digest
+from meridian.app.webhooks import WebhookPolicy
 from meridian.codec.events import EventCodec
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
@@ -27,6 +28,8 @@ class Deps:
     publisher: Publisher
     codec: EventCodec
     clock: Callable[[], datetime]
+    # Where client webhook endpoints may point (bootstrap: https:// only on the gcp backend).
+    webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
 
 
 def client_for_api_key(api_key: str, store: DocumentStore) -> Actor:

@@ -25,11 +25,12 @@ def register_endpoint(
     client_id: str,
     url: str,
     event_types: list[str],
-    allow: webhooks.AllowList,
     deps: Deps,
 ) -> dict[str, Any]:
     _own(caller, client_id)
-    return webhooks.register_endpoint(deps.store, client_id, url, event_types, allow, deps.clock())
+    return webhooks.register_endpoint(
+        deps.store, client_id, url, event_types, deps.webhook_policy, deps.clock()
+    )
 
 
 def list_endpoints(caller: Actor, client_id: str, deps: Deps) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from meridian.app.webhooks import AllowList
 from services.command.handlers import Deps
 from services.command.handlers import webhooks as handlers
 from services.command.routes.common import Caller
@@ -42,7 +41,6 @@ def router() -> APIRouter:
             client_id,
             body.url,
             body.event_types,
-            AllowList.from_env(),
             deps,
         )
         return JSONResponse(

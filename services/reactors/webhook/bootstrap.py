@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meridian import adapters
-from meridian.app.webhooks import AllowList
+from meridian.app.webhooks import WebhookPolicy
 from meridian.config import Settings
 from meridian.edge.push import PushEssentials
 from services.reactors.webhook.handlers import Deps
@@ -15,7 +15,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
     deps = Deps(
         store=adapters.document_store(settings),
         sender=adapters.webhook_sender(settings),
-        allow=AllowList.from_env(),
+        policy=WebhookPolicy.from_settings(settings),
         clock=lambda: datetime.now(UTC),
     )
     return deps, adapters.push_essentials(settings, "client-webhook")

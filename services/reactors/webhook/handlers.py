@@ -19,7 +19,7 @@ from meridian.app.idempotency import already_processed, mark_processed
 from meridian.app.webhooks import (
     DELIVERIES,
     ENDPOINTS,
-    AllowList,
+    WebhookPolicy,
     check_destination,
     next_attempt,
     retry_delay_s,
@@ -38,7 +38,7 @@ LEASE = timedelta(seconds=SEND_TIMEOUT_S + 30)  # a crashed sender's claim expir
 class Deps:
     store: DocumentStore
     sender: WebhookSender
-    allow: AllowList
+    policy: WebhookPolicy  # where endpoints may point (bootstrap: https only on gcp)
     clock: Callable[[], datetime]
 
 
@@ -82,7 +82,7 @@ def _enqueue(
         for event in events:
             if event.event_id not in fresh and not already_processed(tx, CONSUMER, event.event_id):
                 fresh[event.event_id] = event
-        clients = {getattr(e, "client_id", None) for e in fresh.values()} - {None}
+        clients: set[str] = {c for e in fresh.values() if (c := _client_of(e)) is not None}
         endpoints = {
             client_id: tx.query(Query(ENDPOINTS).where("client_id", "==", client_id))
             for client_id in sorted(clients)
@@ -90,10 +90,10 @@ def _enqueue(
         enqueued: dict[str, list[str]] = {}
         claimed: list[dict[str, Any]] = []
         for event_id, event in fresh.items():
-            client_id = getattr(event, "client_id", None)
+            client_id = _client_of(event)
             enqueued[event_id] = []
-            for endpoint in endpoints.get(client_id, []):
-                delivery = _deliver_to(tx, endpoint, event, client_id, now, claim)
+            for endpoint in endpoints.get(client_id, []) if client_id is not None else []:
+                delivery = _deliver_to(tx, endpoint, event, endpoint.data["client_id"], now, claim)
                 if delivery is not None:
                     enqueued[event_id].append(delivery["path"])
                     claimed += [delivery] if claim else []
@@ -102,6 +102,12 @@ def _enqueue(
         return [enqueued.pop(e.event_id, []) for e in events], claimed
 
     return deps.store.run_transaction(record)
+
+
+def _client_of(event: DomainEvent) -> str | None:
+    """The client whose endpoints an event goes to (events without one go to nobody)."""
+    client_id = getattr(event, "client_id", None)
+    return client_id if isinstance(client_id, str) else None
 
 
 def _deliver_to(
@@ -237,7 +243,7 @@ def send_only(claimed: dict[str, Any], deps: Deps) -> tuple[str, Callable[[Trans
     status: int | None = None
     retry_after: str | None = None
     try:
-        check_destination(endpoint["url"], deps.allow)  # DNS may have changed since registration
+        check_destination(endpoint["url"], deps.policy)  # DNS (or the rule) may have changed
         headers = signed_headers(endpoint["secret"], claimed["event_id"], body, started)
         response = deps.sender.send(endpoint["url"], headers, body, SEND_TIMEOUT_S)
         status, error = response.status, None
