@@ -112,7 +112,7 @@ def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent
 
 
 def _pod_image_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
-    """A new proof-of-delivery photo recorded on the parcel (``services/command/pod.py``)."""
+    """A new proof-of-delivery photo recorded on the parcel (``services/command/handlers/pod.py``)."""
     image = new.get("pod_image")
     if not image or image == (change.old or {}).get("pod_image"):
         return None

@@ -4,7 +4,7 @@ same code, under its own server span, whether or not spans are exported."""
 from __future__ import annotations
 
 import pytest
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from opentelemetry import trace
@@ -127,3 +127,31 @@ def test_only_endpoints_that_take_just_the_request_are_served_directly() -> None
         app.serve_directly(sync)
     with pytest.raises(ValueError, match="not endpoints"):
         app.serve_directly(not_a_route)
+
+
+def test_a_router_included_directly_is_served_directly_and_documented() -> None:
+    app = PlainRoutes()
+    install_problem_handlers(app)
+    hot = APIRouter()
+    served: list[str] = []
+
+    @hot.post("/v1/items/{item_id}:poke", status_code=202)
+    async def poke(request: Request) -> JSONResponse:
+        served.append(request.path_params["item_id"])
+        return JSONResponse({"poked": request.path_params["item_id"]}, status_code=202)
+
+    app.include_direct(hot)
+    client = TestClient(app)
+    assert client.post("/v1/items/it-7:poke").json() == {"poked": "it-7"}
+    assert served == ["it-7"]
+    assert client.get("/v1/items/it-7:poke").status_code == 405  # FastAPI's answer
+    assert "/v1/items/{item_id}:poke" in client.get("/openapi.json").json()["paths"]
+
+    declared = APIRouter()
+
+    @declared.post("/v1/things/{thing_id}")
+    async def thing(thing_id: str) -> dict[str, str]:
+        return {"thing_id": thing_id}
+
+    with pytest.raises(ValueError, match="takes only the Request"):
+        PlainRoutes().include_direct(declared)
