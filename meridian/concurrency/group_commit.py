@@ -1,10 +1,10 @@
 """Group commit: transactions that become ready together commit together.
 
-This is the one home of the mechanism. ``Transactions`` is how a service's store commits a group
-(chosen once, in ``meridian.adapters.transactions``); ``Committer`` is the event-loop flavour
-(requests on one event loop, the command service's parcel moves); ``commit_per_event`` turns a
-reactor's per-event transaction into a batch handler for ``concurrency.batches.Batcher``; the
-thread flavour, for callers on many threads, is ``concurrency.group_writer.GroupWriter``.
+``meridian.concurrency`` is the one home of the mechanism (its docstring lists every flavour);
+this module is its part for transactions. ``Transactions`` is how a service's store commits a
+group (chosen once, in ``meridian.adapters.transactions``); ``Committer`` runs it for requests on
+one event loop (the command service's parcel moves); ``commit_per_event`` turns a reactor's
+per-event transaction into a batch handler for ``concurrency.batches.Batcher``.
 
 On the embedded store a move is a sub-millisecond SQLite transaction of which the fixed part
 (taking the write lock, BEGIN IMMEDIATE, COMMIT and its log writes) is a good share: in-process,

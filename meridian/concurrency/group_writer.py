@@ -6,7 +6,8 @@ unwritten writes the next group. So under load many items share one wait for the
 lock, and alone an item is written at once (nobody waits for company). Each caller returns only
 once its own item is written, with its own outcome, as with a plain write.
 
-The event-loop flavour is ``concurrency.group_commit.Committer``.
+The event-loop flavour is ``concurrency.group_commit.Committer`` (with ``batches.Batcher`` and
+``ordered_writer.OrderedWriter``; see the package's docstring).
 """
 
 from __future__ import annotations

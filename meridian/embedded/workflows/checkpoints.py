@@ -5,8 +5,10 @@ of n branches pay n trees per step. Instead:
 
 * ``save`` queues the step's writes (its history entry, a callback's consumption) and marks what
   changed; nothing is serialised yet. Every save made during one turn of the event loop, by any
-  execution, is committed in one transaction when the turn ends (``GroupCommit``), with the state
-  as it stands then: every task is suspended at an await, a point the interpreter resumes from.
+  execution, is committed in one transaction when the turn ends, with the state as it stands
+  then: every task is suspended at an await, a point the interpreter resumes from. The mechanism
+  is the core's group commit (``meridian.concurrency.ordered_writer.OrderedWriter``, built by the
+  engine over the store's ``batch_write``); a ``StoredState`` is one of its sources.
 * A parallel branch's record is a ``Branch``, kept in a document of its own; the tree it sits in
   holds ``{"$branch": key}`` instead. A commit re-serialises the execution's root tree (the main
   frame and the records down to the branches) and the branches that saved since the last commit,
@@ -16,6 +18,8 @@ The commit itself runs on a writer thread, one batch at a time and in order, whi
 on: a commit can wait a while for the store's write lock (other processes write too), and a loop
 blocked on it would hold back every branch's HTTP answers and callbacks meanwhile. Saves made
 while a batch is in flight go into the next one, so the busier the store, the bigger the batches.
+A batch that fails is committed again execution by execution, so one execution's bad write (a
+document over the size limit) fails that execution alone.
 
 The durability rule: a saved step is committed before anything outside the engine can depend on
 it. An HTTP call is issued only after ``durable()``; an execution's end is reported only once its
@@ -31,11 +35,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from meridian.concurrency.ordered_writer import OrderedWriter
 from meridian.ports import DocumentStore, Query
 
 from . import records
@@ -85,13 +89,14 @@ def inside(branch: Branch) -> Iterator[None]:
 
 class StoredState:
     """One execution's documents: the execution itself (with the root of the state tree), its
-    branches, and the writes queued since the last commit."""
+    branches, and the writes queued since the last commit. A source of the engine's group
+    commit (``take``, ``failed``)."""
 
     def __init__(
         self,
         store: DocumentStore,
         doc: dict[str, Any],
-        commits: GroupCommit,
+        commits: OrderedWriter[Write],
         on_failure: Callable[[Exception], None],
     ) -> None:
         self.doc = doc
@@ -100,8 +105,8 @@ class StoredState:
         self._commits = commits
         self._on_failure = on_failure
         self._queued: list[Write] = []
-        self._committed: asyncio.Future[None] | None = None  # for saves not yet taken
-        self._inflight: asyncio.Future[None] | None = None  # for the last batch taken
+        self._next: asyncio.Future[None] | None = None  # for saves not yet taken
+        self._taken: asyncio.Future[None] | None = None  # for the last batch taken
         self._roots: list[Branch] = []
         texts: dict[str, str] = {}
         if doc.get("branches"):  # it numbers every branch document it ever wrote
@@ -148,27 +153,31 @@ class StoredState:
         for branch in _INSIDE.get():
             branch.dirty = True
         self._queued.extend(writes)
-        if self._committed is None:
-            self._committed = asyncio.get_running_loop().create_future()
-            self._commits.schedule(self)
+        if self._next is None:
+            self._next = self._commits.queue(self)
 
     async def durable(self) -> None:
         """Return once every save made so far is committed (batches commit in order, so the
         last one taken stands for those before it)."""
-        for future in (self._inflight, self._committed):
+        for future in (self._taken, self._next):
             if future is not None:
                 await asyncio.shield(future)
 
     def close(self) -> None:
-        """Write nothing more (the execution ended, or another writer took over)."""
+        """Write nothing more (the execution ended, or another writer took over): saves not yet
+        taken are dropped (their future is cancelled, so the group commit skips them)."""
         self.closed = True
+        self._queued = []
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
 
-    # committing (GroupCommit's side) -------------------------------------------------------------
+    # committing (the group commit's side) --------------------------------------------------------
 
-    def take_writes(self) -> tuple[list[Write], asyncio.Future[None] | None]:
+    def take(self) -> list[Write]:
         """The writes that bring the store up to date: the execution with its root tree, every
-        branch that saved, deletes for branches no longer referred to, and the queued writes;
-        with the future their commit resolves (saves from now on get a new one)."""
+        branch that saved, deletes for branches no longer referred to, and the queued writes
+        (saves from now on go into the next batch)."""
         writes: list[Write] = []
         self._roots = []
         self.doc["state_tree"] = self._dump(self.tree, self._roots)
@@ -195,130 +204,16 @@ class StoredState:
         self._stored = live
         writes.extend(self._queued)
         self._queued = []
-        taken, self._committed = self._committed, None
-        self._inflight = taken
-        return writes, taken
+        self._taken, self._next = self._next, None
+        return writes
 
-    def committed(self, taken: asyncio.Future[None] | None) -> None:
-        if taken is not None and not taken.done():
-            taken.set_result(None)
-        if self._inflight is taken:
-            self._inflight = None
-
-    def failed(self, error: Exception, taken: asyncio.Future[None] | None = None) -> None:
+    def failed(self, error: Exception) -> None:
+        """Its state could not be committed: nothing more is written for it, and whoever awaits
+        ``durable()`` is cancelled."""
         self.closed = True
         self._queued = []
-        for future in (taken, self._inflight, self._committed):
+        for future in (self._taken, self._next):
             if future is not None and not future.done():
                 future.cancel()
-        self._committed = self._inflight = None
+        self._next = self._taken = None
         self._on_failure(error)
-
-
-Batch = list[tuple[StoredState, list[Write], "asyncio.Future[None] | None"]]
-
-
-class GroupCommit:
-    """Commits the saves of every execution made during one event-loop turn in one transaction,
-    on a writer thread, one batch at a time. Used on the engine's loop only."""
-
-    def __init__(self, store: DocumentStore) -> None:
-        self.store = store
-        self._due: list[StoredState] = []
-        self._kick_pending = False
-        self._writer: ThreadPoolExecutor | None = None
-        self._inflight: Future[None] | None = None
-        self._inflight_batch: Batch = []
-
-    def schedule(self, state: StoredState) -> None:
-        self._due.append(state)
-        if not self._kick_pending:
-            self._kick_pending = True
-            asyncio.get_running_loop().call_soon(self._kick)
-
-    def _kick(self) -> None:
-        """Hand what is due to the writer, unless a batch is in flight (its landing kicks)."""
-        self._kick_pending = False
-        if self._inflight is not None:
-            return
-        batch = self._take()
-        if not batch:
-            return
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="workflows-commit")
-        loop = asyncio.get_running_loop()
-        writes = [w for _, state_writes, _ in batch for w in state_writes]
-        self._inflight = inflight = self._writer.submit(self.store.batch_write, writes)
-        self._inflight_batch = batch
-        inflight.add_done_callback(lambda _: loop.call_soon_threadsafe(self._landed, inflight))
-
-    def _landed(self, inflight: Future[None]) -> None:
-        if inflight is not self._inflight:
-            return  # a synchronous flush settled it already
-        self._settle()
-        self._kick()  # the saves made while it was in flight
-
-    def _settle(self) -> None:
-        """Wait for the batch in flight and report its outcome to its executions."""
-        inflight, batch = self._inflight, self._inflight_batch
-        self._inflight, self._inflight_batch = None, []
-        if inflight is None:
-            return
-        error = inflight.exception()
-        if error is None:
-            for state, _, taken in batch:
-                state.committed(taken)
-        else:
-            self._apart(batch, error if isinstance(error, Exception) else RuntimeError(error))
-
-    def flush(self) -> None:
-        """Commit every save queued so far, now, on the calling thread (after the batch in
-        flight: commits apply in order)."""
-        self._settle()
-        batch = self._take()
-        if not batch:
-            return
-        try:
-            self.store.batch_write([w for _, writes, _ in batch for w in writes])
-        except Exception as e:
-            self._apart(batch, e)
-            return
-        for state, _, taken in batch:
-            state.committed(taken)
-
-    def close(self) -> None:
-        """Settle the batch in flight and stop the writer (a new one starts if needed)."""
-        self._settle()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-
-    def _take(self) -> Batch:
-        due, self._due = self._due, []
-        batch: Batch = []
-        for state in due:
-            if state.closed:
-                continue
-            try:
-                writes, taken = state.take_writes()
-            except Exception as e:
-                state.failed(e)
-                continue
-            batch.append((state, writes, taken))
-        return batch
-
-    def _apart(self, batch: Batch, error: Exception) -> None:
-        """A batch failed: with one execution in it, that execution fails; with more, one
-        execution's writes may have spoilt it (a document over the size limit), so each commits
-        on its own."""
-        if len(batch) == 1:
-            state, _, taken = batch[0]
-            state.failed(error, taken)
-            return
-        for state, writes, taken in batch:
-            try:
-                self.store.batch_write(writes)
-            except Exception as own:
-                state.failed(own, taken)
-            else:
-                state.committed(taken)

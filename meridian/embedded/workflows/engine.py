@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from meridian.concurrency.ordered_writer import OrderedWriter
 from meridian.domain.errors import AlreadyExists, Conflict, NotFound, ValidationError
 from meridian.ports import DocumentStore, Execution, Query, WorkflowExecutions
 
 from . import records
-from .checkpoints import GroupCommit
+from .checkpoints import Write
 from .clock import Clock, SystemClock
 from .definition import Program, load_program
 from .effects import HttpTransport, HttpxTransport
@@ -61,7 +62,8 @@ class WorkflowEngine(WorkflowExecutions):
         self.project = project
         self.location = location
         self.programs: dict[str, Program] = {}
-        self.commits = GroupCommit(store)
+        # every execution's saves, one batch per loop turn (checkpoints.StoredState is a source)
+        self.commits: OrderedWriter[Write] = OrderedWriter(store.batch_write, "workflows-commit")
         self._revisions: dict[str, Program] = {}
         self._runs: dict[str, ExecutionRun] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
