@@ -343,9 +343,14 @@ class SmsReceipt:
 
 
 class SmsGateway(abc.ABC):
+    """An SMS provider: sends a text message once per idempotency key."""
+
     @abc.abstractmethod
     def send(self, to: str, body: str, idempotency_key: str) -> SmsReceipt:
-        """Raises Unavailable when the gateway fails or times out (the caller's message is retried)."""
+        """Send ``body`` to ``to``. The same key never sends twice: a repeat returns the first
+        receipt's ``message_id`` and sends nothing. Raises Unavailable when the gateway fails or
+        times out (the caller's message is retried, under the same key: a send that timed out
+        may have gone out, and its retry then sends nothing more)."""
 
 
 @dataclass(frozen=True)
@@ -358,24 +363,36 @@ class Charge:
 
 
 class BillingApi(abc.ABC):
+    """A client's billing API: posts billable events once per idempotency key."""
+
     @abc.abstractmethod
     def charge(self, charge: Charge, idempotency_key: str) -> str:
-        """Post a billable event; the same key never charges twice. Returns the client's charge id."""
+        """Post a billable event and return the client's charge id. The same key never charges
+        twice: a repeat returns the first charge's id. Raises Unavailable when the API fails or
+        times out (retried under the same key, which then charges at most once)."""
 
 
 @dataclass(frozen=True)
 class WebhookResponse:
+    """An endpoint's answer: header names in lower case; ``body`` at most its first 4 KiB."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes = b""
 
 
 class WebhookSender(abc.ABC):
+    """POSTs to client webhook endpoints."""
+
     @abc.abstractmethod
     def send(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
     ) -> WebhookResponse:
-        """One HTTP POST; raises Unavailable on connection failure or timeout."""
+        """One HTTP POST of ``body`` with ``headers``; whatever status the endpoint answers is
+        returned, never raised. Redirects are not followed (a 3xx comes back with its
+        ``location``: a redirect could lead where the caller's address check would refuse).
+        Raises Unavailable when no answer comes: connection refused or broken, or nothing
+        within ``timeout_s``."""
 
 
 @dataclass(frozen=True)
@@ -385,13 +402,24 @@ class GeoPoint:
 
 
 class TravelTime(abc.ABC):
+    """Driving time between two points."""
+
     @abc.abstractmethod
-    def seconds(self, origin: GeoPoint, destination: GeoPoint, depart_at: datetime) -> float: ...
+    def seconds(self, origin: GeoPoint, destination: GeoPoint, depart_at: datetime) -> float:
+        """Seconds to drive from ``origin`` to ``destination`` setting off at ``depart_at`` (aware;
+        one in the past is taken as now where the provider needs a future time): positive and
+        finite between two different points, 0 from a point to itself, and roughly symmetric
+        (the way back within a factor of 1.5 of the way there). Raises Unavailable when the
+        provider fails or times out."""
 
 
 @dataclass(frozen=True)
 class RoutingProblem:
-    """A capacitated VRP with time windows: stops with demand and windows, vehicles with capacity."""
+    """A capacitated VRP with time windows, starting at ``starts_at`` (aware) from ``depot``.
+
+    Each stop has ``id``, ``lat``, ``lng``, ``weight_kg``, ``window_start`` and ``window_end``
+    (aware datetimes); each vehicle has ``id``, ``capacity_kg`` and ``capacity_parcels``.
+    """
 
     depot: GeoPoint
     stops: Sequence[Mapping[str, Any]]
@@ -401,6 +429,11 @@ class RoutingProblem:
 
 @dataclass(frozen=True)
 class RoutingSolution:
+    """``routes``: one per vehicle used, ``{"vehicle_id", "stops", "duration_s"}``, its stops
+    ``{"id", "sequence", "eta"}`` in visiting order (sequence from 0, eta an aware datetime
+    inside the stop's window), within the vehicle's weight and parcel capacity. ``unserved``:
+    ``{"id", "reason"}`` for each stop no route serves."""
+
     routes: Sequence[Mapping[str, Any]]
     unserved: Sequence[Mapping[str, Any]]
     cost: float
@@ -408,20 +441,31 @@ class RoutingSolution:
 
 
 class RouteOptimizer(abc.ABC):
+    """Plans a dispatch window's routes."""
+
     @abc.abstractmethod
     def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
-        """Best solution found within the time limit; stops that cannot be served are listed
-        with a reason rather than dropped."""
+        """Best solution found within the time limit. Every stop appears exactly once, in a
+        route or in ``unserved`` with a reason (too heavy for any vehicle, a window closed
+        before ``starts_at``, no vehicle or capacity left): never dropped. Raises
+        ValidationError for a time limit that is not positive, Unavailable when the optimizer
+        fails or finds no solution in time."""
 
 
 class BlobStore(abc.ABC):
+    """Binary objects (proof-of-delivery photos) stored under a key."""
+
     @abc.abstractmethod
     def put(self, key: str, data: bytes, content_type: str) -> str:
-        """Store and return a reference (``file://…`` embedded, ``gs://…`` on GCP)."""
+        """Store ``data`` under ``key`` (a relative ``/``-separated path; putting a key again
+        replaces its data) and return its reference (``file://…`` embedded, ``gs://…`` on
+        GCP). Raises ValidationError for a key that is empty, absolute or has a ``..`` part."""
 
     @abc.abstractmethod
     def get(self, reference: str) -> bytes:
-        """Raises NotFound."""
+        """The data last put at ``reference``. Raises NotFound for a reference never put, or
+        not one of this store's."""
 
     @abc.abstractmethod
-    def exists(self, reference: str) -> bool: ...
+    def exists(self, reference: str) -> bool:
+        """Whether ``get(reference)`` would find data (False for another store's reference)."""

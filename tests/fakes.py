@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from meridian.app.dispatch_records import WORKFLOW as DISPATCH_WORKFLOW
 from meridian.documents import query as documents_query
 from meridian.documents.paths import check_document, check_document_path
 from meridian.documents.query import check_query
@@ -252,19 +254,28 @@ class FakeSubscriber(Subscriber):
 
 
 class FakeWorkflows(WorkflowExecutions):
-    """Workflows executions in memory: start is idempotent per execution id, a second callback
-    to the same URL is refused as the engine refuses it."""
+    """Workflow executions in memory, held to the WorkflowExecutions contract
+    (tests/contract/test_workflow_executions.py). ``workflows`` are the deployed definitions (the
+    project's by default). It runs no workflow: callbacks are recorded and kept (a second one to
+    a URL still unreceived is refused, as the engine refuses it) until ``receive_callbacks``
+    plays a workflow that awaits its callback and returns the body."""
 
-    def __init__(self, now: datetime | None = None) -> None:
+    def __init__(
+        self, now: datetime | None = None, workflows: Iterable[str] = (DISPATCH_WORKFLOW,)
+    ) -> None:
         self.now = now or datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+        self.workflows = frozenset(workflows)
         self.executions: dict[str, Execution] = {}
         self.callbacks: list[tuple[str, Mapping[str, Any]]] = []
         self.queued: set[str] = set()
+        self._ids = itertools.count(1)
 
     def start(
         self, workflow: str, argument: Mapping[str, Any], execution_id: str | None = None
     ) -> Execution:
-        assert execution_id is not None
+        if workflow not in self.workflows:
+            raise NotFound(f"workflow {workflow}")
+        execution_id = execution_id or f"{workflow}-{next(self._ids)}"
         return self.executions.setdefault(
             execution_id, Execution(execution_id, workflow, "ACTIVE", dict(argument), self.now)
         )
@@ -275,13 +286,44 @@ class FakeWorkflows(WorkflowExecutions):
         return self.executions[execution_id]
 
     def list(self, workflow: str, state: str | None = None) -> builtins.list[Execution]:
-        return list(self.executions.values())
+        return [
+            e
+            for e in self.executions.values()
+            if e.workflow == workflow and (state is None or e.state == state)
+        ]
 
     def cancel(self, execution_id: str) -> Execution:
-        return self.executions[execution_id]
+        execution = self.get(execution_id)
+        if execution.state == "ACTIVE":
+            execution = replace(execution, state="CANCELLED", end_time=self.now)
+            self.executions[execution_id] = execution
+        return execution
 
     def send_callback(self, callback_url: str, body: Mapping[str, Any]) -> None:
+        execution_id = _callback_execution(callback_url)
+        if execution_id in self.executions and self.executions[execution_id].state != "ACTIVE":
+            raise NotFound(f"execution {execution_id} has ended")
         if callback_url in self.queued:
             raise Conflict("already queued")  # what the engine answers (429) to a second send
         self.queued.add(callback_url)
         self.callbacks.append((callback_url, body))
+
+    def receive_callbacks(self) -> None:
+        """Each execution with an unreceived callback (its URL ``…/callbacks/<execution id>/…``)
+        receives it and succeeds with its body as the result."""
+        for url, body in self.callbacks:
+            execution_id = _callback_execution(url)
+            if url in self.queued and execution_id in self.executions:
+                self.queued.discard(url)
+                self.executions[execution_id] = replace(
+                    self.executions[execution_id],
+                    state="SUCCEEDED",
+                    end_time=self.now,
+                    result=dict(body),
+                )
+
+
+def _callback_execution(callback_url: str) -> str | None:
+    """The execution id in a callback URL of the engine's shape, if it is one."""
+    found = re.search(r"/callbacks/([^/]+)/", callback_url)
+    return found.group(1) if found else None

@@ -75,6 +75,8 @@ class OrToolsRouteOptimizer(RouteOptimizer):
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2  # noqa: F401
 
     def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
+        if time_limit_s <= 0:
+            raise ValidationError("time_limit_s must be positive")
         started = time.monotonic()
         stops, vehicles = list(problem.stops), list(problem.vehicles)
         unserved = [
@@ -206,8 +208,6 @@ class FaultInjectingOptimizer(RouteOptimizer):
     def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
         if (self.fault_dir / "down").exists():
             raise Unavailable("route optimizer unavailable (fault injected)")
-        if time_limit_s <= 0:
-            raise ValidationError("time_limit_s must be positive")
         return self.inner.solve(problem, time_limit_s)
 
 

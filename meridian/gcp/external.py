@@ -4,10 +4,11 @@ provider credentials from Secret Manager. Imported only on the gcp backend."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
-from meridian.domain.errors import NotFound, Unavailable
+from meridian.domain.errors import NotFound, Unavailable, ValidationError
 from meridian.ports import BlobStore, GeoPoint, TravelTime
 
 ROUTES_URL = "https://routes.googleapis.com/directions/v2:computeRoutes"
@@ -23,12 +24,21 @@ def secret(project: str, name: str) -> str:
 
 
 class GcsBlobStore(BlobStore):
-    def __init__(self, bucket: str) -> None:
-        from google.cloud import storage  # type: ignore[attr-defined]
+    """Blobs as objects of one bucket; references are ``gs://<bucket>/<key>``. ``client`` is a
+    ``storage.Client`` (one is built when not given)."""
 
-        self._bucket = storage.Client().bucket(bucket)
+    def __init__(self, bucket: str, client: Any = None) -> None:
+        if client is None:
+            from google.cloud import storage  # type: ignore[attr-defined]
+
+            client = storage.Client()
+        self._bucket = client.bucket(bucket)
 
     def put(self, key: str, data: bytes, content_type: str) -> str:
+        # Cloud Storage would keep such a name as it is where a file system resolves it: refused
+        # on both, so that no caller depends on the difference.
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValidationError(f"blob key {key!r} is empty, absolute or climbs")
         self._bucket.blob(key).upload_from_string(data, content_type=content_type)
         return f"gs://{self._bucket.name}/{key}"
 
@@ -55,13 +65,19 @@ class GcsBlobStore(BlobStore):
 
 
 class RoutesApiTravelTime(TravelTime):
-    """Traffic-aware driving time from the Routes API (computeRoutes, duration only)."""
+    """Traffic-aware driving time from the Routes API (computeRoutes, duration only).
+    ``transport`` replaces the network (tests)."""
 
-    def __init__(self, api_key: str, timeout_s: float = 5.0) -> None:
-        self._client = httpx.Client(timeout=timeout_s)
+    def __init__(
+        self, api_key: str, timeout_s: float = 5.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
         self._api_key = api_key
 
     def seconds(self, origin: GeoPoint, destination: GeoPoint, depart_at: datetime) -> float:
+        if origin == destination:
+            return 0.0  # nothing to drive: not worth a billed request
+
         def waypoint(p: GeoPoint) -> dict[str, object]:
             return {"location": {"latLng": {"latitude": p.lat, "longitude": p.lng}}}
 

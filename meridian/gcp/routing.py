@@ -2,13 +2,17 @@
 
 Stops become delivery shipments with a weight and a parcel-count load, vehicles carry the same two
 load limits, and the API's time limit is the request's ``timeout``. Skipped shipments come back
-with the API's reason codes, so unservable parcels are named rather than dropped.
+with the API's reason codes, so unservable parcels are named rather than dropped. The API refuses
+a whole request whose time windows reach outside the model's global window, so a stop whose
+window closed before the start is listed as unserved here and never sent, and a window that
+opened before the start is sent from the start.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +21,8 @@ from meridian.ports import RouteOptimizer, RoutingProblem, RoutingSolution
 
 SERVICE_S = 120  # time at each stop, as in the embedded optimizer
 SPEED_MPS = 25_000 / 3600  # used only with geodesic distances (no road network)
+WINDOW_CLOSED = "its delivery window closed before the dispatch window opened"
+NO_VEHICLE = "no vehicle available in the window"
 
 
 def build_request(
@@ -38,7 +44,10 @@ def build_request(
                     arrival_location=latlng(stop["lat"], stop["lng"]),
                     duration=duration_pb2.Duration(seconds=SERVICE_S),
                     time_windows=[
-                        ro.TimeWindow(start_time=stop["window_start"], end_time=stop["window_end"])
+                        ro.TimeWindow(
+                            start_time=max(stop["window_start"], problem.starts_at),
+                            end_time=stop["window_end"],
+                        )
                     ],
                 )
             ],
@@ -136,8 +145,17 @@ class RouteOptimizationApi(RouteOptimizer):
     def solve(self, problem: RoutingProblem, time_limit_s: float) -> RoutingSolution:
         from google.api_core import exceptions
 
+        if time_limit_s <= 0:
+            raise ValidationError("time_limit_s must be positive")
         started = time.monotonic()
-        request = build_request(problem, self.project, time_limit_s, self.geodesic)
+        closed = [s for s in problem.stops if s["window_end"] <= problem.starts_at]
+        unserved = [{"id": s["id"], "reason": WINDOW_CLOSED} for s in closed]
+        stops = [s for s in problem.stops if s["window_end"] > problem.starts_at]
+        if not stops or not problem.vehicles:
+            unserved += [{"id": s["id"], "reason": NO_VEHICLE} for s in stops]
+            return RoutingSolution([], unserved, 0.0, time.monotonic() - started)
+        servable = replace(problem, stops=stops)
+        request = build_request(servable, self.project, time_limit_s, self.geodesic)
         try:
             # the RPC deadline leaves the solver its whole time limit plus the round trip
             response = self._api().optimize_tours(request=request, timeout=time_limit_s + 30)
@@ -145,5 +163,5 @@ class RouteOptimizationApi(RouteOptimizer):
             raise ValidationError(f"route optimization refused the problem: {e}") from e
         except exceptions.GoogleAPICallError as e:
             raise Unavailable(f"route optimization API: {e}") from e
-        routes, unserved, cost = read_response(response, problem.stops, problem.vehicles)
-        return RoutingSolution(routes, unserved, cost, time.monotonic() - started)
+        routes, skipped, cost = read_response(response, stops, problem.vehicles)
+        return RoutingSolution(routes, unserved + skipped, cost, time.monotonic() - started)

@@ -1,6 +1,7 @@
 """The WorkflowExecutions contract on every adapter: the embedded engine in-process, the
 embedded engine through its HTTP API (``WorkflowsClient`` against ``create_app`` served by uvicorn
-on loopback), and the Cloud Workflows adapter against the stand-in of Google's client."""
+on loopback), the Cloud Workflows adapter against the stand-in of Google's client, and the unit
+tests' fake."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from meridian.embedded.workflows.api import create_app
 from meridian.embedded.workflows.client import WorkflowsClient
 from meridian.gcp.workflows import CloudWorkflowsExecutions
 from meridian.ports import WorkflowExecutions
-from tests.fakes import FakeDocumentStore
+from tests.fakes import FakeDocumentStore, FakeWorkflows
 
 from .conftest import free_port
 from .workflow_executions_contract import OTHER, WAIT_S, WORKFLOW, WorkflowExecutionsContract
@@ -135,3 +136,15 @@ class TestCloudWorkflowsExecutions(WorkflowExecutionsContract):
         self, executions: WorkflowExecutions
     ) -> None:
         raise AssertionError("skipped")
+
+
+class TestFakeWorkflows(WorkflowExecutionsContract):
+    def make_executions(self) -> WorkflowExecutions:
+        self.fake = FakeWorkflows(workflows=(WORKFLOW, OTHER))
+        return self.fake
+
+    def held_callback_url(self, executions: WorkflowExecutions, execution_id: str) -> str:
+        return f"http://workflows.fake/v1/callbacks/{execution_id}/cb1"
+
+    def release(self) -> None:
+        self.fake.receive_callbacks()

@@ -29,9 +29,12 @@ def great_circle_m(a: GeoPoint, b: GeoPoint) -> float:
 
 
 class GreatCircleTravelTime(TravelTime):
-    """Distance times the road factor at the speed of the hour of departure, plus a fixed stop overhead."""
+    """Distance times the road factor at the speed of the hour of departure, plus a fixed stop
+    overhead; nothing from a point to itself (already there: no drive, no stop to make)."""
 
     def seconds(self, origin: GeoPoint, destination: GeoPoint, depart_at: datetime) -> float:
+        if origin == destination:
+            return 0.0
         speed_mps = SPEED_KMH_BY_HOUR[depart_at.hour] / 3.6
         return great_circle_m(origin, destination) * ROAD_FACTOR / speed_mps + STOP_OVERHEAD_S
 
@@ -43,8 +46,10 @@ class LocalBlobStore(BlobStore):
         self._root = root.resolve()
 
     def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValidationError(f"blob key {key!r} is empty, absolute or climbs")
         path = (self._root / key).resolve()
-        if not path.is_relative_to(self._root) or not key:
+        if not path.is_relative_to(self._root):  # a symbolic link out of the store
             raise ValidationError(f"blob key {key!r} escapes the blob store")
         return path
 
