@@ -33,6 +33,7 @@ async def echo(item: str, body: Body) -> JSONResponse:
 
 
 if __name__ == "__main__":
+    from meridian.config import Settings
     from meridian.edge.serve import serve
 
-    serve(app, "bare-baseline")
+    serve(app, Settings.from_env(), "bare-baseline")  # on $PORT

@@ -394,11 +394,11 @@ def main() -> None:
     PUSH_FLOOR_RECEIVERS) and prints the figures; ``sender`` and ``receiver`` are its children."""
     role = sys.argv[1] if len(sys.argv) > 1 else "measure"
     settings = Settings.from_env()
-    port = int(os.environ.get("PORT", "0"))
+    port = settings.port or 0
     if role == "sender":
-        serve(sender_app(settings), "push-floor-sender", port)
+        serve(sender_app(settings), replace(settings, port=port), "push-floor-sender")
     elif role == "receiver":
-        serve(receiver_app(settings, port), "push-floor-receiver", port)
+        serve(receiver_app(settings, port), replace(settings, port=port), "push-floor-receiver")
     else:
         receivers = os.environ.get("PUSH_FLOOR_RECEIVERS")
         floor = measure(

@@ -1,6 +1,9 @@
-"""Adapter factories that services' ``bootstrap()`` functions call: ``MERIDIAN_BACKEND`` picks
-the embedded or the Google implementation of each port. Nothing here runs at import time, and
-Google clients are imported only when the gcp backend is chosen.
+"""Adapter factories that services' ``bootstrap()`` functions call: ``Settings.backend``
+(``MERIDIAN_BACKEND``) picks the embedded or the Google implementation of each port. Nothing here
+runs at import time, and Google clients are imported only when the gcp backend is chosen. What
+the Google side needs (provider URLs, secret names, the bucket, workflow names) comes from
+``Settings.providers``; one that is not set fails the bootstrap with a ConfigError naming its
+variable.
 
 It is also the one place that knows how the chosen adapters work, and chooses accordingly:
 whether a store's transactions commit in groups and may run on the event loop
@@ -134,32 +137,27 @@ def push_essentials(settings: Settings, service: str) -> PushEssentials:
 
 def tracking_tokens(settings: Settings) -> TrackingTokens:
     if settings.backend == "gcp":
-        import os
-
-        return TrackingTokens(os.environ["MERIDIAN_TRACKING_SECRET"].encode())
+        return TrackingTokens(settings.required("tracking_secret").encode())
     return TrackingTokens.for_data_dir(settings.data_dir)
 
 
 # External systems (issue #6): embedded stand-ins locally, real providers on GCP -----------------
 
 
-def _provider_secret(settings: Settings, env: str) -> str:
-    """A provider credential from Secret Manager (secret named by ``env``'s value)."""
-    import os
-
+def _provider_secret(settings: Settings, name_field: str) -> str:
+    """A provider credential from Secret Manager, the secret named by ``settings.providers``'
+    ``name_field`` (ConfigError naming its variable if unset)."""
     from meridian.gcp.external import secret
 
-    return secret(settings.project, os.environ[env])
+    return secret(settings.project, settings.required(name_field))
 
 
 def sms_gateway(settings: Settings) -> SmsGateway:
     from meridian.wire.providers import HttpSmsGateway
 
     if settings.backend == "gcp":
-        import os
-
-        api_key = _provider_secret(settings, "MERIDIAN_SMS_API_KEY_SECRET")
-        return HttpSmsGateway(os.environ["MERIDIAN_SMS_URL"], api_key)
+        url = settings.required("sms_url")
+        return HttpSmsGateway(url, _provider_secret(settings, "sms_api_key_secret"))
     return HttpSmsGateway(settings.url_of("sms-gateway"))
 
 
@@ -167,10 +165,8 @@ def billing_api(settings: Settings) -> BillingApi:
     from meridian.wire.providers import HttpBillingApi
 
     if settings.backend == "gcp":
-        import os
-
-        api_key = _provider_secret(settings, "MERIDIAN_BILLING_API_KEY_SECRET")
-        return HttpBillingApi(os.environ["MERIDIAN_BILLING_URL"], api_key)
+        url = settings.required("billing_url")
+        return HttpBillingApi(url, _provider_secret(settings, "billing_api_key_secret"))
     return HttpBillingApi(settings.url_of("billing-api"))
 
 
@@ -185,7 +181,7 @@ def travel_time(settings: Settings) -> TravelTime:
     if settings.backend == "gcp":
         from meridian.gcp.external import RoutesApiTravelTime
 
-        return RoutesApiTravelTime(_provider_secret(settings, "MERIDIAN_ROUTES_API_KEY_SECRET"))
+        return RoutesApiTravelTime(_provider_secret(settings, "routes_api_key_secret"))
     from meridian.embedded.external.local import GreatCircleTravelTime
 
     return GreatCircleTravelTime()
@@ -193,11 +189,9 @@ def travel_time(settings: Settings) -> TravelTime:
 
 def blob_store(settings: Settings) -> BlobStore:
     if settings.backend == "gcp":
-        import os
-
         from meridian.gcp.external import GcsBlobStore
 
-        return GcsBlobStore(os.environ["MERIDIAN_POD_BUCKET"])
+        return GcsBlobStore(settings.required("pod_bucket"))
     from meridian.embedded.external.local import LocalBlobStore
 
     return LocalBlobStore(settings.data_dir / "blobs")
@@ -220,16 +214,12 @@ def workflow_executions(settings: Settings) -> WorkflowExecutions:
     """Executions are started from other processes: embedded, over the platform's executions API
     (the engine runs in the platform process); on GCP, Cloud Workflows."""
     if settings.backend == "gcp":
-        import os
-        import re
-
         from meridian.gcp.workflows import CloudWorkflowsExecutions
 
-        # MERIDIAN_DISPATCH_WORKFLOW=projects/P/locations/L/workflows/W (set by Terraform) names
-        # the "dispatch" workflow; the start records live in the document store (idempotency)
-        named = (re.fullmatch(r"MERIDIAN_(\w+)_WORKFLOW", key) for key in os.environ)
-        workflows = {m[1].lower().replace("_", "-"): os.environ[m[0]] for m in named if m}
-        return CloudWorkflowsExecutions(workflows, document_store(settings))
+        # The workflows Terraform names (MERIDIAN_DISPATCH_WORKFLOW=projects/P/locations/L/
+        # workflows/W, ``Settings.providers.workflows``); the start records live in the
+        # document store (idempotency)
+        return CloudWorkflowsExecutions(settings.providers.workflows, document_store(settings))
     from meridian.embedded.workflows.client import WorkflowsClient
 
     return WorkflowsClient(settings.url_of("platform"))

@@ -1,9 +1,23 @@
-"""Runtime settings, read from the environment (every CLI flag has its variable)."""
+"""Runtime settings: the one place the environment is read (every CLI flag has its variable).
+
+``Settings.from_env()`` reads every variable once, at start, into typed fields with their
+defaults; code takes what it needs from the ``Settings`` its entrypoint built and passed down,
+never from ``os.environ``. In tests, ``Settings(...)`` is built with keyword arguments instead.
+Values only production needs (provider URLs, secret names, the bucket) are checked where an
+adapter needs them (``Settings.required``): a missing one fails the service's start naming the
+variable, not a request later with a KeyError. ``tests/unit/test_config.py`` fails on any
+environment read outside this module.
+
+A service's own options (the live map's ``LIVE_MAP_*``) stay with the service, built from the
+same mapping its entrypoint passes here (``environment()``).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +42,82 @@ PORT_OFFSETS: dict[str, int] = {
     "pubsub-grpc": 20,
 }
 
+_PORT_OVERRIDE = re.compile(r"MERIDIAN_PORT_(\w+)")
+_WORKFLOW = re.compile(r"MERIDIAN_(\w+)_WORKFLOW")
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for ``Settings.from_env`` and a service's own options."""
+    return os.environ
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Logs and traces (``meridian.observability``)."""
+
+    log_level: str = "INFO"  # MERIDIAN_LOG_LEVEL
+    # uvicorn's own lines (start-up, errors) follow MERIDIAN_LOG_LEVEL when it is set; unset,
+    # they stay at warnings so a service's log is its own JSON lines.
+    server_log_level: str = "warning"
+    trace_export: str = ""  # MERIDIAN_TRACE_EXPORT: "console", or "" for no exporter
+    trace_sample_ratio: float = 1.0  # MERIDIAN_TRACE_SAMPLE_RATIO of new traces
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The production side's external systems (the ``gcp`` backend; embedded, the local
+    stand-ins are found by port). Empty means not set: ``Settings.required`` names the
+    variable of one an adapter needs."""
+
+    sms_url: str = ""  # MERIDIAN_SMS_URL
+    sms_api_key_secret: str = ""  # MERIDIAN_SMS_API_KEY_SECRET (a Secret Manager secret)
+    billing_url: str = ""  # MERIDIAN_BILLING_URL
+    billing_api_key_secret: str = ""  # MERIDIAN_BILLING_API_KEY_SECRET
+    routes_api_key_secret: str = ""  # MERIDIAN_ROUTES_API_KEY_SECRET
+    pod_bucket: str = ""  # MERIDIAN_POD_BUCKET
+    tracking_secret: str = ""  # MERIDIAN_TRACKING_SECRET (signs customers' tracking tokens)
+    # MERIDIAN_<NAME>_WORKFLOW=projects/P/locations/L/workflows/W (set by Terraform): the Cloud
+    # Workflows workflow of each name ("dispatch"), keyed in lower case with dashes.
+    workflows: Mapping[str, str] = field(default_factory=dict)
+
+
+# Each required field's variable, for the error that names it.
+_PROVIDER_VARIABLES = {
+    "sms_url": "MERIDIAN_SMS_URL",
+    "sms_api_key_secret": "MERIDIAN_SMS_API_KEY_SECRET",
+    "billing_url": "MERIDIAN_BILLING_URL",
+    "billing_api_key_secret": "MERIDIAN_BILLING_API_KEY_SECRET",
+    "routes_api_key_secret": "MERIDIAN_ROUTES_API_KEY_SECRET",
+    "pod_bucket": "MERIDIAN_POD_BUCKET",
+    "tracking_secret": "MERIDIAN_TRACKING_SECRET",
+}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Latency and failures an embedded provider stand-in injects from its start."""
+
+    latency_s: float = 0.0  # <PREFIX>_LATENCY_S
+    failure_rate: float = 0.0  # <PREFIX>_FAILURE_RATE
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The embedded runtime's timings (the platform process and ``meridian up``)."""
+
+    start_timeout_s: float = 90.0  # MERIDIAN_START_TIMEOUT: every service healthy within
+    ttl_sweep_s: float = 60.0  # MERIDIAN_TTL_SWEEP_S: expired documents deleted this often
+    workflows_dir: Path | None = None  # MERIDIAN_WORKFLOWS_DIR; None: the repository's workflows/
+    eventarc_min_backoff_s: float = 10.0  # MERIDIAN_EVENTARC_MIN_BACKOFF (Eventarc's own values)
+    eventarc_max_backoff_s: float = 600.0  # MERIDIAN_EVENTARC_MAX_BACKOFF
+    sla_tick_s: float = 30.0  # MERIDIAN_SLA_TICK_S: the ETA reactor's SLA check this often
+    sms_faults: Faults = Faults()  # MERIDIAN_SMS_LATENCY_S, MERIDIAN_SMS_FAILURE_RATE
+    billing_faults: Faults = Faults()  # MERIDIAN_BILLING_LATENCY_S, MERIDIAN_BILLING_FAILURE_RATE
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,6 +125,11 @@ class Settings:
     data_dir: Path = Path(".meridian")
     host: str = "127.0.0.1"
     base_port: int = 8700
+    # PORT (Cloud Run's, and the supervisor's for each child): where this process listens;
+    # None: its service's port (``port_of``).
+    port: int | None = None
+    # MERIDIAN_PORT_<SERVICE>: one service's port instead of base plus offset, keyed by service.
+    port_overrides: Mapping[str, int] = field(default_factory=dict)
     project: str = "meridian-local"
     # The platform identities (service accounts) that sign push, Eventarc and Cloud Scheduler
     # tokens: the embedded platform signs as them, and each endpoint accepts only the one that
@@ -42,6 +137,15 @@ class Settings:
     push_identity: str = ""
     eventarc_identity: str = ""
     scheduler_identity: str = ""
+    # MERIDIAN_TRACKING_BASE_URL: where customers open the live map from a tracking link;
+    # empty means the live map's own URL.
+    tracking_base_url: str = ""
+    # MERIDIAN_WEBHOOK_ALLOW_NETWORKS: CIDRs or host names (comma-separated) client webhook
+    # endpoints may resolve to although internal (``meridian.app.webhooks.AllowList.parse``).
+    webhook_allow_networks: str = ""
+    observability: Observability = Observability()
+    providers: Providers = Providers()
+    embedded: Embedded = Embedded()
 
     def __post_init__(self) -> None:
         defaults = {
@@ -55,30 +159,121 @@ class Settings:
                 object.__setattr__(self, name, email)  # frozen: set once, while being built
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every variable Meridian reads, from ``environ`` (the process environment if None)."""
+        env = environment() if environ is None else environ
         backend = env.get("MERIDIAN_BACKEND", "embedded")
         if backend not in ("embedded", "gcp"):
-            raise ValueError(f"MERIDIAN_BACKEND must be 'embedded' or 'gcp', not {backend!r}")
+            raise ConfigError(f"MERIDIAN_BACKEND must be 'embedded' or 'gcp', not {backend!r}")
+        read = _Reader(env)
+        log_level = env.get("MERIDIAN_LOG_LEVEL")
         return cls(
             backend=backend,  # type: ignore[arg-type]  # checked just above
             data_dir=Path(env.get("MERIDIAN_DATA_DIR", ".meridian")),
             host=env.get("MERIDIAN_HOST", "127.0.0.1"),
-            base_port=int(env.get("MERIDIAN_BASE_PORT", "8700")),
+            base_port=read.integer("MERIDIAN_BASE_PORT", 8700),
+            port=read.optional_integer("PORT"),
+            port_overrides={
+                _service_name(m[1]): read.integer(m[0], 0)
+                for m in map(_PORT_OVERRIDE.fullmatch, env)
+                if m and env[m[0]]
+            },
             project=env.get("GOOGLE_CLOUD_PROJECT", "meridian-local"),
             push_identity=env.get("MERIDIAN_PUSH_IDENTITY", ""),
             eventarc_identity=env.get("MERIDIAN_EVENTARC_IDENTITY", ""),
             scheduler_identity=env.get("MERIDIAN_SCHEDULER_IDENTITY", ""),
+            tracking_base_url=env.get("MERIDIAN_TRACKING_BASE_URL", ""),
+            webhook_allow_networks=env.get("MERIDIAN_WEBHOOK_ALLOW_NETWORKS", ""),
+            observability=Observability(
+                log_level=(log_level or "INFO").upper(),
+                server_log_level=(log_level or "warning").lower(),
+                trace_export=env.get("MERIDIAN_TRACE_EXPORT", ""),
+                trace_sample_ratio=read.number("MERIDIAN_TRACE_SAMPLE_RATIO", 1.0),
+            ),
+            providers=Providers(
+                **{name: env.get(variable, "") for name, variable in _PROVIDER_VARIABLES.items()},
+                workflows={
+                    _service_name(m[1]): env[m[0]] for m in map(_WORKFLOW.fullmatch, env) if m
+                },
+            ),
+            embedded=Embedded(
+                start_timeout_s=read.number("MERIDIAN_START_TIMEOUT", 90.0),
+                ttl_sweep_s=read.number("MERIDIAN_TTL_SWEEP_S", 60.0),
+                workflows_dir=Path(env["MERIDIAN_WORKFLOWS_DIR"])
+                if env.get("MERIDIAN_WORKFLOWS_DIR")
+                else None,
+                eventarc_min_backoff_s=read.number("MERIDIAN_EVENTARC_MIN_BACKOFF", 10.0),
+                eventarc_max_backoff_s=read.number("MERIDIAN_EVENTARC_MAX_BACKOFF", 600.0),
+                sla_tick_s=read.number("MERIDIAN_SLA_TICK_S", 30.0),
+                sms_faults=read.faults("MERIDIAN_SMS"),
+                billing_faults=read.faults("MERIDIAN_BILLING"),
+            ),
         )
+
+    def required(self, provider_field: str) -> str:
+        """The value of a ``Providers`` field the chosen adapter needs; ConfigError naming its
+        variable if it is not set."""
+        value = getattr(self.providers, provider_field)
+        if not value:
+            variable = _PROVIDER_VARIABLES[provider_field]
+            raise ConfigError(f"{variable} must be set when MERIDIAN_BACKEND={self.backend}")
+        return str(value)
+
+    def workflow(self, name: str) -> str:
+        """The Cloud Workflows resource of workflow ``name``; ConfigError naming its variable
+        if it is not set."""
+        if name not in self.providers.workflows:
+            variable = f"MERIDIAN_{name.upper().replace('-', '_')}_WORKFLOW"
+            raise ConfigError(f"{variable} must be set when MERIDIAN_BACKEND={self.backend}")
+        return self.providers.workflows[name]
 
     def port_of(self, service: str) -> int:
         """The service's port: MERIDIAN_PORT_<NAME> if set, else the base port plus its offset."""
-        override = os.environ.get(f"MERIDIAN_PORT_{service.upper().replace('-', '_')}")
-        if override:
-            return int(override)
+        if service in self.port_overrides:
+            return self.port_overrides[service]
         if service not in PORT_OFFSETS:
             raise KeyError(f"no port assigned to service {service!r}; add it to PORT_OFFSETS")
         return self.base_port + PORT_OFFSETS[service]
 
     def url_of(self, service: str) -> str:
         return f"http://{self.host}:{self.port_of(service)}"
+
+
+def _service_name(variable_part: str) -> str:
+    """``LIVE_MAP`` (from a variable's name) -> ``live-map``."""
+    return variable_part.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Typed reads that name the variable when its value does not parse."""
+
+    env: Mapping[str, str]
+
+    def number(self, variable: str, default: float) -> float:
+        raw = self.env.get(variable)
+        if not raw:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be a number, not {raw!r}") from None
+
+    def integer(self, variable: str, default: int) -> int:
+        found = self.optional_integer(variable)
+        return default if found is None else found
+
+    def optional_integer(self, variable: str) -> int | None:
+        raw = self.env.get(variable)
+        if not raw:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be an integer, not {raw!r}") from None
+
+    def faults(self, prefix: str) -> Faults:
+        return Faults(
+            latency_s=self.number(f"{prefix}_LATENCY_S", 0.0),
+            failure_rate=self.number(f"{prefix}_FAILURE_RATE", 0.0),
+        )

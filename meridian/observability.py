@@ -8,7 +8,6 @@ context crosses Pub/Sub as the W3C ``traceparent`` message attribute.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
+from meridian.config import Settings
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SEVERITY = {
     "debug": "DEBUG",
@@ -43,17 +44,23 @@ _SEVERITY = {
 }
 
 
-def _google_fields(
-    _: Any, method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    event["severity"] = _SEVERITY.get(method, method.upper())
-    event["message"] = event.pop("event", "")
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "meridian-local")
-        event["logging.googleapis.com/trace"] = f"projects/{project}/traces/{span.trace_id:032x}"
-        event["logging.googleapis.com/spanId"] = f"{span.span_id:016x}"
-    return event
+class _GoogleFields:
+    """The structlog processor that adds the fields Cloud Logging reads; the project in trace
+    names is ``Settings.project``, taken once when logging is configured."""
+
+    def __init__(self, project: str) -> None:
+        self.traces = f"projects/{project}/traces/"
+
+    def __call__(
+        self, _: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event["severity"] = _SEVERITY.get(method, method.upper())
+        event["message"] = event.pop("event", "")
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            event["logging.googleapis.com/trace"] = f"{self.traces}{span.trace_id:032x}"
+            event["logging.googleapis.com/spanId"] = f"{span.span_id:016x}"
+        return event
 
 
 class _StdoutLogger:
@@ -69,17 +76,18 @@ class _StdoutLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure_logging(service: str, level: str | None = None) -> None:
+def configure_logging(service: str, settings: Settings = Settings()) -> None:
     """JSON logs on stdout for ``service``, from structlog and from the standard library alike
-    (uvicorn, OpenTelemetry, …); level from MERIDIAN_LOG_LEVEL (default INFO)."""
-    level_name = (level or os.environ.get("MERIDIAN_LOG_LEVEL", "INFO")).upper()
+    (uvicorn, OpenTelemetry, …), at ``settings.observability.log_level`` (MERIDIAN_LOG_LEVEL)."""
+    level_name = settings.observability.log_level.upper()
+    google_fields = _GoogleFields(settings.project)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.TimeStamper(fmt="iso", key="time"),
         structlog.processors.format_exc_info,
     ]
     structlog.configure(
-        processors=[*shared, _google_fields, structlog.processors.JSONRenderer()],
+        processors=[*shared, google_fields, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
         logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
@@ -90,7 +98,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _google_fields,
+                google_fields,
                 structlog.processors.JSONRenderer(),
             ],
         )
@@ -140,20 +148,23 @@ class RecordWhenExported(Sampler):
         return f"RecordWhenExported({self._sampled.get_description()})"
 
 
-def configure_tracing(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
+def configure_tracing(
+    service: str, exporter: SpanExporter | None = None, settings: Settings = Settings()
+) -> TracerProvider:
     """Install an OpenTelemetry tracer provider for ``service``.
 
     Spans are exported to ``exporter`` if given, else to the console when
-    MERIDIAN_TRACE_EXPORT=console, sampling MERIDIAN_TRACE_SAMPLE_RATIO of new traces (default
-    all); with no exporter they are not recorded, though trace context still propagates.
+    ``settings.observability.trace_export`` is ``console`` (MERIDIAN_TRACE_EXPORT), sampling
+    its ``trace_sample_ratio`` of new traces (MERIDIAN_TRACE_SAMPLE_RATIO, default all); with no
+    exporter they are not recorded, though trace context still propagates.
     """
-    if exporter is None and os.environ.get("MERIDIAN_TRACE_EXPORT") == "console":
+    options = settings.observability
+    if exporter is None and options.trace_export == "console":
         exporter = ConsoleSpanExporter(out=sys.stderr)
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):  # OpenTelemetry lets the global be set only once
-        ratio = float(os.environ.get("MERIDIAN_TRACE_SAMPLE_RATIO", "1.0"))
         provider = TracerProvider(
-            sampler=RecordWhenExported(ratio),
+            sampler=RecordWhenExported(options.trace_sample_ratio),
             resource=Resource.create({"service.name": service}),
         )
         trace.set_tracer_provider(provider)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from meridian.domain.actors import Actor
+from meridian.domain.model import GeoPoint as GeoPoint  # the ports take the domain's point
 
 T = TypeVar("T")
 
@@ -393,12 +394,6 @@ class WebhookSender(abc.ABC):
         ``location``: a redirect could lead where the caller's address check would refuse).
         Raises Unavailable when no answer comes: connection refused or broken, or nothing
         within ``timeout_s``."""
-
-
-@dataclass(frozen=True)
-class GeoPoint:
-    lat: float
-    lng: float
 
 
 class TravelTime(abc.ABC):

@@ -3,7 +3,8 @@
 Encoding validates against the event's schema first, so a bad event never leaves the process.
 Decoding either returns a whole, valid event or raises DecodeError; never half an event.
 Both directions use the compiled Avro writer and reader (``avro_writer``, ``avro_reader``) for
-the schemas they compile, and fastavro for the rest.
+the schemas they compile, and fastavro for the rest. The topic an event is published to is its
+catalog entry's (``topic_of``, ``by_topic``): no service names a topic of its own.
 """
 
 from __future__ import annotations
@@ -89,6 +90,28 @@ class EventCodec:
         self._shapes = {
             name: _MessageShape.of(name, spec) for name, spec in catalog.event_types.items()
         }
+        self._topics = {name: spec.topic for name, spec in catalog.event_types.items()}
+
+    # Topics --------------------------------------------------------------------------------------
+
+    def topic_of(self, event_type: str) -> str:
+        """The topic the catalog publishes ``event_type`` on."""
+        return self._topics[event_type]
+
+    def by_topic(self, messages: Iterable[Message]) -> dict[str, list[Message]]:
+        """Event messages (this codec's, with their ``eventType``) grouped by the topic each is
+        published on, in their order: one publish call per topic. One dict look-up per
+        message."""
+        topics = self._topics
+        grouped: dict[str, list[Message]] = {}
+        for message in messages:
+            topic = topics[message.attributes["eventType"]]
+            batch = grouped.get(topic)
+            if batch is None:
+                grouped[topic] = [message]
+            else:
+                batch.append(message)
+        return grouped
 
     # Avro body -----------------------------------------------------------------------------------
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gc
-import os
 
 import uvicorn
 
+from meridian.config import Settings
 from meridian.observability import configure_logging, configure_tracing
 
 
-def serve(app: object, service: str, default_port: int = 8080) -> None:
-    configure_logging(service)
-    configure_tracing(service)
+def serve(app: object, settings: Settings, service: str) -> None:
+    """Serve ``app`` as ``service``: on ``settings.host``, at ``settings.port`` (``PORT``) if set,
+    else at the service's own port; logs and traces configured from ``settings``."""
+    configure_logging(service, settings)
+    configure_tracing(service, settings=settings)
     # Everything built so far (modules, the app, the catalog, the adapters) lives as long as the
     # process: moved out of the collector's generations, it is not walked again by each full
     # collection a busy service sets off (one walk of the ~180k objects of the command service
@@ -22,9 +24,9 @@ def serve(app: object, service: str, default_port: int = 8080) -> None:
     gc.freeze()
     uvicorn.run(
         app,  # type: ignore[arg-type]  # any ASGI application
-        host=os.environ.get("MERIDIAN_HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", default_port)),
-        log_level=os.environ.get("MERIDIAN_LOG_LEVEL", "warning").lower(),
+        host=settings.host,
+        port=settings.port if settings.port is not None else settings.port_of(service),
+        log_level=settings.observability.server_log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
     )

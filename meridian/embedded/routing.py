@@ -106,7 +106,7 @@ class OrToolsRouteOptimizer(RouteOptimizer):
         heaviest = max((float(v["capacity_kg"]) for v in problem.vehicles), default=0.0)
         if float(stop["weight_kg"]) > heaviest:
             return f"{stop['weight_kg']} kg is more than any vehicle carries"
-        drive = haversine_m(problem.depot, GeoPoint(stop["lat"], stop["lng"])) / SPEED_MPS
+        drive = haversine_m(problem.depot, GeoPoint(lat=stop["lat"], lng=stop["lng"])) / SPEED_MPS
         if start + timedelta(seconds=drive) > stop["window_end"]:
             return "too far from the depot to reach inside its delivery window"
         return None
@@ -121,7 +121,7 @@ class OrToolsRouteOptimizer(RouteOptimizer):
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
         origin = problem.starts_at
-        points = [problem.depot, *(GeoPoint(s["lat"], s["lng"]) for s in stops)]
+        points = [problem.depot, *(GeoPoint(lat=s["lat"], lng=s["lng"]) for s in stops)]
         count = len(points)
         # travel from node a to node b, plus the service time at a (the depot has none)
         travel = travel_matrix(points)

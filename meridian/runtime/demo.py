@@ -2,9 +2,10 @@
 
 The scenario is what the platform's users do: a client system posts a shipment with its API key,
 the dispatch desk assigns parcels, drivers post telemetry and mark parcels out for delivery,
-delivered or failed. Meanwhile the demo watches ``logistics.events`` through a subscription of
-its own and prints each business fact as the event publisher puts it on the bus, with the
-subscriptions its filters route it to.
+delivered or failed. Meanwhile the demo watches the business events' topic (the catalog's, for
+``ParcelDelivered``: ``logistics.events``) through a subscription of its own and prints each
+business fact as the event publisher puts it on the bus, with the subscriptions its filters route
+it to.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from meridian.embedded.pubsub.config import SubscriptionConfig
 
 DEPOT = (12.9716, 77.5946)  # central Bengaluru
 WATCH = "demo-watch"
+WATCHED = "ParcelDelivered"  # the demo watches the topic this event type is published on
 
 
 @dataclass
 class DemoReport:
+    topic: str
     commands: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     routed: Counter[str] = field(default_factory=Counter)
@@ -44,7 +47,7 @@ class DemoReport:
 
 
 class EventWatcher(threading.Thread):
-    """Prints every event that reaches ``logistics.events`` and where the filters route it."""
+    """Prints every event that reaches the report's topic and where the filters route it."""
 
     def __init__(
         self, catalog: Catalog, broker: Broker, console: Console, report: DemoReport
@@ -62,7 +65,7 @@ class EventWatcher(threading.Thread):
             self.broker.acknowledge(WATCH, [m.ack_id for m in batch])
             for received in batch:
                 attributes = received.message.attributes
-                receivers = self.catalog.matching_subscriptions("logistics.events", attributes)
+                receivers = self.catalog.matching_subscriptions(self.report.topic, attributes)
                 self.report.events[attributes["eventType"]] += 1
                 self.report.routed.update(receivers)
                 self.console.print(
@@ -97,12 +100,10 @@ def run_scenario(
     interrupted: Callable[[], bool] = lambda: False,
 ) -> DemoReport:
     """Play the morning over about ``seconds`` against the running services."""
-    report = DemoReport()
+    report = DemoReport(topic=catalog.event_types[WATCHED].topic)
     rng = random.Random(7)
     broker = Broker(settings.data_dir, project=settings.project)
-    broker.create_subscription(
-        SubscriptionConfig(name=WATCH, topic="logistics.events"), exist_ok=True
-    )
+    broker.create_subscription(SubscriptionConfig(name=WATCH, topic=report.topic), exist_ok=True)
     watcher = EventWatcher(catalog, broker, console, report)
     watcher.start()
     client_id = f"c-freshmart-{rng.randrange(10**6):06d}"
@@ -226,7 +227,7 @@ def print_summary(report: DemoReport, console: Console) -> None:
     commands.add_column("count", justify="right")
     for name, count in sorted(report.commands.items()):
         commands.add_row(name, str(count))
-    events = Table(title="Events on logistics.events")
+    events = Table(title=f"Events on {report.topic}")
     events.add_column("event type")
     events.add_column("count", justify="right")
     for name, count in sorted(report.events.items()):

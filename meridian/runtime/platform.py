@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -57,9 +56,9 @@ def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
     )
 
 
-async def _expire_documents(store: EmbeddedDocumentStore) -> None:
-    """Firestore's TTL service: delete expired ledger entries (as normal deletes) every minute."""
-    every = float(os.environ.get("MERIDIAN_TTL_SWEEP_S", "60"))
+async def _expire_documents(store: EmbeddedDocumentStore, every: float) -> None:
+    """Firestore's TTL service: delete expired ledger entries (as normal deletes) ``every``
+    seconds (``Settings.embedded.ttl_sweep_s``, a minute by default)."""
     while True:
         deleted = await asyncio.to_thread(store.sweep_expired)
         if deleted:
@@ -104,7 +103,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         env={"DISPATCH_STEPS_URL": settings.url_of("dispatch")},
         project=settings.project,
     )
-    engine.register_directory(Path(os.environ.get("MERIDIAN_WORKFLOWS_DIR", WORKFLOWS_DIR)))
+    engine.register_directory(settings.embedded.workflows_dir or WORKFLOWS_DIR)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -114,8 +113,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))
         store = EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS)
         retry = RetryPolicy(
-            float(os.environ.get("MERIDIAN_EVENTARC_MIN_BACKOFF", "10")),
-            float(os.environ.get("MERIDIAN_EVENTARC_MAX_BACKOFF", "600")),
+            settings.embedded.eventarc_min_backoff_s, settings.embedded.eventarc_max_backoff_s
         )
         eventarc = EventarcEmulation(
             catalog,
@@ -140,10 +138,10 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
                         tick,
                         settings.scheduler_identity,
                     ),
-                    float(os.environ.get("MERIDIAN_SLA_TICK_S", "30")),
+                    settings.embedded.sla_tick_s,
                 )
             ),
-            asyncio.create_task(_expire_documents(store)),
+            asyncio.create_task(_expire_documents(store, settings.embedded.ttl_sweep_s)),
         ]
         await asyncio.to_thread(engine.open)
         log.info("platform started", pubsub_grpc=f"{settings.host}:{grpc_port}")
@@ -183,7 +181,7 @@ def main() -> None:
     from meridian.edge.serve import serve
 
     settings = Settings.from_env()
-    serve(create_app(load_catalog(), settings), "platform", settings.port_of("platform"))
+    serve(create_app(load_catalog(), settings), settings, "platform")
 
 
 if __name__ == "__main__":

@@ -153,10 +153,11 @@ class Supervisor:
         self, timeout_s: float | None = None, signals: StopSignals | None = None
     ) -> None:
         """Block until every service answers its health check; raise if one dies or times out,
-        or StopRequested if a stop signal arrives meanwhile. The timeout (MERIDIAN_START_TIMEOUT,
-        default 90 s) is generous: a dozen Python processes importing at once on two cores is slow."""
+        or StopRequested if a stop signal arrives meanwhile. The timeout (by default
+        ``Settings.embedded.start_timeout_s``, MERIDIAN_START_TIMEOUT, 90 s) is generous: a dozen
+        Python processes importing at once on two cores is slow."""
         if timeout_s is None:
-            timeout_s = float(os.environ.get("MERIDIAN_START_TIMEOUT", "90"))
+            timeout_s = self.settings.embedded.start_timeout_s
         deadline = time.monotonic() + timeout_s
         pending = [s for s in self.services if s.port is not None]
         with httpx.Client(timeout=1.0) as client:

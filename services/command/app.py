@@ -77,7 +77,7 @@ def main() -> None:
     from services.command.bootstrap import bootstrap
 
     settings = Settings.from_env()
-    serve(create_app(*bootstrap(settings)), "command", settings.port_of("command"))
+    serve(create_app(*bootstrap(settings)), settings, "command")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def main() -> None:
     from services.dispatch.bootstrap import bootstrap
 
     settings = Settings.from_env()
-    serve(create_app(bootstrap(settings)), "dispatch", settings.port_of("dispatch"))
+    serve(create_app(bootstrap(settings)), settings, "dispatch")
 
 
 if __name__ == "__main__":

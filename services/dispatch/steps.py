@@ -30,7 +30,6 @@ from services.dispatch.handlers import (
     planning,
 )
 
-EVENTS_TOPIC = "logistics.events"
 C = TypeVar("C", bound=cmd.DispatchCommand)
 
 
@@ -88,7 +87,9 @@ def run_step(
         return replayed
     response, events = step.handle(command, deps)
     if events:
-        deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(e) for e in events])
+        messages = [deps.codec.to_message(e) for e in events]
+        for topic, batch in deps.codec.by_topic(messages).items():
+            deps.publisher.publish(topic, batch)
     if request is not None:
         entry = request_entry(request, response, deps.clock())
         if deps.ledger is not None:

@@ -84,7 +84,7 @@ def main() -> None:
     from services.event_publisher.bootstrap import bootstrap
 
     settings = Settings.from_env()
-    serve(create_app(*bootstrap(settings)), "event-publisher", settings.port_of("event-publisher"))
+    serve(create_app(*bootstrap(settings)), settings, "event-publisher")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Committed Firestore changes → typed domain events on ``logistics.events``.
+"""Committed Firestore changes → typed domain events, each published on its catalog topic.
 
 This is the target of Eventarc's Firestore triggers (the native outbox): it sees every committed
 write of a parcel or a shipment and publishes the business fact it represents. Event ids derive
@@ -18,8 +18,6 @@ from meridian.domain import events as ev
 from meridian.domain.errors import DecodeError
 from meridian.domain.events import DomainEvent, derive_event_id
 from meridian.ports import Publisher
-
-EVENTS_TOPIC = "logistics.events"
 
 
 @dataclass(frozen=True)
@@ -194,6 +192,6 @@ def publish_changes(
             outcomes.append(event)
         except Exception as e:
             outcomes.append(e)
-    if messages:
-        deps.publisher.publish(EVENTS_TOPIC, messages)
+    for topic, batch in deps.codec.by_topic(messages).items():
+        deps.publisher.publish(topic, batch)
     return outcomes

@@ -159,14 +159,15 @@ def _file(folder: Path, name: str) -> FileResponse:
 
 
 def main() -> None:
-    from meridian.config import Settings
+    from meridian.config import Settings, environment
     from meridian.edge.serve import serve
     from services.live_map.bootstrap import MapOptions, bootstrap
 
-    settings = Settings.from_env()
-    options = MapOptions.from_env()
+    env = environment()
+    settings = Settings.from_env(env)
+    options = MapOptions.from_env(env)
     name = "live-map-writer" if options.role == "writer" else "live-map"
-    serve(create_app(bootstrap(settings, options)), name, settings.port_of(name))
+    serve(create_app(bootstrap(settings, options)), settings, name)
 
 
 if __name__ == "__main__":

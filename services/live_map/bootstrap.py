@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +27,12 @@ ROLES: tuple[Role, ...] = ("all", "streams", "writer")
 
 @dataclass(frozen=True)
 class MapOptions:
-    """Read from the environment: ``LIVE_MAP_ROLE``, ``LIVE_MAP_DEBOUNCE_S`` (default 2),
-    ``LIVE_MAP_MAX_OUTSTANDING``, ``LIVE_MAP_TILE_URL`` (base tiles; empty, the default, draws stops
-    and routes on a plain background and needs no network), ``LIVE_MAP_ASSETS`` (Leaflet's
-    ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``).
+    """The live map's own options, read by ``from_env`` from the environment mapping its
+    entrypoint also builds ``Settings`` from (``meridian.config.environment()``):
+    ``LIVE_MAP_ROLE``, ``LIVE_MAP_DEBOUNCE_S`` (default 2), ``LIVE_MAP_MAX_OUTSTANDING``,
+    ``LIVE_MAP_TILE_URL`` (base tiles; empty, the default, draws stops and routes on a plain
+    background and needs no network), ``LIVE_MAP_TILE_ATTRIBUTION``, ``LIVE_MAP_ASSETS``
+    (Leaflet's ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``).
 
     The role says what a process does: ``all`` (the default) runs the position writer and serves
     the tracking streams and pages; ``streams`` serves them without a writer (replicas that scale
@@ -54,8 +56,7 @@ class MapOptions:
         return self.role in ("all", "streams")
 
     @classmethod
-    def from_env(cls) -> MapOptions:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str]) -> MapOptions:
         role = env.get("LIVE_MAP_ROLE", "all")
         if role not in ROLES:
             raise ValueError(f"LIVE_MAP_ROLE must be one of {', '.join(ROLES)}, not {role!r}")

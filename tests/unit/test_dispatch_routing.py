@@ -35,7 +35,7 @@ def _problem(stops: list[dict[str, Any]], vehicles: int = 2, capacity: int = 3) 
     fleet = [
         {"id": f"v{i}", "capacity_kg": 50.0, "capacity_parcels": capacity} for i in range(vehicles)
     ]
-    return RoutingProblem(GeoPoint(12.97, 77.59), stops, fleet, NOW)
+    return RoutingProblem(GeoPoint(lat=12.97, lng=77.59), stops, fleet, NOW)
 
 
 def test_capacity_and_windows_are_respected() -> None:
@@ -76,7 +76,10 @@ def test_unservable_parcels_are_listed_with_a_reason() -> None:
 
 
 def test_thetravel_matrix_is_the_great_circle_time_plus_service_at_the_origin() -> None:
-    points = [GeoPoint(12.97, 77.59), *(GeoPoint(s["lat"], s["lng"]) for s in map(_stop, range(9)))]
+    points = [
+        GeoPoint(lat=12.97, lng=77.59),
+        *(GeoPoint(lat=s["lat"], lng=s["lng"]) for s in map(_stop, range(9))),
+    ]
 
     matrix = travel_matrix(points)
 

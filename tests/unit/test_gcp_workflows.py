@@ -425,10 +425,14 @@ def test_the_gcp_backend_builds_the_adapter_from_the_terraform_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = FakeDocumentStore()
-    monkeypatch.setenv("MERIDIAN_DISPATCH_WORKFLOW", PARENT)
+    environment = {
+        "MERIDIAN_BACKEND": "gcp",
+        "GOOGLE_CLOUD_PROJECT": "meridian-prod",
+        "MERIDIAN_DISPATCH_WORKFLOW": PARENT,
+    }
     monkeypatch.setattr(adapters, "document_store", lambda settings: store)
 
-    built = adapters.workflow_executions(Settings(backend="gcp", project="meridian-prod"))
+    built = adapters.workflow_executions(Settings.from_env(environment))
 
     assert isinstance(built, CloudWorkflowsExecutions)
     assert built.workflows == {"dispatch": PARENT}

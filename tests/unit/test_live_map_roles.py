@@ -42,10 +42,9 @@ def test_meridian_up_runs_the_writer_and_the_streams_as_two_processes(tmp_path: 
     assert chosen == {"live-map", "live-map-writer"}
 
 
-def test_an_unknown_role_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIVE_MAP_ROLE", "both")
+def test_an_unknown_role_is_refused() -> None:
     with pytest.raises(ValueError, match="LIVE_MAP_ROLE"):
-        MapOptions.from_env()
+        MapOptions.from_env({"LIVE_MAP_ROLE": "both"})
 
 
 class NoDispatchers(IdentityVerifier):

@@ -66,8 +66,8 @@ def main() -> None:
     from meridian.edge.serve import serve
 
     settings = Settings.from_env()
-    app = create_app(settings.data_dir, fault_config("MERIDIAN_BILLING"))
-    serve(app, "billing-api", settings.port_of("billing-api"))
+    app = create_app(settings.data_dir, fault_config(settings.embedded.billing_faults))
+    serve(app, settings, "billing-api")
 
 
 if __name__ == "__main__":

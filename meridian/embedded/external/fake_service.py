@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ import pydantic
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from meridian.config import Faults
 from meridian.domain.errors import FieldError, ValidationError
 from meridian.edge.fast_routes import PlainRequest
 
@@ -101,11 +101,10 @@ def idempotent_request(model: type[Model], request: PlainRequest) -> tuple[Model
     return body, key
 
 
-def fault_config(prefix: str) -> FaultConfig:
-    return FaultConfig(
-        latency_s=float(os.environ.get(f"{prefix}_LATENCY_S", "0")),
-        failure_rate=float(os.environ.get(f"{prefix}_FAILURE_RATE", "0")),
-    )
+def fault_config(faults: Faults) -> FaultConfig:
+    """The faults a stand-in injects from its start (``Settings.embedded``: MERIDIAN_SMS_* or
+    MERIDIAN_BILLING_* ``LATENCY_S`` and ``FAILURE_RATE``)."""
+    return FaultConfig(latency_s=faults.latency_s, failure_rate=faults.failure_rate)
 
 
 def install_fault_routes(

@@ -59,8 +59,8 @@ def main() -> None:
     from meridian.edge.serve import serve
 
     settings = Settings.from_env()
-    app = create_app(settings.data_dir, fault_config("MERIDIAN_SMS"))
-    serve(app, "sms-gateway", settings.port_of("sms-gateway"))
+    app = create_app(settings.data_dir, fault_config(settings.embedded.sms_faults))
+    serve(app, settings, "sms-gateway")
 
 
 if __name__ == "__main__":

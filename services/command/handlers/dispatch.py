@@ -20,7 +20,6 @@ from meridian.domain.model import DispatchWindow, GeoPoint, TimeWindow
 from meridian.ports import Transaction, WorkflowExecutions
 from services.command.handlers import Deps
 
-EVENTS_TOPIC = "logistics.events"
 Decision = Literal["accept", "decline"]
 
 
@@ -90,7 +89,7 @@ def open_window(
         ends_at=stored["window"]["end"],
         execution_id=response["execution_id"],
     )
-    deps.publisher.publish(EVENTS_TOPIC, [deps.codec.to_message(event)])
+    deps.publisher.publish(deps.codec.topic_of(event.event_type), [deps.codec.to_message(event)])
     return response
 
 

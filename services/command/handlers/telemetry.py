@@ -15,7 +15,6 @@ from meridian.domain.events import VehiclePing, derive_event_id
 from meridian.observability import current_traceparent
 from services.command.handlers import Deps
 
-TELEMETRY_TOPIC = "vehicle.telemetry"
 MAX_PINGS_PER_BATCH = 500
 
 
@@ -85,7 +84,7 @@ def record_pings(pings: Sequence[RecordPing | str], actor: Actor, deps: Deps) ->
     if events:
         # One request, one trace; and what the messages share is looked up once for the batch.
         messages = deps.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
-        deps.publisher.publish(TELEMETRY_TOPIC, messages)
+        deps.publisher.publish(deps.codec.topic_of(VehiclePing.event_type), messages)
     return {"accepted": len(events), "rejected": rejected}
 
 

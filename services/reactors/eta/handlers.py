@@ -52,7 +52,6 @@ CONSUMER = "eta"
 BOARDS = "route_board"
 STATUS = "parcel_status"
 OUTBOX = "eta_outbox"
-EVENTS_TOPIC = "logistics.events"
 ETA_MATERIAL = timedelta(minutes=1)  # a status view's ETA is rewritten when it moves this much
 TICK_BATCH = 100  # boards judged per tick transaction
 
@@ -334,10 +333,11 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
     outcomes, announced, entries, key = deps.store.run_transaction(record)
     if key is not None:
         # Published from the fields the outbox holds: the events are dumped once, not twice.
-        deps.publisher.publish(
-            EVENTS_TOPIC,
-            [deps.codec.record_message(e["type"], e["body"], e["traceparent"]) for e in entries],
-        )
+        messages = [
+            deps.codec.record_message(e["type"], e["body"], e["traceparent"]) for e in entries
+        ]
+        for topic, batch in deps.codec.by_topic(messages).items():
+            deps.publisher.publish(topic, batch)
         deps.store.delete(f"{OUTBOX}/{key}")
     republished = publish_leftovers(deps) if "duplicate" in outcomes else 0
     return [
@@ -415,15 +415,14 @@ def publish_outbox(key: str, deps: Deps) -> int:
     entry = deps.store.get(f"{OUTBOX}/{key}")
     if entry is None:
         return 0
-    deps.publisher.publish(
-        EVENTS_TOPIC,
-        [
-            deps.codec.to_message(
-                event_class(e["type"]).model_validate(e["body"]), e.get("traceparent")
-            )
-            for e in entry.data["events"]
-        ],
-    )
+    messages = [
+        deps.codec.to_message(
+            event_class(e["type"]).model_validate(e["body"]), e.get("traceparent")
+        )
+        for e in entry.data["events"]
+    ]
+    for topic, batch in deps.codec.by_topic(messages).items():
+        deps.publisher.publish(topic, batch)
     deps.store.delete(f"{OUTBOX}/{key}")
     return len(entry.data["events"])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -20,7 +19,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
         sms=adapters.sms_gateway(settings),
         tracking=adapters.tracking_tokens(settings),
         # The customer-facing tracking page is served by the live map.
-        tracking_base_url=os.environ.get("MERIDIAN_TRACKING_BASE_URL", settings.url_of("live-map")),
+        tracking_base_url=settings.tracking_base_url or settings.url_of("live-map"),
         clock=lambda: datetime.now(UTC),
         # As many SMS in flight as there were push handler threads before batching.
         senders=ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="sms"),
