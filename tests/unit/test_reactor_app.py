@@ -139,9 +139,11 @@ def test_while_no_span_is_exported_the_handler_runs_in_a_child_of_the_message_tr
 ) -> None:
     from opentelemetry import trace
 
-    import meridian.edge.push
+    from meridian.observability import RecordWhenExported, configure_tracing
 
-    monkeypatch.setattr(meridian.edge.push, "spans_exported", lambda: False)
+    sampler = configure_tracing("test").sampler  # as the service's serve() configures it
+    assert isinstance(sampler, RecordWhenExported)
+    monkeypatch.setattr(sampler, "exporting", False)
     issuer = TokenIssuer(tmp_path)
     auth = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({SA}))
     spans: list[trace.SpanContext] = []
