@@ -5,12 +5,15 @@ Deliveries follow the Standard Webhooks spec: ``webhook-id`` (the event id, stab
 so receivers can deduplicate), ``webhook-timestamp`` and ``webhook-signature`` (``v1,`` HMAC-SHA256
 of ``id.timestamp.body`` with the endpoint's ``whsec_`` secret), signed by the reference library.
 
-Where an endpoint may point is a ``WebhookPolicy``, chosen once by each service's bootstrap and
-checked at registration and again before every send (DNS can change, and the rule may have
-changed since an endpoint was registered). URLs that resolve to private, loopback, link-local or
-otherwise internal addresses are refused (server-side request forgery);
-``MERIDIAN_WEBHOOK_ALLOW_NETWORKS`` (CIDRs or host names, comma-separated) lets local development
-and tests point at loopback receivers. Plain ``http://`` is for local and allow-listed networks
+A URL is read by ``parse_url``, which names what is wrong with a malformed one (a port out of
+range, an unclosed IPv6 bracket, credentials, control characters, ...) as a ValidationError
+rather than letting ``urllib.parse``'s ValueErrors escape. Where an endpoint may point is a
+``WebhookPolicy``, chosen once by each service's bootstrap. Both are checked at registration and
+again before every send (DNS can change, and the rules may have changed since an endpoint was
+registered: the reactor disables an endpoint they now refuse, with the reason). URLs that
+resolve to private, loopback, link-local or otherwise internal addresses are refused (server-side
+request forgery); ``MERIDIAN_WEBHOOK_ALLOW_NETWORKS`` (CIDRs or host names, comma-separated) lets
+local development and tests point at loopback receivers. Plain ``http://`` is for local and allow-listed networks
 only: in production (the ``gcp`` backend) an endpoint must be ``https://``, as Stripe requires
 for live webhooks, so the lean plain-HTTP client (``meridian.wire.blocking``) never meets an
 outside server.
@@ -23,19 +26,19 @@ import functools
 import ipaddress
 import os
 import random
+import re
 import secrets
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-from urllib.parse import urlparse
+from typing import Any, NamedTuple
 
 from standardwebhooks.webhooks import Webhook
 
 from meridian.config import Settings
-from meridian.domain.errors import NotFound, PermissionDenied, ValidationError
+from meridian.domain.errors import LimitExceeded, NotFound, PermissionDenied, ValidationError
 from meridian.ports import DocumentStore, Query, Transaction
 
 ENDPOINTS = "webhook_endpoints"
@@ -110,11 +113,11 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_destination(url: str, policy: WebhookPolicy) -> None:
+def check_destination(url: object, policy: WebhookPolicy) -> None:
     """Raise PermissionDenied if any address ``url`` resolves to is internal and not
-    allow-listed; ValidationError if it is not an absolute http(s) URL, is plain ``http://``
-    where the policy takes ``https://`` only, or does not resolve."""
-    scheme, host, port = _destination(url)
+    allow-listed; ValidationError, naming the problem, if ``parse_url`` refuses it, if it is
+    plain ``http://`` where the policy takes ``https://`` only, or if it does not resolve."""
+    scheme, host, port = parse_url(url)
     if policy.https_only and scheme != "https":
         raise ValidationError(f"{HTTPS_RULE}, not {url!r}")
     try:
@@ -130,13 +133,120 @@ def check_destination(url: str, policy: WebhookPolicy) -> None:
             )
 
 
-# Checked before every send: the parsing is remembered, the name is resolved again each time.
+class WebhookURL(NamedTuple):
+    """Where a webhook URL sends: its scheme, host (lower case; an IPv6 address without its
+    brackets) and port (the scheme's default when the URL names none)."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+MAX_URL_LENGTH = 2048
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
+
+
+def parse_url(url: object) -> WebhookURL:
+    """Where ``url`` sends, or ValidationError naming what is wrong with it: not a string, empty,
+    longer than ``MAX_URL_LENGTH``, whitespace or control characters, not ASCII, not an absolute
+    lower-case ``http://`` or ``https://`` URL, credentials in it, no host, a host that is not
+    a host name or a bracketed IPv6 address, a port that is not a number from 1 to 65535.
+
+    Registration and every send use this one parse. It reads the authority itself rather than
+    trusting ``urllib.parse``, which raises ValueError on some of these (``.port`` only when read)
+    and reads others leniently (``http://[::1]]:80/`` as port 80 of ``::1``). What it accepts,
+    ``urlsplit`` (the senders' parse) reads as the same scheme, host and port.
+    """
+    if not isinstance(url, str):
+        raise ValidationError(f"webhook URL must be a string, not {type(url).__name__}")
+    return _parse(url)
+
+
+# Checked before every send: the parse is remembered, the name is resolved again each time.
 @functools.lru_cache(maxsize=1024)
-def _destination(url: str) -> tuple[str, str, int]:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError(f"webhook URL must be an absolute http(s) URL, not {url!r}")
-    return parsed.scheme, parsed.hostname, parsed.port or 443
+def _parse(url: str) -> WebhookURL:
+    if not url:
+        raise ValidationError("webhook URL is empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise LimitExceeded(
+            f"webhook URL is {len(url)} characters long; at most {MAX_URL_LENGTH} are allowed"
+        )
+    for index, char in enumerate(url):
+        if char.isspace() or not char.isprintable():
+            raise _refused(url, f"whitespace or control character {char!r} at position {index}")
+    if not url.isascii():
+        raise _refused(
+            url,
+            "not ASCII: percent-encode other characters, and give a domain name in its xn-- form",
+        )
+    scheme, delimiter, rest = url.partition("://")
+    if not delimiter or not scheme or "/" in scheme:
+        raise _refused(url, "not an absolute http:// or https:// URL")
+    if scheme.lower() != scheme:
+        raise _refused(url, f"the scheme must be in lower case ({scheme.lower()}://)")
+    if scheme not in DEFAULT_PORTS:
+        raise _refused(url, f"the scheme must be http:// or https://, not {scheme}://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        # Not echoed: the refusal would carry the credentials into answers and logs.
+        raise ValidationError(
+            "webhook URL must not carry credentials (user:password@): they would be stored and "
+            "logged with it; each delivery is signed with the endpoint's secret instead"
+        )
+    host, port = _authority(url, authority)
+    return WebhookURL(scheme, host.lower(), DEFAULT_PORTS[scheme] if port is None else port)
+
+
+def _authority(url: str, authority: str) -> tuple[str, int | None]:
+    """The host and port (None: the scheme's default) of a URL's ``host[:port]``."""
+    if authority.startswith("["):
+        close = authority.find("]")
+        if close < 0:
+            raise _refused(url, "the IPv6 address has no closing ']'")
+        host, after = authority[1:close], authority[close + 1 :]
+        if not _ipv6(host):
+            raise _refused(url, f"[{host}] is not an IPv6 address")
+        if after and not after.startswith(":"):
+            raise _refused(url, f"{after!r} after its IPv6 address, where only ':port' may follow")
+        port = after[1:]
+    else:
+        host, _, port = authority.partition(":")
+        if "[" in authority or "]" in authority:
+            raise _refused(
+                url, "brackets are only for an IPv6 address (as in http://[2001:db8::1]/)"
+            )
+        if ":" in port:
+            raise _refused(url, "an IPv6 address must be in brackets (as in http://[2001:db8::1]/)")
+        if not host:
+            raise _refused(url, "no host")
+        if (
+            len(host) > 253
+            or not _HOST_NAME.fullmatch(host)
+            or any(len(label) > 63 for label in host.split("."))
+        ):
+            raise _refused(url, f"{host!r} is not a valid host name")
+    if not port:
+        return host, None  # "host:" names no port (RFC 3986): the scheme's default
+    if not port.isdigit():
+        raise _refused(url, f"port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise _refused(url, f"port {int(port)} is out of range (1-65535)")
+    return host, int(port)
+
+
+def _ipv6(text: str) -> bool:
+    """Whether ``text`` is an IPv6 address (without a zone: ``%`` would reach the resolver)."""
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return "%" not in text
+
+
+def _refused(url: str, problem: str) -> ValidationError:
+    shown = url if len(url) <= 200 else f"{url[:200]}..."
+    return ValidationError(f"webhook URL {shown!r}: {problem}")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -465,3 +465,33 @@ def test_published_pings_continue_the_callers_trace(
     traceparent = publisher.published[0][1].attributes["traceparent"]
     assert traceparent.split("-")[1] == trace_id
     assert traceparent.split("-")[2] != "00f067aa0ba902b7"  # the command service's own span
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.2:99999/hook", "port 99999 is out of range"),
+        ("http://[::1/hook", "no closing ']'"),
+        ("http://user:pw@hooks.example.com/", "credentials"),
+    ],
+)
+def test_a_malformed_webhook_url_is_a_422_problem_naming_it_never_a_500(
+    client: TestClient, url: str, problem: str
+) -> None:
+    # Issue #25: urllib's ValueErrors escaped registration as 500s.
+    response = client.post(
+        "/v1/clients/c-freshmart/webhooks", json={"url": url, "event_types": []}, headers=CLIENT
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem in response.json()["detail"]
+
+
+@pytest.mark.parametrize("url", [42, None, ["http://hooks.example.com/"], {"href": "x"}, True])
+def test_a_webhook_url_that_is_not_a_string_is_a_422_problem(client: TestClient, url: Any) -> None:
+    response = client.post(
+        "/v1/clients/c-freshmart/webhooks", json={"url": url, "event_types": []}, headers=CLIENT
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["location"] for e in response.json()["errors"]] == ["body.url"]

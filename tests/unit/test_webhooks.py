@@ -1,14 +1,21 @@
 """Client webhooks on fakes: Standard Webhooks signatures (checked by the reference library),
-retry schedule and Retry-After, disabling on 410, SSRF refusal, https:// only in production, one
-delivery per event."""
+retry schedule and Retry-After, disabling on 410, SSRF refusal, https:// only in production,
+malformed URLs refused by name (at registration, and at send time for one stored before the rule;
+a property test over arbitrary text), one delivery per event."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from meridian.app import webhooks
@@ -136,6 +143,144 @@ def test_the_allow_list_admits_only_what_it_names() -> None:
     webhooks.check_destination("http://127.0.0.1:8080/x", LOCAL)
     with pytest.raises(PermissionDenied):
         webhooks.check_destination("http://10.0.0.1/x", LOCAL)
+
+
+# Each malformed URL, and words its refusal must contain (issue #25: these were 500s).
+MALFORMED: list[tuple[object, str]] = [
+    ("http://127.0.0.2:99999/hook", "port 99999 is out of range"),
+    ("http://127.0.0.2:0/hook", "port 0 is out of range"),
+    ("http://h:-1/", "port '-1' is not a number"),
+    ("http://h:8o/", "port '8o' is not a number"),
+    ("http://[::1/hook", "no closing ']'"),
+    ("http://[::1]]:80/", "after its IPv6 address"),
+    ("http://[::1]x/", "after its IPv6 address"),
+    ("http://[not-an-ip]/", "not an IPv6 address"),
+    ("http://::1/", "IPv6 address must be in brackets"),
+    ("http://h]/", "brackets"),
+    ("ftp://x/", "must be http:// or https://"),
+    ("HTTP://x/", "lower case"),
+    ("//x/hook", "absolute http:// or https:// URL"),
+    ("hook.example.com/x", "absolute http:// or https:// URL"),
+    ("http:///nohost", "no host"),
+    ("http://:80/", "no host"),
+    ("http://a..b/", "not a valid host name"),
+    ("http://a<b>/", "not a valid host name"),
+    ("http://user:pw@host/", "credentials"),
+    ("http://token@host/", "credentials"),
+    ("http://host/a b", "whitespace or control character"),
+    ("http://host/a\nb", "whitespace or control character"),
+    ("http://host/\x00", "whitespace or control character"),
+    ("http://host/\u2028", "whitespace or control character"),
+    ("http://b\u00fccher.example/", "ASCII"),
+    ("http://h:\u0661\u0662/", "ASCII"),
+    ("http://h/" + "a" * 2048, "at most 2048"),
+    ("", "empty"),
+    (42, "must be a string, not int"),
+    (None, "must be a string, not NoneType"),
+    (["http://h/"], "must be a string, not list"),
+]
+
+
+@pytest.mark.parametrize(("url", "problem"), MALFORMED)
+def test_a_malformed_url_is_refused_at_registration_naming_the_problem(
+    url: Any, problem: str
+) -> None:
+    store = FakeDocumentStore()
+    with pytest.raises(ValidationError) as refused:
+        webhooks.register_endpoint(store, "c-1", url, [], LOCAL, T0)
+    assert problem in str(refused.value)
+    assert webhooks.list_endpoints(store, "c-1") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080/x?a=b#f", ("http", "127.0.0.1", 8080)),
+        ("https://Hooks.Example.com/x", ("https", "hooks.example.com", 443)),
+        ("http://hooks.example.com:/x", ("http", "hooks.example.com", 80)),
+        ("https://[2001:db8::1]:8443", ("https", "2001:db8::1", 8443)),
+        ("http://[::ffff:127.0.0.1]/", ("http", "::ffff:127.0.0.1", 80)),
+        ("https://xn--bcher-kva.example./a_b", ("https", "xn--bcher-kva.example.", 443)),
+    ],
+)
+def test_a_well_formed_url_names_its_scheme_host_and_port(
+    url: str, expected: tuple[str, str, int]
+) -> None:
+    assert webhooks.parse_url(url) == expected
+
+
+def test_credentials_in_a_url_are_refused_without_being_repeated() -> None:
+    with pytest.raises(ValidationError, match="must not carry credentials") as refused:
+        webhooks.parse_url("https://ops:hunter2@hooks.example.com/x")
+    assert "hunter2" not in str(refused.value)
+
+
+def _public_resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+    """getaddrinfo without the network: every name is one public address; encoding the name is
+    still checked as the real call checks it."""
+    host.encode("idna")
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+
+_PRINTABLE = st.text(alphabet=st.characters(codec="ascii", exclude_categories=["Cc"]), max_size=9)
+# Text, and text shaped like a URL where the parse has most to get wrong: the authority.
+_ANY_URL = st.one_of(
+    st.text(),
+    st.builds(
+        "{}://{}{}{}{}".format,
+        st.sampled_from(["http", "https"] * 4 + ["HTTP", "ftp", "", "http:"]),
+        st.sampled_from([""] * 10 + ["user:pw@", "@"]),
+        st.one_of(
+            st.text(alphabet=st.sampled_from("abx09.-_:[]%"), max_size=20),
+            st.ip_addresses(v=6).map("[{}]".format),
+            st.ip_addresses(v=4).map(str),
+        ),
+        st.one_of(
+            st.just(""),
+            st.integers(-5, 100_000).map(":{}".format),
+            st.text(alphabet=st.sampled_from("0123456789:]["), max_size=7).map(":{}".format),
+        ),
+        _PRINTABLE.map("/{}".format) | _PRINTABLE,
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ANY_URL)
+def test_registration_rules_accept_any_text_or_refuse_it_by_name(text: str) -> None:
+    with mock.patch.object(socket, "getaddrinfo", _public_resolver):
+        try:
+            webhooks.register_endpoint(FakeDocumentStore(), "c-1", text, [], LOCAL, T0)
+        except ValidationError as e:
+            assert str(e).startswith("webhook ")
+            return
+    # What registration accepts, the senders' own parse reads as the same destination.
+    scheme, host, port = webhooks.parse_url(text)
+    parts = urlsplit(text)
+    assert (parts.scheme, parts.hostname) == (scheme, host)
+    assert (parts.port or webhooks.DEFAULT_PORTS[scheme]) == port
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.2:99999/hook", "port 99999 is out of range"),
+        ("http://[::1/hook", "no closing ']'"),
+        ("http://[::1]]:80/", "after its IPv6 address"),
+        ("http://user:pw@127.0.0.1:1/", "credentials"),
+    ],
+)
+def test_an_endpoint_stored_before_the_url_rules_is_disabled_unsent_naming_the_problem(
+    url: str, problem: str
+) -> None:
+    deps, sender, endpoint, _ = _setup([200])
+    deps.store.update(f"{webhooks.ENDPOINTS}/{endpoint['webhook_id']}", {"url": url})
+    handlers.enqueue(EVENT, deps)
+    assert _run_due(deps) == ["failed"]
+    assert sender.requests == []
+    disabled = webhooks.get_endpoint(deps.store, "c-1", endpoint["webhook_id"])
+    assert disabled["status"] == "disabled"
+    assert problem in disabled["disabled_reason"]
 
 
 PRODUCTION = webhooks.WebhookPolicy(LOCAL.allow, https_only=True)

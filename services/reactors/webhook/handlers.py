@@ -243,14 +243,15 @@ def send_only(claimed: dict[str, Any], deps: Deps) -> tuple[str, Callable[[Trans
     status: int | None = None
     retry_after: str | None = None
     try:
-        check_destination(endpoint["url"], deps.policy)  # DNS (or the rule) may have changed
+        # DNS, the policy or the URL rules may have changed since the endpoint was registered.
+        check_destination(endpoint["url"], deps.policy)
         headers = signed_headers(endpoint["secret"], claimed["event_id"], body, started)
         response = deps.sender.send(endpoint["url"], headers, body, SEND_TIMEOUT_S)
         status, error = response.status, None
         retry_after = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
     except Unavailable as e:
         error = str(e)
-    except MeridianError as e:  # refused destination: no point retrying until the endpoint changes
+    except MeridianError as e:  # refused destination or URL: no retry until the endpoint changes
         error = str(e)
         status = 0
     finished = deps.clock()
