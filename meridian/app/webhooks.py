@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
-import os
 import random
 import re
 import secrets
@@ -72,10 +71,6 @@ class AllowList:
                 hosts.add(item.lower())
         return cls(tuple(networks), frozenset(hosts))
 
-    @classmethod
-    def from_env(cls) -> AllowList:
-        return cls.parse(os.environ.get(ALLOW_ENV, ""))
-
     def allows(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return host.lower() in self.hosts or any(address in n for n in self.networks)
 
@@ -91,7 +86,9 @@ class WebhookPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookPolicy:
         """Production (the ``gcp`` backend) takes ``https://`` endpoints only."""
-        return cls(AllowList.from_env(), https_only=settings.backend == "gcp")
+        return cls(
+            AllowList.parse(settings.webhook_allow_networks), https_only=settings.backend == "gcp"
+        )
 
 
 HTTPS_RULE = (

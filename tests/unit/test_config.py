@@ -194,9 +194,6 @@ ALLOWED: dict[str, set[str] | None] = {
     "meridian/config.py": None,
     # A child process's environment starts as a copy of the supervisor's.
     "meridian/runtime/supervisor.py": {"_spawn"},
-    # Pending, in another change of #18 under way: the webhook policy is built in bootstrap,
-    # from Settings.webhook_allow_networks, and this entry goes.
-    "meridian/app/webhooks.py": {"from_env"},
 }
 READERS = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
