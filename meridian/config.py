@@ -46,6 +46,10 @@ _PORT_OVERRIDE = re.compile(r"MERIDIAN_PORT_(\w+)")
 _WORKFLOW = re.compile(r"MERIDIAN_(\w+)_WORKFLOW")
 
 
+# Where spans may go (``Observability.trace_export``; ``meridian.observability``).
+TRACE_EXPORTS = ("", "none", "console", "cloud-trace")
+
+
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it."""
 
@@ -63,7 +67,9 @@ class Observability:
     # uvicorn's own lines (start-up, errors) follow MERIDIAN_LOG_LEVEL when it is set; unset,
     # they stay at warnings so a service's log is its own JSON lines.
     server_log_level: str = "warning"
-    trace_export: str = ""  # MERIDIAN_TRACE_EXPORT: "console", or "" for no exporter
+    # MERIDIAN_TRACE_EXPORT: where spans go (``TRACE_EXPORTS``): "cloud-trace" (the default on
+    # the gcp backend), "console" (stderr), or "" / "none" for no exporter (the embedded default).
+    trace_export: str = ""
     trace_sample_ratio: float = 1.0  # MERIDIAN_TRACE_SAMPLE_RATIO of new traces
 
 
@@ -187,7 +193,11 @@ class Settings:
             observability=Observability(
                 log_level=(log_level or "INFO").upper(),
                 server_log_level=(log_level or "warning").lower(),
-                trace_export=env.get("MERIDIAN_TRACE_EXPORT", ""),
+                trace_export=read.choice(
+                    "MERIDIAN_TRACE_EXPORT",
+                    TRACE_EXPORTS,
+                    "cloud-trace" if backend == "gcp" else "",
+                ),
                 trace_sample_ratio=read.number("MERIDIAN_TRACE_SAMPLE_RATIO", 1.0),
             ),
             providers=Providers(
@@ -271,6 +281,15 @@ class _Reader:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{variable} must be an integer, not {raw!r}") from None
+
+    def choice(self, variable: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self.env.get(variable)
+        if raw is None:
+            return default
+        if raw not in allowed:
+            names = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{variable} must be one of {names}, not {raw!r}")
+        return raw
 
     def faults(self, prefix: str) -> Faults:
         return Faults(

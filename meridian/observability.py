@@ -2,7 +2,9 @@
 
 Logs are JSON lines on stdout with ``severity``, ``message`` and the trace field Cloud Logging
 reads (``logging.googleapis.com/trace``), so a request's log lines and its spans line up. Trace
-context crosses Pub/Sub as the W3C ``traceparent`` message attribute.
+context crosses Pub/Sub as the W3C ``traceparent`` message attribute. Spans go where
+``Settings.observability.trace_export`` says: Cloud Trace on the gcp backend (batched, through
+``opentelemetry-exporter-gcp-trace``), the console when asked, nowhere by default locally.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import RandomIdGenerator, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -153,14 +160,13 @@ def configure_tracing(
 ) -> TracerProvider:
     """Install an OpenTelemetry tracer provider for ``service``.
 
-    Spans are exported to ``exporter`` if given, else to the console when
-    ``settings.observability.trace_export`` is ``console`` (MERIDIAN_TRACE_EXPORT), sampling
-    its ``trace_sample_ratio`` of new traces (MERIDIAN_TRACE_SAMPLE_RATIO, default all); with no
-    exporter they are not recorded, though trace context still propagates.
+    Spans are exported to ``exporter`` if given, else where ``span_processor(settings)`` sends
+    them (MERIDIAN_TRACE_EXPORT), sampling ``trace_sample_ratio`` of new traces
+    (MERIDIAN_TRACE_SAMPLE_RATIO, default all); with no exporter they are not recorded, though
+    trace context still propagates.
     """
     options = settings.observability
-    if exporter is None and options.trace_export == "console":
-        exporter = ConsoleSpanExporter(out=sys.stderr)
+    processor = span_processor(settings) if exporter is None else SimpleSpanProcessor(exporter)
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):  # OpenTelemetry lets the global be set only once
         provider = TracerProvider(
@@ -168,11 +174,30 @@ def configure_tracing(
             resource=Resource.create({"service.name": service}),
         )
         trace.set_tracer_provider(provider)
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if processor is not None:
+        provider.add_span_processor(processor)
         if isinstance(provider.sampler, RecordWhenExported):
             provider.sampler.exporting = True
     return provider
+
+
+def span_processor(settings: Settings) -> SpanProcessor | None:
+    """How spans leave the process for ``settings.observability.trace_export``: to Cloud Trace
+    in batches sent by a background thread (a request never waits on Google; what is still
+    queued is flushed when the provider shuts down at exit), to stderr one by one, or nowhere.
+
+    The Cloud Trace client takes the project from ``settings.project`` and its credentials from
+    the environment (Cloud Run's service account); without any, the service fails to start
+    rather than drop every span.
+    """
+    export = settings.observability.trace_export
+    if export == "cloud-trace":
+        from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+
+        return BatchSpanProcessor(CloudTraceSpanExporter(project_id=settings.project))
+    if export == "console":
+        return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+    return None
 
 
 def spans_exported() -> bool:

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meridian import observability
+from meridian.config import ConfigError, Settings
 from meridian.observability import (
     RecordWhenExported,
     TraceContext,
@@ -97,3 +98,62 @@ def test_requests_carry_a_trace_while_no_span_is_exported(
     assert fresh.is_valid and after_garbage.is_valid
     assert fresh.trace_id != after_garbage.trace_id
     assert not trace.get_current_span().get_span_context().is_valid  # detached afterwards
+
+
+# Where spans go (MERIDIAN_TRACE_EXPORT) ----------------------------------------------------------
+
+
+# The exporter is marked deprecated in favour of OTLP to Google's telemetry endpoint, whose
+# exporter is not among our dependencies; it is still the supported Cloud Trace exporter.
+@pytest.mark.filterwarnings("ignore:CloudTraceSpanExporter is deprecated:DeprecationWarning")
+def test_the_gcp_backend_exports_spans_to_cloud_trace_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Credentials as Cloud Run's metadata server would give them, without the network: building
+    # the client reads them and nothing is sent until a batch of spans is exported.
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    monkeypatch.setattr(google.auth, "default", lambda *_, **__: (AnonymousCredentials(), None))
+    settings = Settings.from_env(
+        {"MERIDIAN_BACKEND": "gcp", "GOOGLE_CLOUD_PROJECT": "meridian-prod"}
+    )
+
+    processor = observability.span_processor(settings)
+
+    assert settings.observability.trace_export == "cloud-trace"
+    assert isinstance(processor, BatchSpanProcessor)
+    exporter = processor._batch_processor._exporter
+    assert isinstance(exporter, CloudTraceSpanExporter)
+    assert exporter.project_id == "meridian-prod"
+    processor.shutdown()
+
+    provider = TracerProvider(sampler=RecordWhenExported())
+    provider.add_span_processor(processor)
+    assert provider._active_span_processor._span_processors == (processor,)
+
+
+def test_locally_spans_go_to_the_console_only_when_asked() -> None:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    assert Settings.from_env({}).observability.trace_export == ""
+    assert observability.span_processor(Settings.from_env({})) is None
+    assert (
+        observability.span_processor(Settings.from_env({"MERIDIAN_TRACE_EXPORT": "none"})) is None
+    )
+    console = observability.span_processor(Settings.from_env({"MERIDIAN_TRACE_EXPORT": "console"}))
+    assert isinstance(console, SimpleSpanProcessor)
+    assert isinstance(console.span_exporter, ConsoleSpanExporter)
+
+
+def test_the_gcp_backend_can_switch_export_off_or_to_the_console() -> None:
+    for value, expected in (("none", "none"), ("", ""), ("console", "console")):
+        settings = Settings.from_env({"MERIDIAN_BACKEND": "gcp", "MERIDIAN_TRACE_EXPORT": value})
+        assert settings.observability.trace_export == expected
+
+
+def test_an_unknown_trace_export_names_the_variable_and_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"MERIDIAN_TRACE_EXPORT must be one of .*'cloud-trace'"):
+        Settings.from_env({"MERIDIAN_TRACE_EXPORT": "otlp"})
