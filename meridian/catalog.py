@@ -3,13 +3,18 @@
 The catalog names every topic, event type, subscription, service and Eventarc trigger of the
 platform. Every error names the file and the entry (``schemas/catalog.yaml: subscriptions.billing:
 …``) so a broken catalog is fixed in one read.
+
+Dead letters are per consumer: subscription ``S`` dead-letters to a topic of its own, ``S.dlq``,
+kept by exactly one subscription, ``S-dead-letters`` (``dead_letter_topic_of``,
+``dead_letter_subscription_of``), so a consumer's dead letters are that subscription's backlog,
+inspected, counted and replayed without anyone else's.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,10 +25,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from meridian import resources
 from meridian.domain.errors import CatalogError
 from meridian.filters import Filter, FilterSyntaxError, parse_filter
 
-DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "schemas" / "catalog.yaml"
+# The packaged catalog (meridian.resources): the repository's own file in a checkout.
+DEFAULT_CATALOG = resources.catalog_file().resolve()
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -37,6 +44,16 @@ def parse_duration(value: object) -> float:
     if not match:
         raise ValueError(f"{value!r} is not a duration like '10s', '5m', '2h' or '7d'")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def dead_letter_topic_of(subscription: str) -> str:
+    """The name the catalog requires for ``subscription``'s own dead-letter topic."""
+    return f"{subscription}.dlq"
+
+
+def dead_letter_subscription_of(subscription: str) -> str:
+    """The name the catalog requires for the one subscription keeping ``subscription``'s dead letters."""
+    return f"{subscription}-dead-letters"
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -181,6 +198,19 @@ class Catalog:
             name for name in self.subscriptions_of(topic) if self.filters[name].matches(attributes)
         ]
 
+    def dead_letters_of(self, subscription: str) -> str:
+        """The subscription that keeps ``subscription``'s dead letters (validated: exactly one).
+
+        Raises CatalogError when ``subscription`` is unknown or has no dead-letter policy."""
+        spec = self.subscriptions.get(subscription)
+        if spec is None:
+            known = ", ".join(n for n, s in self.subscriptions.items() if s.dead_letter_topic)
+            raise CatalogError(f"no subscription {subscription!r} in {self.path} (one of: {known})")
+        if spec.dead_letter_topic is None:
+            raise CatalogError(f"subscription {subscription!r} has no dead-letter topic")
+        (holder,) = self.subscriptions_of(spec.dead_letter_topic)
+        return holder
+
     def schema_path(self, event_type: str) -> Path:
         return self.path.parent / self.event_types[event_type].schema_file
 
@@ -248,6 +278,7 @@ def _check_references(catalog: Catalog) -> None:
         raise CatalogError(f"{where}: {entry}: {problem}")
 
     dead_letter_topics = {s.dead_letter_topic for s in catalog.subscriptions.values()}
+    _check_dead_letters(catalog, fail)
     for name, topic in catalog.topics.items():
         if topic.schema_ and catalog.event_types.get(topic.schema_, None) is None:
             fail(f"topics.{name}", f"schema names unknown event type {topic.schema_!r}")
@@ -260,12 +291,7 @@ def _check_references(catalog: Catalog) -> None:
         entry = f"subscriptions.{name}"
         if sub.topic not in catalog.topics:
             fail(entry, f"topic {sub.topic!r} is not a known topic")
-        if sub.dead_letter_topic is not None:
-            if sub.dead_letter_topic not in catalog.topics:
-                fail(entry, f"dead_letter_topic {sub.dead_letter_topic!r} is not a known topic")
-            if sub.dead_letter_topic == sub.topic:
-                fail(entry, "dead_letter_topic must differ from the subscription's topic")
-        elif sub.topic not in dead_letter_topics:
+        if sub.dead_letter_topic is None and sub.topic not in dead_letter_topics:
             fail(
                 entry,
                 "every subscription needs a dead_letter_topic (poison messages must not loop)",
@@ -305,3 +331,54 @@ def _check_references(catalog: Catalog) -> None:
     for name, trigger in catalog.triggers.items():
         if trigger.service not in catalog.services:
             fail(f"triggers.{name}", f"service {trigger.service!r} is not a known service")
+
+
+def _check_dead_letters(catalog: Catalog, fail: Callable[[str, str], NoReturn]) -> None:
+    """Each subscription dead-letters to its own topic, named by the rule, which exactly one
+    subscription, named by the rule, keeps; no event type is published on a dead-letter topic."""
+    users: dict[str, list[str]] = {}
+    for name, sub in catalog.subscriptions.items():
+        if sub.dead_letter_topic is not None:
+            users.setdefault(sub.dead_letter_topic, []).append(name)
+    for name, sub in catalog.subscriptions.items():
+        topic = sub.dead_letter_topic
+        if topic is None:
+            continue
+        entry = f"subscriptions.{name}"
+        if topic not in catalog.topics:
+            fail(entry, f"dead_letter_topic {topic!r} is not a known topic")
+        if topic == sub.topic:
+            fail(entry, "dead_letter_topic must differ from the subscription's topic")
+        if len(users[topic]) > 1:
+            others = ", ".join(f"subscriptions.{n}" for n in users[topic] if n != name)
+            fail(
+                entry,
+                f"dead_letter_topic {topic!r} is also the dead_letter_topic of {others}: each "
+                f"subscription dead-letters to a topic of its own ({dead_letter_topic_of(name)!r})",
+            )
+        if topic != dead_letter_topic_of(name):
+            fail(entry, f"dead_letter_topic {topic!r} must be named {dead_letter_topic_of(name)!r}")
+        holders = catalog.subscriptions_of(topic)
+        wanted = dead_letter_subscription_of(name)
+        if not holders:
+            fail(
+                entry,
+                f"no subscription keeps the dead letters of {topic!r} (a topic without one drops "
+                f"them): add subscriptions.{wanted} with topic {topic}",
+            )
+        if len(holders) > 1:
+            fail(
+                entry,
+                f"dead-letter topic {topic!r} is kept by {len(holders)} subscriptions "
+                f"({', '.join(holders)}); exactly one, {wanted!r}, may hold it",
+            )
+        if holders != [wanted]:
+            fail(
+                f"subscriptions.{holders[0]}",
+                f"keeps the dead letters of subscriptions.{name}: it must be named {wanted!r}",
+            )
+        holder = catalog.subscriptions[wanted]
+        if holder.dead_letter_topic is not None:
+            fail(f"subscriptions.{wanted}", "a dead-letter subscription has no dead_letter_topic")
+        for event_type in catalog.event_types_on(topic):
+            fail(f"event_types.{event_type}", f"topic {topic!r} is a dead-letter topic")

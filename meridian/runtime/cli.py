@@ -14,7 +14,8 @@ from rich.table import Table
 
 from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
 from meridian.config import Settings
-from meridian.domain.errors import CatalogError
+from meridian.domain.errors import CatalogError, NotFound
+from meridian.ports import ReceivedMessage
 from meridian.runtime.supervisor import ServiceProcess, StopSignals, Supervisor
 
 app = typer.Typer(
@@ -302,43 +303,80 @@ def create_client(
 
 @app.command("replay-dead-letters")
 def replay_dead_letters(
-    topic: Annotated[
-        str,
-        typer.Option(envvar="MERIDIAN_REPLAY_TOPIC", help="the topic whose dead letters to replay"),
-    ] = ("logistics.events"),
     source: Annotated[
-        str | None,
+        str,
         typer.Option(
-            envvar="MERIDIAN_REPLAY_SOURCE", help="only those dead-lettered from this subscription"
+            envvar="MERIDIAN_REPLAY_SOURCE",
+            help="the consumer (its catalog subscription, e.g. billing) whose dead letters to replay",
         ),
-    ] = None,
-    max_messages: Annotated[int, typer.Option("--max", envvar="MERIDIAN_REPLAY_MAX", min=1)] = 1000,
+    ],
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", envvar="MERIDIAN_REPLAY_DRY_RUN", help="list them; replay nothing"
+        ),
+    ] = False,
+    max_messages: Annotated[
+        int,
+        typer.Option(
+            "--max", envvar="MERIDIAN_REPLAY_MAX", min=0, help="at most this many (0: all)"
+        ),
+    ] = 0,
     data_dir: DataDir = Path(".meridian"),
 ) -> None:
-    """Republish dead letters to their topic once the bug that poisoned them is fixed; reactors
-    deduplicate by event id, so only those that had not processed an event act on it."""
+    """Republish all of one consumer's dead letters to its topic once the bug that poisoned them
+    is fixed. They wait in the consumer's own dead-letter subscription (SOURCE-dead-letters);
+    the other consumers of the topic deduplicate by event id, so only SOURCE acts on them."""
     from meridian import adapters
+    from meridian.app.replay import inspect_dead_letters
     from meridian.app.replay import replay_dead_letters as replay
 
     cat = load_catalog()
-    dead_letter_topics = {
-        s.dead_letter_topic for s in cat.subscriptions.values() if s.topic == topic
-    }
-    holders = [n for n, s in cat.subscriptions.items() if s.topic in dead_letter_topics]
-    if not holders:
-        console.print(f"[red]no subscription holds the dead letters of {topic}[/]")
-        raise typer.Exit(2)
-    env = Settings.from_env()
-    settings = Settings(backend=env.backend, data_dir=data_dir, project=env.project)
-    count = replay(
-        adapters.subscriber(settings),
-        adapters.publisher(settings),
-        holders[0],
-        topic,
-        source,
-        max_messages,
-    )
-    console.print(f"replayed {count} dead letters from {holders[0]} to {topic}")
+    try:
+        dead_letters = cat.dead_letters_of(source)
+    except CatalogError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    topic = cat.subscriptions[source].topic
+    settings = replace(Settings.from_env(), data_dir=data_dir)
+    subscriber = adapters.subscriber(settings)
+    progress = Console(stderr=True)
+    verb = "listed" if dry_run else "replayed"
+
+    def report(count: int) -> None:
+        progress.print(f"{dead_letters}: {count} {verb}", highlight=False)
+
+    limit = max_messages or None
+    try:
+        if dry_run:
+            letters = inspect_dead_letters(subscriber, dead_letters, limit, progress=report)
+        else:
+            publisher = adapters.publisher(settings)
+            count = replay(subscriber, publisher, dead_letters, topic, limit, progress=report)
+    except NotFound as e:  # a data directory (or project) the catalog was never applied to
+        console.print(f"[red]{e}: apply the catalog first (`meridian up`, or terraform)[/]")
+        raise typer.Exit(2) from None
+    if dry_run:
+        _print_dead_letters(f"Dead letters of {source} in {dead_letters}", letters)
+        console.print(f"{len(letters)} dead letters of {source} (dry run: none replayed)")
+    else:
+        console.print(f"replayed {count} dead letters of {source} (from {dead_letters} to {topic})")
+
+
+def _print_dead_letters(title: str, letters: list[ReceivedMessage]) -> None:
+    table = Table(title=title)
+    for column in ("message id", "event type", "event id", "attempts", "dead-lettered at"):
+        table.add_column(column)
+    for r in letters:
+        attributes = r.message.attributes
+        table.add_row(
+            r.message_id,
+            attributes.get("eventType", "-"),
+            attributes.get("eventId", "-"),
+            attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "-"),
+            f"{r.publish_time:%Y-%m-%d %H:%M:%S}Z",
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

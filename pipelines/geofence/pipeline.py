@@ -71,7 +71,7 @@ class GeofenceOptions(PipelineOptions):
         )
         add(
             "--dead_letter_topic",
-            default=_env("GEOFENCE_DEAD_LETTER_TOPIC", "vehicle.telemetry.dlq"),
+            default=_env("GEOFENCE_DEAD_LETTER_TOPIC", "geofence.dlq"),
             help="(GEOFENCE_DEAD_LETTER_TOPIC)",
         )
         add(

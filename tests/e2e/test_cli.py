@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from meridian.catalog import load_catalog
+from meridian.embedded.pubsub import Broker
+from meridian.ports import Message
 from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +39,7 @@ def test_catalog_prints_topics_event_types_and_subscriptions(runtime_env: dict[s
     assert result.returncode == 0, result.stderr
     for expected in (
         "vehicle.telemetry",
-        "logistics.events.dlq",
+        "billing.dlq",
         "ParcelDelivered",
         "client-webhook",
         "push → billing/events",
@@ -60,6 +63,59 @@ def test_catalog_refuses_a_broken_file(runtime_env: dict[str, str], tmp_path: Pa
     )
     assert result.returncode == 2
     assert "subscriptions.x.topic" in " ".join(result.stdout.split())
+
+
+def _meridian(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MERIDIAN, *args],
+        env={**env, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_replay_dead_letters_lists_then_replays_all_of_one_consumers(
+    runtime_env: dict[str, str],
+) -> None:
+    data_dir = Path(runtime_env["MERIDIAN_DATA_DIR"])
+    absent = _meridian(runtime_env, "replay-dead-letters", "--source", "billing")
+    assert absent.returncode == 2
+    assert "billing-dead-letters" in absent.stdout and "apply the catalog" in absent.stdout
+
+    now = [time.time() - 86400]  # what the test dead-letters must be in the past
+    broker = Broker(data_dir, clock=lambda: now[0])
+    broker.apply_catalog(
+        load_catalog(), lambda service, path: f"http://127.0.0.1:9/{service}{path}"
+    )
+    for consumer, event_type, count in (
+        ("eta", "GeofenceCrossed", 120),
+        ("billing", "ShipmentClosed", 3),
+    ):
+        broker.publish(
+            "logistics.events",
+            [Message(b"x", {"eventType": event_type, "eventId": f"e-{n}"}) for n in range(count)],
+        )
+        while batch := broker.pull(consumer, 1000):  # fail them until they are dead-lettered
+            broker.modify_ack_deadline(consumer, [r.ack_id for r in batch], 0)
+            now[0] += 601
+
+    listed = _meridian(runtime_env, "replay-dead-letters", "--source", "billing", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert "3 dead letters of billing (dry run: none replayed)" in listed.stdout
+    assert "ShipmentClosed" in listed.stdout and "GeofenceCrossed" not in listed.stdout
+
+    replayed = _meridian(runtime_env, "replay-dead-letters", "--source", "billing")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 3 dead letters of billing" in replayed.stdout
+    assert "billing-dead-letters: 3 replayed" in replayed.stderr  # progress, per batch
+    assert broker.metrics("billing").dead_letter_depth == 0
+    assert broker.metrics("eta").dead_letter_depth == 120
+
+    unknown = _meridian(runtime_env, "replay-dead-letters", "--source", "invoicing")
+    assert unknown.returncode == 2
+    assert "no subscription 'invoicing'" in " ".join(unknown.stdout.split())
 
 
 def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[str, str]) -> None:

@@ -372,7 +372,7 @@ def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once
         timeout=60,
     )
     assert replay.returncode == 0, replay.stderr
-    assert "replayed 1 dead letters from logistics-events-dead-letters" in replay.stdout
+    assert "replayed 1 dead letters of billing (from billing-dead-letters" in replay.stdout
     eventually(lambda: _charges(runtime, poison.parcel_id), what="the replayed charge")
     time.sleep(1.5)
     assert len(_charges(runtime, poison.parcel_id)) == 1

@@ -602,6 +602,74 @@ def check_push_subscriptions(tree: Tree, catalog: dict[str, Any], catalog_path: 
     return problems
 
 
+def check_dead_letter_topics(tree: Tree, catalog: dict[str, Any], catalog_path: Path) -> list[str]:
+    """Each subscription's dead letters go to a topic of its own, kept by exactly one
+    subscription: so in the catalog, and the Terraform passes each subscription's own topic
+    through to its dead_letter_policy (never one topic written for many)."""
+    problems: list[str] = []
+    subscriptions = catalog.get("subscriptions", {})
+    users: dict[str, list[str]] = {}
+    for name, spec in subscriptions.items():
+        if isinstance(spec, dict) and spec.get("dead_letter_topic"):
+            users.setdefault(spec["dead_letter_topic"], []).append(name)
+    for topic, names in sorted(users.items()):
+        if len(names) > 1:
+            problems.append(
+                f"catalog subscriptions {', '.join(sorted(names))} share the dead-letter topic "
+                f"{topic!r}; each needs its own"
+            )
+        if topic not in catalog.get("topics", {}):
+            problems.append(f"catalog dead-letter topic {topic!r} is not a catalog topic")
+        keepers = sorted(n for n, s in subscriptions.items() if s.get("topic") == topic)
+        if len(keepers) != 1:
+            problems.append(
+                f"catalog dead-letter topic {topic!r} is kept by {len(keepers)} subscriptions "
+                f"({', '.join(keepers) or 'none'}), not exactly one"
+            )
+    literal_topics: dict[str, list[str]] = {}
+    for block in tree.of("google_pubsub_subscription"):
+        for policy in block.body.get("dead_letter_policy", []):
+            if not isinstance(policy, dict):
+                continue
+            topic = bare(policy.get("dead_letter_topic", ""))
+            if block.body.get("for_each") is not None:
+                problems.append(
+                    f"{block.where()}: one dead_letter_topic ({topic}) for every subscription of "
+                    "its for_each; each needs its own (a dynamic block of each.value)"
+                )
+            else:
+                literal_topics.setdefault(topic, []).append(block.where())
+        for dynamic in block.body.get("dynamic", []):
+            for label, spec in dynamic.items():
+                if unq(label) != "dead_letter_policy":
+                    continue
+                if "each.value.dead_letter_topic" not in bare(spec.get("for_each", "")):
+                    problems.append(
+                        f"{block.where()}: dynamic dead_letter_policy does not iterate "
+                        "each.value.dead_letter_topic, the subscription's own topic"
+                    )
+                for content in spec.get("content", []):
+                    topic = bare(content.get("dead_letter_topic", ""))
+                    if "dead_letter_policy.value" not in topic:
+                        problems.append(
+                            f"{block.where()}: dead_letter_topic {topic} is not the "
+                            "subscription's own (dead_letter_policy.value)"
+                        )
+        _, comprehension, _ = _catalog_subscriptions_of(tree, block, catalog, catalog_path)
+        if comprehension is not None and not re.search(
+            rf"dead_letter_topic\s*=\s*(try\()?{comprehension.var}\.dead_letter_topic\b",
+            comprehension.value,
+        ):
+            problems.append(
+                f"{block.where()}: for_each input's dead_letter_topic is not the catalog "
+                f"subscription's own ({comprehension.var}.dead_letter_topic)"
+            )
+    for topic, blocks in sorted(literal_topics.items()):
+        if len(blocks) > 1:
+            problems.append(f"dead-letter topic {topic} is shared by {'; '.join(blocks)}")
+    return problems
+
+
 def push_identities(tree: Tree) -> set[str]:
     """Resource addresses (or literal emails) Pub/Sub signs push tokens as."""
     identities: set[str] = set()

@@ -15,6 +15,7 @@ import yaml
 from meridian.catalog import load_catalog, parse_duration
 from tests.policy.terraform_policy import (
     Tree,
+    check_dead_letter_topics,
     check_push_subscriptions,
     check_reactor_exposure,
     check_service_account_keys,
@@ -134,6 +135,7 @@ def test_policies_hold_on_terraform(tree: Tree, catalog: dict[str, Any]) -> None
     assert check_workflow_source(tree, WORKFLOW) == []
     assert check_subscription_wiring(tree, catalog, CATALOG_PATH) == []
     assert check_push_subscriptions(tree, catalog, CATALOG_PATH) == []
+    assert check_dead_letter_topics(tree, catalog, CATALOG_PATH) == []
     assert check_reactor_exposure(tree, catalog, CATALOG_PATH) == []
 
 
@@ -213,6 +215,7 @@ def test_dead_lettering_permissions_and_bigquery_archive(tree: Tree) -> None:
     }
     assert ("dead_letter_publisher", "roles/pubsub.publisher") in roles
     assert ("dead_letter_subscriber", "roles/pubsub.subscriber") in roles
+    assert ("consumer_dead_letters", "roles/pubsub.publisher") in roles  # the geofence job's own
     (table,) = tree.of("google_bigquery_table")
     (partitioning,) = table.body["time_partitioning"]
     assert unq(partitioning["type"]) == "DAY" and "expiration_ms" in partitioning
@@ -236,6 +239,23 @@ def test_alerts_per_subscription_and_command_latency(tree: Tree) -> None:
     (call,) = [m for m in tree.modules() if m.name == "monitoring"]
     assert "local.catalog.subscriptions" in call.body["subscriptions"]
     assert "command" in call.body["latency_slos"]
+
+
+def test_dead_letter_depth_is_alerted_per_consumer_on_its_own_subscription(tree: Tree) -> None:
+    (depth,) = [
+        b for b in tree.of("google_monitoring_alert_policy") if b.name == "dead_letter_depth"
+    ]
+    assert depth.body["for_each"] == "${local.forwarding_subscriptions}"
+    monitoring = tree.locals[TERRAFORM / "modules" / "monitoring"]
+    assert "s.dead_letters_to != null" in monitoring["forwarding_subscriptions"]
+    (condition,) = depth.body["conditions"]
+    (threshold,) = condition["condition_threshold"]
+    assert "each.value.dead_letters_in" in threshold["filter"]
+    assert "num_undelivered_messages" in threshold["filter"]
+    (call,) = [m for m in tree.modules() if m.name == "monitoring"]
+    assert "local.dead_letter_keepers[s.dead_letter_topic]" in call.body["subscriptions"]
+    meridian = tree.locals[TERRAFORM / "modules" / "meridian"]
+    assert "s.topic => name" in meridian["dead_letter_keepers"]
 
 
 # Each policy bites: subscription wiring -------------------------------------------------------
@@ -332,14 +352,97 @@ resource "google_pubsub_subscription" "billing" {
     only(problems, "no oidc_token", "without dead_letter_policy")
 
 
+# Each policy bites: dead letters per consumer --------------------------------------------------
+
+
+def test_dead_letters_report_a_topic_shared_in_the_catalog(copy: Copy) -> None:
+    def share(catalog: dict[str, Any]) -> None:
+        catalog["subscriptions"]["billing"]["dead_letter_topic"] = "eta.dlq"
+        catalog["subscriptions"]["eta"]["dead_letter_topic"] = "eta.dlq"
+        catalog["subscriptions"]["audit-dead-letters"] = {
+            "topic": "eta.dlq",
+            "delivery": {"type": "pull", "consumer": "operator"},
+        }
+        catalog["subscriptions"]["pod"]["dead_letter_topic"] = "nowhere.dlq"
+
+    copy.edit_catalog(share)
+    problems = check_dead_letter_topics(copy.tree(), copy.catalog, copy.catalog_path)
+    only(
+        problems,
+        "billing, eta share the dead-letter topic 'eta.dlq'",
+        "'eta.dlq' is kept by 2 subscriptions (audit-dead-letters, eta-dead-letters)",
+        "'nowhere.dlq' is not a catalog topic",
+        "'nowhere.dlq' is kept by 0 subscriptions (none)",
+    )
+
+
+def test_dead_letters_report_one_topic_written_for_every_subscription(copy: Copy) -> None:
+    copy.edit(
+        "modules/pubsub/main.tf",
+        "      dead_letter_topic     = google_pubsub_topic.default[dead_letter_policy.value].id",
+        '      dead_letter_topic     = google_pubsub_topic.default["logistics.events.dlq"].id',
+    )
+    copy.edit(
+        "modules/pubsub/main.tf",
+        "      dead_letter_topic     = try(s.dead_letter_topic, null)",
+        '      dead_letter_topic     = "logistics.events.dlq"',
+    )
+    problems = check_dead_letter_topics(copy.tree(), copy.catalog, copy.catalog_path)
+    only(
+        problems,
+        "is not the subscription's own (dead_letter_policy.value)",
+        "for_each input's dead_letter_topic is not the catalog subscription's own",
+    )
+
+
+def test_dead_letters_report_a_static_policy_in_a_for_each_or_shared_by_hand(
+    tmp_path: Path,
+) -> None:
+    tree = snippet(
+        tmp_path,
+        """
+resource "google_pubsub_subscription" "reactors" {
+  for_each = toset(["eta", "billing"])
+  name     = each.key
+  topic    = "logistics-events"
+  dead_letter_policy {
+    dead_letter_topic = "logistics-events-dlq"
+  }
+}
+
+resource "google_pubsub_subscription" "pod" {
+  name  = "pod"
+  topic = "logistics-events"
+  dead_letter_policy {
+    dead_letter_topic = "shared-dlq"
+  }
+}
+
+resource "google_pubsub_subscription" "notification" {
+  name  = "notification"
+  topic = "logistics-events"
+  dead_letter_policy {
+    dead_letter_topic = "shared-dlq"
+  }
+}
+""",
+    )
+    problems = check_dead_letter_topics(tree, {"subscriptions": {}}, tmp_path / "catalog.yaml")
+    only(
+        problems,
+        'one dead_letter_topic ("logistics-events-dlq") for every subscription of its for_each',
+        'dead-letter topic "shared-dlq" is shared by',
+    )
+
+
 # Each policy bites: reactor exposure ----------------------------------------------------------
 
 
 def test_reactors_report_public_ingress(copy: Copy) -> None:
     copy.edit(
         "modules/meridian/services.tf",
-        'ingress         = "INGRESS_TRAFFIC_INTERNAL_ONLY"',
-        'ingress         = "INGRESS_TRAFFIC_ALL"',
+        'ingress       = "INGRESS_TRAFFIC_INTERNAL_ONLY"',
+        'ingress       = "INGRESS_TRAFFIC_ALL"',
     )
     problems = check_reactor_exposure(copy.tree(), copy.catalog, copy.catalog_path)
     only(problems, 'have ingress "INGRESS_TRAFFIC_ALL", not internal')
@@ -348,8 +451,8 @@ def test_reactors_report_public_ingress(copy: Copy) -> None:
 def test_reactors_report_an_extra_invoker(copy: Copy) -> None:
     copy.edit(
         "modules/meridian/services.tf",
-        "invokers        = { pubsub-push = google_service_account.push.member }",
-        "invokers        = { pubsub-push = google_service_account.push.member, "
+        "invokers      = { pubsub-push = google_service_account.push.member }",
+        "invokers      = { pubsub-push = google_service_account.push.member, "
         "eventarc = google_service_account.eventarc.member }",
     )
     problems = check_reactor_exposure(copy.tree(), copy.catalog, copy.catalog_path)

@@ -54,18 +54,28 @@ def test_the_real_catalog_is_complete() -> None:
     assert set(catalog.event_types) >= REQUIRED_EVENT_TYPES
     assert set(catalog.event_types) == set(EVENT_TYPES)
     assert set(catalog.subscriptions) >= REQUIRED_SUBSCRIPTIONS
-    assert {
-        "vehicle.telemetry",
-        "logistics.events",
-        "vehicle.telemetry.dlq",
-        "logistics.events.dlq",
-    } <= set(catalog.topics)
+    assert {"vehicle.telemetry", "logistics.events"} <= set(catalog.topics)
     for name in REQUIRED_SUBSCRIPTIONS:
         assert catalog.subscriptions[name].dead_letter_topic, name
     reactors = {"eta", "notification", "billing", "pod", "client-webhook", "driver-scoring"}
     for name in reactors:
         delivery = catalog.subscriptions[name].delivery
         assert isinstance(delivery, PushDelivery) and delivery.service == name
+
+
+def test_every_subscription_dead_letters_to_its_own_topic_kept_by_one_subscription() -> None:
+    catalog = load_catalog()
+    forwarding = [n for n, s in catalog.subscriptions.items() if s.dead_letter_topic]
+    assert set(forwarding) == REQUIRED_SUBSCRIPTIONS
+    for name in forwarding:
+        topic = catalog.subscriptions[name].dead_letter_topic
+        assert topic == f"{name}.dlq" and catalog.topics[topic].message_retention == 31 * 86400
+        assert catalog.subscriptions_of(topic) == [f"{name}-dead-letters"]
+        assert catalog.dead_letters_of(name) == f"{name}-dead-letters"
+    with pytest.raises(CatalogError, match="no subscription 'invoicing'"):
+        catalog.dead_letters_of("invoicing")
+    with pytest.raises(CatalogError, match="has no dead-letter topic"):
+        catalog.dead_letters_of("billing-dead-letters")
 
 
 def test_fan_out_follows_the_filters() -> None:
@@ -133,6 +143,21 @@ def _set(*keys: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _both(*changes: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        for each in changes:
+            each(data)
+
+    return change
+
+
+def _rename(section: str, old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        data[section][new] = data[section].pop(old)
+
+    return change
+
+
 def _delete(*keys: str) -> Callable[[dict[str, Any]], None]:
     def change(data: dict[str, Any]) -> None:
         target = data
@@ -186,6 +211,61 @@ BROKEN = {
     "dead-letter topic is the source topic": (
         _set("subscriptions", "eta", "dead_letter_topic", value="logistics.events"),
         "dead_letter_topic must differ",
+    ),
+    "a dead-letter topic shared by two subscriptions": (
+        _set("subscriptions", "billing", "dead_letter_topic", value="eta.dlq"),
+        "subscriptions.eta: dead_letter_topic 'eta.dlq' is also the dead_letter_topic of "
+        "subscriptions.billing: each subscription dead-letters to a topic of its own ('eta.dlq')",
+    ),
+    "a dead-letter topic not named after its subscription": (
+        _both(
+            _rename("topics", "billing.dlq", "invoices.dlq"),
+            _set("subscriptions", "billing", "dead_letter_topic", value="invoices.dlq"),
+            _set("subscriptions", "billing-dead-letters", "topic", value="invoices.dlq"),
+        ),
+        "subscriptions.billing: dead_letter_topic 'invoices.dlq' must be named 'billing.dlq'",
+    ),
+    "a dead-letter topic nobody keeps": (
+        _delete("subscriptions", "billing-dead-letters"),
+        "subscriptions.billing: no subscription keeps the dead letters of 'billing.dlq'",
+    ),
+    "a dead-letter topic kept by two subscriptions": (
+        _set(
+            "subscriptions",
+            "billing-audit",
+            value={"topic": "billing.dlq", "delivery": {"type": "pull", "consumer": "operator"}},
+        ),
+        "subscriptions.billing: dead-letter topic 'billing.dlq' is kept by 2 subscriptions "
+        "(billing-dead-letters, billing-audit); exactly one, 'billing-dead-letters', may hold it",
+    ),
+    "a dead-letter subscription not named after its consumer": (
+        _rename("subscriptions", "billing-dead-letters", "billing-dlq"),
+        "subscriptions.billing-dlq: keeps the dead letters of subscriptions.billing: "
+        "it must be named 'billing-dead-letters'",
+    ),
+    "a dead-letter subscription that dead-letters": (
+        _both(
+            _set("topics", "billing-dead-letters.dlq", value={"description": "letters of letters"}),
+            _set(
+                "subscriptions",
+                "billing-dead-letters-dead-letters",
+                value={
+                    "topic": "billing-dead-letters.dlq",
+                    "delivery": {"type": "pull", "consumer": "operator"},
+                },
+            ),
+            _set(
+                "subscriptions",
+                "billing-dead-letters",
+                "dead_letter_topic",
+                value="billing-dead-letters.dlq",
+            ),
+        ),
+        "subscriptions.billing-dead-letters: a dead-letter subscription has no dead_letter_topic",
+    ),
+    "an event type on a dead-letter topic": (
+        _set("event_types", "SlaAtRisk", "topic", value="billing.dlq"),
+        "event_types.SlaAtRisk: topic 'billing.dlq' is a dead-letter topic",
     ),
     "max delivery attempts below Pub/Sub's minimum": (
         _set("subscriptions", "eta", "max_delivery_attempts", value=3),

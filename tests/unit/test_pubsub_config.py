@@ -49,4 +49,6 @@ def test_catalog_topology_is_applied_once_and_shared_by_every_process(tmp_path: 
     assert subs["telemetry-archive"].kind == "bigquery"
     assert subs["eta"].kind == "push" and subs["eta"].ordering
     assert subs["live-map"].kind == "pull"
-    assert subs["billing"].dead_letter_topic == "logistics.events.dlq"
+    assert subs["billing"].dead_letter_topic == "billing.dlq"
+    assert subs["billing-dead-letters"].topic == "billing.dlq"
+    assert subs["billing-dead-letters"].kind == "pull"

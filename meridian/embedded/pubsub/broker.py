@@ -93,7 +93,11 @@ class Broker:
         push_endpoint: Callable[[str, str], str],
         push_identity: str | None = None,
     ) -> None:
-        """Create the catalog's topics and subscriptions that do not exist yet.
+        """Create the catalog's topics and subscriptions that do not exist yet, and bring an
+        existing subscription to the catalog's settings where Pub/Sub can change them in place
+        (dead-letter policy, retry, deadlines, push endpoint; like a Terraform apply), so a data
+        directory made by an older catalog follows the new one. A changed topic or filter would
+        need a new subscription (and lose its backlog): that one is left as it is.
 
         ``push_endpoint(service, path)`` gives the URL a push subscription posts to;
         ``push_identity`` the one identity every push subscription signs with (the platform
@@ -125,7 +129,13 @@ class Broker:
                 bigquery_write_metadata=isinstance(delivery, BigQueryDelivery)
                 and delivery.write_metadata,
             )
-            self.create_subscription(config, exist_ok=True)
+            current = self.create_subscription(config, exist_ok=True)
+            wanted = config.validated()
+            if current != wanted and (current.topic, current.filter) == (
+                wanted.topic,
+                wanted.filter,
+            ):
+                self.update_subscription(wanted)
 
     # Messages -------------------------------------------------------------------------------
 

@@ -148,6 +148,7 @@ module "monitoring" {
   notification_emails = var.alerts.emails
   subscriptions = {
     for name, s in local.catalog.subscriptions : name => {
+      dead_letters_in         = try(module.pubsub.subscription_names[local.dead_letter_keepers[s.dead_letter_topic]], null)
       dead_letters_to         = try(s.dead_letter_topic, null)
       holds_dead_letters      = contains(local.dead_letter_topics, s.topic)
       max_unacked_age_seconds = lookup(var.alerts.max_unacked_age_seconds, name, 600)
@@ -161,6 +162,9 @@ module "monitoring" {
 
 locals {
   dead_letter_topics = toset(compact([for s in values(local.catalog.subscriptions) : try(s.dead_letter_topic, null)]))
+  # Dead-letter topic => the one subscription keeping its messages (the catalog's rule: every
+  # subscription dead-letters to a topic of its own; a second keeper would be a duplicate key here).
+  dead_letter_keepers = { for name, s in local.catalog.subscriptions : s.topic => name if contains(local.dead_letter_topics, s.topic) }
 
   # Composite indexes for the queries the services run (meridian.ports.Query: equality filters
   # then one order). Single-field queries need none.

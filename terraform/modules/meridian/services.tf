@@ -28,17 +28,17 @@ locals {
   # Every service writes logs, traces and metrics; the rest is per service and minimal.
   base_roles = ["roles/cloudtrace.agent", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
   extra_roles = {
-    billing          = ["roles/datastore.user"]
-    client-webhook   = ["roles/datastore.user"]
-    command          = ["roles/datastore.user", "roles/workflows.invoker"] # starts sagas, sends acceptance callbacks
-    dispatch         = ["roles/datastore.user"]
-    driver-scoring   = ["roles/datastore.user"]
-    eta              = ["roles/datastore.user"]
-    event-publisher  = ["roles/datastore.viewer"]
-    live-map         = ["roles/datastore.user"]
-    live-map-writer  = ["roles/datastore.user"]
-    notification     = ["roles/datastore.user"]
-    pod              = ["roles/datastore.user"]
+    billing         = ["roles/datastore.user"]
+    client-webhook  = ["roles/datastore.user"]
+    command         = ["roles/datastore.user", "roles/workflows.invoker"] # starts sagas, sends acceptance callbacks
+    dispatch        = ["roles/datastore.user"]
+    driver-scoring  = ["roles/datastore.user"]
+    eta             = ["roles/datastore.user"]
+    event-publisher = ["roles/datastore.viewer"]
+    live-map        = ["roles/datastore.user"]
+    live-map-writer = ["roles/datastore.user"]
+    notification    = ["roles/datastore.user"]
+    pod             = ["roles/datastore.user"]
   }
 
   # Third-party credentials, read from Secret Manager by the one service that uses each.
@@ -75,19 +75,19 @@ resource "google_secret_manager_secret" "default" {
 }
 
 module "reactor" {
-  source          = "../cloud-run-service"
-  for_each        = local.reactors
-  project_id      = var.project_id
-  prefix          = var.prefix
-  region          = var.region
-  name            = each.key
-  labels          = local.labels
-  image           = local.image
-  command         = ["python", "-m", "${each.value.package}.app"]
-  env             = local.service_env[each.key]
-  ingress         = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  invokers        = { pubsub-push = google_service_account.push.member }
-  project_roles   = concat(local.base_roles, lookup(local.extra_roles, each.key, []))
+  source        = "../cloud-run-service"
+  for_each      = local.reactors
+  project_id    = var.project_id
+  prefix        = var.prefix
+  region        = var.region
+  name          = each.key
+  labels        = local.labels
+  image         = local.image
+  command       = ["python", "-m", "${each.value.package}.app"]
+  env           = local.service_env[each.key]
+  ingress       = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  invokers      = { pubsub-push = google_service_account.push.member }
+  project_roles = concat(local.base_roles, lookup(local.extra_roles, each.key, []))
   scaling = {
     max_instances = try(var.services[each.key].max_instances, 20)
     min_instances = try(each.value.min_instances, 0)
@@ -109,19 +109,19 @@ module "reactor" {
 }
 
 module "service" {
-  source          = "../cloud-run-service"
-  for_each        = local.front_services
-  project_id      = var.project_id
-  prefix          = var.prefix
-  region          = var.region
-  name            = each.key
-  labels          = local.labels
-  image           = local.image
-  command         = ["python", "-m", "${each.value.package}.app"]
-  env             = local.service_env[each.key]
-  ingress         = try(each.value.ingress, "internal") == "public" ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  invokers        = local.front_invokers[each.key]
-  project_roles   = concat(local.base_roles, lookup(local.extra_roles, each.key, []))
+  source        = "../cloud-run-service"
+  for_each      = local.front_services
+  project_id    = var.project_id
+  prefix        = var.prefix
+  region        = var.region
+  name          = each.key
+  labels        = local.labels
+  image         = local.image
+  command       = ["python", "-m", "${each.value.package}.app"]
+  env           = local.service_env[each.key]
+  ingress       = try(each.value.ingress, "internal") == "public" ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  invokers      = local.front_invokers[each.key]
+  project_roles = concat(local.base_roles, lookup(local.extra_roles, each.key, []))
   scaling = {
     # A worker keeps state per instance (the live-map writer's debounce), so it runs exactly its
     # min_instances unless the environment says otherwise.

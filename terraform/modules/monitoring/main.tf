@@ -1,13 +1,13 @@
-# The two vital signs of an event-driven system, per subscription: how old the oldest unacked
-# message is (a consumer falling behind) and whether anything is being dead-lettered (a real bug).
-# Plus the promise the design makes to drivers: "mark delivered" p99 latency on the command service.
+# The two vital signs of an event-driven system, per consumer: how old the oldest unacked
+# message is (a consumer falling behind) and its dead letters (a real bug): being dead-lettered
+# now, and waiting in its own dead-letter subscription. Plus the promise the design makes to
+# drivers: "mark delivered" p99 latency on the command service.
 
 locals {
   prefix = var.prefix == null || var.prefix == "" ? "" : "${var.prefix}-"
-  # Dead-letter subscriptions hold messages for inspection: their backlog is the DLQ depth.
-  backlog_subscriptions     = { for k, s in var.subscriptions : k => s if !s.holds_dead_letters }
-  dead_letter_subscriptions = { for k, s in var.subscriptions : k => s if s.holds_dead_letters }
-  forwarding_subscriptions  = { for k, s in var.subscriptions : k => s if s.dead_letters_to != null }
+  # Dead-letter subscriptions hold messages for inspection: their backlog is a consumer's depth.
+  backlog_subscriptions    = { for k, s in var.subscriptions : k => s if !s.holds_dead_letters }
+  forwarding_subscriptions = { for k, s in var.subscriptions : k => s if s.dead_letters_to != null }
 }
 
 resource "google_monitoring_notification_channel" "email" {
@@ -75,9 +75,9 @@ resource "google_monitoring_alert_policy" "dead_lettered" {
   }
 }
 
-# Depth of each dead-letter topic, read on the subscription that keeps its messages.
+# Each consumer's dead-letter depth, read on the one subscription that keeps its dead letters.
 resource "google_monitoring_alert_policy" "dead_letter_depth" {
-  for_each              = local.dead_letter_subscriptions
+  for_each              = local.forwarding_subscriptions
   project               = var.project_id
   display_name          = "${local.prefix}${each.key}: dead-letter depth"
   combiner              = "OR"
@@ -85,9 +85,9 @@ resource "google_monitoring_alert_policy" "dead_letter_depth" {
   user_labels           = var.labels
 
   conditions {
-    display_name = "undelivered dead letters in ${each.key}"
+    display_name = "dead letters of ${each.key} waiting in ${coalesce(each.value.dead_letters_in, "-")}"
     condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${each.value.subscription_id}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${coalesce(each.value.dead_letters_in, "-")}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "300s"
@@ -99,7 +99,7 @@ resource "google_monitoring_alert_policy" "dead_letter_depth" {
   }
 
   documentation {
-    content   = "Dead letters are waiting in ${each.key}. Every one is a bug to investigate."
+    content   = "Dead letters of ${each.key} are waiting in ${coalesce(each.value.dead_letters_in, "-")}; every one is a bug to investigate. List them with `meridian replay-dead-letters --source ${each.key} --dry-run`, fix the consumer, then replay them all with `meridian replay-dead-letters --source ${each.key}` (terraform/README.md, 'Replaying dead letters')."
     mime_type = "text/markdown"
   }
 }

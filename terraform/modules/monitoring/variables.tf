@@ -31,8 +31,9 @@ variable "project_id" {
 }
 
 variable "subscriptions" {
-  description = "Catalog subscription name => its Pub/Sub id, dead-letter wiring and backlog threshold."
+  description = "Catalog subscription name => its Pub/Sub id, dead-letter wiring (its own dead-letter topic and the subscription keeping it) and backlog threshold."
   type = map(object({
+    dead_letters_in         = optional(string)
     dead_letters_to         = optional(string)
     holds_dead_letters      = optional(bool, false)
     max_unacked_age_seconds = optional(number, 600)

@@ -22,14 +22,14 @@ resource "google_compute_subnetwork" "default" {
 }
 
 resource "google_vpc_access_connector" "default" {
-  project        = var.project_id
-  region         = var.region
-  name           = "${local.prefix}egress"
-  network        = google_compute_network.default.name
-  ip_cidr_range  = var.ip_ranges.connector
-  min_instances  = var.connector.min_instances
-  max_instances  = var.connector.max_instances
-  machine_type   = var.connector.machine_type
+  project       = var.project_id
+  region        = var.region
+  name          = "${local.prefix}egress"
+  network       = google_compute_network.default.name
+  ip_cidr_range = var.ip_ranges.connector
+  min_instances = var.connector.min_instances
+  max_instances = var.connector.max_instances
+  machine_type  = var.connector.machine_type
 }
 
 resource "google_compute_router" "default" {

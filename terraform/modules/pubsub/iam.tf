@@ -58,3 +58,16 @@ resource "google_pubsub_subscription_iam_member" "consumer_viewer" {
   role         = "roles/pubsub.viewer"
   member       = var.pull_consumers[each.value.pull_consumer]
 }
+
+# A pull consumer that refuses a message itself (the geofence job's unusable pings, with their
+# reason) publishes it on its own subscription's dead-letter topic, and on no other.
+resource "google_pubsub_topic_iam_member" "consumer_dead_letters" {
+  for_each = {
+    for name, s in local.subscriptions : name => s
+    if s.pull_consumer != null && s.dead_letter_topic != null && contains(keys(var.pull_consumers), coalesce(s.pull_consumer, "-"))
+  }
+  project = var.project_id
+  topic   = google_pubsub_topic.default[each.value.dead_letter_topic].name
+  role    = "roles/pubsub.publisher"
+  member  = var.pull_consumers[each.value.pull_consumer]
+}
