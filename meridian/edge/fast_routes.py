@@ -13,6 +13,11 @@ is a FastAPI app that serves its direct routes before any of that, in one way fo
   route stays in the app, documented in the OpenAPI document like any other, and a request of
   another method still gets FastAPI's answer (405).
 
+Every request, whichever way it is served, is first held to its route's body limit (the app's
+``meridian.edge.body_limits.BodyLimits``): a body over it is answered 413 before it is read, so
+every service's app is a ``PlainRoutes``, with or without direct routes. Plain routes are listed in
+the app's OpenAPI document beside FastAPI's own.
+
 An error a direct route raises is answered by the app's own exception handlers (problem details,
 ``meridian.edge.problems``). A ``serve_directly`` route runs under an HTTP server span started
 here through the OpenTelemetry API, a child of the caller's ``traceparent``, the same code
@@ -38,12 +43,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.responses import Response
 
 from meridian.domain.errors import MeridianError
+from meridian.edge.body_limits import (
+    BodyLimits,
+    BodyTooLarge,
+    MalformedLength,
+    declared_length,
+    limited,
+)
 from meridian.edge.problems import problem, problem_for
 from meridian.observability import extract_context, get_logger
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
-MAX_BODY_BYTES = 16 * 1024 * 1024  # a Pub/Sub push of a 10 MB message, base64 in its envelope
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
@@ -70,15 +81,44 @@ def json_response(status: int, payload: Any) -> PlainResponse:
 
 
 class PlainRoutes(FastAPI):
-    """A FastAPI app whose direct routes bypass FastAPI (see the module docstring)."""
+    """A FastAPI app whose direct routes bypass FastAPI, and whose every route is held to its
+    body limit, ``body_limits`` (by default 64 KiB a body; see the module docstring)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, body_limits: BodyLimits | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._plain: dict[tuple[str, str], PlainHandler] = {}
-        self._direct: dict[str, list[APIRoute]] = {}  # method: routes served directly
+        self.body_limits = body_limits or BodyLimits()
+        # (method, path): the handler and its body limit
+        self._plain: dict[tuple[str, str], tuple[PlainHandler, int]] = {}
+        self._plain_documented: dict[tuple[str, str], dict[str, Any]] = {}
+        self._direct: dict[str, list[tuple[APIRoute, int]]] = {}  # method: routes served directly
 
-    def plain_route(self, method: str, path: str, handler: PlainHandler) -> None:
-        self._plain[method.upper(), path] = handler
+    def plain_route(
+        self,
+        method: str,
+        path: str,
+        handler: PlainHandler,
+        summary: str = "",
+        media_type: str = "application/json",
+    ) -> None:
+        """Serve ``handler`` at ``method path``, documented in the OpenAPI document by
+        ``summary`` with a body of ``media_type``."""
+        method = method.upper()
+        self._plain[method, path] = handler, self.body_limits.of_route(method, path)
+        self._plain_documented[method, path] = {
+            "summary": summary,
+            "operationId": f"{method.lower()}{path.replace('/', '_')}",
+            "requestBody": {"required": True, "content": {media_type: {}}},
+            "responses": {"2XX": {"description": "done"}},
+        }
+        self.openapi_schema = None
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with the plain routes' operations added."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            for (method, path), operation in self._plain_documented.items():
+                schema["paths"].setdefault(path, {})[method.lower()] = operation
+        return self.openapi_schema or {}
 
     def serve_directly(self, *endpoints: Callable[..., Any]) -> None:
         """Serve the routes of these endpoints (routes of this app) straight from ASGI.
@@ -117,20 +157,44 @@ class PlainRoutes(FastAPI):
                 f"{route.path}: a directly served endpoint is async and takes only the Request"
             )
         for method in route.methods or ():
-            self._direct.setdefault(method, []).append(route)
+            limit = self.body_limits.of_route(method, route.path)
+            self._direct.setdefault(method, []).append((route, limit))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            handler = self._plain.get((scope["method"], scope["path"]))
-            if handler is not None:
-                await self._serve_plain(handler, scope, receive, send)
-                return
-            for route in self._direct.get(scope["method"], ()):
-                match = route.path_regex.match(scope["path"])
-                if match is not None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        plain = self._plain.get((method, path))
+        if plain is not None:
+            handler, limit = plain
+            if await self._within(limit, scope, receive, send):
+                await self._serve_plain(handler, limit, scope, receive, send)
+            return
+        for route, limit in self._direct.get(method, ()):
+            match = route.path_regex.match(path)
+            if match is not None:
+                if await self._within(limit, scope, receive, send):
+                    receive = limited(receive, limit)
                     await self._serve_endpoint(route, match.groupdict(), scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
+                return
+        limit = self.body_limits.limit_of(method, path)
+        if await self._within(limit, scope, receive, send):
+            await super().__call__(scope, limited(receive, limit), send)
+
+    async def _within(self, limit: int, scope: Any, receive: Any, send: Any) -> bool:
+        """Whether the request's declared length is within ``limit``; if not, it is answered
+        (413, or 400 for a malformed length) and nothing of its body is read."""
+        try:
+            length = declared_length(scope["headers"])
+        except MalformedLength as error:
+            await problem(400, "malformed-length", str(error.detail))(scope, receive, send)
+            return False
+        if length is not None and length > limit:
+            too_large = BodyTooLarge(limit)
+            await problem(413, "too-large", str(too_large.detail))(scope, receive, send)
+            return False
+        return True
 
     async def _serve_endpoint(
         self, route: APIRoute, path_params: dict[str, str], scope: Any, receive: Any, send: Any
@@ -168,7 +232,7 @@ class PlainRoutes(FastAPI):
             span.end()
 
     async def _serve_plain(
-        self, handler: PlainHandler, scope: Any, receive: Any, send: Any
+        self, handler: PlainHandler, limit: int, scope: Any, receive: Any, send: Any
     ) -> None:
         chunks: list[bytes] = []
         size = 0
@@ -179,8 +243,9 @@ class PlainRoutes(FastAPI):
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                await problem(413, "too-large", "request body too large")(scope, receive, send)
+            if size > limit:
+                detail = str(BodyTooLarge(limit).detail)
+                await problem(413, "too-large", detail)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

@@ -1,11 +1,13 @@
 """How a push comes in: the Pub/Sub push endpoint every reactor serves.
 
 A reactor is a function ``handle(event)`` that does one effect idempotently. ``reactor_app`` wraps it
-in the ``POST /events`` endpoint Pub/Sub pushes to (reference §3): the push token is checked first
-(401/403, ``meridian.edge.push_auth``), the envelope and the Avro body are decoded (an undecodable
-message answers 400, which Pub/Sub treats as a nack, so it is retried and finally dead-lettered
-rather than silently dropped), the trace continues from the ``traceparent`` attribute, and only a
-handler that returned answers 204. Any error in the handler is a non-2xx answer, hence a retry.
+in the ``POST /events`` endpoint Pub/Sub pushes to (reference §3): a body over ``PUSH_BODY_LIMIT``
+is refused (413) before it is read; the push token is checked before anything of the body is judged
+(401 without one or with one that does not verify, 403 for another identity's,
+``meridian.edge.push_auth``); the envelope and the Avro body are decoded (an undecodable message
+answers 400, which Pub/Sub treats as a nack, so it is retried and finally dead-lettered rather than
+silently dropped); the trace continues from the ``traceparent`` attribute; and only a handler that
+returned answers 204. Any error in the handler is a non-2xx answer, hence a retry.
 
 A reactor may also give a batch handler: the events whose pushes arrive while the previous batch
 is being handled are then handled together (``meridian.concurrency.batches.Batcher``), so under
@@ -37,6 +39,7 @@ from meridian.concurrency.batches import Batcher
 from meridian.config import Settings
 from meridian.domain.errors import DecodeError, MeridianError
 from meridian.domain.events import DomainEvent
+from meridian.edge.body_limits import MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
 from meridian.observability import extract_context, get_logger
@@ -49,6 +52,8 @@ Handler = Callable[[DomainEvent], Any]
 # Outcomes in the order of the events; an exception in the place of an event that failed.
 BatchHandler = Callable[[Sequence[DomainEvent]], Sequence[Any]]
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+# Pub/Sub's largest message (10 MB) base64-encoded in its push envelope, with its attributes.
+PUSH_BODY_LIMIT = 16 * MIB
 
 
 def reactor_app(
@@ -68,7 +73,12 @@ def reactor_app(
     ``handle_batch``, when given, handles the events that arrive together, ``batch_concurrency``
     batches at a time (see ``Batcher``).
     """
-    app = PlainRoutes(title=f"Meridian {service} reactor", version="1", lifespan=lifespan)
+    app = PlainRoutes(
+        title=f"Meridian {service} reactor",
+        version="1",
+        lifespan=lifespan,
+        body_limits=BodyLimits(routes={("POST", "/events"): PUSH_BODY_LIMIT}),
+    )
     batcher = (
         Batcher(handle_batch, handle, concurrency=batch_concurrency)
         if handle_batch is not None
@@ -121,7 +131,7 @@ def reactor_app(
 
     # Served before FastAPI's middleware and routing, a third of a reactor's CPU per push when
     # it went through them (``meridian.edge.fast_routes``); errors still answer as problems.
-    app.plain_route("POST", "/events", events)
+    app.plain_route("POST", "/events", events, "Pub/Sub push of one event (wrapped envelope)")
     return app
 
 
@@ -132,7 +142,9 @@ def _consumer_span(name: str, attributes: Mapping[str, str], message_id: str) ->
     Started through the tracer whether or not spans are exported, so a traced run runs the same
     code as an untraced one: with no exporter the sampler (``observability.RecordWhenExported``)
     hands back a non-recording span, and only a recording span is given its attributes."""
-    span = tracer.start_span(name, context=extract_context(attributes), kind=trace.SpanKind.CONSUMER)
+    span = tracer.start_span(
+        name, context=extract_context(attributes), kind=trace.SpanKind.CONSUMER
+    )
     if span.is_recording():
         span.set_attribute("messaging.message.id", message_id)
     token = otel_context.attach(trace.set_span_in_context(span))

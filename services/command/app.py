@@ -1,8 +1,9 @@
 """The command service: accept fast, write once, answer 202.
 
-Entrypoint only: it builds the app from the feature routers (``routes/``), whose routes parse
-HTTP, authenticate, call a handler (``handlers/``) and map errors to problem details. Everything
-that happens after the commit happens elsewhere, off this path.
+Entrypoint only: it builds the app from the feature routers (``routes/``), whose routes
+authenticate, parse HTTP, call a handler (``handlers/``) and map errors to problem details, and
+holds each route's body to its limit (``BODY_LIMITS``). Everything that happens after the commit
+happens elsewhere, off this path.
 """
 
 from __future__ import annotations
@@ -13,12 +14,27 @@ from fastapi import FastAPI
 
 from meridian.concurrency.group_commit import Committer, Transactions
 from meridian.concurrency.offload import Offload
+from meridian.edge.body_limits import KIB, MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRoutes
 from meridian.edge.problems import install_problem_handlers
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
+from services.command.handlers.pod import MAX_IMAGE_BYTES
 from services.command.routes import dispatch, parcels, pod, telemetry, webhooks
 from services.command.routes.common import document_credentials
+
+# Each route's natural maximum: the largest valid request of its kind, which
+# tests/unit/test_body_limits.py sends. Every other route takes a JSON command of a few fields
+# (the default, 64 KiB).
+BODY_LIMITS = BodyLimits(
+    routes={
+        # 500 pings (MAX_PINGS_PER_BATCH), every field at its longest (~250 KiB), indented
+        ("POST", "/v1/telemetry"): 512 * KIB,
+        # 500 parcels, names and addresses at their longest and written as \u escapes
+        ("POST", "/v1/shipments"): 4 * MIB,
+        ("PUT", "/v1/parcels/{parcel_id}/pod-image"): MAX_IMAGE_BYTES,
+    }
+)
 
 
 def create_app(
@@ -33,6 +49,7 @@ def create_app(
     moves commit, where telemetry is ingested); by default, those safe for any adapter: each
     move in a worker thread, each telemetry batch on the ingest thread."""
     app = PlainRoutes(
+        body_limits=BODY_LIMITS,
         title="Meridian command service",
         version="1",
         description="Accept-fast commands: validate, one idempotent transactional write, 202.",

@@ -1,6 +1,8 @@
 """The event publisher: Eventarc's Firestore trigger target.
 
-It answers 2xx only once the event is published; anything else makes Eventarc retry.
+It answers 2xx only once the event is published; anything else makes Eventarc retry. The caller's
+token is checked before anything of the event is read (401, or 403 for another identity than
+Eventarc's), and a body over ``BODY_LIMITS`` is refused (413) before it is read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from opentelemetry import context as otel_context
 from meridian.codec.firestore_values import decode_document_event
 from meridian.concurrency.batches import Batcher
 from meridian.domain.errors import DecodeError
+from meridian.edge.body_limits import MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
 from meridian.observability import extract_context, get_logger
@@ -20,6 +23,9 @@ from meridian.ports import PushAuthenticator
 from services.event_publisher.handlers import Deps, DocumentChange, publish_change, publish_changes
 
 log = get_logger(__name__)
+# A Firestore document is at most 1 MiB, and a change carries the old and the new one: twice
+# that, with room for their encoding.
+BODY_LIMITS = BodyLimits(routes={("POST", "/firestore"): 4 * MIB})
 
 
 def change_from_cloudevent(headers: Mapping[str, str], body: bytes) -> DocumentChange:
@@ -40,7 +46,7 @@ def change_from_cloudevent(headers: Mapping[str, str], body: bytes) -> DocumentC
 
 
 def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
-    app = PlainRoutes(title="Meridian event publisher", version="1")
+    app = PlainRoutes(title="Meridian event publisher", version="1", body_limits=BODY_LIMITS)
     install_problem_handlers(app)
     # The changes Eventarc delivers together are published together: a publish is a write
     # transaction on the broker, which the platform's pulls and acks wait behind.
@@ -74,7 +80,13 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
 
     # Served before FastAPI's middleware and routing (``meridian.edge.fast_routes``), which were
     # two thirds of the publisher's CPU per change; errors still answer as problems.
-    app.plain_route("POST", "/firestore", firestore_change)
+    app.plain_route(
+        "POST",
+        "/firestore",
+        firestore_change,
+        "Eventarc's Firestore document change (binary-mode CloudEvent)",
+        "application/protobuf",
+    )
     return app
 
 

@@ -16,7 +16,13 @@ from meridian.domain.model import GeoPoint, Identifier, TimeWindow
 from meridian.ports import WorkflowExecutions
 from services.command.handlers import Deps
 from services.command.handlers import dispatch as handlers
-from services.command.routes.common import Caller, IdempotencyKey, accepted, request_key
+from services.command.routes.common import (
+    AuthenticatedRoute,
+    Caller,
+    IdempotencyKey,
+    accepted,
+    request_key,
+)
 
 
 class OpenWindowRequest(BaseModel):
@@ -53,7 +59,7 @@ def _workflows(request: Request) -> WorkflowExecutions:
 
 
 def router() -> APIRouter:
-    routes = APIRouter(tags=["dispatch"])
+    routes = APIRouter(tags=["dispatch"], route_class=AuthenticatedRoute)
 
     @routes.post("/v1/dispatch-windows", status_code=202)
     async def open_window(

@@ -36,6 +36,7 @@ from meridian.domain.model import GeoPoint, Identifier, ProofOfDelivery
 from services.command.handlers import Deps
 from services.command.handlers import parcels as handlers
 from services.command.routes.common import (
+    AuthenticatedRoute,
     Caller,
     IdempotencyKey,
     RequestBody,
@@ -215,7 +216,7 @@ def _move_endpoint(
 
 def router(deps: Deps) -> APIRouter:
     """Shipments and parcel status."""
-    routes = APIRouter()
+    routes = APIRouter(route_class=AuthenticatedRoute)
 
     @routes.post("/v1/shipments", status_code=202, tags=["shipments"])
     async def create_shipment(

@@ -1,6 +1,8 @@
 """Proof-of-delivery photo route: ``PUT /v1/parcels/{parcel_id}/pod-image`` with an
 ``image/jpeg`` or ``image/png`` body, checked here (type, size, signature) and attached by
-``handlers/pod.py``. The PUT is idempotent without a key (blobs are content-addressed).
+``handlers/pod.py``. The PUT is idempotent without a key (blobs are content-addressed). The
+command app's body limit (``app.BODY_LIMITS``) refuses a photo over the size before it is read;
+the check here holds the route to it wherever it is served.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from meridian.domain.model import Identifier
 from meridian.ports import BlobStore
 from services.command.handlers import Deps
 from services.command.handlers.pod import MAX_IMAGE_BYTES, SIGNATURES, attach_pod_image
-from services.command.routes.common import Caller
+from services.command.routes.common import AuthenticatedRoute, Caller
 
 
 async def _read_image(request: Request, content_type: str, length: int | None) -> bytes:
@@ -47,7 +49,7 @@ def _blob_store(request: Request) -> BlobStore:
 
 def router() -> APIRouter:
     """The POD photo route."""
-    routes = APIRouter(tags=["parcels"])
+    routes = APIRouter(tags=["parcels"], route_class=AuthenticatedRoute)
 
     @routes.put("/v1/parcels/{parcel_id}/pod-image", status_code=202)
     async def upload_pod_image(

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.command.handlers import Deps
 from services.command.handlers import webhooks as handlers
-from services.command.routes.common import Caller
+from services.command.routes.common import AuthenticatedRoute, Caller
 
 
 class WebhookRequest(BaseModel):
@@ -28,7 +28,11 @@ class ReplayRequest(BaseModel):
 
 
 def router() -> APIRouter:
-    routes = APIRouter(prefix="/v1/clients/{client_id}/webhooks", tags=["webhooks"])
+    routes = APIRouter(
+        prefix="/v1/clients/{client_id}/webhooks",
+        tags=["webhooks"],
+        route_class=AuthenticatedRoute,
+    )
 
     @routes.post("", status_code=201)
     async def register(
