@@ -2,7 +2,8 @@
 # package registries (PyPI, npm, Debian).
 #   make demo    run the whole platform on the embedded runtime, with a scripted scenario
 #   make test    run the test suite (unit, contract, integration, e2e)
-#   make lint    ruff on everything, mypy (strict) on meridian/, services/ and pipelines/
+#   make lint    ruff on everything, mypy (strict) on meridian/, services/ and pipelines/,
+#                hadolint on the two Dockerfiles
 #   make bench   run the benchmarks and rewrite BENCHMARKS.md
 
 PYTHON ?= python3
@@ -25,8 +26,9 @@ all: test
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# The pipeline extra (Beam) too: the tests run the geofence job; the service image leaves it out.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
+	$(UV) sync --locked --extra pipeline --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 env: $(VENV)/.synced
@@ -55,6 +57,7 @@ test: env node browser
 lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile pipelines/geofence/Dockerfile
 
 bench: env node redis
 	$(VENV)/bin/python -m loadtest.bench

@@ -59,6 +59,12 @@ def environment() -> Mapping[str, str]:
     return os.environ
 
 
+def add_to_environment(values: Mapping[str, str]) -> None:
+    """Set ``values`` in the process environment, before the entrypoint that reads it runs
+    (``meridian serve``: what the catalog adds for a service, such as its role)."""
+    os.environ.update(values)
+
+
 @dataclass(frozen=True)
 class Observability:
     """Logs and traces (``meridian.observability``)."""
@@ -117,7 +123,7 @@ class Embedded:
 
     start_timeout_s: float = 90.0  # MERIDIAN_START_TIMEOUT: every service healthy within
     ttl_sweep_s: float = 60.0  # MERIDIAN_TTL_SWEEP_S: expired documents deleted this often
-    workflows_dir: Path | None = None  # MERIDIAN_WORKFLOWS_DIR; None: the repository's workflows/
+    workflows_dir: Path | None = None  # MERIDIAN_WORKFLOWS_DIR; None: the packaged workflows/
     eventarc_min_backoff_s: float = 10.0  # MERIDIAN_EVENTARC_MIN_BACKOFF (Eventarc's own values)
     eventarc_max_backoff_s: float = 600.0  # MERIDIAN_EVENTARC_MAX_BACKOFF
     sla_tick_s: float = 30.0  # MERIDIAN_SLA_TICK_S: the ETA reactor's SLA check this often
@@ -129,7 +135,11 @@ class Embedded:
 class Settings:
     backend: Backend = "embedded"
     data_dir: Path = Path(".meridian")
+    # MERIDIAN_HOST: the address services bind to; unset, loopback, except on Cloud Run
+    # (``cloud_run_service``), whose port check reaches the container from outside: 0.0.0.0.
     host: str = "127.0.0.1"
+    # K_SERVICE, which Cloud Run sets in every container it runs: the service's name there.
+    cloud_run_service: str = ""
     base_port: int = 8700
     # PORT (Cloud Run's, and the supervisor's for each child): where this process listens;
     # None: its service's port (``port_of``).
@@ -176,7 +186,8 @@ class Settings:
         return cls(
             backend=backend,  # type: ignore[arg-type]  # checked just above
             data_dir=Path(env.get("MERIDIAN_DATA_DIR", ".meridian")),
-            host=env.get("MERIDIAN_HOST", "127.0.0.1"),
+            host=env.get("MERIDIAN_HOST") or ("0.0.0.0" if env.get("K_SERVICE") else "127.0.0.1"),
+            cloud_run_service=env.get("K_SERVICE", ""),
             base_port=read.integer("MERIDIAN_BASE_PORT", 8700),
             port=read.optional_integer("PORT"),
             port_overrides={

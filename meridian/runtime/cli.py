@@ -262,6 +262,39 @@ def token(
     typer.echo(LocalIdentityIssuer(data_dir).token(sub, role, ttl))
 
 
+@app.command()
+def serve(
+    service: Annotated[
+        str,
+        typer.Argument(
+            envvar="MERIDIAN_SERVICE",
+            help="A service of the catalog's services section, e.g. command, eta, live-map.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Run one service in this process, as its Cloud Run container does (the image's entrypoint
+    is `meridian serve`): the catalog names its package and what it adds to the environment (its
+    role); `<package>.app` then runs as `python -m` runs it, configured from the environment
+    (`PORT`, `MERIDIAN_BACKEND`, ...)."""
+    import runpy
+
+    from meridian.config import add_to_environment
+
+    try:
+        spec = load_catalog().services.get(service)
+    except CatalogError as e:
+        console.print(f"[red]catalog error:[/] {e}")
+        raise typer.Exit(2) from None
+    if spec is None or spec.kind == "pipeline":
+        servable = [n for n, s in load_catalog().services.items() if s.kind != "pipeline"]
+        why = "runs on Dataflow, not as a service" if spec else "is not in the catalog"
+        console.print(f"[red]{service} {why}[/]; one of: {', '.join(servable)}")
+        raise typer.Exit(2)
+    add_to_environment(spec.env)
+    runpy.run_module(f"{spec.package}.app", run_name="__main__", alter_sys=True)
+
+
 def _mount_subcommands() -> None:
     """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
     from meridian.embedded.pubsub.cli import app as pubsub_app

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -37,10 +36,10 @@ from meridian.embedded.warehouse import EmbeddedWarehouse
 from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.observability import get_logger
+from meridian.resources import workflows_directory
 from services.reactors.eta.schedule import SLA_TICK_PATH
 
 log = get_logger(__name__)
-WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 
 
 def push_endpoint(settings: Settings) -> Any:
@@ -94,8 +93,9 @@ def topology(catalog: Catalog, settings: Settings) -> dict[str, Any]:
 
 def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
     broker = Broker(settings.data_dir, project=settings.project)
-    # The Workflows engine runs workflows/*.yaml durably in the document store; its
-    # executions and callbacks API is served at the platform's URL, so callback URLs point here.
+    # The Workflows engine runs workflows/*.yaml (packaged, meridian.resources) durably in the
+    # document store; its executions and callbacks API is served at the platform's URL, so
+    # callback URLs point here.
     # A restarted platform resumes every ACTIVE execution when the engine opens.
     engine = WorkflowEngine(
         EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS),
@@ -103,7 +103,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         env={"DISPATCH_STEPS_URL": settings.url_of("dispatch")},
         project=settings.project,
     )
-    engine.register_directory(settings.embedded.workflows_dir or WORKFLOWS_DIR)
+    engine.register_directory(settings.embedded.workflows_dir or workflows_directory())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

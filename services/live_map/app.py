@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from meridian.app.auth import bearer_token
 from meridian.domain.errors import NotFound, Unauthenticated
 from meridian.edge.problems import install_problem_handlers, problem
+from meridian.resources import package_directory
 from services.live_map.bootstrap import LiveMap
 from services.live_map.tracking import (
     MapEvent,
@@ -32,7 +33,8 @@ from services.live_map.tracking import (
     track_parcel,
 )
 
-STATIC = Path(__file__).parent / "static"
+# The pages and the vendored Leaflet (static/leaflet/, with its licence): package data.
+STATIC = package_directory("services.live_map", "static")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -154,7 +156,7 @@ def _file(folder: Path, name: str) -> FileResponse:
     root = folder.resolve()
     path = (root / name).resolve()
     if not path.is_relative_to(root) or not path.is_file():
-        raise NotFound(f"no asset {name} (is Leaflet installed? run `make node`)")
+        raise NotFound(f"no asset {name}")
     return FileResponse(path, headers={"Cache-Control": "public, max-age=300"})
 
 

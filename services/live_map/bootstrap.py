@@ -14,12 +14,13 @@ from meridian.catalog import load_catalog
 from meridian.concurrency.offload import InThread
 from meridian.config import Settings
 from meridian.ports import IdentityVerifier
+from meridian.resources import package_directory
 from services.live_map.pings import PingDecoder
 from services.live_map.positions import DEFAULT_INTERVAL_S
 from services.live_map.tracking import TrackingDeps
 from services.live_map.writer import DEFAULT_MAX_OUTSTANDING, PositionWriter
 
-ROOT = Path(__file__).resolve().parents[2]
+LEAFLET = package_directory("services.live_map", "static", "leaflet")  # vendored, with its licence
 
 Role = Literal["all", "streams", "writer"]
 ROLES: tuple[Role, ...] = ("all", "streams", "writer")
@@ -32,7 +33,8 @@ class MapOptions:
     ``LIVE_MAP_ROLE``, ``LIVE_MAP_DEBOUNCE_S`` (default 2), ``LIVE_MAP_MAX_OUTSTANDING``,
     ``LIVE_MAP_TILE_URL`` (base tiles; empty, the default, draws stops and routes on a plain
     background and needs no network), ``LIVE_MAP_TILE_ATTRIBUTION``, ``LIVE_MAP_ASSETS``
-    (Leaflet's ``dist`` folder; default ``node_modules/leaflet/dist``, installed by ``npm ci``).
+    (a folder with Leaflet's ``dist`` files; default the Leaflet 1.9.4 packaged with the service,
+    ``static/leaflet/``, so an installed wheel serves the pages with nothing else installed).
 
     The role says what a process does: ``all`` (the default) runs the position writer and serves
     the tracking streams and pages; ``streams`` serves them without a writer (replicas that scale
@@ -45,7 +47,7 @@ class MapOptions:
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING
     tile_url: str = ""
     tile_attribution: str = ""
-    leaflet_dir: Path = ROOT / "node_modules" / "leaflet" / "dist"
+    leaflet_dir: Path = LEAFLET
 
     @property
     def runs_writer(self) -> bool:

@@ -11,6 +11,8 @@ top-level, inside functions, under ``if TYPE_CHECKING``. The rules:
   import FastAPI, Starlette, Beam or a Google client (``google.cloud``, ``google.api_core``).
 - services: a service never imports another service's package (each of services/<name>/ and
   services/reactors/<name>/ is one service); what two services share belongs in meridian/.
+- beam: only pipelines/ imports Beam (``apache_beam``); the core and the services run from the
+  service image, which is built without the ``pipeline`` extra (handlers are the handlers rule's).
 
 A violation names the importing file, the line and the rule. The checker itself is tested on
 small module trees written to a temporary directory, so the test fails when a rule is broken.
@@ -104,6 +106,12 @@ RULES = (
         "a service never imports another service's package",
         lambda f: service_of(f) is not None,
         lambda i: service_of(i.module) not in (None, service_of(i.file)),
+    ),
+    Rule(
+        "beam",
+        "only pipelines/ imports Beam: the service image has none",
+        lambda f: f.startswith(("meridian/", "services/")) and not _is_handler(f),
+        lambda i: _within(i.module, "apache_beam"),
     ),
 )
 
@@ -252,6 +260,18 @@ def test_a_clean_tree_has_no_violations(tmp_path: Path) -> None:
             "from ..eta import board\n",
             "services/reactors/pod/bootstrap.py:1: services rule (a service never imports "
             "another service's package): imports services.reactors.eta",
+        ),
+        (
+            "meridian/codec/events.py",
+            "def f():\n    import apache_beam.coders\n",
+            "meridian/codec/events.py:2: beam rule (only pipelines/ imports Beam: the service "
+            "image has none): imports apache_beam.coders",
+        ),
+        (
+            "services/live_map/pings.py",
+            "from apache_beam import DoFn\n",
+            "services/live_map/pings.py:1: beam rule (only pipelines/ imports Beam: the service "
+            "image has none): imports apache_beam",
         ),
     ],
 )
