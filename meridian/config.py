@@ -147,12 +147,14 @@ class Settings:
     # MERIDIAN_PORT_<SERVICE>: one service's port instead of base plus offset, keyed by service.
     port_overrides: Mapping[str, int] = field(default_factory=dict)
     project: str = "meridian-local"
-    # The platform identities (service accounts) that sign push, Eventarc and Cloud Scheduler
-    # tokens: the embedded platform signs as them, and each endpoint accepts only the one that
-    # calls it. Empty means the name terraform/ gives it in ``project`` (see __post_init__).
+    # The platform identities (service accounts) that sign push, Eventarc, Cloud Scheduler and
+    # Workflows (the dispatch saga calling its steps) tokens: the embedded platform signs as them,
+    # and each endpoint accepts only the one that calls it. Empty means the name terraform/ gives
+    # it in ``project`` (see __post_init__).
     push_identity: str = ""
     eventarc_identity: str = ""
     scheduler_identity: str = ""
+    workflow_identity: str = ""
     # MERIDIAN_TRACKING_BASE_URL: where customers open the live map from a tracking link;
     # empty means the live map's own URL.
     tracking_base_url: str = ""
@@ -168,6 +170,7 @@ class Settings:
             "push_identity": "pubsub-push",
             "eventarc_identity": "eventarc-trigger",
             "scheduler_identity": "scheduler",
+            "workflow_identity": "dispatch-wf",
         }
         for name, account in defaults.items():
             if not getattr(self, name):
@@ -199,6 +202,7 @@ class Settings:
             push_identity=env.get("MERIDIAN_PUSH_IDENTITY", ""),
             eventarc_identity=env.get("MERIDIAN_EVENTARC_IDENTITY", ""),
             scheduler_identity=env.get("MERIDIAN_SCHEDULER_IDENTITY", ""),
+            workflow_identity=env.get("MERIDIAN_WORKFLOW_IDENTITY", ""),
             tracking_base_url=env.get("MERIDIAN_TRACKING_BASE_URL", ""),
             webhook_allow_networks=env.get("MERIDIAN_WEBHOOK_ALLOW_NETWORKS", ""),
             observability=Observability(

@@ -102,6 +102,10 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         base_url=settings.url_of("platform"),
         env={"DISPATCH_STEPS_URL": settings.url_of("dispatch")},
         project=settings.project,
+        # calls with ``auth: {type: OIDC}`` carry a token signed as the workflow's identity
+        oidc_token=functools.partial(
+            TokenIssuer(settings.data_dir).token, email=settings.workflow_identity
+        ),
     )
     engine.register_directory(settings.embedded.workflows_dir or workflows_directory())
 

@@ -4,7 +4,9 @@ streams and pages, or both (its role, see ``bootstrap.MapOptions``).
 
 Entrypoint only: it authenticates, opens a stream from ``tracking`` and frames it as Server-Sent
 Events. Tokens come in an ``Authorization: Bearer`` header (the pages send it with ``fetch``) or,
-for plain ``EventSource`` clients that cannot set headers, a ``token`` query parameter.
+for plain ``EventSource`` clients that cannot set headers, a ``token`` query parameter. The pages
+and their assets are public; the streams answer 401 to a caller without a token. Its routes take
+no body: anything over the default body limit (``meridian.edge.body_limits``) is refused unread.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meridian.app.auth import bearer_token
 from meridian.domain.errors import NotFound, Unauthenticated
+from meridian.edge.fast_routes import PlainRoutes
 from meridian.edge.problems import install_problem_handlers, problem
 from meridian.resources import package_directory
 from services.live_map.bootstrap import LiveMap
@@ -74,7 +77,7 @@ def create_app(live_map: LiveMap) -> FastAPI:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    app = FastAPI(
+    app = PlainRoutes(
         title="Meridian live map",
         version="1",
         description="Vehicle positions pushed to customers and dispatchers as Server-Sent Events.",

@@ -9,17 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from meridian.app import dispatch_records as rec
 from meridian.app.records import parcel_document
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
+from meridian.config import Settings
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Conflict, NotFound, Unavailable, ValidationError
 from meridian.domain.model import DispatchWindow, GeoPoint, Parcel, Recipient, Stop, TimeWindow
+from meridian.edge.push_auth import VerifiedPush
 from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.oidc import PushTokenVerifier, TokenIssuer, load_jwks
 from meridian.embedded.routing import FaultInjectingOptimizer, OrToolsRouteOptimizer
 from services.dispatch import steps
+from services.dispatch.app import create_app
 from services.dispatch.handlers import Deps
 from tests.fakes import FakePublisher
 
@@ -264,16 +269,31 @@ def test_optimizer_down_then_full_compensation_and_failure_event(
     assert _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")["status"] == "FAILED"
 
 
-def test_the_route_refuses_a_bad_body_naming_each_field_before_any_step_runs(deps: Deps) -> None:
-    from fastapi.testclient import TestClient
+WORKFLOW = Settings(project="meridian-local").workflow_identity
+STEPS_URL = "http://127.0.0.1:8799"
 
-    from services.dispatch.app import create_app
 
+def _steps_client(deps: Deps, tmp_path: Path) -> tuple[TestClient, TokenIssuer]:
+    """The step service as bootstrap builds it on the embedded backend: only the workflow's
+    identity may call, with a token for the step's URL."""
+    auth = VerifiedPush(PushTokenVerifier(load_jwks(tmp_path)), frozenset({WORKFLOW}))
+    client = TestClient(create_app(deps, auth, STEPS_URL), raise_server_exceptions=False)
+    return client, TokenIssuer(tmp_path)
+
+
+def _as_workflow(issuer: TokenIssuer, step: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issuer.token(f'{STEPS_URL}/v1/steps/{step}', WORKFLOW)}"}
+
+
+def test_the_route_refuses_a_bad_body_naming_each_field_before_any_step_runs(
+    deps: Deps, tmp_path: Path
+) -> None:
     _seed(deps, parcels=1, drivers=1)
-    client = TestClient(create_app(deps))
+    client, issuer = _steps_client(deps, tmp_path)
     bad = client.post(
         "/v1/steps/offer_routes",
         json={"offers": [{"route_id": "w1-r01"}], "timeout_s": -1},
+        headers=_as_workflow(issuer, "offer_routes"),
     )
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
@@ -282,16 +302,43 @@ def test_the_route_refuses_a_bad_body_naming_each_field_before_any_step_runs(dep
         "offers.0.callback_url",
         "timeout_s",
     }
-    assert client.post("/v1/steps/nope", json={}).status_code == 404
+    assert (
+        client.post("/v1/steps/nope", json={}, headers=_as_workflow(issuer, "nope")).status_code
+        == 404
+    )
     assert _status(deps, "parcels/p0") == "CREATED"  # nothing ran
-    first = client.post(
-        "/v1/steps/reserve", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
-    )
-    again = client.post(
-        "/v1/steps/reserve", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
-    )
+    reserve = {**_as_workflow(issuer, "reserve"), "Idempotency-Key": "k"}
+    first = client.post("/v1/steps/reserve", json={"window_id": "w1"}, headers=reserve)
+    again = client.post("/v1/steps/reserve", json={"window_id": "w1"}, headers=reserve)
     assert first.status_code == again.status_code == 200 and first.json() == again.json()
     reused = client.post(
-        "/v1/steps/assign", json={"window_id": "w1"}, headers={"Idempotency-Key": "k"}
+        "/v1/steps/assign",
+        json={"window_id": "w1"},
+        headers={**_as_workflow(issuer, "assign"), "Idempotency-Key": "k"},
     )
     assert reused.status_code == 422  # the one request ledger: a key names one request
+
+
+def test_only_the_dispatch_workflow_may_call_a_step_and_before_its_body_is_judged(
+    deps: Deps, tmp_path: Path
+) -> None:
+    """#25 item 7: POST /v1/steps/release with no token answered 422, describing the body it
+    wanted to an anonymous caller. Authentication first (401), authorisation (403), validation."""
+    _seed(deps, parcels=1, drivers=1)
+    client, issuer = _steps_client(deps, tmp_path)
+    anonymous = client.post("/v1/steps/release")
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    assert client.post("/v1/steps/release", content=b"{not json").status_code == 401
+    assert client.post("/v1/steps/no-such-step").status_code == 401
+    forged = TokenIssuer(tmp_path / "elsewhere").token(f"{STEPS_URL}/v1/steps/release", WORKFLOW)
+    headers = {"Authorization": f"Bearer {forged}"}
+    assert client.post("/v1/steps/release", headers=headers).status_code == 401
+    other_step = _as_workflow(issuer, "complete")  # a token for another step's URL
+    assert client.post("/v1/steps/release", headers=other_step).status_code == 401
+    intruder = issuer.token(f"{STEPS_URL}/v1/steps/release", "intruder@x.iam.gserviceaccount.com")
+    headers = {"Authorization": f"Bearer {intruder}"}
+    assert client.post("/v1/steps/release", json={}, headers=headers).status_code == 403
+    invalid = client.post("/v1/steps/release", json={}, headers=_as_workflow(issuer, "release"))
+    assert invalid.status_code == 422  # only now is the body judged
+    assert _status(deps, "parcels/p0") == "CREATED"  # nothing ran

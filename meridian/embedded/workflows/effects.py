@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -123,11 +124,20 @@ def _url(args: dict[str, Any]) -> str:
     return f"{url}{separator}{urllib.parse.urlencode(pairs)}"
 
 
+# An OIDC token for an audience, signed as the workflow's identity.
+OidcToken = Callable[[str], str]
+
+
 async def http_call(
-    function: str, args: dict[str, Any], transport: HttpTransport
+    function: str,
+    args: dict[str, Any],
+    transport: HttpTransport,
+    oidc_token: OidcToken | None = None,
 ) -> dict[str, Any]:
     """Run ``http.get``/``post``/…/``request``; returns ``{code, headers, body}`` or raises the
-    Workflows error. ``auth`` is accepted and ignored: local services trust loopback."""
+    Workflows error. ``auth: {type: OIDC}`` sends ``oidc_token``'s token for ``auth.audience``,
+    by default the URL without its query, as Cloud Workflows does; without ``oidc_token`` (an
+    engine given none) the call goes unsigned."""
     method = (
         str(args.get("method", "")).upper() if function == "http.request" else function[5:].upper()
     )
@@ -144,6 +154,10 @@ async def http_call(
     headers = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_headers.items()}
     body = _encode_body(args.get("body"), headers)
     url = _url(args)
+    auth = args.get("auth")
+    if oidc_token is not None and isinstance(auth, dict) and auth.get("type") == "OIDC":
+        audience = auth.get("audience") or url.partition("?")[0]
+        headers["Authorization"] = f"Bearer {oidc_token(str(audience))}"
     try:
         response = await transport.send(method, url, headers, body, float(timeout))
     except TransportError as e:

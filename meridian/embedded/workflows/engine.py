@@ -31,7 +31,7 @@ from . import records
 from .checkpoints import Write
 from .clock import Clock, SystemClock
 from .definition import Program, load_program
-from .effects import HttpTransport, HttpxTransport
+from .effects import HttpTransport, HttpxTransport, OidcToken
 from .execution import ExecutionRun
 
 T = TypeVar("T")
@@ -53,6 +53,7 @@ class WorkflowEngine(WorkflowExecutions):
         base_url: str = "http://127.0.0.1:8790",
         project: str = "meridian-local",
         location: str = "local",
+        oidc_token: OidcToken | None = None,
     ) -> None:
         self.store = store
         self.transport = transport or HttpxTransport()
@@ -61,6 +62,7 @@ class WorkflowEngine(WorkflowExecutions):
         self.base_url = base_url.rstrip("/")
         self.project = project
         self.location = location
+        self.oidc_token = oidc_token  # signs calls made with ``auth: {type: OIDC}``
         self.programs: dict[str, Program] = {}
         # every execution's saves, one batch per loop turn (checkpoints.StoredState is a source)
         self.commits: OrderedWriter[Write] = OrderedWriter(store.batch_write, "workflows-commit")

@@ -184,7 +184,7 @@ class ExecutionRun:
 
     async def http(self, function: str, args: dict[str, Any]) -> dict[str, Any]:
         await self.stored.durable()  # the request may depend on any step saved before it
-        return await http_call(function, args, self.engine.transport)
+        return await http_call(function, args, self.engine.transport, self.engine.oidc_token)
 
     def log(self, args: dict[str, Any]) -> None:
         severity = str(args.get("severity", "DEFAULT")).upper()
