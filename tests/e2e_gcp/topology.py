@@ -5,7 +5,9 @@ dead-letter policies.
 Push subscriptions are created as pull subscriptions: Google's Pub/Sub emulator pushes without a
 token, so the harness's relay (``relay.py``) pulls them and pushes each message signed, as Pub/Sub
 does. The BigQuery subscription is a pull one too (no BigQuery on the emulator). What the emulator
-0.8.20 keeps but does not apply: filters (it delivers every message to every subscription).
+0.8.20 keeps but does not apply: filters (it delivers every message to every subscription). What
+it refuses that Pub/Sub accepts: a subscription retention over 7 days (Pub/Sub's bound is now
+31 days, reference §2.6), so the dead-letter subscriptions' 31 days are capped to 7 here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from google.protobuf import duration_pb2
 
 from meridian.catalog import Catalog
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
+
+# The emulator's bound on a subscription's retention (Pub/Sub's older one).
+EMULATOR_MAX_SUBSCRIPTION_RETENTION_S = 7 * 86400
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -66,7 +71,9 @@ class GoogleTopology:
             "name": self.subscriber.subscription_path(self.project, config.name),
             "topic": self.topic_path(config.topic),
             "ack_deadline_seconds": config.ack_deadline_s,
-            "message_retention_duration": _duration(config.message_retention_s),
+            "message_retention_duration": _duration(
+                min(config.message_retention_s, EMULATOR_MAX_SUBSCRIPTION_RETENTION_S)
+            ),
             "enable_message_ordering": config.ordering,
         }
         if config.filter:
