@@ -111,10 +111,14 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
 
 
 def push_authenticator(settings: Settings, allowed_emails: frozenset[str]) -> PushAuthenticator:
-    """Checks push tokens; only ``allowed_emails`` (identities of ``Settings``) may call."""
-    from meridian.edge.push_auth import CloudRunIamPush, VerifiedPush
+    """Checks push tokens; only ``allowed_emails`` (identities of ``Settings``) may call. On gcp,
+    the claims Cloud Run's IAM verified, or, with ``Settings.push_certs_url``, the signature
+    verified here against the keys published there."""
+    from meridian.edge.push_auth import CloudRunIamPush, PublishedKeys, VerifiedPush
 
     if settings.backend == "gcp":
+        if settings.push_certs_url:
+            return VerifiedPush(PublishedKeys(settings.push_certs_url), allowed_emails)
         return CloudRunIamPush(allowed_emails)
     from meridian.embedded.oidc import PushTokenVerifier, load_jwks
 
@@ -144,12 +148,16 @@ def tracking_tokens(settings: Settings) -> TrackingTokens:
 # External systems (issue #6): embedded stand-ins locally, real providers on GCP -----------------
 
 
-def _provider_secret(settings: Settings, name_field: str) -> str:
-    """A provider credential from Secret Manager, the secret named by ``settings.providers``'
-    ``name_field`` (ConfigError naming its variable if unset)."""
+def _provider_key(settings: Settings, provider: str) -> str:
+    """A provider's API key: ``settings.providers.<provider>_api_key`` when set (Cloud Run put
+    the secret in the environment), else read from the Secret Manager secret that
+    ``<provider>_api_key_secret`` names (ConfigError naming its variable if neither is set)."""
+    value = str(getattr(settings.providers, f"{provider}_api_key"))
+    if value:
+        return value
     from meridian.gcp.external import secret
 
-    return secret(settings.project, settings.required(name_field))
+    return secret(settings.project, settings.required(f"{provider}_api_key_secret"))
 
 
 def sms_gateway(settings: Settings) -> SmsGateway:
@@ -157,7 +165,7 @@ def sms_gateway(settings: Settings) -> SmsGateway:
 
     if settings.backend == "gcp":
         url = settings.required("sms_url")
-        return HttpSmsGateway(url, _provider_secret(settings, "sms_api_key_secret"))
+        return HttpSmsGateway(url, _provider_key(settings, "sms"))
     return HttpSmsGateway(settings.url_of("sms-gateway"))
 
 
@@ -166,7 +174,7 @@ def billing_api(settings: Settings) -> BillingApi:
 
     if settings.backend == "gcp":
         url = settings.required("billing_url")
-        return HttpBillingApi(url, _provider_secret(settings, "billing_api_key_secret"))
+        return HttpBillingApi(url, _provider_key(settings, "billing"))
     return HttpBillingApi(settings.url_of("billing-api"))
 
 
@@ -181,7 +189,7 @@ def travel_time(settings: Settings) -> TravelTime:
     if settings.backend == "gcp":
         from meridian.gcp.external import RoutesApiTravelTime
 
-        return RoutesApiTravelTime(_provider_secret(settings, "routes_api_key_secret"))
+        return RoutesApiTravelTime(_provider_key(settings, "routes"))
     from meridian.embedded.external.local import GreatCircleTravelTime
 
     return GreatCircleTravelTime()

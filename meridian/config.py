@@ -90,6 +90,12 @@ class Providers:
     billing_url: str = ""  # MERIDIAN_BILLING_URL
     billing_api_key_secret: str = ""  # MERIDIAN_BILLING_API_KEY_SECRET
     routes_api_key_secret: str = ""  # MERIDIAN_ROUTES_API_KEY_SECRET
+    # MERIDIAN_SMS_API_KEY, MERIDIAN_BILLING_API_KEY, MERIDIAN_ROUTES_API_KEY: the key itself, as
+    # Cloud Run puts a Secret Manager secret in the environment; when set, the secret named by
+    # the *_SECRET variable is not read (``meridian.adapters``).
+    sms_api_key: str = ""
+    billing_api_key: str = ""
+    routes_api_key: str = ""
     pod_bucket: str = ""  # MERIDIAN_POD_BUCKET
     tracking_secret: str = ""  # MERIDIAN_TRACKING_SECRET (signs customers' tracking tokens)
     # MERIDIAN_<NAME>_WORKFLOW=projects/P/locations/L/workflows/W (set by Terraform): the Cloud
@@ -107,6 +113,17 @@ _PROVIDER_VARIABLES = {
     "pod_bucket": "MERIDIAN_POD_BUCKET",
     "tracking_secret": "MERIDIAN_TRACKING_SECRET",
 }
+# Provider keys given by value (no Settings.required: the *_SECRET variable is the fallback).
+_PROVIDER_KEYS = {
+    "sms_api_key": "MERIDIAN_SMS_API_KEY",
+    "billing_api_key": "MERIDIAN_BILLING_API_KEY",
+    "routes_api_key": "MERIDIAN_ROUTES_API_KEY",
+}
+
+# Where Identity Platform publishes the keys that sign its ID tokens (x509 certificates).
+IDENTITY_PLATFORM_CERTS_URL = (
+    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,15 @@ class Settings:
     eventarc_identity: str = ""
     scheduler_identity: str = ""
     workflow_identity: str = ""
+    # MERIDIAN_PUSH_CERTS_URL: where the keys signing those tokens are published (a JWKS, as
+    # Google's https://www.googleapis.com/oauth2/v3/certs). Empty (Cloud Run): IAM verified the
+    # token before the request arrived and strips its signature (reference §3.5), so the
+    # service reads its claims only. Set: each endpoint verifies signature, audience, issuer
+    # and expiry itself against these keys (a service no IAM check fronts; tests/e2e_gcp).
+    push_certs_url: str = ""
+    # MERIDIAN_IDENTITY_CERTS_URL: the keys signing Identity Platform's ID tokens (drivers,
+    # dispatchers); Google's own unless set.
+    identity_certs_url: str = IDENTITY_PLATFORM_CERTS_URL
     # MERIDIAN_TRACKING_BASE_URL: where customers open the live map from a tracking link;
     # empty means the live map's own URL.
     tracking_base_url: str = ""
@@ -202,6 +228,9 @@ class Settings:
             push_identity=env.get("MERIDIAN_PUSH_IDENTITY", ""),
             eventarc_identity=env.get("MERIDIAN_EVENTARC_IDENTITY", ""),
             scheduler_identity=env.get("MERIDIAN_SCHEDULER_IDENTITY", ""),
+            push_certs_url=env.get("MERIDIAN_PUSH_CERTS_URL", ""),
+            identity_certs_url=env.get("MERIDIAN_IDENTITY_CERTS_URL")
+            or IDENTITY_PLATFORM_CERTS_URL,
             workflow_identity=env.get("MERIDIAN_WORKFLOW_IDENTITY", ""),
             tracking_base_url=env.get("MERIDIAN_TRACKING_BASE_URL", ""),
             webhook_allow_networks=env.get("MERIDIAN_WEBHOOK_ALLOW_NETWORKS", ""),
@@ -217,6 +246,7 @@ class Settings:
             ),
             providers=Providers(
                 **{name: env.get(variable, "") for name, variable in _PROVIDER_VARIABLES.items()},
+                **{name: env.get(variable, "") for name, variable in _PROVIDER_KEYS.items()},
                 workflows={
                     _service_name(m[1]): env[m[0]] for m in map(_WORKFLOW.fullmatch, env) if m
                 },
