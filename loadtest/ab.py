@@ -170,6 +170,7 @@ def reactors_round(tree: Path) -> dict[str, float]:
     return {
         "reactors CPU-ms/delivery": reactors * 1000 / delivered,
         "all processes CPU-ms/delivery": sum(used.values()) * 1000 / delivered,
+        **{f"{name} CPU-ms/delivery": used[name] * 1000 / delivered for name in sorted(used)},
         "deliveries": float(len(phase.accepted)),
         "drained": float(drained),
     }
