@@ -33,6 +33,7 @@ from meridian.ports import (
     SmsGateway,
     Subscriber,
     TravelTime,
+    Warehouse,
     WebhookSender,
     WorkflowExecutions,
 )
@@ -231,3 +232,16 @@ def workflow_executions(settings: Settings) -> WorkflowExecutions:
     from meridian.embedded.workflows.client import WorkflowsClient
 
     return WorkflowsClient(settings.url_of("platform"))
+
+
+def warehouse(settings: Settings) -> Warehouse:
+    """The analytics warehouse (the telemetry archive): BigQuery in ``settings.project`` on GCP
+    (its tables are Terraform's, day-partitioned), DuckDB over Parquet files in the data
+    directory locally."""
+    if settings.backend == "gcp":
+        from meridian.gcp.bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse(settings.project)
+    from meridian.embedded.warehouse import EmbeddedWarehouse
+
+    return EmbeddedWarehouse(settings.data_dir)
