@@ -6,7 +6,9 @@ a redelivery is the same row, which BigQuery drops as a duplicate within about a
 random id the client reuses on its own retries. A table is created on its first append, with
 the columns of its rows, day-partitioned on ``publish_time`` when they have it and by ingestion
 time (``_PARTITIONTIME``) when not, as ``terraform/modules/pubsub/bigquery.tf`` creates the
-BigQuery subscriptions' tables; a later append that brings new columns adds them, NULLABLE.
+BigQuery subscriptions' tables; a later append that brings new columns adds them, NULLABLE. The
+adapter remembers the columns it has seen per table, so an append of known columns is one call.
+Rows with no ``publish_time`` in a table partitioned on it land in BigQuery's NULL partition.
 
 Queries are GoogleSQL: the port's ``$name`` placeholders become ``@name`` with a typed
 ``ScalarQueryParameter`` each, and ``dataset.table`` names resolve in the client's project.
@@ -194,6 +196,9 @@ class BigQueryWarehouse(Warehouse):
     def __init__(self, project: str, *, client: Any = None, location: str | None = None) -> None:
         self.project = project
         self.client = client or bigquery.Client(project=project, location=location)
+        # The columns each table is known to have: an append of known columns goes straight to
+        # insertAll, without first reading the table (one round trip instead of two).
+        self._columns: dict[str, set[str]] = {}
 
     def _table_id(self, table: str) -> str:
         return f"{self.project}.{table}"
@@ -205,7 +210,9 @@ class BigQueryWarehouse(Warehouse):
             return
         columns = _columns_of(rows)
         with _translated():
-            self._ensure_table(table, columns)
+            if not columns.keys() <= self._columns.get(table, set()):
+                self._ensure_table(table, columns)
+                self._columns.setdefault(table, set()).update(columns)
             errors = self.client.insert_rows_json(
                 self._table_id(table),
                 [_json_row(row) for row in rows],

@@ -205,17 +205,20 @@ def test_rows_without_a_message_id_get_distinct_insert_ids(
     assert warehouse.query("SELECT COUNT(*) AS n FROM facts.counts") == [{"n": 2}]
 
 
+def test_an_append_of_known_columns_does_not_read_the_table_again(
+    warehouse: BigQueryWarehouse, google: StubBigQuery
+) -> None:
+    warehouse.append_rows("facts.counts", [{"n": 1}])
+    warehouse.append_rows("facts.counts", [{"n": 2}])
+    assert len(sent(google, "get_table")) == 1
+    assert len(sent(google, "insert_rows_json")) == 2
+
+
 def test_rows_bigquery_refuses_are_a_validation_error(
     warehouse: BigQueryWarehouse, google: StubBigQuery
 ) -> None:
     warehouse.append_rows("facts.counts", [{"n": 1}])
-    google.tables[f"{PROJECT}.facts.counts"].table.schema = []  # a schema changed behind us
-    google.get_table = lambda _: bigquery.Table(
-        f"{PROJECT}.facts.counts",
-        schema=[  # type: ignore[method-assign]
-            bigquery.SchemaField("n", "INTEGER")
-        ],
-    )
+    google.tables[f"{PROJECT}.facts.counts"].table.schema = []  # changed behind the adapter
     with pytest.raises(ValidationError, match="no such field: n"):
         warehouse.append_rows("facts.counts", [{"n": 2}])
 
