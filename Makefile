@@ -3,7 +3,7 @@
 #   make demo    run the whole platform on the embedded runtime, with a scripted scenario
 #   make test    run the test suite (unit, contract, integration, e2e)
 #   make lint    ruff on everything, mypy (strict) on meridian/, services/ and pipelines/,
-#                hadolint on the two Dockerfiles
+#                terraform fmt -check (when terraform is installed), hadolint on the two Dockerfiles
 #   make bench   run the benchmarks and rewrite BENCHMARKS.md
 
 PYTHON ?= python3
@@ -57,6 +57,9 @@ test: env node browser
 lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@# Only a missing binary skips (never a failing check).
+	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform; \
+	else echo "terraform not installed: fmt check skipped"; fi
 	$(VENV)/bin/hadolint Dockerfile pipelines/geofence/Dockerfile
 
 bench: env node redis

@@ -105,7 +105,11 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
     if settings.backend == "gcp":
         from meridian.gcp.identity import IdentityPlatformVerifier
 
-        return CachingVerifier(IdentityPlatformVerifier(settings.project))
+        return CachingVerifier(
+            IdentityPlatformVerifier(
+                settings.project, settings.identity_certs_url, settings.identity_tenants
+            )
+        )
     from meridian.embedded.identity import LocalIdentityVerifier
 
     return CachingVerifier(LocalIdentityVerifier.for_data_dir(settings.data_dir))

@@ -50,6 +50,48 @@ _WORKFLOW = re.compile(r"MERIDIAN_(\w+)_WORKFLOW")
 TRACE_EXPORTS = ("", "none", "console", "cloud-trace")
 
 
+# What each deployed service reads on the gcp backend, besides GCP_ENV_EVERY_SERVICE: terraform/
+# sets exactly these for it, and nothing else (tests/policy/test_terraform_env_parity.py checks both
+# ways, and that ``from_env`` or the service's own options read each). Cloud Run's own (PORT,
+# K_SERVICE) are not listed: the platform sets them. The identities are the service accounts whose
+# tokens a service accepts; GCP_SECRET_ENV are put in the environment by Cloud Run from Secret
+# Manager (the secret's value, never through Terraform).
+GCP_ENV_EVERY_SERVICE = ("GOOGLE_CLOUD_PROJECT", "MERIDIAN_BACKEND")
+_PUSHED = ("MERIDIAN_PUSH_IDENTITY",)  # a push reactor: Pub/Sub's push identity calls it
+GCP_SERVICE_ENV: dict[str, tuple[str, ...]] = {
+    "command": (
+        "MERIDIAN_DISPATCH_WORKFLOW",
+        "MERIDIAN_IDENTITY_TENANTS",
+        "MERIDIAN_POD_BUCKET",
+    ),
+    "event-publisher": ("MERIDIAN_EVENTARC_IDENTITY",),
+    "eta": (*_PUSHED, "MERIDIAN_ROUTES_API_KEY", "MERIDIAN_SCHEDULER_IDENTITY"),
+    "notification": (
+        *_PUSHED,
+        "MERIDIAN_SMS_API_KEY",
+        "MERIDIAN_SMS_URL",
+        "MERIDIAN_TRACKING_BASE_URL",
+        "MERIDIAN_TRACKING_SECRET",
+    ),
+    "billing": (*_PUSHED, "MERIDIAN_BILLING_API_KEY", "MERIDIAN_BILLING_URL"),
+    "pod": (*_PUSHED, "MERIDIAN_POD_BUCKET"),
+    "client-webhook": _PUSHED,
+    "driver-scoring": _PUSHED,
+    # The live map's role comes from the catalog's env (services.live_map.bootstrap.MapOptions).
+    "live-map": ("LIVE_MAP_ROLE", "MERIDIAN_IDENTITY_TENANTS", "MERIDIAN_TRACKING_SECRET"),
+    "live-map-writer": ("LIVE_MAP_ROLE", "MERIDIAN_TRACKING_SECRET"),
+    "dispatch": ("MERIDIAN_WORKFLOW_IDENTITY",),  # the dispatch saga calls its steps
+}
+GCP_SECRET_ENV = frozenset(
+    {
+        "MERIDIAN_BILLING_API_KEY",
+        "MERIDIAN_ROUTES_API_KEY",
+        "MERIDIAN_SMS_API_KEY",
+        "MERIDIAN_TRACKING_SECRET",
+    }
+)
+
+
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it."""
 
@@ -184,6 +226,9 @@ class Settings:
     # MERIDIAN_TRACKING_BASE_URL: where customers open the live map from a tracking link;
     # empty means the live map's own URL.
     tracking_base_url: str = ""
+    # MERIDIAN_IDENTITY_TENANTS: the Identity Platform tenants (comma-separated ids) whose users
+    # may sign in (drivers, customers); empty, only users of no tenant (``meridian.gcp.identity``).
+    identity_tenants: tuple[str, ...] = ()
     # MERIDIAN_WEBHOOK_ALLOW_NETWORKS: CIDRs or host names (comma-separated) client webhook
     # endpoints may resolve to although internal (``meridian.app.webhooks.AllowList.parse``).
     webhook_allow_networks: str = ""
@@ -233,6 +278,9 @@ class Settings:
             or IDENTITY_PLATFORM_CERTS_URL,
             workflow_identity=env.get("MERIDIAN_WORKFLOW_IDENTITY", ""),
             tracking_base_url=env.get("MERIDIAN_TRACKING_BASE_URL", ""),
+            identity_tenants=tuple(
+                t.strip() for t in env.get("MERIDIAN_IDENTITY_TENANTS", "").split(",") if t.strip()
+            ),
             webhook_allow_networks=env.get("MERIDIAN_WEBHOOK_ALLOW_NETWORKS", ""),
             observability=Observability(
                 log_level=(log_level or "INFO").upper(),
@@ -264,6 +312,14 @@ class Settings:
                 billing_faults=read.faults("MERIDIAN_BILLING"),
             ),
         )
+
+    @staticmethod
+    def required_env(service: str, backend: Backend = "gcp") -> frozenset[str]:
+        """The variables ``service`` must be given on ``backend`` (``GCP_SERVICE_ENV``); the
+        embedded runtime needs none (``meridian up`` derives everything)."""
+        if backend != "gcp":
+            return frozenset()
+        return frozenset(GCP_ENV_EVERY_SERVICE + GCP_SERVICE_ENV[service])
 
     def required(self, provider_field: str) -> str:
         """The value of a ``Providers`` field the chosen adapter needs; ConfigError naming its

@@ -746,8 +746,29 @@ def _reactor_named(name: str, reactors: set[str]) -> set[str]:
     }
 
 
+_MODULE_INSTANCE = re.compile(r'module\.[\w-]+\["([\w-]+)"\]')
+
+
+def scheduler_callers(tree: Tree) -> dict[str, set[str]]:
+    """Catalog service (a module instance, ``module.<call>["eta"]``, in the job's URI) => the
+    identities the Cloud Scheduler jobs calling it sign their OIDC tokens as."""
+    callers: dict[str, set[str]] = {}
+    for job in tree.of("google_cloud_scheduler_job"):
+        for target in _blocks(job.body, "http_target"):
+            instance = _MODULE_INSTANCE.search(str(target.get("uri", "")))
+            if not instance:
+                continue
+            for token in target.get("oidc_token", []):
+                callers.setdefault(instance.group(1), set()).update(
+                    _identity_refs(tree, token.get("service_account_email", ""), job.dir)
+                )
+    return callers
+
+
 def check_reactor_exposure(tree: Tree, catalog: dict[str, Any], catalog_path: Path) -> list[str]:
-    """Reactors (kind push-reactor) have internal ingress, and run.invoker only for the push identity."""
+    """Reactors (kind push-reactor) have internal ingress, and run.invoker only for the push
+    identity, and, granted beside the module (``module.reactor["eta"]``), for the identity of a
+    Cloud Scheduler job that calls that reactor."""
     problems: list[str] = []
     reactors = {n for n, s in catalog.get("services", {}).items() if s.get("kind") == REACTOR_KIND}
     identities = push_identities(tree)
@@ -813,6 +834,39 @@ def check_reactor_exposure(tree: Tree, catalog: dict[str, Any], catalog_path: Pa
                             f"{grant.where()}: run.invoker on reactor(s) {names} granted to {member}, "
                             "not the push service account"
                         )
+    problems += _reactor_grants_beside_the_module(tree, reactors, identities)
+    return problems
+
+
+def _reactor_grants_beside_the_module(
+    tree: Tree, reactors: set[str], identities: set[str]
+) -> list[str]:
+    """run.invoker grants naming one reactor instance (``module.reactor["eta"].name``) from outside
+    its module: the push identity, or the identity of a Scheduler job calling that reactor."""
+    problems: list[str] = []
+    schedulers = scheduler_callers(tree)
+    service_dirs = {s.dir for s in tree.of(*CLOUD_RUN_SERVICES)}
+    for grant in tree.blocks:
+        if grant.dir in service_dirs or grant.type not in CLOUD_RUN_IAM:
+            continue
+        if unq(str(grant.body.get("role", ""))) != "roles/run.invoker":
+            continue
+        target = str(grant.body.get("name", grant.body.get("service", "")))
+        instance = _MODULE_INSTANCE.search(target)
+        named = {instance.group(1)} if instance else _reactor_named(target, reactors)
+        for reactor in sorted(named & reactors):
+            allowed = identities | schedulers.get(reactor, set())
+            try:
+                members = _members_of(tree, grant, None)
+            except Unresolved as e:
+                problems.append(f"{grant.where()}: {e}")
+                continue
+            for member in members:
+                if not _member_is_push(member, allowed):
+                    problems.append(
+                        f"{grant.where()}: run.invoker on reactor {reactor} granted to {member}, "
+                        "neither the push service account nor a Cloud Scheduler job calling it"
+                    )
     return problems
 
 

@@ -158,11 +158,20 @@ def test_every_catalog_service_but_pipelines_is_one_cloud_run_service(
 
 
 def test_min_instances_and_commands_come_from_the_catalog(tree: Tree) -> None:
-    calls = [m for m in tree.modules() if m.name in ("reactor", "service")]
+    calls = {m.name: m for m in tree.modules() if m.name in ("reactor", "service")}
     assert len(calls) == 2
-    for call in calls:
-        assert call.body["scaling"]["min_instances"] == "${try(each.value.min_instances, 0)}"
-        assert call.body["command"] == ['"python"', '"-m"', '"${each.value.package}.app"']
+    # Reactors working between requests (client-webhook's retries) keep one instance at least.
+    assert calls["reactor"].body["scaling"]["min_instances"] == (
+        "${max(try(each.value.min_instances, 0), "
+        "contains(local.background_work, each.key) ? 1 : 0)}"
+    )
+    assert (
+        calls["service"].body["scaling"]["min_instances"] == "${try(each.value.min_instances, 0)}"
+    )
+    for call in calls.values():
+        # One image: `meridian serve <catalog service>` picks the service.
+        assert call.body["command"] == ['"meridian"']
+        assert call.body["args"] == ['"serve"', "${each.key}"]
 
 
 def test_catalog_min_instances_are_where_the_design_wants_them() -> None:
@@ -470,7 +479,11 @@ def test_reactors_report_being_deployed_by_the_generic_module(copy: Copy) -> Non
     )
     problems = check_reactor_exposure(copy.tree(), copy.catalog, copy.catalog_path)
     # the generic module computes ingress and invokers: unprovable for a reactor, so reported
-    only(problems, "have ingress try(each.value.ingress", "invokers is not a literal list or map")
+    only(
+        problems,
+        "have ingress contains(keys(local.public_services), each.key)",
+        "invokers is not a literal list or map",
+    )
 
 
 def test_reactors_report_project_wide_invoker(copy: Copy) -> None:

@@ -10,6 +10,7 @@ module "meridian" {
   image_tag            = var.image_tag
   deployer             = var.deployer
   dead_letter_operator = var.dead_letter_operator
+  vpc_sc               = var.vpc_sc
   deletion_protection  = false
 
   firestore = {
@@ -22,6 +23,15 @@ module "meridian" {
     location                  = "US"
     partition_expiration_days = 14
     deletion_protection       = false
+  }
+
+  edge = {
+    domain = var.edge_domain
+  }
+
+  providers = {
+    billing_url = var.billing_url
+    sms_url     = var.sms_url
   }
 
   network = {

@@ -5,3 +5,7 @@ region                    = "us-central1"
 image_tag                 = "latest"
 geofence_template_version = "latest"
 alert_emails              = []
+edge_domain               = "dev.meridian.example"
+# The providers' endpoints (their API keys are secrets, added with gcloud: README).
+billing_url = "https://billing.provider.example/v1"
+sms_url     = "https://sms.provider.example/v1"

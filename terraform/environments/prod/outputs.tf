@@ -3,10 +3,13 @@ output "platform" {
   value = {
     bigquery_tables   = module.meridian.bigquery_tables
     dataflow          = module.meridian.dataflow
+    edge              = module.meridian.edge
     egress_addresses  = module.meridian.egress_addresses
     eventarc_triggers = module.meridian.eventarc_triggers
     firestore         = module.meridian.firestore
+    identity_tenants  = module.meridian.identity_tenants
     image_repository  = module.meridian.image_repository
+    pod_bucket        = module.meridian.pod_bucket
     secrets           = module.meridian.secrets
     service_accounts  = module.meridian.service_accounts
     service_urls      = module.meridian.service_urls

@@ -35,6 +35,9 @@ resource "google_cloud_run_v2_service" "service" {
   ingress             = var.ingress
   labels              = merge(var.labels, { service = var.name })
   deletion_protection = var.deletion_protection
+  # Only behind the load balancer (ingress internal and load balancing), for a service that
+  # authenticates its callers itself; never with allUsers (var.invokers refuses it).
+  invoker_iam_disabled = var.invoker_iam_disabled
 
   template {
     service_account = google_service_account.service.email
@@ -56,6 +59,7 @@ resource "google_cloud_run_v2_service" "service" {
     containers {
       image   = var.image
       command = var.command
+      args    = var.args
 
       resources {
         limits   = { cpu = var.resources.cpu, memory = var.resources.memory }

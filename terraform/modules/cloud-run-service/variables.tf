@@ -1,5 +1,11 @@
+variable "args" {
+  description = "Arguments of the entrypoint: [\"serve\", <catalog service>] (one image serves every Meridian service)."
+  type        = list(string)
+  default     = []
+}
+
 variable "command" {
-  description = "Container entrypoint (the image serves every Meridian service: python -m <package>.app)."
+  description = "Container entrypoint: [\"meridian\"] (the image's `meridian serve SERVICE`)."
   type        = list(string)
 }
 
@@ -32,6 +38,12 @@ variable "ingress" {
     ], var.ingress)
     error_message = "ingress must be a Cloud Run v2 ingress value."
   }
+}
+
+variable "invoker_iam_disabled" {
+  description = "Skip Cloud Run's invoker IAM check: only for a service behind the load balancer (ingress INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER) that authenticates its callers itself."
+  type        = bool
+  default     = false
 }
 
 variable "invokers" {

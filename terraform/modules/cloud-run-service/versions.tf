@@ -3,7 +3,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0.0, < 8.0.0"
+      version = ">= 6.14.0, < 8.0.0"
     }
   }
 }

@@ -55,6 +55,7 @@ resource "google_dataflow_flex_template_job" "default" {
   staging_location             = "gs://${google_storage_bucket.pipeline.name}/staging"
   max_workers                  = var.job.max_workers
   machine_type                 = var.job.machine_type
+  sdk_container_image          = var.job.sdk_container_image
   enable_streaming_engine      = true
   on_delete                    = "drain" # finish in-flight windows; never drop pings on redeploy
   skip_wait_on_job_termination = false

@@ -1,10 +1,11 @@
 variable "job" {
   description = "Job settings; enabled=false creates identity and bucket only (before the template is built)."
   type = object({
-    enabled          = optional(bool, true)
-    machine_type     = optional(string, "n2-standard-2")
-    max_workers      = optional(number, 5)
-    template_version = string
+    enabled             = optional(bool, true)
+    machine_type        = optional(string, "n2-standard-2")
+    max_workers         = optional(number, 5)
+    sdk_container_image = optional(string)
+    template_version    = string
   })
 }
 
@@ -21,7 +22,7 @@ variable "name" {
 }
 
 variable "parameters" {
-  description = "Pipeline options passed to pipelines/geofence (input_subscription, output_topic, …)."
+  description = "Pipeline options passed to pipelines/geofence, as flex_template/metadata.json declares them (subscription, output_topic, dead_letter_topic, backend)."
   type        = map(string)
 }
 

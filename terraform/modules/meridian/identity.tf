@@ -55,10 +55,11 @@ resource "google_service_account" "geofence" {
 # Deployers (CI over Workload Identity Federation) act as the runtime identities.
 resource "google_service_account_iam_member" "deployer_act_as" {
   for_each = var.deployer == null ? {} : {
-    eventarc = google_service_account.eventarc.name
-    geofence = google_service_account.geofence.name
-    push     = google_service_account.push.name
-    workflow = google_service_account.workflow.name
+    eventarc  = google_service_account.eventarc.name
+    geofence  = google_service_account.geofence.name
+    push      = google_service_account.push.name
+    scheduler = google_service_account.scheduler.name
+    workflow  = google_service_account.workflow.name
   }
   service_account_id = each.value
   role               = "roles/iam.serviceAccountUser"

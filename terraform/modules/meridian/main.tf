@@ -9,16 +9,19 @@ locals {
   prefix       = "${var.prefix}-"
   labels       = merge(var.labels, { platform = "meridian", environment = var.environment })
 
-  image = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/meridian:${var.image_tag}"
+  image = coalesce(var.image, "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/meridian:${var.image_tag}")
 
   apis = [
+    "accesscontextmanager.googleapis.com",
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "compute.googleapis.com",
     "dataflow.googleapis.com",
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
+    "identitytoolkit.googleapis.com",
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
@@ -133,11 +136,10 @@ module "geofence" {
     machine_type     = var.geofence.machine_type
     max_workers      = var.geofence.max_workers
     template_version = var.geofence.template_version
+    # The Flex Template image is also the workers' SDK container (pipelines/geofence/Dockerfile).
+    sdk_container_image = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/geofence:${var.geofence.template_version}"
   }
-  parameters = merge(var.geofence.parameters, {
-    input_subscription = module.pubsub.subscriptions["geofence"]
-    output_topic       = module.pubsub.topics["logistics.events"]
-  })
+  parameters = merge(var.geofence.parameters, local.geofence_parameters)
 }
 
 module "monitoring" {
@@ -161,6 +163,17 @@ module "monitoring" {
 }
 
 locals {
+  # The geofence job's launch parameters: the pipeline's own options
+  # (pipelines/geofence/pipeline.py GeofenceOptions, declared in flex_template/metadata.json).
+  # Topics go by their catalog names, which the gcp publisher addresses in the project; the gcp
+  # backend, not the embedded archive.
+  geofence_parameters = {
+    backend           = "gcp"
+    dead_letter_topic = local.catalog.subscriptions["geofence"].dead_letter_topic
+    output_topic      = "logistics.events"
+    subscription      = module.pubsub.subscriptions["geofence"]
+  }
+
   dead_letter_topics = toset(compact([for s in values(local.catalog.subscriptions) : try(s.dead_letter_topic, null)]))
   # Dead-letter topic => the one subscription keeping its messages (the catalog's rule: every
   # subscription dead-letters to a topic of its own; a second keeper would be a duplicate key here).

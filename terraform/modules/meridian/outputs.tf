@@ -8,6 +8,11 @@ output "dataflow" {
   value       = merge(module.geofence.ids, module.geofence.template_path)
 }
 
+output "edge" {
+  description = "The public edge: its address (the domain's A record), the domain, the Cloud Armor policy."
+  value       = merge(module.edge.ids, { address = module.edge.address, domain = var.edge.domain })
+}
+
 output "egress_addresses" {
   description = "Cloud NAT addresses for third parties to allow-list."
   value       = module.network.nat_addresses
@@ -23,9 +28,19 @@ output "firestore" {
   value       = module.firestore.database
 }
 
+output "identity_tenants" {
+  description = "Identity Platform tenant => tenant id (drivers and customers sign in to theirs)."
+  value       = { for name, t in google_identity_platform_tenant.default : name => t.name }
+}
+
 output "image_repository" {
   description = "Artifact Registry repository to push the meridian image to."
   value       = { url = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}" }
+}
+
+output "pod_bucket" {
+  description = "Cloud Storage bucket of proof-of-delivery photos."
+  value       = google_storage_bucket.pod.name
 }
 
 output "secrets" {
@@ -42,6 +57,7 @@ output "service_accounts" {
       eventarc    = google_service_account.eventarc.email
       geofence    = google_service_account.geofence.email
       pubsub-push = google_service_account.push.email
+      scheduler   = google_service_account.scheduler.email
       workflow    = google_service_account.workflow.email
     },
   )

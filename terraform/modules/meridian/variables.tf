@@ -35,6 +35,17 @@ variable "deployer" {
   default     = null
 }
 
+variable "edge" {
+  description = "The public edge: the host name the load balancer serves (and tracking links use), and Cloud Armor's per-IP rate limit."
+  type = object({
+    domain = string
+    rate_limit = optional(object({
+      count        = optional(number, 600)
+      interval_sec = optional(number, 60)
+    }), {})
+  })
+}
+
 variable "environment" {
   description = "Environment name, used in labels (dev, prod)."
   type        = string
@@ -76,6 +87,12 @@ variable "geofence" {
   })
 }
 
+variable "image" {
+  description = "The service image, in full (registry/path:tag or @sha256 digest); null: meridian:<image_tag> in the environment's Artifact Registry repository."
+  type        = string
+  default     = null
+}
+
 variable "image_tag" {
   description = "Tag (or @sha256 digest) of the meridian image in Artifact Registry to deploy."
   type        = string
@@ -98,6 +115,15 @@ variable "network" {
   })
 }
 
+variable "pod" {
+  description = "Proof-of-delivery photos: days until they move to Nearline, and until they are deleted."
+  type = object({
+    nearline_after_days = optional(number, 30)
+    retention_days      = optional(number, 400)
+  })
+  default = {}
+}
+
 variable "prefix" {
   description = "Prefix of every resource name (short: service account ids are limited to 30 characters)."
   type        = string
@@ -110,6 +136,14 @@ variable "prefix" {
 variable "project_id" {
   description = "Project of the environment."
   type        = string
+}
+
+variable "providers" {
+  description = "The third parties' endpoints (their API keys are Secret Manager secrets: README)."
+  type = object({
+    billing_url = string
+    sms_url     = string
+  })
 }
 
 variable "region" {
@@ -129,4 +163,21 @@ variable "services" {
     }), {})
   }))
   default = {}
+}
+
+variable "sla_tick_schedule" {
+  description = "Cron schedule (UTC) of the ETA reactor's SLA check."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "vpc_sc" {
+  description = "VPC Service Controls perimeter around Firestore, BigQuery, Pub/Sub and Secret Manager; null (no organisation) for none. access_policy: the organisation's access policy number; ingress_identities: who may reach them from outside (the deployer, operators); dry_run: log violations only."
+  type = object({
+    access_levels      = optional(list(string), [])
+    access_policy      = string
+    dry_run            = optional(bool, true)
+    ingress_identities = optional(list(string), [])
+  })
+  default = null
 }
