@@ -232,6 +232,11 @@ class Settings:
     # MERIDIAN_WEBHOOK_ALLOW_NETWORKS: CIDRs or host names (comma-separated) client webhook
     # endpoints may resolve to although internal (``meridian.app.webhooks.AllowList.parse``).
     webhook_allow_networks: str = ""
+    # MERIDIAN_TELEMETRY_MAX_SKEW_S, MERIDIAN_TELEMETRY_MAX_AGE_S: how far ahead of the command
+    # service's clock, and how far behind it, a ping's recorded_at may be
+    # (``meridian.domain.telemetry.PingWindow`` says why these defaults).
+    telemetry_max_skew_s: float = 300.0
+    telemetry_max_age_s: float = 86400.0
     observability: Observability = Observability()
     providers: Providers = Providers()
     embedded: Embedded = Embedded()
@@ -282,6 +287,8 @@ class Settings:
                 t.strip() for t in env.get("MERIDIAN_IDENTITY_TENANTS", "").split(",") if t.strip()
             ),
             webhook_allow_networks=env.get("MERIDIAN_WEBHOOK_ALLOW_NETWORKS", ""),
+            telemetry_max_skew_s=read.number("MERIDIAN_TELEMETRY_MAX_SKEW_S", 300.0),
+            telemetry_max_age_s=read.number("MERIDIAN_TELEMETRY_MAX_AGE_S", 86400.0),
             observability=Observability(
                 log_level=(log_level or "INFO").upper(),
                 server_log_level=(log_level or "warning").lower(),

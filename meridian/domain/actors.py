@@ -1,4 +1,6 @@
-"""Who may act: an authenticated caller and its role (driver, dispatcher or client system).
+"""Who may act: an authenticated caller and its role (driver, dispatcher, client system, or a
+fleet gateway: a trusted telematics system that may report any vehicle's pings and send no
+other command; the reads open to every non-client caller are open to it too).
 
 Production verifies Identity Platform ID tokens and client API keys; embedded, a local issuer
 signs tokens. Both produce an ``Actor``; handlers decide what that actor may do.
@@ -11,13 +13,14 @@ from typing import Literal
 
 from meridian.domain.errors import PermissionDenied
 
-Role = Literal["driver", "dispatcher", "client"]
-ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client")
+Role = Literal["driver", "dispatcher", "client", "gateway"]
+ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client", "gateway")
 
 
 @dataclass(frozen=True)
 class Actor:
-    """An authenticated caller: ``subject`` is the driver id, dispatcher id or client id."""
+    """An authenticated caller: ``subject`` is the driver id, dispatcher id, client id or the
+    gateway's name."""
 
     subject: str
     role: Role

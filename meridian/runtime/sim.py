@@ -4,8 +4,9 @@ Each vehicle drives straight legs between random stops around a depot at an urba
 at each stop, and pings every ``ping_interval_s`` (phases spread so the fleet's load is even) with
 GPS noise. Like real phones, some pings are sent twice, some arrive late (after newer ones) and
 some batches arrive out of order. The pings of one tick go out in batches of at most 500 to a
-``Sink``: ``HttpSink`` posts them to ``/v1/telemetry`` with a driver token (the demo), and the
-benchmark publishes them straight to the telemetry topic.
+``Sink``: ``HttpSink`` posts them to ``/v1/telemetry`` as a fleet gateway would (``meridian sim``,
+the map's browser tests), and the live-map benchmark publishes them straight to the telemetry
+topic.
 
 A ping is stamped (``recorded_at``) when its tick runs, so a tick delays no ping past its stamp;
 what the sink spends sending the tick's pings does count in their age, as a phone's upload would.
@@ -194,9 +195,11 @@ class Sink(abc.ABC):
 
 
 class HttpSink(Sink):
-    """Posts to the command service's ``/v1/telemetry``. ``token_for(group)`` gives the driver
-    token of a group of vehicles (a driver app posts its own vehicle's pings; the simulator
-    groups vehicles so 300 vehicles are not 60 requests a second on a laptop)."""
+    """Posts to the command service's ``/v1/telemetry``. ``token_for(group)`` gives the token a
+    group of vehicles' pings are posted with: the simulator stands in for a fleet gateway (a
+    driver may report only the vehicle they drive, and the simulated vehicles have no drivers),
+    so a gateway's or the desk's token; vehicles are grouped so 300 vehicles are not 60 requests
+    a second on a laptop."""
 
     def __init__(
         self, base_url: str, token_for: Callable[[int], str], group_size: int = 50

@@ -1,8 +1,9 @@
 """``meridian sim``: drive a simulated fleet against the command service's telemetry endpoint.
 
 Mounted by ``meridian/runtime/cli.py`` (``app.add_typer(sim_cli.app, name="sim")``). Every option reads an
-environment variable. Embedded, driver tokens are minted by the local issuer of the data dir; on
-GCP, pass one driver token with ``--token``.
+environment variable. The simulator posts as a fleet gateway (the role that may report any
+vehicle; a driver may report only their own): embedded, the local issuer of the data dir mints
+the gateway's token; on GCP, pass a gateway's or a dispatcher's token with ``--token``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def sim(
     token: Annotated[
         str | None,
         typer.Option(
-            "--token", envvar="MERIDIAN_SIM_TOKEN", help="One driver token for every batch (GCP)."
+            "--token",
+            envvar="MERIDIAN_SIM_TOKEN",
+            help="A gateway or dispatcher token for every batch (GCP).",
         ),
     ] = None,
     data_dir: Annotated[
@@ -73,7 +76,7 @@ def sim(
             "--group-size",
             envvar="MERIDIAN_SIM_GROUP_SIZE",
             min=1,
-            help="Vehicles per posting driver token.",
+            help="Vehicles per request.",
         ),
     ] = 50,
     prefix: Annotated[
@@ -98,21 +101,10 @@ def sim(
     if token is None:
         from meridian.embedded.identity import LocalIdentityIssuer
 
-        issuer = LocalIdentityIssuer(data_dir)
-        tokens = {}
-
-        def token_for(group: int) -> str:
-            if group not in tokens:
-                tokens[group] = issuer.token(f"drv-sim-{group:03d}", "driver")
-            return tokens[group]
-    else:
-        fixed = token
-
-        def token_for(group: int) -> str:
-            return fixed
-
+        token = LocalIdentityIssuer(data_dir).token("gw-sim", "gateway")
+    fixed = token
     url = command_url or Settings.from_env().url_of("command")
-    sink = HttpSink(url, token_for, group_size=group_size)
+    sink = HttpSink(url, lambda _: fixed, group_size=group_size)
 
     def progress(report: SimReport) -> None:
         if not quiet and report.ticks % 10 == 0:

@@ -14,6 +14,7 @@ from meridian.codec.events import EventCodec
 from meridian.concurrency.group_commit import Transactions
 from meridian.concurrency.offload import Offload
 from meridian.config import Settings
+from meridian.domain.telemetry import PingWindow
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
 from services.command.routes.telemetry import ingest_thread
@@ -39,6 +40,9 @@ def bootstrap(
         codec=EventCodec(load_catalog()),
         clock=lambda: datetime.now(UTC),
         webhook_policy=WebhookPolicy.from_settings(settings),
+        ping_window=PingWindow.of_seconds(
+            settings.telemetry_max_skew_s, settings.telemetry_max_age_s
+        ),
     )
     try:
         workflows: WorkflowExecutions | None = adapters.workflow_executions(settings)

@@ -1,5 +1,6 @@
 """The accept-fast command path over real processes: command service → document store →
-Eventarc emulation → event publisher → logistics.events."""
+Eventarc emulation → event publisher → logistics.events; and telemetry, command service →
+vehicle.telemetry, judged ping by ping."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from meridian.app.clients import register_client
+from meridian.catalog import load_catalog
+from meridian.codec.events import EventCodec
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
@@ -150,3 +153,69 @@ def test_a_retried_delivery_is_one_event_and_survives_a_publisher_crash(runtime:
     assert delivered.status_code == 202
     _events(broker, seen, time.monotonic() + 30, ("ParcelDelivered", p2))
     assert seen.count(("ParcelDelivered", p2)) == 1
+
+
+def test_telemetry_is_judged_ping_by_ping_and_only_a_vehicles_driver_moves_it(
+    runtime: Runtime,
+) -> None:
+    command = runtime.url("command")
+    headers = _headers(runtime.data_dir)
+    suffix = os.urandom(3).hex()
+    parcel, vehicle, driver_a = f"p-{suffix}", f"veh-{suffix}", f"drv-a-{suffix}"
+    issuer = LocalIdentityIssuer(runtime.data_dir)
+    drives = {"Authorization": f"Bearer {issuer.token(driver_a, 'driver')}"}
+    spoofer = {"Authorization": f"Bearer {issuer.token(f'drv-b-{suffix}', 'driver')}"}
+    watch = f"e2e-pings-{suffix}"
+    broker = Broker(runtime.data_dir)
+    broker.create_subscription(
+        SubscriptionConfig(
+            name=watch, topic="vehicle.telemetry", filter=f'attributes.vehicleId = "{vehicle}"'
+        )
+    )
+    created = httpx.post(
+        f"{command}/v1/shipments", json={"parcels": [_parcel(parcel)]}, headers=headers["client"]
+    )
+    assert created.status_code == 202, created.text
+    assign = {"route_id": f"r-{suffix}", "driver_id": driver_a, "vehicle_id": vehicle}
+    assigned = httpx.post(
+        f"{command}/v1/parcels/{parcel}:assign", json=assign, headers=headers["dispatcher"]
+    )
+    assert assigned.status_code == 202, assigned.text
+
+    now = datetime.now(UTC)
+
+    def ping(at: datetime) -> dict[str, Any]:
+        position = {"lat": 12.97, "lng": 77.59}
+        return {"vehicle_id": vehicle, "position": position, "recorded_at": at.isoformat()}
+
+    # Another driver's pings for the vehicle are refused, each with the reason.
+    spoofed = httpx.post(
+        f"{command}/v1/telemetry", json={"pings": [ping(now)]}, headers=spoofer, timeout=10
+    )
+    assert spoofed.status_code == 202, spoofed.text
+    assert spoofed.json()["accepted"] == 0
+    assert "not your vehicle" in spoofed.json()["rejected"][0]["error"]
+    # The vehicle's driver: the good ping is kept, whatever else is in the batch.
+    batch = [ping(now), "not a ping", 42, ping(now + timedelta(days=365))]
+    own = httpx.post(f"{command}/v1/telemetry", json={"pings": batch}, headers=drives, timeout=10)
+    assert own.status_code == 202, own.text
+    assert own.json()["accepted"] == 1
+    assert [r["index"] for r in own.json()["rejected"]] == [1, 2, 3]
+    assert "ahead of the server's clock" in own.json()["rejected"][2]["error"]
+
+    codec = EventCodec(load_catalog())
+    published: list[Any] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for m in broker.pull(watch, 100):
+            broker.acknowledge(watch, [m.ack_id])
+            published.append(codec.from_message(m.message.data, m.message.attributes))
+        if published:
+            time.sleep(1)  # anything more would have been published with it
+            published += [
+                codec.from_message(m.message.data, m.message.attributes)
+                for m in broker.pull(watch, 100)
+            ]
+            break
+        time.sleep(0.1)
+    assert [(e.driver_id, e.recorded_at) for e in published] == [(driver_a, now)]

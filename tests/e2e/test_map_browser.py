@@ -39,7 +39,8 @@ def simulate(services: Services, vehicle_id: str, steps: int) -> list[dict[str, 
     fleet.vehicles[0].vehicle_id = vehicle_id
     fleet.vehicles[0].cruise_mps = 30.0  # fast, so each ping is visibly elsewhere on the map
     issuer = LocalIdentityIssuer(services.data_dir)
-    sink = HttpSink(services.url("command"), lambda _: issuer.token("drv-sim", "driver"))
+    # The simulator stands in for a fleet gateway, which may report any vehicle.
+    sink = HttpSink(services.url("command"), lambda _: issuer.token("gw-sim", "gateway"))
     sent: list[dict[str, Any]] = []
 
     async def run() -> None:

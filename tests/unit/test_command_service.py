@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,14 +17,17 @@ from meridian.app.auth import api_key_digest
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.concurrency.offload import Inline
+from meridian.config import ConfigError, Settings
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import GeoPoint
+from meridian.domain.telemetry import PingWindow
 from meridian.edge.problems import install_problem_handlers
 from meridian.observability import configure_tracing
-from meridian.ports import IdentityVerifier, Message
+from meridian.ports import Document, IdentityVerifier, Message, Query
 from services.command.app import create_app
 from services.command.handlers import Deps
+from services.command.handlers.telemetry import REFUSED
 from tests.fakes import FakeDocumentStore, FakePublisher
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -35,7 +39,7 @@ class FakeVerifier(IdentityVerifier):
 
     def verify(self, token: str) -> Actor:
         role, _, subject = token.partition(":")
-        if role not in ("driver", "dispatcher") or not subject:
+        if role not in ("driver", "dispatcher", "gateway") or not subject:
             raise Unauthenticated("bad token")
         return Actor(subject=subject, role=role)  # type: ignore[arg-type]
 
@@ -66,6 +70,7 @@ def client(store: FakeDocumentStore, publisher: FakePublisher) -> TestClient:
 CLIENT = {"X-API-Key": "key-freshmart"}
 DISPATCHER = {"Authorization": "Bearer dispatcher:dsp-1"}
 DRIVER = {"Authorization": "Bearer driver:drv-7"}
+GATEWAY = {"Authorization": "Bearer gateway:gw-fleet"}
 
 
 def parcel_body(parcel_id: str = "p-1") -> dict[str, Any]:
@@ -112,6 +117,21 @@ def out_for_delivery(client: TestClient, parcel_id: str = "p-1") -> None:
         ).status_code
         == 202
     )
+
+
+def carrying(store: FakeDocumentStore, driver: str, *vehicles: str) -> None:
+    """``driver`` carries a parcel out for delivery on each of ``vehicles``, as the desk's
+    ``:assign`` or the dispatch saga's confirmed route leaves it."""
+    for vehicle in vehicles:
+        store.set(
+            f"parcels/p-{driver}-{vehicle}",
+            {"driver_id": driver, "vehicle_id": vehicle, "status": "OUT_FOR_DELIVERY"},
+        )
+
+
+def ping(vehicle_id: str = "veh-3", at: datetime = NOW, **fields: Any) -> dict[str, Any]:
+    position = {"lat": 12.9, "lng": 77.6}
+    return {"vehicle_id": vehicle_id, "position": position, "recorded_at": at.isoformat(), **fields}
 
 
 def test_a_shipment_and_its_parcels_are_written_in_one_transaction(
@@ -294,6 +314,7 @@ def test_status_comes_from_the_read_model_when_it_exists(
 def test_telemetry_keeps_good_pings_and_rejects_bad_ones_one_by_one(
     client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
 ) -> None:
+    out_for_delivery(client)  # drv-7 drives veh-3
     documents = dict(store.docs)
     good = {
         "vehicle_id": "veh-3",
@@ -330,8 +351,9 @@ def test_telemetry_batches_are_bounded(client: TestClient) -> None:
 
 
 def test_a_batch_of_valid_pings_publishes_each_as_a_vehicle_ping(
-    client: TestClient, publisher: FakePublisher
+    client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
 ) -> None:
+    carrying(store, "drv-7", "veh-0", "veh-1", "veh-2")
     pings = [
         {
             "vehicle_id": f"veh-{i}",
@@ -369,6 +391,7 @@ def test_a_local_publish_runs_on_the_event_loop_and_a_remote_one_on_the_ingest_t
             return super().publish(topic, messages)
 
     threads: list[str] = []
+    carrying(store, "drv-7", "veh-1")
     deps = Deps(store=store, publisher=Recording(), codec=CODEC, clock=lambda: NOW)
     ping = {"vehicle_id": "veh-1", "position": {"lat": 12.9, "lng": 77.6}, "recorded_at": str(NOW)}
     # The bootstrap's choice for a local publisher (the embedded broker): ingest on the loop.
@@ -385,7 +408,8 @@ def test_a_local_publish_runs_on_the_event_loop_and_a_remote_one_on_the_ingest_t
         (b'{"pings": [', 400, "body"),
         (b'{"pings": []}', 422, "body.pings"),
         (b'{"pings": "no"}', 422, "body.pings"),
-        (b'{"pings": [1]}', 422, "body.pings.0"),
+        (b'{"pings": null}', 422, "body.pings"),
+        (b'{"pings": {"0": {}}}', 422, "body.pings"),
         (b'{"pngs": []}', 422, "body.pings"),
         (b"[]", 422, "body"),
     ],
@@ -400,6 +424,174 @@ def test_a_body_that_is_not_a_telemetry_batch_is_refused_whole(
     assert response.headers["content-type"] == "application/problem+json"
     assert where in [e["location"] for e in response.json()["errors"]]
     assert publisher.published == []
+
+
+def test_each_element_of_a_batch_is_judged_on_its_own_objects_or_not(
+    client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
+) -> None:
+    carrying(store, "drv-7", "veh-3")
+    elements = [ping(), "not a ping", 42, None, [ping()], {**ping(), "position": None}]
+    response = client.post("/v1/telemetry", json={"pings": elements}, headers=DRIVER)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    # The answer for a non-object is the one a bad object gets: its index and why.
+    assert [set(r) for r in body["rejected"]] == [{"index", "error"}] * 5
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4, 5]
+    assert all(r["error"] == "ping: not a JSON object" for r in body["rejected"][:4])
+    assert body["rejected"][4]["error"].startswith("position: ")
+    assert [topic for topic, _ in publisher.published] == ["vehicle.telemetry"]
+
+
+def published_times(publisher: FakePublisher) -> list[datetime]:
+    return [CODEC.from_message(m.data, m.attributes).recorded_at for _, m in publisher.published]
+
+
+def test_a_ping_from_the_future_or_too_old_is_refused_with_its_reason(
+    client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
+) -> None:
+    carrying(store, "drv-7", "veh-3")
+    india = timezone(timedelta(hours=5, minutes=30))
+    pings = [
+        ping(at=NOW + timedelta(days=365)),  # a phone whose clock is a year ahead
+        ping(at=NOW + timedelta(minutes=4)),  # within the clock skew allowed (5 minutes)
+        ping(at=(NOW + timedelta(minutes=6)).astimezone(india)),
+        ping(at=NOW - timedelta(hours=23)),  # a phone that was offline all day
+        ping(at=NOW - timedelta(hours=25)),
+    ]
+    response = client.post("/v1/telemetry", json={"pings": pings}, headers=DRIVER)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [r["index"] for r in body["rejected"]] == [0, 2, 4]
+    future, skewed, old = (r["error"] for r in body["rejected"])
+    assert future.startswith("recorded_at: ") and "ahead of the server's clock" in future
+    assert "more than 300 s" in future and "more than 300 s" in skewed
+    assert old.startswith("recorded_at: ") and "older than 86400 s" in old
+    assert published_times(publisher) == [NOW + timedelta(minutes=4), NOW - timedelta(hours=23)]
+    # A real ping after the refused one from the future is current, not stale: nothing of the
+    # future ping was published for the map or the geofence job to compare against.
+    assert max(published_times(publisher)) < NOW + timedelta(minutes=5)
+
+
+def test_the_clock_skew_and_the_age_a_ping_may_have_are_configurable(
+    store: FakeDocumentStore, publisher: FakePublisher
+) -> None:
+    carrying(store, "drv-7", "veh-3")
+    window = PingWindow(max_skew=timedelta(seconds=10), max_age=timedelta(minutes=1))
+    deps = Deps(store=store, publisher=publisher, codec=CODEC, clock=lambda: NOW)
+    deps = dataclasses.replace(deps, ping_window=window)
+    at = [NOW + timedelta(seconds=30), NOW + timedelta(seconds=5), NOW - timedelta(minutes=2)]
+    client = TestClient(create_app(deps, FakeVerifier()))
+    body = client.post("/v1/telemetry", json={"pings": [ping(at=t) for t in at]}, headers=DRIVER)
+    assert [r["index"] for r in body.json()["rejected"]] == [0, 2]
+    assert "more than 10 s" in body.json()["rejected"][0]["error"]
+    assert published_times(publisher) == [NOW + timedelta(seconds=5)]
+
+    settings = Settings.from_env(
+        {"MERIDIAN_TELEMETRY_MAX_SKEW_S": "30", "MERIDIAN_TELEMETRY_MAX_AGE_S": "3600"}
+    )
+    assert (settings.telemetry_max_skew_s, settings.telemetry_max_age_s) == (30.0, 3600.0)
+    assert (Settings().telemetry_max_skew_s, Settings().telemetry_max_age_s) == (300.0, 86400.0)
+    skew, age = settings.telemetry_max_skew_s, settings.telemetry_max_age_s
+    assert PingWindow.of_seconds(skew, age) == PingWindow(timedelta(seconds=30), timedelta(hours=1))
+    default = Settings()
+    assert PingWindow.of_seconds(default.telemetry_max_skew_s, default.telemetry_max_age_s) == (
+        PingWindow()
+    )
+    with pytest.raises(ConfigError, match=r"^MERIDIAN_TELEMETRY_MAX_SKEW_S must be"):
+        Settings.from_env({"MERIDIAN_TELEMETRY_MAX_SKEW_S": "5 minutes"})
+
+
+class CountingStore(FakeDocumentStore):
+    """Counts the reads telemetry makes."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        super().__init__(clock=clock)
+        self.reads = 0
+
+    def get(self, path: str) -> Document | None:
+        self.reads += 1
+        return super().get(path)
+
+    def query(self, query: Query) -> list[Document]:
+        self.reads += 1
+        return super().query(query)
+
+
+def test_a_driver_may_report_only_the_vehicle_they_are_assigned(
+    client: TestClient, store: FakeDocumentStore, publisher: FakePublisher
+) -> None:
+    out_for_delivery(client)  # drv-7 drives veh-3 (the desk's :assign)
+    refused = REFUSED["not your vehicle"]
+    other = {"Authorization": "Bearer driver:drv-8"}
+    spoofed = client.post("/v1/telemetry", json={"pings": [ping("veh-3")]}, headers=other)
+    assert spoofed.status_code == 202
+    assert spoofed.json() == {
+        "accepted": 0,
+        "rejected": [{"index": 0, "error": "vehicle_id: not your vehicle (drv-8 drives none)"}],
+    }
+    assert publisher.published == []
+    assert REFUSED["not your vehicle"] == refused + 1  # counted, for the refusals metric
+
+    own = client.post(
+        "/v1/telemetry", json={"pings": [ping("veh-3"), ping("veh-9")]}, headers=DRIVER
+    )
+    assert own.json() == {
+        "accepted": 1,
+        "rejected": [{"index": 1, "error": "vehicle_id: not your vehicle (drv-7 drives veh-3)"}],
+    }
+    assert REFUSED["not your vehicle"] == refused + 2
+    # The dispatch desk and a trusted fleet gateway may report any vehicle, for its driver.
+    for headers in (DISPATCHER, GATEWAY):
+        pings = [ping("veh-3", driver_id="drv-7"), ping("veh-9")]
+        answer = client.post("/v1/telemetry", json={"pings": pings}, headers=headers)
+        assert answer.json() == {"accepted": 2, "rejected": []}
+    events = [CODEC.from_message(m.data, m.attributes) for _, m in publisher.published]
+    assert [(e.vehicle_id, e.driver_id) for e in events] == [
+        ("veh-3", "drv-7"),
+        ("veh-3", "drv-7"),
+        (
+            "veh-9",
+            None,
+        ),
+        ("veh-3", "drv-7"),
+        ("veh-9", None),
+    ]
+
+
+def test_a_driver_is_checked_with_one_read_a_batch_at_most_and_follows_reassignment(
+    publisher: FakePublisher,
+) -> None:
+    now = [NOW]
+    store = CountingStore(clock=lambda: now[0])
+    carrying(store, "drv-7", "veh-3")
+    deps = Deps(store=store, publisher=publisher, codec=CODEC, clock=lambda: now[0])
+    client = TestClient(create_app(deps, FakeVerifier()))
+
+    def post(*vehicles: str) -> dict[str, Any]:
+        pings = [ping(v, at=now[0] - timedelta(seconds=i)) for i, v in enumerate(vehicles)]
+        return dict(client.post("/v1/telemetry", json={"pings": pings}, headers=DRIVER).json())
+
+    assert post(*["veh-3"] * 100)["accepted"] == 100
+    assert store.reads == 1  # one read for the batch, never one per ping
+    now[0] += timedelta(seconds=5)
+    assert post(*["veh-3"] * 100)["accepted"] == 100
+    assert store.reads == 1  # the driver's vehicle is known for a while
+    # Reassigned: the next batch for the new vehicle reads again and is accepted; the old
+    # vehicle is refused from the next read on.
+    store.delete("parcels/p-drv-7-veh-3")
+    carrying(store, "drv-7", "veh-4")
+    now[0] += timedelta(seconds=5)
+    assert post("veh-4")["accepted"] == 1
+    assert store.reads == 2
+    assert post("veh-3", "veh-3")["rejected"][1]["error"] == (
+        "vehicle_id: not your vehicle (drv-7 drives veh-4)"
+    )
+    assert store.reads == 2  # refused from what was just read; a spoofer cannot force reads
+    now[0] += timedelta(minutes=1)
+    assert post("veh-4")["accepted"] == 1
+    assert store.reads == 3  # what was read is trusted for a short while only
 
 
 def test_a_parcel_move_refuses_a_bad_parcel_id_and_a_long_idempotency_key(
@@ -446,10 +638,12 @@ def test_openapi_documents_the_commands(client: TestClient) -> None:
 @pytest.mark.parametrize("exported", [False, True])
 def test_published_pings_continue_the_callers_trace(
     client: TestClient,
+    store: FakeDocumentStore,
     publisher: FakePublisher,
     monkeypatch: pytest.MonkeyPatch,
     exported: bool,
 ) -> None:
+    carrying(store, "drv-7", "veh-3")
     # Whether or not spans are exported, the driver app's trace reaches the telemetry topic.
     sampler = configure_tracing("command").sampler
     assert isinstance(sampler, observability.RecordWhenExported)

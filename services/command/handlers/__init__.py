@@ -17,6 +17,7 @@ from meridian.app.webhooks import WebhookPolicy
 from meridian.codec.events import EventCodec
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
+from meridian.domain.telemetry import PingWindow
 from meridian.ports import DocumentStore, Publisher
 
 
@@ -30,6 +31,8 @@ class Deps:
     clock: Callable[[], datetime]
     # Where client webhook endpoints may point (bootstrap: https:// only on the gcp backend).
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
+    # How far from ``clock`` a ping's recorded_at may be (bootstrap: from Settings).
+    ping_window: PingWindow = field(default_factory=PingWindow)
 
 
 def client_for_api_key(api_key: str, store: DocumentStore) -> Actor:

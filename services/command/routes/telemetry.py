@@ -1,7 +1,7 @@
-"""The telemetry route: ``POST /v1/telemetry``, a driver app's batch of pings (use case in
-``handlers/telemetry.py``). A hot route: it reads its own credentials and body, so the app serves
-it straight from ASGI (``meridian.edge.fast_routes``), and validates the body in one pass when
-every ping is valid (``telemetry_pings``).
+"""The telemetry route: ``POST /v1/telemetry``, a batch of pings from a driver app or a fleet
+gateway (use case in ``handlers/telemetry.py``). A hot route: it reads its own credentials and
+body, so the app serves it straight from ASGI (``meridian.edge.fast_routes``), and validates the
+body in one pass when every ping is valid (``telemetry_pings``).
 """
 
 from __future__ import annotations
@@ -20,41 +20,43 @@ from meridian.domain.actors import Actor
 from meridian.domain.commands import RecordPing
 from services.command.handlers import Deps
 from services.command.handlers import telemetry as handlers
-from services.command.handlers.telemetry import MAX_PINGS_PER_BATCH
+from services.command.handlers.telemetry import MAX_PINGS_PER_BATCH, AssignedVehicles
 from services.command.routes.common import RequestBody, accepted, authenticate, documented
 
 
 class TelemetryRequest(RequestBody):
-    # Pings are validated one by one (``handlers.validated_pings``), so one bad ping does not
-    # sink the batch.
-    pings: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
-
-
-class _ValidTelemetry(RequestBody):
-    """A telemetry body whose every ping is valid: the common case, validated straight from the
-    JSON bytes in one pydantic-core pass (a third of parsing the JSON into dicts and validating
-    those)."""
+    """A batch whose every ping is valid, as documented: the common case, validated straight
+    from the JSON bytes in one pydantic-core pass (a third of parsing the JSON into dicts and
+    validating those)."""
 
     pings: list[RecordPing] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
+
+
+class _Batch(RequestBody):
+    """What a body must be to be read as a batch at all. Its elements are then judged one by
+    one (``handlers.validated_pings``), objects or not, so one bad ping does not sink the
+    batch."""
+
+    pings: list[Any] = Field(min_length=1, max_length=MAX_PINGS_PER_BATCH)
 
 
 def telemetry_pings(body: bytes) -> list[RecordPing | str]:
     """The pings of a ``POST /v1/telemetry`` body, each validated or the reason it is not.
 
-    A body that is not a telemetry request at all (malformed JSON, no ``pings`` list, too many
+    A body that is not a telemetry batch at all (malformed JSON, no ``pings`` array, too many
     pings) is refused whole, with every problem listed, as FastAPI refuses any other body."""
     try:
-        return list(_ValidTelemetry.model_validate_json(body).pings)
+        return list(TelemetryRequest.model_validate_json(body).pings)
     except pydantic.ValidationError:
         pass
     try:
-        request = TelemetryRequest.model_validate_json(body)
+        batch = _Batch.model_validate_json(body)
     except pydantic.ValidationError as e:
         errors = e.errors(include_url=False)
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in errors]
         ) from None
-    return handlers.validated_pings(request.pings)
+    return handlers.validated_pings(batch.pings)
 
 
 def ingest_thread() -> concurrent.futures.Executor:
@@ -70,9 +72,12 @@ def router(deps: Deps, ingest: Offload | None = None) -> APIRouter:
     """``ingest``: where a batch is recorded and published (by default, ``ingest_thread``)."""
     routes = APIRouter()
     offload = ingest if ingest is not None else InThread(ingest_thread())
+    # Which vehicle each driver drives, kept for this app's batches (one read a batch at most).
+    assigned = AssignedVehicles(deps.store)
 
     def record_pings(body: bytes, caller: Actor) -> dict[str, Any]:
-        return handlers.record_pings(telemetry_pings(body), caller, deps)
+        caller.require(*handlers.REPORTERS)  # who may, before what they sent
+        return handlers.record_pings(telemetry_pings(body), caller, deps, assigned)
 
     @routes.post(
         "/v1/telemetry",
