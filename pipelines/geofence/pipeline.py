@@ -290,8 +290,25 @@ def help_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launch_args(argv: Sequence[str]) -> list[str]:
+    """Beam's arguments from a launcher's: Dataflow launches a Flex Template with each of its
+    parameters as ``--name=value``, while Beam's ``--streaming`` is a flag that refuses a value,
+    so ``--streaming=true`` becomes ``--streaming`` and ``--streaming=false`` is dropped."""
+    args = []
+    for arg in argv:
+        name, has_value, value = arg.partition("=")
+        if name == "--streaming" and has_value:
+            if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise SystemExit(f"--streaming takes true or false, not {value!r}")
+            if value.strip().lower() in ("true", "1", "yes"):
+                args.append("--streaming")
+            continue
+        args.append(arg)
+    return args
+
+
 def run(argv: Sequence[str] | None = None) -> Any:
-    args = list(argv if argv is not None else sys.argv[1:])
+    args = launch_args(argv if argv is not None else sys.argv[1:])
     if "-h" in args or "--help" in args:
         help_parser().print_help()
         return None

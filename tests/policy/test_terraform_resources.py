@@ -156,20 +156,16 @@ def test_the_pipeline_reads_the_launch_parameters_as_terraform_means_them(tree: 
     assert (opts.output_topic, opts.dead_letter_topic) == ("logistics.events", "geofence.dlq")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dataflow launches the template with its parameters as --name=value: the job must be "
-    "told it streams (else it reads the archive, in batch), but metadata.json declares no "
-    "streaming parameter and Beam refuses --streaming=true (a flag without value). Needs "
-    "pipelines/geofence: declare it and accept the value (issue #19 item 8, reported).",
-)
 def test_the_job_is_launched_streaming(tree: Tree) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from pipelines.geofence.pipeline import launch_args
 
     parameters = launch_parameters(tree)
     assert "streaming" in {p["name"] for p in METADATA["parameters"]}
     args = [f"--{k}={unq(v)}" for k, v in parameters.items() if k == "streaming"]
-    assert PipelineOptions(args).view_as(StandardOptions).streaming is True
+    # as the job's entry point reads the launcher's arguments before Beam does
+    assert PipelineOptions(launch_args(args)).view_as(StandardOptions).streaming is True
 
 
 # The edge --------------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ locals {
     backend           = "gcp"
     dead_letter_topic = local.catalog.subscriptions["geofence"].dead_letter_topic
     output_topic      = "logistics.events"
+    streaming         = "true" # the job reads the subscription as an unbounded stream
     subscription      = module.pubsub.subscriptions["geofence"]
   }
 
