@@ -10,8 +10,6 @@ import typer
 
 from meridian.catalog import load_catalog
 from meridian.config import Settings
-from meridian.embedded.pubsub.broker import Broker
-from meridian.embedded.pubsub.grpc_server import serve
 
 app = typer.Typer(help="The embedded Pub/Sub broker on the google.pubsub.v1 gRPC API.")
 
@@ -35,6 +33,11 @@ def pubsub(
     ),
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints PUBSUB_EMULATOR_HOST for clients."""
+    # Imported here, not at the top: every service starts through `meridian serve`, which mounts
+    # this command, and the gRPC server's import cost each of them ~260 ms at start.
+    from meridian.embedded.pubsub.broker import Broker
+    from meridian.embedded.pubsub.grpc_server import serve
+
     broker = Broker(data_dir, project=project)
     if catalog:
         settings = Settings.from_env()
