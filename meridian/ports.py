@@ -8,12 +8,14 @@ errors (``meridian.domain.errors``), translated at the boundary.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from meridian.domain.actors import Actor
+from meridian.domain.errors import ValidationError
 from meridian.domain.model import GeoPoint as GeoPoint  # the ports take the domain's point
 
 T = TypeVar("T")
@@ -257,6 +259,15 @@ class OidcTokenVerifier(abc.ABC):
 
 
 # Warehouse and workflows -------------------------------------------------------------------------
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_table_name(table: str) -> None:
+    """The Warehouse port's naming rule, enforced alike by every adapter: ``dataset.table``."""
+    if not _TABLE_NAME.match(table):
+        raise ValidationError(f"table {table!r} must be named dataset.table")
 
 
 class Warehouse(abc.ABC):

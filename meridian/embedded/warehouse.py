@@ -12,7 +12,6 @@ stored as UTC without a zone and handed back zone-aware, in UTC, as BigQuery's c
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections import defaultdict
@@ -26,9 +25,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from meridian.domain.errors import NotFound, ValidationError
-from meridian.ports import Warehouse
+from meridian.ports import Warehouse, check_table_name
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 PARTITION_COLUMN = "publish_time"
 
 
@@ -37,8 +35,7 @@ class EmbeddedWarehouse(Warehouse):
         self.root = Path(data_dir) / "warehouse"
 
     def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not _NAME.match(table):
-            raise ValidationError(f"table {table!r} must be named dataset.table")
+        check_table_name(table)
         if not rows:
             return
         by_day: dict[str, list[Mapping[str, Any]]] = defaultdict(list)

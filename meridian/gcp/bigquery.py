@@ -34,9 +34,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from meridian.domain.errors import NotFound, Unavailable, ValidationError
-from meridian.ports import Warehouse
+from meridian.ports import Warehouse, check_table_name
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 PARTITION_COLUMN = "publish_time"
 
 # Quoted text and comments are skipped, so a '$' inside a string literal stays as written.
@@ -204,8 +203,7 @@ class BigQueryWarehouse(Warehouse):
         return f"{self.project}.{table}"
 
     def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not _NAME.match(table):
-            raise ValidationError(f"table {table!r} must be named dataset.table")
+        check_table_name(table)
         if not rows:
             return
         columns = _columns_of(rows)

@@ -10,8 +10,8 @@ these methods as factories (``Callable[[], Publisher]`` and so on) and never imp
 - fence feed: the ``geofences`` collection of the document store (``adapters.document_store``);
 - local source: the embedded broker's ``geofence`` subscription, pulled directly (the source
   waits on the broker for new messages, which no port offers);
-- archive replay: the telemetry archive in the embedded warehouse (as before this module: the
-  replay reads the warehouse of ``--data_dir`` whatever the backend).
+- archive replay: the telemetry archive in the warehouse (``adapters.warehouse``: BigQuery on
+  GCP, DuckDB over the Parquet files of ``--data_dir`` locally).
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ class JobAdapters:
         return Broker(self.settings.data_dir, project=self.settings.project)
 
     def archive(self) -> Warehouse:
-        from meridian.embedded.warehouse import EmbeddedWarehouse
-
-        return EmbeddedWarehouse(self.settings.data_dir)
+        return adapters.warehouse(self.settings)
 
 
 def bootstrap(backend: Backend, data_dir: str, project: str) -> JobAdapters:
