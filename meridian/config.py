@@ -8,6 +8,10 @@ adapter needs them (``Settings.required``): a missing one fails the service's st
 variable, not a request later with a KeyError. ``tests/unit/test_config.py`` fails on any
 environment read outside this module.
 
+``VARIABLES`` lists what ``from_env`` reads, with defaults and meanings: docs/configuration.md is
+generated from it (``python -m meridian.config --markdown``), and a test fails when the table and
+the reads disagree.
+
 A service's own options (the live map's ``LIVE_MAP_*``) stay with the service, built from the
 same mapping its entrypoint passes here (``environment()``).
 """
@@ -357,6 +361,286 @@ class Settings:
         return f"http://{self.host}:{self.port_of(service)}"
 
 
+@dataclass(frozen=True)
+class Variable:
+    """One variable ``Settings.from_env`` reads: its name (``<...>`` stands for a family, as
+    ``MERIDIAN_PORT_<SERVICE>``), its default as a person would set it, and what it means."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# Every variable ``Settings.from_env`` reads, in the order a reader meets them; docs/configuration.md
+# is generated from it (``python -m meridian.config --markdown``), and
+# tests/unit/test_docs_examples.py fails when the reads and this table disagree.
+_GCP = "with `gcp`: "
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "MERIDIAN_BACKEND",
+        "`embedded`",
+        "`embedded` (local adapters) or `gcp` (Google clients)",
+    ),
+    Variable(
+        "MERIDIAN_DATA_DIR",
+        "`.meridian`",
+        "where the embedded runtime keeps its state (SQLite, Parquet, keys, logs)",
+    ),
+    Variable(
+        "MERIDIAN_HOST",
+        "`127.0.0.1`; `0.0.0.0` on Cloud Run",
+        "the address services bind to",
+    ),
+    Variable(
+        "K_SERVICE",
+        "",
+        "set by Cloud Run: the service runs there, so it binds `0.0.0.0` unless "
+        "`MERIDIAN_HOST` says otherwise",
+    ),
+    Variable(
+        "MERIDIAN_BASE_PORT",
+        "`8700`",
+        "the first port; each service has a fixed offset from it (`PORT_OFFSETS`)",
+    ),
+    Variable(
+        "PORT",
+        "the service's port",
+        "where this process listens (Cloud Run sets it; `meridian up` sets it for each child)",
+    ),
+    Variable(
+        "MERIDIAN_PORT_<SERVICE>",
+        "",
+        "one service's port instead of base plus offset, e.g. `MERIDIAN_PORT_COMMAND=9000`",
+    ),
+    Variable(
+        "GOOGLE_CLOUD_PROJECT",
+        "`meridian-local`",
+        "the project: in trace ids, in the default identities and, with `gcp`, for the clients",
+    ),
+    Variable(
+        "MERIDIAN_PUSH_IDENTITY",
+        "`pubsub-push@<project>.iam.gserviceaccount.com`",
+        "the service account whose token Pub/Sub push requests carry (reactors accept only it)",
+    ),
+    Variable(
+        "MERIDIAN_EVENTARC_IDENTITY",
+        "`eventarc-trigger@<project>.iam.gserviceaccount.com`",
+        "the service account of Eventarc's calls to the event publisher",
+    ),
+    Variable(
+        "MERIDIAN_SCHEDULER_IDENTITY",
+        "`scheduler@<project>.iam.gserviceaccount.com`",
+        "the service account of Cloud Scheduler's calls (the ETA reactor's SLA check)",
+    ),
+    Variable(
+        "MERIDIAN_WORKFLOW_IDENTITY",
+        "`dispatch-wf@<project>.iam.gserviceaccount.com`",
+        "the service account of the dispatch workflow's calls to its steps",
+    ),
+    Variable(
+        "MERIDIAN_PUSH_CERTS_URL",
+        "",
+        "a JWKS URL: when set, push, Eventarc and Scheduler tokens are verified against "
+        "it (signature, audience, issuer, expiry); unset, Cloud Run's IAM has verified "
+        "them and only their claims are read",
+    ),
+    Variable(
+        "MERIDIAN_IDENTITY_CERTS_URL",
+        "Identity Platform's",
+        "where the keys signing drivers' and dispatchers' ID tokens are published",
+    ),
+    Variable(
+        "MERIDIAN_TRACKING_BASE_URL",
+        "the live map's URL",
+        "where a customer's SMS tracking link opens the map",
+    ),
+    Variable(
+        "MERIDIAN_IDENTITY_TENANTS",
+        "",
+        "Identity Platform tenants (comma-separated ids) whose users may sign in; unset,"
+        " only users of no tenant",
+    ),
+    Variable(
+        "MERIDIAN_WEBHOOK_ALLOW_NETWORKS",
+        "",
+        "CIDRs or host names, comma-separated, that client webhook endpoints may resolve"
+        " to although internal (local receivers, tests)",
+    ),
+    Variable(
+        "MERIDIAN_TELEMETRY_MAX_SKEW_S",
+        "`300`",
+        "seconds a ping's `recorded_at` may lie ahead of the command service's clock; a "
+        "ping further ahead is refused with the reason",
+    ),
+    Variable(
+        "MERIDIAN_TELEMETRY_MAX_AGE_S",
+        "`86400`",
+        "seconds a ping may be old and still be accepted (a phone offline for a shift "
+        "uploads its backlog)",
+    ),
+    Variable(
+        "MERIDIAN_LOG_LEVEL",
+        "`INFO`",
+        "JSON logs on stdout (and one file per service under `<data dir>/logs/` with "
+        "`meridian up`); uvicorn's own lines stay at `warning` unless it is set",
+    ),
+    Variable(
+        "MERIDIAN_TRACE_EXPORT",
+        "`cloud-trace` with `gcp`, none embedded",
+        "where OpenTelemetry spans go: `cloud-trace`, `console` (stderr) or `none`",
+    ),
+    Variable(
+        "MERIDIAN_TRACE_SAMPLE_RATIO",
+        "`1.0`",
+        "the share of new traces recorded while spans are exported",
+    ),
+    Variable(
+        "MERIDIAN_SMS_URL",
+        "",
+        f"{_GCP}the SMS provider's URL",
+    ),
+    Variable(
+        "MERIDIAN_SMS_API_KEY_SECRET",
+        "",
+        f"{_GCP}the Secret Manager secret holding the SMS provider's API key",
+    ),
+    Variable(
+        "MERIDIAN_BILLING_URL",
+        "",
+        f"{_GCP}the client billing API's URL",
+    ),
+    Variable(
+        "MERIDIAN_BILLING_API_KEY_SECRET",
+        "",
+        f"{_GCP}the secret holding the billing API's key",
+    ),
+    Variable(
+        "MERIDIAN_ROUTES_API_KEY_SECRET",
+        "",
+        f"{_GCP}the secret holding the Routes API key (ETA travel times)",
+    ),
+    Variable(
+        "MERIDIAN_POD_BUCKET",
+        "",
+        f"{_GCP}the Cloud Storage bucket of proof-of-delivery photos",
+    ),
+    Variable(
+        "MERIDIAN_TRACKING_SECRET",
+        "",
+        f"{_GCP}the key that signs customers' tracking tokens (embedded: a key file in the data"
+        " dir)",
+    ),
+    Variable(
+        "MERIDIAN_SMS_API_KEY",
+        "",
+        f"{_GCP}the SMS API key itself, as Cloud Run puts a secret in the environment; when "
+        "set, `MERIDIAN_SMS_API_KEY_SECRET` is not read",
+    ),
+    Variable(
+        "MERIDIAN_BILLING_API_KEY",
+        "",
+        f"{_GCP}the billing API key itself (instead of `MERIDIAN_BILLING_API_KEY_SECRET`)",
+    ),
+    Variable(
+        "MERIDIAN_ROUTES_API_KEY",
+        "",
+        f"{_GCP}the Routes API key itself (instead of `MERIDIAN_ROUTES_API_KEY_SECRET`)",
+    ),
+    Variable(
+        "MERIDIAN_<NAME>_WORKFLOW",
+        "",
+        f"{_GCP}the Cloud Workflows workflow `<name>` runs on, "
+        "`projects/P/locations/L/workflows/W`; `MERIDIAN_DISPATCH_WORKFLOW` for the "
+        "dispatch saga",
+    ),
+    Variable(
+        "MERIDIAN_START_TIMEOUT",
+        "`90`",
+        "seconds `meridian up` waits for every service to be healthy",
+    ),
+    Variable(
+        "MERIDIAN_TTL_SWEEP_S",
+        "`60`",
+        "how often the embedded platform deletes expired ledger documents (Firestore's TTL)",
+    ),
+    Variable(
+        "MERIDIAN_WORKFLOWS_DIR",
+        "the packaged `workflows/`",
+        "the workflow definitions the embedded Workflows engine runs",
+    ),
+    Variable(
+        "MERIDIAN_EVENTARC_MIN_BACKOFF",
+        "`10`",
+        "the embedded Eventarc's first retry backoff in seconds (Eventarc's own value)",
+    ),
+    Variable(
+        "MERIDIAN_EVENTARC_MAX_BACKOFF",
+        "`600`",
+        "the embedded Eventarc's longest retry backoff in seconds",
+    ),
+    Variable(
+        "MERIDIAN_SLA_TICK_S",
+        "`30`",
+        "how often the embedded platform calls the ETA reactor's SLA check (Cloud "
+        "Scheduler's job on GCP)",
+    ),
+    Variable(
+        "MERIDIAN_SMS_LATENCY_S",
+        "`0`",
+        "latency the local SMS gateway stand-in injects from its start (`PUT /v1/config`"
+        " changes it while it runs)",
+    ),
+    Variable(
+        "MERIDIAN_SMS_FAILURE_RATE",
+        "`0`",
+        "the share of requests the local SMS gateway stand-in fails",
+    ),
+    Variable(
+        "MERIDIAN_BILLING_LATENCY_S",
+        "`0`",
+        "latency the local billing API stand-in injects",
+    ),
+    Variable(
+        "MERIDIAN_BILLING_FAILURE_RATE",
+        "`0`",
+        "the share of requests the local billing API stand-in fails",
+    ),
+)
+
+
+def markdown() -> str:
+    """docs/configuration.md: every variable of ``VARIABLES``, and where the others are read."""
+    rows = "\n".join(f"| `{v.name}` | {v.default} | {v.meaning} |" for v in VARIABLES)
+    return f"""# Configuration
+
+<!-- Generated from meridian/config.py by `python -m meridian.config --markdown`; do not edit.
+     tests/unit/test_docs_examples.py fails when this file and the code disagree. -->
+
+Every service reads its settings once, at start, from the environment
+(`Settings.from_env` in [`meridian/config.py`](../meridian/config.py)). Nothing has to be set to
+run on the embedded runtime: `meridian up` derives ports, keys and identities from the data
+directory. On Google Cloud, `terraform/` sets what each service needs (`GCP_SERVICE_ENV`), and a
+value an adapter needs and lacks stops the service at start, naming the variable.
+
+| variable | default | meaning |
+|---|---|---|
+{rows}
+
+## Read elsewhere
+
+- **Command-line options.** Every option of `meridian` and its subcommands also reads an
+  environment variable, named in its `--help` (for example `MERIDIAN_DURATION` for
+  `meridian up --duration`, `MERIDIAN_CATALOG` for `--catalog`).
+- **The live map's own options** (`LIVE_MAP_ROLE`, `LIVE_MAP_DEBOUNCE_S`,
+  `LIVE_MAP_MAX_OUTSTANDING`, `LIVE_MAP_TILE_URL`, `LIVE_MAP_TILE_ATTRIBUTION`,
+  `LIVE_MAP_ASSETS`): `MapOptions` in
+  [`services/live_map/bootstrap.py`](../services/live_map/bootstrap.py). `LIVE_MAP_TILE_URL`
+  is empty by default, so the map draws on a plain background and needs no network.
+- **The geofence job's options** (`GEOFENCE_*`): `python -m pipelines.geofence --help` and
+  [`pipelines/geofence/README.md`](../pipelines/geofence/README.md).
+"""
+
+
 def _service_name(variable_part: str) -> str:
     """``LIVE_MAP`` (from a variable's name) -> ``live-map``."""
     return variable_part.lower().replace("_", "-")
@@ -404,3 +688,16 @@ class _Reader:
             latency_s=self.number(f"{prefix}_LATENCY_S", 0.0),
             failure_rate=self.number(f"{prefix}_FAILURE_RATE", 0.0),
         )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m meridian.config", description="Meridian's environment variables."
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print docs/configuration.md (the default)"
+    )
+    parser.parse_args()
+    print(markdown(), end="")
