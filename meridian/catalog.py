@@ -68,10 +68,13 @@ class ServiceSpec(_Entry):
     (one package may run as several services, each in its own role); ``part_of`` names the service
     it is a role of, started with it (``meridian up --services live-map`` starts the writer too).
     A ``worker`` serves no requests (an always-on pull consumer): it runs at least one instance
-    with its CPU always allocated."""
+    with its CPU always allocated. ``sources`` are the paths it is built from beyond its package
+    and what that imports (the release plan, meridian/release/, reads both): a file, or a
+    directory ending in ``/``."""
 
     package: str
     kind: Literal["http", "push-reactor", "eventarc-target", "worker", "pipeline"]
+    sources: tuple[str, ...] = ()
     ingress: Literal["public", "internal"] | None = None
     min_instances: int = Field(default=0, ge=0)
     env: dict[str, str] = Field(default_factory=dict)

@@ -299,6 +299,7 @@ def _mount_subcommands() -> None:
     """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
     from meridian.embedded.pubsub.cli import app as pubsub_app
     from meridian.embedded.workflows.cli import app as workflows_app
+    from meridian.runtime.release_cli import app as release_app
     from meridian.runtime.sim_cli import app as sim_app
 
     emulator = typer.Typer(
@@ -308,6 +309,7 @@ def _mount_subcommands() -> None:
     app.add_typer(emulator, name="emulator")
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(sim_app, name="sim")
+    app.add_typer(release_app, name="release")
 
 
 _mount_subcommands()

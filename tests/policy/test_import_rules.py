@@ -14,28 +14,23 @@ top-level, inside functions, under ``if TYPE_CHECKING``. The rules:
 - beam: only pipelines/ imports Beam (``apache_beam``); the core and the services run from the
   service image, which is built without the ``pipeline`` extra (handlers are the handlers rule's).
 
+The imports are read by meridian/release/imports.py, the parser the release plan uses too.
 A violation names the importing file, the line and the rule. The checker itself is tested on
 small module trees written to a temporary directory, so the test fails when a rule is broken.
 """
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from meridian.release.imports import Import, imports_of
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("meridian", "services", "pipelines")
-
-
-@dataclass(frozen=True)
-class Import:
-    file: str  # relative to the root, with forward slashes
-    line: int
-    module: str  # absolute dotted name
 
 
 @dataclass(frozen=True)
@@ -114,34 +109,6 @@ RULES = (
         lambda i: _within(i.module, "apache_beam"),
     ),
 )
-
-
-def _module_name(file: str) -> str:
-    return file.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-
-
-def imports_of(root: Path, path: Path) -> Iterator[Import]:
-    """Every import in the module at ``path``, resolved to absolute names. ``from a import b``
-    yields ``a`` and ``a.b`` (``b`` may be a module: ``from meridian import embedded``)."""
-    file = path.relative_to(root).as_posix()
-    package = _module_name(file).split(".")
-    if not file.endswith("__init__.py"):
-        package = package[:-1]
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=file)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield Import(file, node.lineno, alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            yield Import(file, node.lineno, module)
-            for alias in node.names:
-                if alias.name != "*":
-                    yield Import(file, node.lineno, f"{module}.{alias.name}")
 
 
 def violations(root: Path) -> list[str]:
