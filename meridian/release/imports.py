@@ -112,7 +112,7 @@ class ImportGraph:
             if module in seen or _within(module, excluding):
                 continue
             seen.add(module)
-            stack.extend(self._edges.get(module, set()) - seen)
+            stack.extend(m for m in self._edges.get(module, ()) if m not in seen)
         return seen
 
     def modules_under(self, package: str) -> list[str]:

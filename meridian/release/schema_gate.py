@@ -35,7 +35,11 @@ class BreakingSchemaChange(Exception):
 def check_additive(event_type: str, old_text: str, new_text: str) -> None:
     """Raise BreakingSchemaChange unless every reader of either version reads data of the other."""
     old, new = _record(old_text), _record(new_text)
-    for writer, reader, direction in ((old, new, "new readers"), (new, old, "old readers")):
+    pairs: tuple[tuple[dict[str, Any], dict[str, Any], str], ...] = (
+        (old, new, "new readers"),
+        (new, old, "old readers"),
+    )
+    for writer, reader, direction in pairs:
         for record in sample_records(writer):
             buffer = io.BytesIO()
             fastavro.schemaless_writer(buffer, writer, record)
