@@ -16,7 +16,10 @@ is a FastAPI app that serves its direct routes before any of that, in one way fo
 Every request, whichever way it is served, is first held to its route's body limit (the app's
 ``meridian.edge.body_limits.BodyLimits``): a body over it is answered 413 before it is read, so
 every service's app is a ``PlainRoutes``, with or without direct routes. Plain routes are listed in
-the app's OpenAPI document beside FastAPI's own.
+the app's OpenAPI document beside FastAPI's own, and the document declares every error answer as
+the problem it is (``meridian.edge.problems.document_problems``). The app has no FastAPI
+documentation pages, which load from a CDN: a service serves its own
+(``meridian.edge.api_docs.serve_api_docs``).
 
 An error a direct route raises is answered by the app's own exception handlers (problem details,
 ``meridian.edge.problems``). A ``serve_directly`` route runs under an HTTP server span started
@@ -50,7 +53,7 @@ from meridian.edge.body_limits import (
     declared_length,
     limited,
 )
-from meridian.edge.problems import problem, problem_for
+from meridian.edge.problems import document_problems, problem, problem_for, problem_responses
 from meridian.observability import extract_context, get_logger
 
 log = get_logger(__name__)
@@ -85,7 +88,7 @@ class PlainRoutes(FastAPI):
     body limit, ``body_limits`` (by default 64 KiB a body; see the module docstring)."""
 
     def __init__(self, body_limits: BodyLimits | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"docs_url": None, "redoc_url": None, **kwargs})
         self.body_limits = body_limits or BodyLimits()
         # (method, path): the handler and its body limit
         self._plain: dict[tuple[str, str], tuple[PlainHandler, int]] = {}
@@ -99,16 +102,20 @@ class PlainRoutes(FastAPI):
         handler: PlainHandler,
         summary: str = "",
         media_type: str = "application/json",
+        errors: Sequence[int] = (400, 401, 403, 413, 503),
     ) -> None:
         """Serve ``handler`` at ``method path``, documented in the OpenAPI document by
-        ``summary`` with a body of ``media_type``."""
+        ``summary`` with a body of ``media_type``, answering ``errors`` as problems."""
         method = method.upper()
         self._plain[method, path] = handler, self.body_limits.of_route(method, path)
         self._plain_documented[method, path] = {
             "summary": summary,
             "operationId": f"{method.lower()}{path.replace('/', '_')}",
             "requestBody": {"required": True, "content": {media_type: {}}},
-            "responses": {"2XX": {"description": "done"}},
+            "responses": {
+                "2XX": {"description": "done"},
+                **{str(status): answer for status, answer in problem_responses(*errors).items()},
+            },
         }
         self.openapi_schema = None
 
@@ -118,7 +125,8 @@ class PlainRoutes(FastAPI):
             schema = super().openapi()
             for (method, path), operation in self._plain_documented.items():
                 schema["paths"].setdefault(path, {})[method.lower()] = operation
-        return self.openapi_schema or {}
+            self.openapi_schema = document_problems(schema)
+        return self.openapi_schema
 
     def serve_directly(self, *endpoints: Callable[..., Any]) -> None:
         """Serve the routes of these endpoints (routes of this app) straight from ASGI.

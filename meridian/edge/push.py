@@ -39,6 +39,7 @@ from meridian.concurrency.batches import Batcher
 from meridian.config import Settings
 from meridian.domain.errors import DecodeError, MeridianError
 from meridian.domain.events import DomainEvent
+from meridian.edge.api_docs import serve_api_docs
 from meridian.edge.body_limits import MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
@@ -66,7 +67,8 @@ def reactor_app(
     handle_batch: BatchHandler | None = None,
     batch_concurrency: int = 1,
 ) -> FastAPI:
-    """The reactor's FastAPI app: ``POST /events`` (push endpoint) and ``GET /healthz``.
+    """The reactor's FastAPI app: ``POST /events`` (push endpoint), ``GET /healthz`` and its
+    API's documentation (``GET /docs``).
 
     ``own_url`` is the service's base URL; the push token's audience must be ``{own_url}/events``,
     as the push subscription's audience defaults to its endpoint URL (reference §3.4).
@@ -131,7 +133,15 @@ def reactor_app(
 
     # Served before FastAPI's middleware and routing, a third of a reactor's CPU per push when
     # it went through them (``meridian.edge.fast_routes``); errors still answer as problems.
-    app.plain_route("POST", "/events", events, "Pub/Sub push of one event (wrapped envelope)")
+    # A handler's error is answered as its domain error maps (``meridian.edge.problems``).
+    app.plain_route(
+        "POST",
+        "/events",
+        events,
+        "Pub/Sub push of one event (wrapped envelope)",
+        errors=(400, 401, 403, 404, 409, 413, 422, 503),
+    )
+    serve_api_docs(app)
     return app
 
 

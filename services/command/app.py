@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from meridian.concurrency.group_commit import Committer, Transactions
 from meridian.concurrency.offload import Offload
+from meridian.edge.api_docs import serve_api_docs
 from meridian.edge.body_limits import KIB, MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRoutes
 from meridian.edge.problems import install_problem_handlers
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(dispatch.router())
     app.include_router(webhooks.router())
     app.include_router(pod.router())
+    serve_api_docs(app)
     return app
 
 

@@ -17,9 +17,10 @@ from fastapi import Depends, FastAPI, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from meridian.domain.errors import DecodeError, NotFound
+from meridian.edge.api_docs import serve_api_docs
 from meridian.edge.body_limits import MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRoutes
-from meridian.edge.problems import install_problem_handlers
+from meridian.edge.problems import install_problem_handlers, problem_responses
 from meridian.ports import PushAuthenticator
 from services.dispatch import steps
 from services.dispatch.handlers import Deps
@@ -49,7 +50,13 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/steps/{step}", tags=["saga"], dependencies=[Depends(the_workflow)])
+    @app.post(
+        "/v1/steps/{step}",
+        tags=["saga"],
+        dependencies=[Depends(the_workflow)],
+        # 404 an unknown step; a step's own errors as the core's map (409 a conflict).
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503),
+    )
     async def run_step(
         step: str,
         request: Request,
@@ -66,6 +73,7 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
         command = steps.parse(step, body)
         return await run_in_threadpool(steps.run_step, step, idempotency_key, command, deps)
 
+    serve_api_docs(app)
     return app
 
 

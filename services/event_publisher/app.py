@@ -15,6 +15,7 @@ from opentelemetry import context as otel_context
 from meridian.codec.firestore_values import decode_document_event
 from meridian.concurrency.batches import Batcher
 from meridian.domain.errors import DecodeError
+from meridian.edge.api_docs import serve_api_docs
 from meridian.edge.body_limits import MIB, BodyLimits
 from meridian.edge.fast_routes import PlainRequest, PlainResponse, PlainRoutes
 from meridian.edge.problems import install_problem_handlers
@@ -87,6 +88,7 @@ def create_app(deps: Deps, auth: PushAuthenticator, own_url: str) -> FastAPI:
         "Eventarc's Firestore document change (binary-mode CloudEvent)",
         "application/protobuf",
     )
+    serve_api_docs(app)
     return app
 
 

@@ -24,8 +24,9 @@ from starlette.concurrency import run_in_threadpool
 
 from meridian.app.auth import bearer_token
 from meridian.domain.errors import NotFound, Unauthenticated
+from meridian.edge.api_docs import serve_api_docs
 from meridian.edge.fast_routes import PlainRoutes
-from meridian.edge.problems import install_problem_handlers, problem
+from meridian.edge.problems import install_problem_handlers, problem, problem_responses
 from meridian.resources import package_directory
 from services.live_map.bootstrap import LiveMap
 from services.live_map.tracking import (
@@ -103,6 +104,7 @@ def create_app(live_map: LiveMap) -> FastAPI:
 
     if live_map.options.serves_streams:
         _serve_streams(app, live_map)
+    serve_api_docs(app)
     return app
 
 
@@ -111,7 +113,11 @@ def _serve_streams(app: FastAPI, live_map: LiveMap) -> None:
     async def ended(_: Request, error: TrackingEnded) -> JSONResponse:
         return problem(410, "tracking-ended", str(error), final_status=error.status)
 
-    @app.get("/v1/track/{parcel_id}", tags=["tracking"])
+    @app.get(
+        "/v1/track/{parcel_id}",
+        tags=["tracking"],
+        responses=problem_responses(401, 403, 404, 410, 422, 503),
+    )
     async def track(
         parcel_id: str,
         authorization: Annotated[str | None, Header()] = None,
@@ -125,7 +131,7 @@ def _serve_streams(app: FastAPI, live_map: LiveMap) -> None:
         stream = _sse(track_parcel(parcel_id, grant, deps))
         return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    @app.get("/v1/fleet/stream", tags=["tracking"])
+    @app.get("/v1/fleet/stream", tags=["tracking"], responses=problem_responses(401, 403, 422, 503))
     async def fleet(
         authorization: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Query()] = None,

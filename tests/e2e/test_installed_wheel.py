@@ -5,7 +5,8 @@ build the wheel, install it with the locked dependencies (no dev group, no pipel
 fresh virtual environment outside the checkout, and run ``meridian serve SERVICE`` with ``PORT``
 set. Every process runs in ``tmp_path`` with a clean environment (no ``PYTHONPATH``) and Python's
 isolated mode where it is ours to start, so the checkout is not on ``sys.path``: the catalog, the
-Avro schemas, the workflows and the live map's assets must come from the installed package.
+Avro schemas, the workflows, the live map's assets and Swagger UI's must come from the installed
+package.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ import importlib.util, json
 import meridian
 from meridian.catalog import DEFAULT_CATALOG, load_catalog
 from meridian.resources import workflows_directory
+from meridian.edge.api_docs import SWAGGER_UI, VENDORED
 from services.live_map.bootstrap import LEAFLET
 catalog = load_catalog()
 print(json.dumps({
@@ -86,6 +88,9 @@ print(json.dumps({
     "event_types": len(catalog.event_types),
     "workflows": sorted(p.name for p in workflows_directory().glob("*.yaml")),
     "leaflet": (LEAFLET / "leaflet.js").is_file() and (LEAFLET / "LICENSE").is_file(),
+    "swagger": str(SWAGGER_UI),
+    "swagger_files": sorted(p.name for p in SWAGGER_UI.iterdir() if p.name in VENDORED),
+    "swagger_vendored": sorted(VENDORED),
     "beam": importlib.util.find_spec("apache_beam") is not None,
 }))
 """
@@ -102,6 +107,8 @@ def test_the_installed_wheel_has_its_data_and_no_beam(venv: Path, tmp_path: Path
     assert found["event_types"] >= 20
     assert "dispatch.yaml" in found["workflows"]
     assert found["leaflet"] is True
+    assert Path(found["swagger"]).resolve().is_relative_to(site)
+    assert found["swagger_files"] == found["swagger_vendored"]  # LICENSE and NOTICE among them
     assert found["beam"] is False  # the service image's dependencies: Beam is the pipeline's
 
 
@@ -159,3 +166,8 @@ def test_a_service_serves_from_the_installed_wheel(served: dict[str, str], tmp_p
     assert page.status_code == 200 and "/assets/leaflet/leaflet.js" in page.text
     leaflet = httpx.get(f"{live_map}/assets/leaflet/leaflet.js", timeout=5)
     assert leaflet.status_code == 200 and "Leaflet 1.9.4" in leaflet.text
+    command = served["command"]
+    docs = httpx.get(f"{command}/docs", timeout=5)
+    assert docs.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    bundle = httpx.get(f"{command}/docs/assets/swagger-ui-bundle.js", timeout=5)
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text

@@ -1,5 +1,6 @@
 """What every command-service route shares: who is calling, the idempotency key, the hot routes'
-own reading and documenting of their inputs, 202 answers.
+own reading and documenting of their inputs, the errors every route declares (``declared``), 202
+answers with the ``Location`` of their status resource.
 
 Authentication comes before anything of the request is judged (401 before a 422 or a 400 could
 tell an anonymous caller what the route expects): the hot routes call ``authenticate`` first, and
@@ -26,6 +27,7 @@ from meridian.app.idempotency import RequestKey
 from meridian.domain.actors import Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.domain.model import Identifier
+from meridian.edge.problems import problem_responses
 from meridian.ports import IdentityVerifier
 from services.command.handlers import Deps, client_for_api_key
 
@@ -228,5 +230,30 @@ async def request_key(request: Request, caller: Actor, key: str | None) -> Reque
     return RequestKey.of(f"{caller.role}:{caller.subject}", key, request.method, path, body)
 
 
-def accepted(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=202)
+def accepted(body: dict[str, Any], location: str | None = None) -> JSONResponse:
+    """A 202; ``location``: the status resource that follows what was accepted."""
+    headers = {"Location": location} if location is not None else None
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+# What any route of the service can answer: a malformed body or Content-Length (400), no or bad
+# credentials (401), a caller who may not (403), a body over its limit (413), invalid input
+# (422), the store or another dependency down (503).
+COMMON_ERRORS = (400, 401, 403, 413, 422, 503)
+
+
+def declared(*errors: int, location: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` for the OpenAPI document: ``COMMON_ERRORS`` and ``errors`` as
+    problems; ``location``, the status resource its 202 names in ``Location``."""
+    responses = problem_responses(*sorted({*COMMON_ERRORS, *errors}))
+    if location is not None:
+        responses[202] = {
+            "headers": {
+                "Location": {
+                    "description": f"the status resource, {location}",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    return responses

@@ -21,6 +21,7 @@ from services.command.routes.common import (
     Caller,
     IdempotencyKey,
     accepted,
+    declared,
     request_key,
 )
 
@@ -61,7 +62,11 @@ def _workflows(request: Request) -> WorkflowExecutions:
 def router() -> APIRouter:
     routes = APIRouter(tags=["dispatch"], route_class=AuthenticatedRoute)
 
-    @routes.post("/v1/dispatch-windows", status_code=202)
+    @routes.post(
+        "/v1/dispatch-windows",
+        status_code=202,
+        responses=declared(409, location="/v1/dispatch-windows/{window_id}"),
+    )
     async def open_window(
         body: OpenWindowRequest,
         request: Request,
@@ -78,13 +83,12 @@ def router() -> APIRouter:
             solve_time_limit_s=body.solve_time_limit_s,
         )
         key = await request_key(request, caller, idempotency_key)
-        return accepted(
-            await run_in_threadpool(
-                handlers.open_window, cmd, caller, deps, _workflows(request), key
-            )
+        answer = await run_in_threadpool(
+            handlers.open_window, cmd, caller, deps, _workflows(request), key
         )
+        return accepted(answer, answer["status_url"])
 
-    @routes.get("/v1/dispatch-windows/{window_id}")
+    @routes.get("/v1/dispatch-windows/{window_id}", responses=declared(404))
     async def get_window(window_id: str, request: Request, caller: Caller) -> dict[str, Any]:
         deps: Deps = request.app.state.deps
         return await run_in_threadpool(
@@ -112,7 +116,11 @@ def router() -> APIRouter:
             )
         )
 
-    @routes.post("/v1/assignments/{assignment_id}:accept", status_code=202)
+    # An answer is relayed to the saga, whose window is the status resource; the answer's 202
+    # has no Location, since the assignment does not name its window.
+    @routes.post(
+        "/v1/assignments/{assignment_id}:accept", status_code=202, responses=declared(404, 409)
+    )
     async def accept(
         assignment_id: Identifier,
         request: Request,
@@ -121,7 +129,9 @@ def router() -> APIRouter:
     ) -> JSONResponse:
         return await _answer(assignment_id, "accept", body, request, caller)
 
-    @routes.post("/v1/assignments/{assignment_id}:decline", status_code=202)
+    @routes.post(
+        "/v1/assignments/{assignment_id}:decline", status_code=202, responses=declared(404, 409)
+    )
     async def decline(
         assignment_id: Identifier,
         request: Request,

@@ -41,6 +41,7 @@ from services.command.routes.common import (
     IdempotencyKey,
     RequestBody,
     accepted,
+    declared,
     documented,
     idempotency_key,
     parcel_move,
@@ -97,6 +98,8 @@ class Accepted(BaseModel):
     status: str
     accepted_at: str
 
+
+PARCEL_STATUS = "/v1/parcels/{parcel_id}"  # the status resource of a parcel and its moves
 
 B = TypeVar("B", bound=RequestBody)
 C = TypeVar("C")
@@ -195,6 +198,7 @@ def moves(deps: Deps, committer: Committer) -> APIRouter:
             tags=[move.tag],
             status_code=202,
             response_model=Accepted,
+            responses=declared(404, 409, location=PARCEL_STATUS),
             openapi_extra=documented(move.body, path=("parcel_id",)),
         )
     return routes
@@ -209,7 +213,8 @@ def _move_endpoint(
         key = await request_key(request, caller, idempotency_key(request))
         # On the embedded store the move runs on the event loop, grouped with the moves that
         # arrived with it into one commit; on Firestore, in a worker thread (``Committer``).
-        return accepted(await committer.run(move.handle(cmd, caller, deps, key)))
+        answer = await committer.run(move.handle(cmd, caller, deps, key))
+        return accepted(answer, f"/v1/parcels/{parcel_id}")
 
     return endpoint
 
@@ -218,7 +223,12 @@ def router(deps: Deps) -> APIRouter:
     """Shipments and parcel status."""
     routes = APIRouter(route_class=AuthenticatedRoute)
 
-    @routes.post("/v1/shipments", status_code=202, tags=["shipments"])
+    @routes.post(
+        "/v1/shipments",
+        status_code=202,
+        tags=["shipments"],
+        responses=declared(409, location="/v1/shipments/{shipment_id}"),
+    )
     async def create_shipment(
         body: ShipmentRequest,
         request: Request,
@@ -229,13 +239,14 @@ def router(deps: Deps) -> APIRouter:
             client_id=caller.subject, shipment_id=body.shipment_id, parcels=tuple(body.parcels)
         )
         key = await request_key(request, caller, idempotency_key)
-        return accepted(await run_in_threadpool(handlers.create_shipment, cmd, caller, deps, key))
+        answer = await run_in_threadpool(handlers.create_shipment, cmd, caller, deps, key)
+        return accepted(answer, answer["status_url"])
 
-    @routes.get("/v1/shipments/{shipment_id}", tags=["shipments"])
+    @routes.get("/v1/shipments/{shipment_id}", tags=["shipments"], responses=declared(404))
     async def get_shipment(shipment_id: str, caller: Caller) -> dict[str, Any]:
         return await run_in_threadpool(handlers.get_shipment, shipment_id, caller, deps)
 
-    @routes.get("/v1/parcels/{parcel_id}", tags=["parcels"])
+    @routes.get(PARCEL_STATUS, tags=["parcels"], responses=declared(404))
     async def get_parcel(parcel_id: str, caller: Caller) -> dict[str, Any]:
         return await run_in_threadpool(handlers.get_parcel_status, parcel_id, caller, deps)
 

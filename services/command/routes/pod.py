@@ -19,7 +19,7 @@ from meridian.domain.model import Identifier
 from meridian.ports import BlobStore
 from services.command.handlers import Deps
 from services.command.handlers.pod import MAX_IMAGE_BYTES, SIGNATURES, attach_pod_image
-from services.command.routes.common import AuthenticatedRoute, Caller
+from services.command.routes.common import AuthenticatedRoute, Caller, accepted, declared
 
 
 async def _read_image(request: Request, content_type: str, length: int | None) -> bytes:
@@ -51,7 +51,11 @@ def router() -> APIRouter:
     """The POD photo route."""
     routes = APIRouter(tags=["parcels"], route_class=AuthenticatedRoute)
 
-    @routes.put("/v1/parcels/{parcel_id}/pod-image", status_code=202)
+    @routes.put(
+        "/v1/parcels/{parcel_id}/pod-image",
+        status_code=202,
+        responses=declared(404, 409, 415, location="/v1/parcels/{parcel_id}"),
+    )
     async def upload_pod_image(
         parcel_id: Identifier,
         request: Request,
@@ -72,6 +76,6 @@ def router() -> APIRouter:
             _blob_store(request),
             deps.clock,
         )
-        return JSONResponse(answer, status_code=202)
+        return accepted(answer, f"/v1/parcels/{parcel_id}")
 
     return routes

@@ -21,7 +21,13 @@ from meridian.domain.commands import RecordPing
 from services.command.handlers import Deps
 from services.command.handlers import telemetry as handlers
 from services.command.handlers.telemetry import MAX_PINGS_PER_BATCH, AssignedVehicles
-from services.command.routes.common import RequestBody, accepted, authenticate, documented
+from services.command.routes.common import (
+    RequestBody,
+    accepted,
+    authenticate,
+    declared,
+    documented,
+)
 
 
 class TelemetryRequest(RequestBody):
@@ -83,6 +89,7 @@ def router(deps: Deps, ingest: Offload | None = None) -> APIRouter:
         "/v1/telemetry",
         status_code=202,
         tags=["telemetry"],
+        responses=declared(),  # a batch has no status resource: its 202 names none
         openapi_extra=documented(TelemetryRequest, idempotent=False),
     )
     async def telemetry(request: Request) -> JSONResponse:

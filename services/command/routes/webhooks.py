@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.command.handlers import Deps
 from services.command.handlers import webhooks as handlers
-from services.command.routes.common import AuthenticatedRoute, Caller
+from services.command.routes.common import AuthenticatedRoute, Caller, accepted, declared
 
 
 class WebhookRequest(BaseModel):
@@ -27,14 +27,26 @@ class ReplayRequest(BaseModel):
     since: datetime | None = None
 
 
+_PREFIX = "/v1/clients/{client_id}/webhooks"
+_CREATED = {
+    "headers": {
+        "Location": {
+            "description": f"the endpoint registered, {_PREFIX}/{{webhook_id}}",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+}
+
+
 def router() -> APIRouter:
     routes = APIRouter(
-        prefix="/v1/clients/{client_id}/webhooks",
+        prefix=_PREFIX,
         tags=["webhooks"],
         route_class=AuthenticatedRoute,
     )
 
-    @routes.post("", status_code=201)
+    @routes.post("", status_code=201, responses={**declared(409), 201: _CREATED})
     async def register(
         client_id: str, body: WebhookRequest, request: Request, caller: Caller
     ) -> JSONResponse:
@@ -53,20 +65,20 @@ def router() -> APIRouter:
             headers={"Location": f"/v1/clients/{client_id}/webhooks/{endpoint['webhook_id']}"},
         )
 
-    @routes.get("")
+    @routes.get("", responses=declared())
     async def list_endpoints(client_id: str, request: Request, caller: Caller) -> dict[str, Any]:
         deps: Deps = request.app.state.deps
         endpoints = await run_in_threadpool(handlers.list_endpoints, caller, client_id, deps)
         return {"webhooks": endpoints}
 
-    @routes.get("/{webhook_id}")
+    @routes.get("/{webhook_id}", responses=declared(404))
     async def get_endpoint(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> dict[str, Any]:
         deps: Deps = request.app.state.deps
         return await run_in_threadpool(handlers.get_endpoint, caller, client_id, webhook_id, deps)
 
-    @routes.delete("/{webhook_id}", status_code=204)
+    @routes.delete("/{webhook_id}", status_code=204, responses=declared(404))
     async def delete_endpoint(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> Response:
@@ -74,7 +86,7 @@ def router() -> APIRouter:
         await run_in_threadpool(handlers.delete_endpoint, caller, client_id, webhook_id, deps)
         return Response(status_code=204)
 
-    @routes.get("/{webhook_id}/deliveries")
+    @routes.get("/{webhook_id}/deliveries", responses=declared(404))
     async def deliveries(
         client_id: str, webhook_id: str, request: Request, caller: Caller
     ) -> dict[str, Any]:
@@ -82,7 +94,11 @@ def router() -> APIRouter:
         log = await run_in_threadpool(handlers.delivery_log, caller, client_id, webhook_id, deps)
         return {"deliveries": log}
 
-    @routes.post("/{webhook_id}/replay", status_code=202)
+    @routes.post(
+        "/{webhook_id}/replay",
+        status_code=202,
+        responses=declared(404, location=f"{_PREFIX}/{{webhook_id}}/deliveries"),
+    )
     async def replay(
         client_id: str,
         webhook_id: str,
@@ -93,9 +109,9 @@ def router() -> APIRouter:
         deps: Deps = request.app.state.deps
         since = body.since if body else None
         count = await run_in_threadpool(handlers.replay, caller, client_id, webhook_id, since, deps)
-        return JSONResponse(
+        return accepted(
             {"webhook_id": webhook_id, "replayed": count, "at": datetime.now(UTC).isoformat()},
-            status_code=202,
+            f"/v1/clients/{client_id}/webhooks/{webhook_id}/deliveries",
         )
 
     return routes
