@@ -21,7 +21,11 @@ from typing import Any
 
 import httpx
 
-from meridian.app.records import parcel_document
+from meridian.app.records import (
+    parcel_document,
+    vehicle_assignment_document,
+    vehicle_assignment_path,
+)
 from meridian.catalog import load_catalog
 from meridian.config import Settings
 from meridian.domain.actors import Actor
@@ -96,6 +100,10 @@ def _seed(data_dir: Path, count: int) -> list[tuple[str, str]]:
             )
             planned.append((f"p-{i}", driver))
         store.batch_write(writes)
+    # The telemetry scenario posts as drv-0 for veh-1: a driver may report only its own vehicle.
+    desk = Actor("b", "dispatcher")
+    assignment = vehicle_assignment_document("veh-1", "drv-0", now, "seed", desk)
+    store.set(vehicle_assignment_path("veh-1"), assignment)
     store.close()
     return planned
 

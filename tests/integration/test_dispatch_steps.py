@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meridian.app import dispatch_records as rec
-from meridian.app.records import parcel_document
+from meridian.app.records import parcel_document, vehicle_assignment_path
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Settings
@@ -140,6 +140,11 @@ def test_reserve_optimize_assign_offer_confirm_complete(deps: Deps) -> None:
         parcel = deps.store.get(f"parcels/{stop['parcel_id']}")
         assert parcel is not None and parcel.data["stop_sequence"] == stop["sequence"]
     assert (_status(deps, "drivers/d0"), _status(deps, "vehicles/v0")) == ("ON_ROUTE", "ON_ROUTE")
+    # The confirmed route puts d0 on v0 where telemetry looks: the vehicle's assignment.
+    assignment = deps.store.get(vehicle_assignment_path("v0"))
+    assert assignment is not None
+    assert (assignment.data["driver_id"], assignment.data["since"]) == ("d0", NOW)
+    assert assignment.data["assigned_by"]["name"] == "ConfirmAssignment"
     done = _step(deps, "complete", window_id="w1", execution_id="dispatch-w1")
     assert done == {
         "window_id": "w1",

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from meridian import observability
 from meridian.app.auth import api_key_digest
+from meridian.app.records import vehicle_assignment_document, vehicle_assignment_path
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.concurrency.offload import Inline
@@ -121,11 +122,18 @@ def out_for_delivery(client: TestClient, parcel_id: str = "p-1") -> None:
 
 def carrying(store: FakeDocumentStore, driver: str, *vehicles: str) -> None:
     """``driver`` carries a parcel out for delivery on each of ``vehicles``, as the desk's
-    ``:assign`` or the dispatch saga's confirmed route leaves it."""
+    ``:assign`` or the dispatch saga's confirmed route leaves it: the parcel, and the vehicle's
+    assignment naming the driver."""
     for vehicle in vehicles:
         store.set(
             f"parcels/p-{driver}-{vehicle}",
             {"driver_id": driver, "vehicle_id": vehicle, "status": "OUT_FOR_DELIVERY"},
+        )
+        store.set(
+            vehicle_assignment_path(vehicle),
+            vehicle_assignment_document(
+                vehicle, driver, NOW, "AssignParcel", Actor("d", "dispatcher")
+            ),
         )
 
 
@@ -514,6 +522,10 @@ class CountingStore(FakeDocumentStore):
         self.reads += 1
         return super().get(path)
 
+    def get_all(self, paths: Sequence[str]) -> dict[str, Document | None]:
+        self.reads += 1  # one batched read (Firestore's get_all), whatever its length
+        return {path: super(CountingStore, self).get(path) for path in paths}
+
     def query(self, query: Query) -> list[Document]:
         self.reads += 1
         return super().query(query)
@@ -560,6 +572,34 @@ def test_a_driver_may_report_only_the_vehicle_they_are_assigned(
     ]
 
 
+def test_the_moves_that_put_a_driver_on_a_vehicle_record_its_assignment(
+    client: TestClient, store: FakeDocumentStore
+) -> None:
+    out_for_delivery(client)  # the desk assigns p-1 to drv-7 on veh-3; drv-7 sends it out
+    assignment = store.docs["vehicle_assignments/veh-3"].data
+    assert (assignment["driver_id"], assignment["since"]) == ("drv-7", NOW)
+    assert assignment["assigned_by"] == {
+        "name": "AssignParcel",
+        "by": "dsp-1",
+        "role": "dispatcher",
+    }
+    # Sending out names a vehicle, but the assignment is the one the desk made: a driver cannot
+    # claim another vehicle by naming it.
+    client.post("/v1/shipments", json={"parcels": [parcel_body("p-2")]}, headers=CLIENT)
+    assign = {"route_id": "r-2", "driver_id": "drv-7", "vehicle_id": "veh-3"}
+    client.post("/v1/parcels/p-2:assign", json=assign, headers=DISPATCHER)
+    out = {"vehicle_id": "veh-0", "at": NOW.isoformat()}
+    client.post("/v1/parcels/p-2:out-for-delivery", json=out, headers=DRIVER)
+    assert "vehicle_assignments/veh-0" not in store.docs
+    # The desk gives veh-3 to another driver: the assignment follows.
+    client.post("/v1/shipments", json={"parcels": [parcel_body("p-3")]}, headers=CLIENT)
+    assign = {"route_id": "r-3", "driver_id": "drv-8", "vehicle_id": "veh-3"}
+    assert client.post("/v1/parcels/p-3:assign", json=assign, headers=DISPATCHER).status_code == 202
+    assert store.docs["vehicle_assignments/veh-3"].data["driver_id"] == "drv-8"
+    refused = client.post("/v1/telemetry", json={"pings": [ping("veh-3")]}, headers=DRIVER)
+    assert refused.json()["rejected"][0]["error"].startswith("vehicle_id: not your vehicle")
+
+
 def test_a_driver_is_checked_with_one_read_a_batch_at_most_and_follows_reassignment(
     publisher: FakePublisher,
 ) -> None:
@@ -581,6 +621,7 @@ def test_a_driver_is_checked_with_one_read_a_batch_at_most_and_follows_reassignm
     # Reassigned: the next batch for the new vehicle reads again and is accepted; the old
     # vehicle is refused from the next read on.
     store.delete("parcels/p-drv-7-veh-3")
+    carrying(store, "drv-9", "veh-3")
     carrying(store, "drv-7", "veh-4")
     now[0] += timedelta(seconds=5)
     assert post("veh-4")["accepted"] == 1

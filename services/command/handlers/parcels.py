@@ -3,17 +3,27 @@ its driver or the dispatch desk, and its status read back.
 
 Every write is one transaction that also records the idempotency ledger entry, so a retried
 request returns the first response and writes nothing more. The commit is the event: the event
-publisher turns each committed state change into a domain event (Eventarc's native outbox).
+publisher turns each committed state change into a domain event (Eventarc's native outbox). The
+moves that put a driver on a vehicle (``:assign``, ``:out-for-delivery``) also record it, in the
+same transaction, on the vehicle's assignment (``meridian.app.records``), which telemetry reads.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from meridian.app.idempotency import RequestKey, record_response, replayed_response
-from meridian.app.records import parcel_document, parcel_from_document, shipment_document
+from meridian.app.records import (
+    assigned_driver,
+    parcel_document,
+    parcel_from_document,
+    shipment_document,
+    vehicle_assignment_document,
+    vehicle_assignment_path,
+)
 from meridian.domain.actors import Actor
 from meridian.domain.commands import (
     AssignParcel,
@@ -115,6 +125,7 @@ def _move_parcel(
     request: RequestKey | None,
     move: Callable[[Parcel], Parcel],
     authorize: Callable[[Parcel], None],
+    puts_driver_on_vehicle: bool = False,
 ) -> Move:
     now = deps.clock()
 
@@ -127,6 +138,8 @@ def _move_parcel(
         parcel = parcel_from_document(document.data)
         authorize(parcel)
         moved = move(parcel)
+        if puts_driver_on_vehicle:
+            _record_vehicle_assignment(tx, moved, now, command_name, actor)
         tx.set(f"parcels/{parcel_id}", parcel_document(moved, now, command_name, actor))
         response = {
             "parcel_id": parcel_id,
@@ -137,6 +150,24 @@ def _move_parcel(
         return response
 
     return work
+
+
+def _record_vehicle_assignment(
+    tx: Transaction, parcel: Parcel, now: datetime, command_name: str, actor: Actor
+) -> None:
+    """The parcel's driver drives its vehicle (the one the desk assigned: never a vehicle a
+    driver names, or a driver could claim any vehicle by naming it). An assignment already naming
+    the driver is left as it is: it keeps its ``since``, and a driver sending out the many parcels
+    of one vehicle together does not write its one document as many times (on Firestore, a
+    document sustains about one write a second)."""
+    if parcel.driver_id is None or parcel.vehicle_id is None:
+        return
+    path = vehicle_assignment_path(parcel.vehicle_id)
+    if assigned_driver(tx.get(path)) != parcel.driver_id:
+        document = vehicle_assignment_document(
+            parcel.vehicle_id, parcel.driver_id, now, command_name, actor
+        )
+        tx.set(path, document)
 
 
 def _the_assigned_driver(actor: Actor, driver_id: str) -> Callable[[Parcel], None]:
@@ -163,6 +194,7 @@ def send_out_for_delivery(
         request,
         lambda p: p.send_out(),
         _the_assigned_driver(actor, cmd.driver_id),
+        puts_driver_on_vehicle=True,
     )
 
 
@@ -211,6 +243,7 @@ def assign_parcel(cmd: AssignParcel, actor: Actor, deps: Deps, request: RequestK
         request,
         plan_and_assign,
         _dispatcher_only(actor),
+        puts_driver_on_vehicle=True,
     )
 
 

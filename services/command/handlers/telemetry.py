@@ -2,23 +2,24 @@
 telemetry topic. Each element is judged on its own, so one bad ping does not sink the batch: it is
 refused by its index with the reason (not a valid ping, dated beyond the clock skew allowed or too
 old, another driver's vehicle) and the good ones are published. Writes nothing to the document
-store; reads it at most once a batch, to learn which vehicle a driver drives."""
+store; from a driver, reads it at most once a batch (the assignments of the vehicles the batch
+names, ``AssignedVehicles``), to learn which vehicles the driver drives."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
 
+from meridian.app.records import assigned_driver, vehicle_assignment_path
 from meridian.domain.actors import Actor, Role
 from meridian.domain.commands import RecordPing
 from meridian.domain.events import VehiclePing, derive_event_id
-from meridian.domain.states import ParcelStatus
 from meridian.observability import current_traceparent, get_logger
-from meridian.ports import DocumentStore, Query
+from meridian.ports import DocumentStore
 from services.command.handlers import Deps
 
 log = get_logger(__name__)
@@ -34,58 +35,51 @@ REFUSED: Counter[str] = Counter()
 
 
 class AssignedVehicles:
-    """Which vehicles each driver drives at the time: those of the parcels assigned to them and
-    not yet delivered (assigned, out for delivery, or failed and still aboard). Parcels are the
-    one record both kinds of assignment write: the desk's ``:assign`` and the dispatch saga's
-    confirmed route (which also leaves the driver's route on ``drivers/{id}``, but the desk does
-    not). A vehicle no driver is assigned may be reported only by the desk or a gateway.
+    """Which vehicles each driver drives at the time, as the vehicles' assignments
+    (``vehicle_assignments/{vehicle_id}``, ``meridian.app.records``) name them: written in the
+    transaction of every change that puts a driver on a vehicle (the desk's ``:assign``, the
+    driver's ``:out-for-delivery``, the dispatch saga's confirmed route). A vehicle whose
+    assignment names another driver, or nobody, may be reported only by the desk or a gateway.
 
-    One query per driver, kept ``FRESH_FOR``: a phone posts every few seconds, so most batches
-    read nothing. A batch naming a vehicle the kept answer lacks reads again (``recheck``: a
-    driver just given another vehicle is accepted at once), unless the answer is under
-    ``REREAD_AFTER`` old, so that a driver posting others' vehicles cannot make the service query
-    for every batch. A batch reads once at most.
+    A read is one ``get_all`` of the batch's vehicles and the driver's known ones (one document
+    each: it costs the same whatever the number of parcels in flight, and needs no index), and
+    what it finds is kept ``FRESH_FOR``: a phone posts every few seconds, so most batches read
+    nothing. A batch naming a vehicle the kept answer lacks reads again (``of``: a driver just
+    given another vehicle is accepted at once), unless the answer is under ``REREAD_AFTER`` old,
+    so that a driver posting others' vehicles cannot make the service read for every batch. A
+    read also drops a known vehicle whose assignment has gone to another driver. A batch reads
+    once at most.
     """
 
     FRESH_FOR = timedelta(seconds=30)
     REREAD_AFTER = timedelta(seconds=5)
     MAX_DRIVERS = 50_000  # forgotten all at once beyond this: a few reads, then warm again
-    CARRYING = (
-        ParcelStatus.ASSIGNED.value,
-        ParcelStatus.OUT_FOR_DELIVERY.value,
-        ParcelStatus.DELIVERY_FAILED.value,
-    )
 
     def __init__(self, store: DocumentStore) -> None:
         self._store = store
         self._known: dict[str, tuple[datetime, frozenset[str]]] = {}
 
-    def of(self, driver: str, now: datetime) -> frozenset[str]:
-        """The vehicles ``driver`` drives, as last read if that is fresh enough."""
+    def of(self, driver: str, vehicles: Collection[str], now: datetime) -> frozenset[str]:
+        """The vehicles ``driver`` drives, as far as ``vehicles`` (those a batch names) need:
+        as last read if that is fresh enough and knows them all, else read again, unless the last
+        read is under ``REREAD_AFTER`` old."""
         known = self._known.get(driver)
-        if known is not None and now - known[0] < self.FRESH_FOR:
-            return known[1]
-        return self._read(driver, now)
+        if known is not None:
+            age = now - known[0]
+            if age < self.REREAD_AFTER or (age < self.FRESH_FOR and known[1].issuperset(vehicles)):
+                return known[1]
+        return self._read(driver, {*(known[1] if known else ()), *vehicles}, now)
 
-    def recheck(self, driver: str, now: datetime) -> frozenset[str]:
-        """The vehicles ``driver`` drives, read again (for a vehicle the last read lacked)
-        unless that read is under ``REREAD_AFTER`` old."""
-        known = self._known.get(driver)
-        if known is not None and now - known[0] < self.REREAD_AFTER:
-            return known[1]
-        return self._read(driver, now)
-
-    def _read(self, driver: str, now: datetime) -> frozenset[str]:
-        parcels = self._store.query(
-            Query("parcels")
-            .where("driver_id", "==", driver)
-            .where("status", "in", list(self.CARRYING))
+    def _read(self, driver: str, vehicles: Collection[str], now: datetime) -> frozenset[str]:
+        paths = {vehicle_assignment_path(v): v for v in vehicles}
+        assignments = self._store.get_all(list(paths))
+        drives = frozenset(
+            paths[path] for path, doc in assignments.items() if assigned_driver(doc) == driver
         )
-        vehicles = frozenset(str(p.data["vehicle_id"]) for p in parcels if p.data.get("vehicle_id"))
         if len(self._known) >= self.MAX_DRIVERS:
             self._known.clear()
-        self._known[driver] = (now, vehicles)
-        return vehicles
+        self._known[driver] = (now, drives)
+        return drives
 
 
 def vehicle_ping(
@@ -133,8 +127,9 @@ def record_pings(
     window = deps.ping_window
     earliest, latest = window.bounds(now)
     driver = actor.subject if actor.role == "driver" else None
-    vehicles = assigned.of(driver, now) if driver is not None else frozenset()
-    rechecked = False
+    vehicles: frozenset[str] = frozenset()
+    if driver is not None:  # the vehicles the batch names, read at most once for it
+        vehicles = assigned.of(driver, {p.vehicle_id for p in pings if not isinstance(p, str)}, now)
     events, rejected = [], []
     refused: Counter[str] = Counter()
     for index, ping in enumerate(pings):
@@ -156,14 +151,11 @@ def record_pings(
                 )
                 continue
             if ping.vehicle_id not in vehicles:
-                if not rechecked:  # perhaps just given it: one more read for the batch, at most
-                    vehicles, rechecked = assigned.recheck(driver, now), True
-                if ping.vehicle_id not in vehicles:
-                    refused[NOT_YOURS] += 1
-                    drives = ", ".join(sorted(vehicles)) or "none"
-                    error = f"vehicle_id: {NOT_YOURS} ({driver} drives {drives})"
-                    rejected.append({"index": index, "error": error})
-                    continue
+                refused[NOT_YOURS] += 1
+                drives = ", ".join(sorted(vehicles)) or "none"
+                error = f"vehicle_id: {NOT_YOURS} ({driver} drives {drives})"
+                rejected.append({"index": index, "error": error})
+                continue
             driver_id = driver
         # RecordPing has checked every field VehiclePing constrains.
         position = ping.position

@@ -1,6 +1,7 @@
-"""A driver's answer to an offer, as the saga records it: accepted (the route is confirmed and its
-parcels assigned to driver and vehicle), or declined or expired (the driver goes back to the pool
-and the route waits for a re-offer). The first recorded answer stands."""
+"""A driver's answer to an offer, as the saga records it: accepted (the route is confirmed, its
+parcels assigned to driver and vehicle, and the vehicle's assignment names the driver, in one
+transaction), or declined or expired (the driver goes back to the pool and the route waits for a
+re-offer). The first recorded answer stands."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from meridian.app import dispatch_records as rec
-from meridian.app.records import parcel_document, parcel_from_document
+from meridian.app.records import (
+    parcel_document,
+    parcel_from_document,
+    vehicle_assignment_document,
+    vehicle_assignment_path,
+)
 from meridian.domain import events as ev
 from meridian.domain.dispatch import ConfirmAssignment, DeclineAssignment
 from meridian.domain.errors import Conflict, NotFound
@@ -119,3 +125,7 @@ def _confirm_route(
         {"status": DriverStatus.ON_ROUTE.value, "route_id": route["route_id"]},
     )
     tx.update(f"{rec.VEHICLES}/{vehicle}", {"status": VehicleStatus.ON_ROUTE.value})
+    tx.set(
+        vehicle_assignment_path(vehicle),
+        vehicle_assignment_document(vehicle, driver, now, "ConfirmAssignment", SAGA),
+    )
