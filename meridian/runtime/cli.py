@@ -1,30 +1,102 @@
-"""The ``meridian`` command. Every option also reads an environment variable."""
+"""The ``meridian`` command. Every option also reads an environment variable and has help text
+(tests/unit/test_cli_help.py). A connection or usage error ends as one line on stderr and a
+non-zero exit, never a traceback (``MeridianCli``): 2 for a usage error (a wrong option, a broken
+catalog or variable), 1 for a failure (the platform unreachable, a refused operation)."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
-from meridian.config import Settings
-from meridian.domain.errors import CatalogError, NotFound
+from meridian.config import ConfigError, Settings
+from meridian.domain.errors import CatalogError, MeridianError, NotFound
 from meridian.ports import ReceivedMessage
 from meridian.runtime.supervisor import ServiceProcess, StopSignals, Supervisor
 
-app = typer.Typer(
+
+def one_line(error: Exception) -> tuple[str, int] | None:
+    """What the CLI says, and its exit status, for an error a user can act on; None for a bug
+    (its traceback is shown)."""
+    cause = error if isinstance(error, httpx.ConnectError) else error.__cause__
+    if isinstance(cause, httpx.ConnectError):
+        try:
+            url = cause.request.url
+            where = f"{url.scheme}://{url.netloc.decode()}"
+        except RuntimeError:  # raised without a request
+            where = "its address"
+        return f"cannot reach the platform at {where}: is `meridian up` running?", 1
+    if isinstance(error, ConfigError):
+        return str(error), 2
+    if isinstance(error, MeridianError):
+        return str(error), 1
+    return None
+
+
+class MeridianCli(typer.Typer):
+    """The app whose call is the CLI's entry (``meridian`` and ``python -m meridian.runtime.cli``):
+    errors ``one_line`` knows end as their line on stderr and their exit status."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as e:
+            said = one_line(e)
+            if said is None:
+                raise
+            typer.secho(said[0], fg="red", err=True)
+            sys.exit(said[1])
+
+
+def refuse(message: str) -> NoReturn:
+    """A usage error: one line on stderr and exit status 2."""
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(2)
+
+
+app = MeridianCli(
     help="Meridian: event-driven last-mile logistics, on Google Cloud or embedded.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 console = Console()
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"meridian {version('meridian')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("meridian (not installed: no version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Meridian: event-driven last-mile logistics, on Google Cloud or embedded."""
+
 
 CatalogPath = Annotated[
     Path | None, typer.Option("--catalog", envvar="MERIDIAN_CATALOG", help="Event catalog file.")
@@ -70,8 +142,7 @@ def catalog(path: CatalogPath = None) -> None:
     try:
         cat = load_catalog(path)
     except CatalogError as e:
-        console.print(f"[red]catalog error:[/] {e}")
-        raise typer.Exit(2) from None
+        refuse(f"catalog error: {e}")
     topics = Table(title="Topics")
     for column in ("topic", "retention", "event types"):
         topics.add_column(column)
@@ -159,8 +230,7 @@ def _chosen(available: list[ServiceProcess], only: str) -> list[ServiceProcess]:
     names = {n.strip() for n in only.split(",") if n.strip()}
     unknown = {n for n in names if not any(s.belongs_to(n) for s in available)}
     if unknown:
-        console.print(f"[red]unknown service(s): {', '.join(sorted(unknown))}[/]")
-        raise typer.Exit(2)
+        refuse(f"unknown service(s): {', '.join(sorted(unknown))}")
     return [
         s
         for s in available
@@ -200,7 +270,15 @@ def demo(
     host: Host = "127.0.0.1",
     base_port: BasePort = 8700,
     duration: Duration = 45,
-    parcels: Annotated[int, typer.Option(envvar="MERIDIAN_DEMO_PARCELS", min=1, max=500)] = 20,
+    parcels: Annotated[
+        int,
+        typer.Option(
+            envvar="MERIDIAN_DEMO_PARCELS",
+            min=1,
+            max=500,
+            help="Parcels in the scenario's shipment.",
+        ),
+    ] = 20,
 ) -> None:
     """`up` plus a scripted delivery day, ending with a summary (after --duration seconds)."""
     from meridian.runtime.demo import print_summary, run_scenario
@@ -244,9 +322,11 @@ def demo(
 
 @app.command()
 def token(
-    role: Annotated[str, typer.Option(envvar="MERIDIAN_TOKEN_ROLE", help="driver or dispatcher")],
+    role: Annotated[
+        str, typer.Option(envvar="MERIDIAN_TOKEN_ROLE", help="driver, dispatcher or gateway")
+    ],
     sub: Annotated[
-        str, typer.Option(envvar="MERIDIAN_TOKEN_SUB", help="the driver or dispatcher id")
+        str, typer.Option(envvar="MERIDIAN_TOKEN_SUB", help="the driver, dispatcher or gateway id")
     ],
     ttl: Annotated[
         float, typer.Option(envvar="MERIDIAN_TOKEN_TTL", help="lifetime in seconds")
@@ -254,10 +334,10 @@ def token(
     data_dir: DataDir = Path(".meridian"),
 ) -> None:
     """Print a bearer token from the embedded identity issuer (Identity Platform's stand-in)."""
-    from meridian.embedded.identity import LocalIdentityIssuer
+    from meridian.embedded.identity import TOKEN_ROLES, LocalIdentityIssuer
 
-    if role not in ("driver", "dispatcher"):
-        console.print(f"[red]--role must be driver or dispatcher, not {role!r}[/]")
+    if role not in TOKEN_ROLES:
+        console.print(f"[red]--role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}[/]")
         raise typer.Exit(2)
     typer.echo(LocalIdentityIssuer(data_dir).token(sub, role, ttl))
 
@@ -284,13 +364,11 @@ def serve(
     try:
         spec = load_catalog().services.get(service)
     except CatalogError as e:
-        console.print(f"[red]catalog error:[/] {e}")
-        raise typer.Exit(2) from None
+        refuse(f"catalog error: {e}")
     if spec is None or spec.kind == "pipeline":
         servable = [n for n, s in load_catalog().services.items() if s.kind != "pipeline"]
         why = "runs on Dataflow, not as a service" if spec else "is not in the catalog"
-        console.print(f"[red]{service} {why}[/]; one of: {', '.join(servable)}")
-        raise typer.Exit(2)
+        refuse(f"{service} {why}; one of: {', '.join(servable)}")
     add_to_environment(spec.env)
     runpy.run_module(f"{spec.package}.app", run_name="__main__", alter_sys=True)
 
@@ -370,8 +448,7 @@ def replay_dead_letters(
     try:
         dead_letters = cat.dead_letters_of(source)
     except CatalogError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(2) from None
+        refuse(str(e))
     topic = cat.subscriptions[source].topic
     settings = replace(Settings.from_env(), data_dir=data_dir)
     subscriber = adapters.subscriber(settings)
@@ -389,8 +466,7 @@ def replay_dead_letters(
             publisher = adapters.publisher(settings)
             count = replay(subscriber, publisher, dead_letters, topic, limit, progress=report)
     except NotFound as e:  # a data directory (or project) the catalog was never applied to
-        console.print(f"[red]{e}: apply the catalog first (`meridian up`, or terraform)[/]")
-        raise typer.Exit(2) from None
+        refuse(f"{e}: apply the catalog first (`meridian up`, or terraform)")
     if dry_run:
         _print_dead_letters(f"Dead letters of {source} in {dead_letters}", letters)
         console.print(f"{len(letters)} dead letters of {source} (dry run: none replayed)")

@@ -85,8 +85,18 @@ def sim(
             "--prefix", envvar="MERIDIAN_SIM_PREFIX", help="Vehicle ids are PREFIX-00000…"
         ),
     ] = "veh",
-    seed: Annotated[int, typer.Option("--seed", envvar="MERIDIAN_SIM_SEED")] = 7,
-    quiet: Annotated[bool, typer.Option("--quiet", envvar="MERIDIAN_SIM_QUIET")] = False,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", envvar="MERIDIAN_SIM_SEED", help="Random seed: the same seed, the same fleet."
+        ),
+    ] = 7,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", envvar="MERIDIAN_SIM_QUIET", help="Print only the final count, no progress."
+        ),
+    ] = False,
 ) -> None:
     """Drive VEHICLES vehicles between stops, each pinging every PING_INTERVAL seconds."""
     lat, lng = (float(part) for part in center.split(","))

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 from meridian.catalog import load_catalog
 from meridian.embedded.pubsub import Broker
 from meridian.ports import Message
-from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids
+from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids, start_runtime, stop_runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +63,7 @@ def test_catalog_refuses_a_broken_file(runtime_env: dict[str, str], tmp_path: Pa
         timeout=60,
     )
     assert result.returncode == 2
-    assert "subscriptions.x.topic" in " ".join(result.stdout.split())
+    assert "subscriptions.x.topic" in " ".join(result.stderr.split())  # an error: on stderr
 
 
 def _meridian(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +83,7 @@ def test_replay_dead_letters_lists_then_replays_all_of_one_consumers(
     data_dir = Path(runtime_env["MERIDIAN_DATA_DIR"])
     absent = _meridian(runtime_env, "replay-dead-letters", "--source", "billing")
     assert absent.returncode == 2
-    assert "billing-dead-letters" in absent.stdout and "apply the catalog" in absent.stdout
+    assert "billing-dead-letters" in absent.stderr and "apply the catalog" in absent.stderr
 
     now = [time.time() - 86400]  # what the test dead-letters must be in the past
     broker = Broker(data_dir, clock=lambda: now[0])
@@ -115,7 +116,7 @@ def test_replay_dead_letters_lists_then_replays_all_of_one_consumers(
 
     unknown = _meridian(runtime_env, "replay-dead-letters", "--source", "invoicing")
     assert unknown.returncode == 2
-    assert "no subscription 'invoicing'" in " ".join(unknown.stdout.split())
+    assert "no subscription 'invoicing'" in " ".join(unknown.stderr.split())
 
 
 def test_up_serves_until_the_duration_then_stops_every_child(runtime_env: dict[str, str]) -> None:
@@ -197,3 +198,61 @@ def test_demo_runs_the_scenario_and_exits_after_its_duration(runtime_env: dict[s
     assert "Events on logistics.events" in out
     assert "demo finished" in out
     assert 8 < elapsed < 40, elapsed
+
+
+def test_version_is_the_installed_distributions(runtime_env: dict[str, str]) -> None:
+    result = _meridian(runtime_env, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"meridian {version('meridian')}\n"
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The error line of a command that failed as a user error should: one line, no traceback."""
+    assert result.returncode == status, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_workflows_on_a_refused_port_is_one_line_and_a_non_zero_exit(
+    runtime_env: dict[str, str],
+) -> None:
+    platform = f"http://127.0.0.1:{runtime_env['MERIDIAN_BASE_PORT']}"  # nothing listens there
+    for command in (
+        ("workflows", "list", "dispatch"),
+        ("workflows", "show", "exec-1"),
+        ("workflows", "start", "dispatch", "--data", '{"window_id": "w-1"}'),
+    ):
+        line = _one_line_error(_meridian(runtime_env, *command), 1)
+        assert line == f"cannot reach the platform at {platform}: is `meridian up` running?"
+    elsewhere = _meridian(
+        runtime_env, "workflows", "list", "dispatch", "--url", "http://127.0.0.1:9"
+    )
+    assert _one_line_error(elsewhere, 1).startswith(
+        "cannot reach the platform at http://127.0.0.1:9:"
+    )
+
+
+def test_usage_errors_are_one_line_on_stderr(runtime_env: dict[str, str]) -> None:
+    unknown = _meridian(runtime_env, "up", "--services", "command,teleport")
+    assert _one_line_error(unknown, 2) == "unknown service(s): teleport"
+    malformed = _meridian(
+        {**runtime_env, "MERIDIAN_TELEMETRY_MAX_SKEW_S": "soon"}, "workflows", "list", "dispatch"
+    )
+    assert "MERIDIAN_TELEMETRY_MAX_SKEW_S" in _one_line_error(malformed, 2)
+    not_json = _meridian(runtime_env, "workflows", "start", "dispatch", "--data", "{")
+    assert _one_line_error(not_json, 2).startswith("--data is not JSON:")
+
+
+def test_workflows_finds_the_engine_meridian_up_runs(runtime_env: dict[str, str]) -> None:
+    """The same settings as `up` (here MERIDIAN_BASE_PORT of a free block), no --url."""
+    runtime = start_runtime(runtime_env, ("platform",))
+    try:
+        listed = _meridian(runtime_env, "workflows", "list", "dispatch")
+        assert listed.returncode == 0, listed.stderr
+        assert "execution" in listed.stdout
+        missing = _meridian(runtime_env, "workflows", "show", "exec-none")
+        assert "exec-none" in _one_line_error(missing, 1)  # the engine's 404, as one line
+    finally:
+        stop_runtime(runtime)

@@ -34,6 +34,15 @@ def from_json(body: Mapping[str, Any]) -> Execution:
     )
 
 
+def _detail(response: httpx.Response) -> str:
+    """The engine's reason for a refusal (FastAPI's ``{"detail": ...}``), else the body."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else response.text
+
+
 class WorkflowsClient(WorkflowExecutions):
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -45,11 +54,11 @@ class WorkflowsClient(WorkflowExecutions):
         except httpx.TransportError as e:
             raise Unavailable(f"workflows engine at {self.base_url}: {e}") from e
         if response.status_code == 404:
-            raise NotFound(response.text)
+            raise NotFound(_detail(response))
         if response.status_code == 429:
-            raise Conflict(response.text)
+            raise Conflict(_detail(response))
         if response.status_code >= 400:
-            raise ValidationError(response.text)
+            raise ValidationError(_detail(response))
         return response.json()
 
     def start(
