@@ -1,4 +1,6 @@
-"""The embedded stand-in for Identity Platform: a local issuer of driver and dispatcher tokens.
+"""The embedded stand-in for Identity Platform: a local issuer of driver, dispatcher and fleet
+gateway tokens (any role of ``meridian.domain.actors.ROLES`` but ``client``: client systems use
+API keys).
 
 Its key lives in ``<data dir>/identity/`` (separate from the push issuer: a user token must never
 pass as a push token, nor the reverse). ``meridian token --role driver --sub drv-7`` prints one.
@@ -15,13 +17,15 @@ from typing import Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from meridian.domain.actors import ROLES, Actor
+from meridian.domain.actors import ROLES, Actor, Role
 from meridian.domain.errors import Unauthenticated, ValidationError
 from meridian.embedded.oidc import JWKS_FILE, key_id, load_or_create_key
 from meridian.ports import IdentityVerifier
 
 ISSUER = "https://identity.meridian.local"
 AUDIENCE = "meridian"
+# The roles a user token may carry: client systems sign in with API keys.
+TOKEN_ROLES: tuple[Role, ...] = tuple(role for role in ROLES if role != "client")
 
 
 def _directory(data_dir: Path | str) -> Path:
@@ -35,8 +39,8 @@ class LocalIdentityIssuer:
         self._clock = clock
 
     def token(self, subject: str, role: str, ttl_s: float = 12 * 3600) -> str:
-        if role not in ROLES:
-            raise ValidationError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if role not in TOKEN_ROLES:
+            raise ValidationError(f"role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}")
         now = int(self._clock())
         claims = {
             "iss": ISSUER,
@@ -78,6 +82,6 @@ class LocalIdentityVerifier(IdentityVerifier):
         except jwt.PyJWTError as e:
             raise Unauthenticated(f"token rejected: {e}") from None
         role = claims.get("role")
-        if role not in ROLES or role == "client":
-            raise Unauthenticated(f"token role {role!r} is not driver or dispatcher")
+        if role not in TOKEN_ROLES:
+            raise Unauthenticated(f"token role {role!r} is not one of {', '.join(TOKEN_ROLES)}")
         return Actor(subject=str(claims["sub"]), role=role)

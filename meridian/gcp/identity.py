@@ -1,11 +1,14 @@
-"""Identity Platform ID tokens (Firebase Auth) as the platform's driver and dispatcher identities.
+"""Identity Platform ID tokens (Firebase Auth) as the platform's driver, dispatcher and fleet
+gateway identities.
 
 A token is accepted only if it is signed by a key published at ``certs_url`` (Identity Platform's
 own, ``Settings.identity_certs_url``), for this project (audience: the project id; issuer:
 ``https://securetoken.google.com/<project>``), and its user belongs to one of the tenants the
 platform's users sign in to (``Settings.identity_tenants``, ``MERIDIAN_IDENTITY_TENANTS``, which
 terraform/ sets to its drivers' and customers' tenants); with no tenants set, only users of no
-tenant. The role is a custom claim (``role``) set on the user by the back office.
+tenant. The role is a custom claim (``role``) set on the user by the back office: any role of
+``meridian.domain.actors.ROLES`` but ``client`` (client systems sign in with API keys), as the
+embedded issuer's tokens.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 
 from meridian.config import IDENTITY_PLATFORM_CERTS_URL
-from meridian.domain.actors import Actor
+from meridian.domain.actors import ROLES, Actor, Role
 from meridian.domain.errors import Unauthenticated
 from meridian.ports import IdentityVerifier
 
 ISSUER_PREFIX = "https://securetoken.google.com/"
+# The roles a user token may carry: client systems sign in with API keys.
+TOKEN_ROLES: tuple[Role, ...] = tuple(role for role in ROLES if role != "client")
 
 
 class IdentityPlatformVerifier(IdentityVerifier):
@@ -59,6 +64,6 @@ class IdentityPlatformVerifier(IdentityVerifier):
         if tenant is not None and tenant not in self._tenants:
             raise Unauthenticated(f"the token's tenant {tenant!r} is not one of the platform's")
         role = claims.get("role")
-        if role not in ("driver", "dispatcher"):
-            raise Unauthenticated("the token carries no driver or dispatcher role claim")
+        if role not in TOKEN_ROLES:
+            raise Unauthenticated(f"token role {role!r} is not one of {', '.join(TOKEN_ROLES)}")
         return Actor(subject=str(claims["sub"]), role=role)

@@ -34,6 +34,8 @@ EVERY_VARIABLE = {
     "MERIDIAN_SCHEDULER_IDENTITY": "cron@meridian-prod.iam.gserviceaccount.com",
     "MERIDIAN_TRACKING_BASE_URL": "https://track.example.com",
     "MERIDIAN_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/8,receiver.internal",
+    "MERIDIAN_TELEMETRY_MAX_SKEW_S": "120",
+    "MERIDIAN_TELEMETRY_MAX_AGE_S": "3600",
     "MERIDIAN_LOG_LEVEL": "debug",
     "MERIDIAN_TRACE_EXPORT": "console",
     "MERIDIAN_TRACE_SAMPLE_RATIO": "0.25",
@@ -75,6 +77,8 @@ def test_every_variable_lands_in_its_field() -> None:
         scheduler_identity="cron@meridian-prod.iam.gserviceaccount.com",
         tracking_base_url="https://track.example.com",
         webhook_allow_networks="10.0.0.0/8,receiver.internal",
+        telemetry_max_skew_s=120.0,
+        telemetry_max_age_s=3600.0,
         observability=Observability(
             log_level="DEBUG",
             server_log_level="debug",

@@ -1,5 +1,6 @@
 """The gcp identity verifier accepts an Identity Platform ID token only if it is signed by the
-published keys, for this project (audience and issuer), and from one of the platform's tenants."""
+published keys, for this project (audience and issuer), from one of the platform's tenants, and
+carrying a role a user may have (driver, dispatcher or gateway)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,14 @@ def test_a_token_of_a_platform_tenant_is_accepted() -> None:
     assert verifier().verify(token()) == Actor(subject="drv-7", role="driver")
 
 
+@pytest.mark.parametrize("role", ["driver", "dispatcher", "gateway"])
+def test_every_role_a_user_token_may_carry_is_accepted_as_the_embedded_verifier_does(
+    role: str,
+) -> None:
+    # A fleet gateway's service user (role gateway) may report any vehicle's pings.
+    assert verifier().verify(token(sub="gw-fleet", role=role)) == Actor("gw-fleet", role)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
@@ -81,7 +90,8 @@ def test_a_token_of_a_platform_tenant_is_accepted() -> None:
         (token(firebase={"tenant": "someone-elses"}), "tenant 'someone-elses' is not one"),
         (token(firebase={"sign_in_provider": "password"}), "belongs to no tenant"),
         (token(firebase=None), "belongs to no tenant"),
-        (token(role="client"), "no driver or dispatcher role"),
+        (token(role="client"), "role 'client' is not one of driver, dispatcher, gateway"),
+        (token(role=None), "role None is not one of driver, dispatcher, gateway"),
     ],
 )
 def test_a_token_failing_a_check_is_refused_naming_it(bad: str, reason: str) -> None:
