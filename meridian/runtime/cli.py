@@ -322,9 +322,11 @@ def demo(
 
 @app.command()
 def token(
-    role: Annotated[str, typer.Option(envvar="MERIDIAN_TOKEN_ROLE", help="driver or dispatcher")],
+    role: Annotated[
+        str, typer.Option(envvar="MERIDIAN_TOKEN_ROLE", help="driver, dispatcher or gateway")
+    ],
     sub: Annotated[
-        str, typer.Option(envvar="MERIDIAN_TOKEN_SUB", help="the driver or dispatcher id")
+        str, typer.Option(envvar="MERIDIAN_TOKEN_SUB", help="the driver, dispatcher or gateway id")
     ],
     ttl: Annotated[
         float, typer.Option(envvar="MERIDIAN_TOKEN_TTL", help="lifetime in seconds")
@@ -332,10 +334,10 @@ def token(
     data_dir: DataDir = Path(".meridian"),
 ) -> None:
     """Print a bearer token from the embedded identity issuer (Identity Platform's stand-in)."""
-    from meridian.embedded.identity import LocalIdentityIssuer
+    from meridian.embedded.identity import TOKEN_ROLES, LocalIdentityIssuer
 
-    if role not in ("driver", "dispatcher"):
-        console.print(f"[red]--role must be driver or dispatcher, not {role!r}[/]")
+    if role not in TOKEN_ROLES:
+        console.print(f"[red]--role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}[/]")
         raise typer.Exit(2)
     typer.echo(LocalIdentityIssuer(data_dir).token(sub, role, ttl))
 
