@@ -151,14 +151,18 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def allowed_methods(routes: list[BaseRoute], scope: Mapping[str, Any]) -> list[str]:
-    """The methods some route of ``routes`` serves in full at the scope's path. Asked of each
-    route through ``matches``, as the router asks: FastAPI's included routers keep their routes
-    to themselves."""
-    return [
-        method
-        for method in _METHODS
-        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
-    ]
+    """The methods of the resource the router found at the scope's path (the first route that
+    matched it): those for which the router would choose that same route. Asked through
+    ``matches``, as the router asks: FastAPI's included routers keep their routes to themselves,
+    so an included router counts as one route (Starlette's own ``Allow`` names only the methods
+    of the first route of the router, where GET and POST of a path may be two)."""
+    found = next((route for route in routes if route.matches({**scope})[0] != Match.NONE), None)
+    return [method for method in _METHODS if _chosen(routes, scope, method) is found]
+
+
+def _chosen(routes: list[BaseRoute], scope: Mapping[str, Any], method: str) -> BaseRoute | None:
+    asked = {**scope, "method": method}
+    return next((route for route in routes if route.matches(asked)[0] == Match.FULL), None)
 
 
 # The OpenAPI side ------------------------------------------------------------------------------

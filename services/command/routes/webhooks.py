@@ -18,7 +18,7 @@ from services.command.routes.common import AuthenticatedRoute, Caller, accepted,
 
 class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=8, max_length=2048)
+    url: str = Field(min_length=8, max_length=2048, examples=["https://hooks.example.com/meridian"])
     event_types: list[str] = Field(default_factory=list, max_length=50, description="empty: all")
 
 
