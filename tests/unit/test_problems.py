@@ -87,6 +87,9 @@ def test_a_405_names_the_methods_its_path_takes(client: TestClient) -> None:
     assert answer.headers["allow"] == "GET, POST"  # two routes share the path
     telemetry = client.get("/v1/telemetry", headers=DRIVER)
     assert telemetry.status_code == 405 and telemetry.headers["allow"] == "POST"
+    # The move's resource takes POST only, though a GET of this path reads parcel "p-1:deliver".
+    move = client.put("/v1/parcels/p-1:deliver", headers=DRIVER)
+    assert move.status_code == 405 and move.headers["allow"] == "POST"
 
 
 def test_a_202_points_at_the_status_resource(client: TestClient) -> None:
