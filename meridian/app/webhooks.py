@@ -13,10 +13,12 @@ again before every send (DNS can change, and the rules may have changed since an
 registered: the reactor disables an endpoint they now refuse, with the reason). URLs that
 resolve to private, loopback, link-local or otherwise internal addresses are refused (server-side
 request forgery); ``MERIDIAN_WEBHOOK_ALLOW_NETWORKS`` (CIDRs or host names, comma-separated) lets
-local development and tests point at loopback receivers. Plain ``http://`` is for local and allow-listed networks
-only: in production (the ``gcp`` backend) an endpoint must be ``https://``, as Stripe requires
-for live webhooks, so the lean plain-HTTP client (``meridian.wire.blocking``) never meets an
-outside server.
+local development and tests point at loopback receivers. A host name that does not exist is
+refused too; one that cannot be resolved just now (the resolver timed out or failed) is
+``Unavailable``: the delivery is retried on its schedule, and a registration is answered 503.
+Plain ``http://`` is for local and allow-listed networks only: in production (the ``gcp``
+backend) an endpoint must be ``https://``, as Stripe requires for live webhooks, so the lean
+plain-HTTP client (``meridian.wire.blocking``) never meets an outside server.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from typing import Any, NamedTuple
 from standardwebhooks.webhooks import Webhook
 
 from meridian.config import Settings
-from meridian.domain.errors import LimitExceeded, NotFound, PermissionDenied, ValidationError
+from meridian.domain.errors import (
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    ValidationError,
+)
 from meridian.ports import DocumentStore, Query, Transaction
 
 ENDPOINTS = "webhook_endpoints"
@@ -110,17 +118,34 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
+# What getaddrinfo answers for a name that does not exist, or has no address: a refusal. Any
+# other failure (EAI_AGAIN: the resolver timed out or its server failed; EAI_FAIL, EAI_SYSTEM)
+# may pass, so it must not disable a client's endpoint.
+_NO_SUCH_NAME = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if hasattr(socket, name)
+)
+
+
 def check_destination(url: object, policy: WebhookPolicy) -> None:
     """Raise PermissionDenied if any address ``url`` resolves to is internal and not
     allow-listed; ValidationError, naming the problem, if ``parse_url`` refuses it, if it is
-    plain ``http://`` where the policy takes ``https://`` only, or if it does not resolve."""
+    plain ``http://`` where the policy takes ``https://`` only, or if its host name does not
+    exist; Unavailable if the name cannot be resolved just now (try again later)."""
     scheme, host, port = parse_url(url)
     if policy.https_only and scheme != "https":
         raise ValidationError(f"{HTTPS_RULE}, not {url!r}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
+    except UnicodeError as e:
         raise ValidationError(f"webhook host {host!r} does not resolve: {e}") from None
+    except socket.gaierror as e:
+        if e.errno in _NO_SUCH_NAME:
+            raise ValidationError(f"webhook host {host!r} does not resolve: {e}") from None
+        raise Unavailable(f"webhook host {host!r} cannot be resolved just now: {e}") from None
+    except OSError as e:  # a resolver's timeout, or another failure of the lookup itself
+        raise Unavailable(f"webhook host {host!r} cannot be resolved just now: {e}") from None
     for info in infos:
         address, internal = _classified(str(info[4][0]))
         if internal and not policy.allow.allows(host, address):

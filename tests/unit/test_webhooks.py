@@ -1,5 +1,6 @@
 """Client webhooks on fakes: Standard Webhooks signatures (checked by the reference library),
-retry schedule and Retry-After, disabling on 410, SSRF refusal, https:// only in production,
+retry schedule and Retry-After, disabling on 410, SSRF refusal, a temporary DNS failure retried
+(a name that does not exist refused), https:// only in production,
 malformed URLs refused by name (at registration, and at send time for one stored before the rule;
 a property test over arbitrary text), one delivery per event."""
 
@@ -21,7 +22,7 @@ from standardwebhooks.webhooks import Webhook
 from meridian.app import webhooks
 from meridian.config import Settings
 from meridian.domain import events as ev
-from meridian.domain.errors import PermissionDenied, ValidationError
+from meridian.domain.errors import PermissionDenied, Unavailable, ValidationError
 from services.reactors.webhook import handlers
 from services.reactors.webhook.worker import Worker
 from tests.fakes import FakeDocumentStore
@@ -281,6 +282,84 @@ def test_an_endpoint_stored_before_the_url_rules_is_disabled_unsent_naming_the_p
     disabled = webhooks.get_endpoint(deps.store, "c-1", endpoint["webhook_id"])
     assert disabled["status"] == "disabled"
     assert problem in disabled["disabled_reason"]
+
+
+class Resolver:
+    """getaddrinfo without the network: ``answer`` is the address every name resolves to, or
+    the error the lookup raises."""
+
+    def __init__(self) -> None:
+        self.answer: str | OSError = "93.184.216.34"
+        self.lookups = 0
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.lookups += 1
+        if isinstance(self.answer, OSError):
+            raise self.answer
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (self.answer, port))]
+
+
+TEMPORARY = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+NO_SUCH_NAME = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+@pytest.mark.parametrize("failure", [TEMPORARY, TimeoutError("resolver timed out")])
+def test_a_temporary_dns_failure_at_send_time_is_retried_and_never_disables_the_endpoint(
+    failure: OSError,
+) -> None:
+    resolver = Resolver()
+    with mock.patch.object(socket, "getaddrinfo", resolver):
+        deps, sender, _, clock = _setup([200])
+        endpoint = webhooks.register_endpoint(
+            deps.store, "c-2", "https://hooks.example.com/x", [], LOCAL, T0
+        )
+        handlers.enqueue(EVENT.model_copy(update={"client_id": "c-2"}), deps)
+        resolver.answer = failure
+        assert _run_due(deps) == ["retry scheduled"]
+        assert sender.requests == []
+        kept = webhooks.get_endpoint(deps.store, "c-2", endpoint["webhook_id"])
+        assert (kept["status"], kept["disabled_reason"]) == ("active", None)
+        (entry,) = webhooks.delivery_log(deps.store, "c-2", endpoint["webhook_id"])[0]["log"]
+        assert entry["status"] is None and "cannot be resolved just now" in entry["error"]
+        resolver.answer = "93.184.216.34"  # the resolver is back: the retry on schedule is sent
+        clock.now += timedelta(seconds=6)
+        assert _run_due(deps) == ["delivered"]
+        assert [url for url, _, _ in sender.requests] == ["https://hooks.example.com/x"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [(NO_SUCH_NAME, "does not resolve"), ("10.1.2.3", "resolves to 10.1.2.3, a private")],
+)
+def test_a_name_that_no_longer_exists_or_resolves_to_a_refused_address_disables_the_endpoint(
+    answer: str | OSError, reason: str
+) -> None:
+    resolver = Resolver()
+    with mock.patch.object(socket, "getaddrinfo", resolver):
+        deps, sender, _, _ = _setup([200])
+        endpoint = webhooks.register_endpoint(
+            deps.store, "c-2", "https://hooks.example.com/x", [], LOCAL, T0
+        )
+        handlers.enqueue(EVENT.model_copy(update={"client_id": "c-2"}), deps)
+        resolver.answer = answer
+        assert _run_due(deps) == ["failed"]
+    assert sender.requests == []
+    disabled = webhooks.get_endpoint(deps.store, "c-2", endpoint["webhook_id"])
+    assert disabled["status"] == "disabled" and reason in disabled["disabled_reason"]
+
+
+def test_registration_in_a_temporary_dns_failure_is_unavailable_not_refused() -> None:
+    resolver = Resolver()
+    store = FakeDocumentStore()
+    url = "https://hooks.example.com/x"
+    with mock.patch.object(socket, "getaddrinfo", resolver):
+        resolver.answer = TEMPORARY
+        with pytest.raises(Unavailable, match="cannot be resolved just now"):
+            webhooks.register_endpoint(store, "c-2", url, [], LOCAL, T0)
+        resolver.answer = NO_SUCH_NAME
+        with pytest.raises(ValidationError, match="does not resolve"):
+            webhooks.register_endpoint(store, "c-2", url, [], LOCAL, T0)
+    assert webhooks.list_endpoints(store, "c-2") == []
 
 
 PRODUCTION = webhooks.WebhookPolicy(LOCAL.allow, https_only=True)
