@@ -40,13 +40,15 @@ node_modules/.installed: package.json package-lock.json
 
 node: $(if $(wildcard package.json),node_modules/.installed)
 
-# Debian's Chromium for the map page's browser test; Redis for the broker benchmark's baseline.
-# Installed with apt when missing (CI and developers' machines run as root here).
+# Debian's Chromium for the browser tests (map pages, API docs); Redis for the broker benchmark's
+# baseline.
+# scripts/need.sh installs a missing one with apt-get where it can (root, as in CI and the
+# project's containers); elsewhere it says what to install and stops.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@scripts/need.sh chromium chromium "the browser tests of the map and the API docs"
 
 redis:
-	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+	@scripts/need.sh redis-server redis-server "the broker benchmark's baseline"
 
 demo: env node
 	$(VENV)/bin/meridian demo --duration $(DEMO_DURATION)
