@@ -15,6 +15,8 @@ from meridian.domain.errors import PermissionDenied
 
 Role = Literal["driver", "dispatcher", "client", "gateway"]
 ROLES: tuple[Role, ...] = ("driver", "dispatcher", "client", "gateway")
+# The roles a bearer token carries; client systems authenticate with API keys instead.
+TOKEN_ROLES: tuple[Role, ...] = tuple(role for role in ROLES if role != "client")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from meridian.domain.actors import ROLES, Actor, Role
+from meridian.domain.actors import TOKEN_ROLES, Actor
 from meridian.domain.errors import Unauthenticated, ValidationError
 from meridian.embedded.oidc import JWKS_FILE, key_id, load_or_create_key
 from meridian.ports import IdentityVerifier
@@ -25,7 +25,6 @@ from meridian.ports import IdentityVerifier
 ISSUER = "https://identity.meridian.local"
 AUDIENCE = "meridian"
 # The roles a user token may carry: client systems sign in with API keys.
-TOKEN_ROLES: tuple[Role, ...] = tuple(role for role in ROLES if role != "client")
 
 
 def _directory(data_dir: Path | str) -> Path:

@@ -21,13 +21,12 @@ from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 
 from meridian.config import IDENTITY_PLATFORM_CERTS_URL
-from meridian.domain.actors import ROLES, Actor, Role
+from meridian.domain.actors import TOKEN_ROLES, Actor
 from meridian.domain.errors import Unauthenticated
 from meridian.ports import IdentityVerifier
 
 ISSUER_PREFIX = "https://securetoken.google.com/"
 # The roles a user token may carry: client systems sign in with API keys.
-TOKEN_ROLES: tuple[Role, ...] = tuple(role for role in ROLES if role != "client")
 
 
 class IdentityPlatformVerifier(IdentityVerifier):
