@@ -334,7 +334,8 @@ def token(
     data_dir: DataDir = Path(".meridian"),
 ) -> None:
     """Print a bearer token from the embedded identity issuer (Identity Platform's stand-in)."""
-    from meridian.embedded.identity import TOKEN_ROLES, LocalIdentityIssuer
+    from meridian.domain.actors import TOKEN_ROLES
+    from meridian.embedded.identity import LocalIdentityIssuer
 
     if role not in TOKEN_ROLES:
         console.print(f"[red]--role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}[/]")

@@ -50,8 +50,20 @@ PlanFile = Annotated[
     Path | None,
     typer.Option("--plan", envvar="MERIDIAN_RELEASE_PLAN", help="A plan from `plan --json`."),
 ]
-Project = Annotated[str, typer.Option("--project", envvar="MERIDIAN_RELEASE_PROJECT")]
-Region = Annotated[str, typer.Option("--region", envvar="MERIDIAN_RELEASE_REGION")]
+Project = Annotated[
+    str,
+    typer.Option(
+        "--project",
+        envvar="MERIDIAN_RELEASE_PROJECT",
+        help="The environment's Google Cloud project.",
+    ),
+]
+Region = Annotated[
+    str,
+    typer.Option(
+        "--region", envvar="MERIDIAN_RELEASE_REGION", help="Its region, e.g. us-central1."
+    ),
+]
 Prefix = Annotated[
     str, typer.Option("--prefix", envvar="MERIDIAN_RELEASE_PREFIX", help="Terraform's prefix.")
 ]
@@ -123,7 +135,12 @@ def _target_plan(
 @app.command("apply")
 def apply_command(
     environment: Annotated[
-        str, typer.Option("--environment", envvar="MERIDIAN_RELEASE_ENVIRONMENT")
+        str,
+        typer.Option(
+            "--environment",
+            envvar="MERIDIAN_RELEASE_ENVIRONMENT",
+            help="The environment released into: dev, staging or prod.",
+        ),
     ],
     project: Project,
     region: Region,
@@ -163,7 +180,12 @@ def apply_command(
 @app.command("cloudbuild")
 def cloudbuild_command(
     environment: Annotated[
-        str, typer.Option("--environment", envvar="MERIDIAN_RELEASE_ENVIRONMENT")
+        str,
+        typer.Option(
+            "--environment",
+            envvar="MERIDIAN_RELEASE_ENVIRONMENT",
+            help="The environment released into: dev, staging or prod.",
+        ),
     ],
     project: Project,
     region: Region,
@@ -189,7 +211,12 @@ def canary_command(
     ],
     tag: Annotated[str, typer.Option("--tag", envvar="MERIDIAN_RELEASE_TAG", help="Traffic tag.")],
     environment: Annotated[
-        str, typer.Option("--environment", envvar="MERIDIAN_RELEASE_ENVIRONMENT")
+        str,
+        typer.Option(
+            "--environment",
+            envvar="MERIDIAN_RELEASE_ENVIRONMENT",
+            help="The environment released into: dev, staging or prod.",
+        ),
     ],
     prefix: Prefix,
     project: Project,
