@@ -378,6 +378,7 @@ def _mount_subcommands() -> None:
     """Sub-apps live beside what they drive; mounted here so `meridian --help` lists them."""
     from meridian.embedded.pubsub.cli import app as pubsub_app
     from meridian.embedded.workflows.cli import app as workflows_app
+    from meridian.runtime.reconcile_cli import app as reconcile_app
     from meridian.runtime.release_cli import app as release_app
     from meridian.runtime.sim_cli import app as sim_app
 
@@ -389,6 +390,7 @@ def _mount_subcommands() -> None:
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(sim_app, name="sim")
     app.add_typer(release_app, name="release")
+    app.add_typer(reconcile_app, name="reconcile")
 
 
 _mount_subcommands()
