@@ -38,6 +38,7 @@ REQUIRED_EVENT_TYPES = {
 }
 REQUIRED_SUBSCRIPTIONS = {
     "telemetry-archive",
+    "events-archive",
     "live-map",
     "geofence",
     "eta",
@@ -86,6 +87,7 @@ def test_fan_out_follows_the_filters() -> None:
         return set(catalog.matching_subscriptions(topic, {"eventType": event_type}))
 
     assert receivers("ParcelDelivered") == {
+        "events-archive",
         "eta",
         "notification",
         "billing",
@@ -94,8 +96,8 @@ def test_fan_out_follows_the_filters() -> None:
         "driver-scoring",
     }
     assert receivers("VehiclePing") == {"telemetry-archive", "live-map", "geofence"}
-    assert receivers("ShipmentClosed") == {"billing", "client-webhook"}
-    assert receivers("GeofenceCrossed") == {"eta"}
+    assert receivers("ShipmentClosed") == {"events-archive", "billing", "client-webhook"}
+    assert receivers("GeofenceCrossed") == {"events-archive", "eta"}
     assert "billing" not in receivers("RouteEtaUpdated")
 
 
