@@ -28,12 +28,19 @@ whether or not spans are exported: with no exporter the tracer hands back a non-
 (``observability.RecordWhenExported``), which still carries the trace into logs and published
 messages; its attributes are computed only for a recording one. A plain route's handler keeps
 its own spans (a push belongs to its message's trace, not to the HTTP request's).
+
+Every request is timed and counted here, the one place every service's requests pass
+(``meridian.metrics``: rate, latency and 5xx per route template), and every app serves those
+metrics at ``GET /metrics`` (Prometheus' text format, left out of the OpenAPI document). A direct
+or plain route's labelled children are made when the route is added, so its requests pay no label
+lookup; a request FastAPI routes is labelled by the route Starlette matched.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +52,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.responses import Response
 
+from meridian import metrics
 from meridian.domain.errors import MeridianError
 from meridian.edge.body_limits import (
     BodyLimits,
@@ -90,10 +98,12 @@ class PlainRoutes(FastAPI):
     def __init__(self, body_limits: BodyLimits | None = None, **kwargs: Any) -> None:
         super().__init__(**{"docs_url": None, "redoc_url": None, **kwargs})
         self.body_limits = body_limits or BodyLimits()
-        # (method, path): the handler and its body limit
-        self._plain: dict[tuple[str, str], tuple[PlainHandler, int]] = {}
+        # (method, path): the handler, its body limit and its metrics
+        self._plain: dict[tuple[str, str], tuple[PlainHandler, int, metrics.RouteMetrics]] = {}
         self._plain_documented: dict[tuple[str, str], dict[str, Any]] = {}
-        self._direct: dict[str, list[tuple[APIRoute, int]]] = {}  # method: routes served directly
+        # method: the routes served directly, with their body limits and metrics
+        self._direct: dict[str, list[tuple[APIRoute, int, metrics.RouteMetrics]]] = {}
+        self.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
 
     def plain_route(
         self,
@@ -107,7 +117,8 @@ class PlainRoutes(FastAPI):
         """Serve ``handler`` at ``method path``, documented in the OpenAPI document by
         ``summary`` with a body of ``media_type``, answering ``errors`` as problems."""
         method = method.upper()
-        self._plain[method, path] = handler, self.body_limits.of_route(method, path)
+        limit = self.body_limits.of_route(method, path)
+        self._plain[method, path] = handler, limit, metrics.route_metrics(method, path)
         self._plain_documented[method, path] = {
             "summary": summary,
             "operationId": f"{method.lower()}{path.replace('/', '_')}",
@@ -166,47 +177,72 @@ class PlainRoutes(FastAPI):
             )
         for method in route.methods or ():
             limit = self.body_limits.of_route(method, route.path)
-            self._direct.setdefault(method, []).append((route, limit))
+            measured = metrics.route_metrics(method, route.path)
+            self._direct.setdefault(method, []).append((route, limit, measured))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         plain = self._plain.get((method, path))
         if plain is not None:
-            handler, limit = plain
-            if await self._within(limit, scope, receive, send):
-                await self._serve_plain(handler, limit, scope, receive, send)
+            handler, limit, measured = plain
+            status = await self._refused(limit, scope, receive, send)
+            if status is None:
+                status = await self._serve_plain(handler, limit, scope, receive, send)
+            measured.observe(status, time.perf_counter() - started)
             return
-        for route, limit in self._direct.get(method, ()):
+        for route, limit, measured in self._direct.get(method, ()):
             match = route.path_regex.match(path)
             if match is not None:
-                if await self._within(limit, scope, receive, send):
+                status = await self._refused(limit, scope, receive, send)
+                if status is None:
                     receive = limited(receive, limit)
-                    await self._serve_endpoint(route, match.groupdict(), scope, receive, send)
+                    status = await self._serve_endpoint(
+                        route, match.groupdict(), scope, receive, send
+                    )
+                measured.observe(status, time.perf_counter() - started)
                 return
         limit = self.body_limits.limit_of(method, path)
-        if await self._within(limit, scope, receive, send):
-            await super().__call__(scope, limited(receive, limit), send)
+        status = await self._refused(limit, scope, receive, send)
+        if status is not None:
+            metrics.route_metrics(method, "unmatched").observe(status, 0.0)
+            return
+        answered = 500  # what the server answers if the app raises before it starts an answer
 
-    async def _within(self, limit: int, scope: Any, receive: Any, send: Any) -> bool:
-        """Whether the request's declared length is within ``limit``; if not, it is answered
-        (413, or 400 for a malformed length) and nothing of its body is read."""
+        async def send_noting_status(message: Any) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, limited(receive, limit), send_noting_status)
+        finally:
+            # Starlette's routing leaves the route it matched in the scope.
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.route_metrics(method, template).observe(answered, time.perf_counter() - started)
+
+    async def _refused(self, limit: int, scope: Any, receive: Any, send: Any) -> int | None:
+        """None when the request's declared length is within ``limit``; else the status it was
+        answered (413, or 400 for a malformed length), nothing of its body read."""
         try:
             length = declared_length(scope["headers"])
         except MalformedLength as error:
             await problem(400, "malformed-length", str(error.detail))(scope, receive, send)
-            return False
+            return 400
         if length is not None and length > limit:
             too_large = BodyTooLarge(limit)
             await problem(413, "too-large", str(too_large.detail))(scope, receive, send)
-            return False
-        return True
+            return 413
+        return None
 
     async def _serve_endpoint(
         self, route: APIRoute, path_params: dict[str, str], scope: Any, receive: Any, send: Any
-    ) -> None:
+    ) -> int:
+        """Serve ``route``'s endpoint; the status answered."""
         # What Starlette's routing adds to the scope on a match (path parameters of these routes
         # are plain strings: the endpoint checks them itself).
         scope["app"] = self
@@ -235,26 +271,29 @@ class PlainRoutes(FastAPI):
             if response.status_code >= 500:
                 span.set_status(StatusCode.ERROR)
             await response(scope, receive, send)
+            return response.status_code
         finally:
             otel_context.detach(token)
             span.end()
 
     async def _serve_plain(
         self, handler: PlainHandler, limit: int, scope: Any, receive: Any, send: Any
-    ) -> None:
+    ) -> int:
+        """Read the body, call ``handler``, answer; the status answered (499, nginx's "client
+        closed request", for a caller gone before its body arrived)."""
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return 499
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 detail = str(BodyTooLarge(limit).detail)
                 await problem(413, "too-large", detail)(scope, receive, send)
-                return
+                return 413
             chunks.append(chunk)
             more = message.get("more_body", False)
         headers = {
@@ -265,8 +304,9 @@ class PlainRoutes(FastAPI):
         except Exception as error:
             response = await self._handled(Request(scope, receive, send), error)
             await response(scope, receive, send)
-            return
+            return response.status_code
         await _answer(send, answer)
+        return answer.status
 
     async def _handled(self, request: Request, error: Exception) -> Response:
         """The app's answer to ``error``: its handler for the nearest class of the error, as
@@ -280,6 +320,11 @@ class PlainRoutes(FastAPI):
             return problem_for(error)
         log.exception("unhandled error", path=request.scope["path"])
         return problem(500, "internal", "unexpected error; it has been logged")
+
+
+async def _metrics(request: Request) -> Response:
+    """This process's metrics, for Prometheus or Managed Service for Prometheus to scrape."""
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 def _callers_context(scope: Any) -> otel_context.Context:

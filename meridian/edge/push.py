@@ -15,6 +15,10 @@ load a reactor pays its fixed cost per event (a transaction, a route board read 
 once per batch. Each push is still answered only when its own event's effect has committed, with
 its own outcome. A reactor's bootstrap builds what the endpoint needs with
 ``meridian.adapters.push_essentials``; dead-letter replay is ``meridian.app.replay``.
+
+Each decoded push is counted by the subscription its envelope names and its outcome (acked: 204;
+nacked: any other answer), and its handling timed (``meridian.metrics``); the request itself is
+counted with every other request by ``PlainRoutes``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.concurrency import run_in_threadpool
 
+from meridian import metrics
 from meridian.codec.events import EventCodec
 from meridian.concurrency.batches import Batcher
 from meridian.config import Settings
@@ -88,6 +93,7 @@ def reactor_app(
     )
     install_problem_handlers(app)
     audience = f"{own_url}/events"
+    measured: dict[str, metrics.PushMetrics] = {}  # subscription: its children, made once
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -97,6 +103,11 @@ def reactor_app(
         auth.check(request.headers.get("authorization"), audience)
         push = decode_envelope(request.body)
         attributes = push.message.attributes
+        subscription = push.subscription or service
+        counts = measured.get(subscription)
+        if counts is None:
+            counts = measured[subscription] = metrics.push_metrics(subscription)
+        acked = False
         structlog.contextvars.bind_contextvars(
             event_id=attributes.get("eventId"),
             event_type=attributes.get("eventType"),
@@ -120,12 +131,16 @@ def reactor_app(
                 except MeridianError as e:
                     log.warning("event not processed; Pub/Sub will retry it", error=repr(e))
                     raise
+            took = time.perf_counter() - started
+            counts.seconds.observe(took)
+            acked = True
             log.info(
                 "event processed",
                 outcome=str(outcome) if outcome is not None else "done",
-                ms=round((time.perf_counter() - started) * 1000, 1),
+                ms=round(took * 1000, 1),
             )
         finally:
+            (counts.acked if acked else counts.nacked).inc()
             structlog.contextvars.unbind_contextvars(
                 "event_id", "event_type", "message_id", "delivery_attempt"
             )
@@ -185,6 +200,7 @@ class PushedMessage:
     message: Message
     message_id: str
     delivery_attempt: int
+    subscription: str = ""  # the short name of the subscription that pushed it
 
 
 def decode_envelope(body: bytes) -> PushedMessage:
@@ -201,6 +217,7 @@ def decode_envelope(body: bytes) -> PushedMessage:
             Message(data, dict(raw.get("attributes") or {}), raw.get("orderingKey", "")),
             str(raw.get("messageId") or raw["message_id"]),
             int(envelope.get("deliveryAttempt", 0)),
+            str(envelope.get("subscription") or "").rpartition("/")[2],
         )
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
         raise DecodeError(f"not a Pub/Sub push envelope: {e}") from None

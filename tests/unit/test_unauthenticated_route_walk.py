@@ -57,6 +57,23 @@ PUBLIC: dict[tuple[str, str, str], str] = {
             "pod",
         )
     },
+    **{
+        (service, "GET", "/metrics"): "Prometheus metrics (counts and latencies, no data), "
+        "scraped inside the project; the load balancer sends only named paths to a service and "
+        "Cloud Armor denies /metrics from outside (docs/operations.md)"
+        for service in (
+            "command",
+            "dispatch",
+            "live-map",
+            "event-publisher",
+            "billing",
+            "client-webhook",
+            "driver-scoring",
+            "eta",
+            "notification",
+            "pod",
+        )
+    },
     ("live-map", "GET", "/map"): "the customer's map page; its data comes from the stream, "
     "which takes the tracking token (from the page's URL fragment) as a bearer header",
     ("live-map", "GET", "/dispatch"): "the dispatchers' map page; its stream takes a token",

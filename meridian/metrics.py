@@ -1,0 +1,167 @@
+"""Prometheus metrics, the same in every service: requests per route, pushes per subscription, and
+the business counters (#22 item 4), exposed at ``GET /metrics`` by every service's app.
+
+Every service's app is a ``meridian.edge.fast_routes.PlainRoutes``, which times each request and
+counts it here once, whichever way it was served (a plain route, a direct route, FastAPI's
+routing), labelled by its route's template, never its raw path (``unmatched`` for a path no route
+matches, so a scanner cannot grow the series without bound). The push endpoint
+(``meridian.edge.push``) counts each push by subscription and outcome. Handlers count their
+business effects through the functions at the bottom, after the effect has committed, so they
+never import ``prometheus_client``.
+
+Cost, measured in-process (``time.process_time``, 200,000 requests' worth of the instrument's
+work, interleaved with the same loop without it, three rounds): about 1.5 µs a request, 0.2% of a
+``:deliver``'s ~0.8 CPU-ms. The labelled children are cached per route (``RouteMetrics``), so a
+request pays two clock reads, one histogram observation and one counter increment, and no label
+lookup.
+
+The metrics live in ``prometheus_client``'s process-wide registry: one service per process in
+production and in ``meridian up``. In GCP, Google Cloud Managed Service for Prometheus scrapes the
+same ``/metrics`` (docs/operations.md, 'Metrics in Cloud Monitoring').
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "exposition"]
+
+# No ``*_created`` series beside each counter: a scrape reads rates, not creation times.
+disable_created_metrics()
+
+# Latency buckets for a service whose fast answers take a millisecond and whose slow ones (a
+# dispatch step, a webhook send) take seconds.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    "meridian_http_requests",
+    "HTTP requests answered, by route template and status class.",
+    ("method", "route", "status"),
+)
+REQUEST_ERRORS = Counter(
+    "meridian_http_request_errors",
+    "HTTP requests answered 5xx, by route template.",
+    ("method", "route"),
+)
+REQUEST_SECONDS = Histogram(
+    "meridian_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ("method", "route"),
+    buckets=_BUCKETS,
+)
+PUSHES = Counter(
+    "meridian_push_messages",
+    "Pub/Sub pushes handled, by the service's subscription and outcome (acked or nacked).",
+    ("subscription", "outcome"),
+)
+PUSH_SECONDS = Histogram(
+    "meridian_push_duration_seconds",
+    "Time to handle one pushed event, by subscription.",
+    ("subscription",),
+    buckets=_BUCKETS,
+)
+DELIVERIES = Counter("meridian_deliveries", "Parcels marked delivered (committed).")
+DELIVERY_FAILURES = Counter(
+    "meridian_delivery_failures", "Delivery attempts that failed (committed)."
+)
+SLA_BREACHES = Counter("meridian_sla_breaches", "Parcels announced past their promised window.")
+WEBHOOKS = Counter(
+    "meridian_webhooks", "Client webhook deliveries attempted, by outcome.", ("outcome",)
+)
+SMS_SENT = Counter("meridian_sms_sent", "Text messages the gateway accepted (recorded).")
+
+_STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+@dataclass(frozen=True)
+class RouteMetrics:
+    """One route's labelled children, made once: a request then pays no label lookup."""
+
+    seconds: Histogram
+    by_class: tuple[Counter, ...]  # indexed by status // 100 - 1
+    errors: Counter
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.seconds.observe(seconds)
+        self.by_class[min(max(status // 100, 1), 5) - 1].inc()
+        if status >= 500:
+            self.errors.inc()
+
+
+_routes: dict[tuple[str, str], RouteMetrics] = {}
+_routes_lock = threading.Lock()
+
+
+def route_metrics(method: str, route: str) -> RouteMetrics:
+    """The children of ``method route`` (a template such as ``/v1/parcels/{parcel_id}``)."""
+    key = (method, route)
+    found = _routes.get(key)
+    if found is None:
+        with _routes_lock:
+            found = _routes.get(key)
+            if found is None:
+                found = RouteMetrics(
+                    REQUEST_SECONDS.labels(method, route),
+                    tuple(REQUESTS.labels(method, route, c) for c in _STATUS_CLASSES),
+                    REQUEST_ERRORS.labels(method, route),
+                )
+                _routes[key] = found
+    return found
+
+
+@dataclass(frozen=True)
+class PushMetrics:
+    """One subscription's push children, made when its endpoint is built."""
+
+    acked: Counter
+    nacked: Counter
+    seconds: Histogram
+
+
+def push_metrics(subscription: str) -> PushMetrics:
+    return PushMetrics(
+        PUSHES.labels(subscription, "acked"),
+        PUSHES.labels(subscription, "nacked"),
+        PUSH_SECONDS.labels(subscription),
+    )
+
+
+def exposition() -> bytes:
+    """Every metric of this process in Prometheus' text format (``CONTENT_TYPE_LATEST``)."""
+    return generate_latest()
+
+
+# The business counters: called by handlers once their effect has committed.
+
+
+def parcel_delivered() -> None:
+    DELIVERIES.inc()
+
+
+def delivery_failed() -> None:
+    DELIVERY_FAILURES.inc()
+
+
+def sla_breached(count: int = 1) -> None:
+    SLA_BREACHES.inc(count)
+
+
+def webhook_sent() -> None:
+    WEBHOOKS.labels("sent").inc()
+
+
+def webhook_failed() -> None:
+    WEBHOOKS.labels("failed").inc()
+
+
+def sms_sent(count: int = 1) -> None:
+    SMS_SENT.inc(count)
