@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meridian.domain.errors import LimitExceeded, NotFound, ValidationError
+from meridian.domain.errors import AlreadyExists, LimitExceeded, NotFound, ValidationError
 from meridian.embedded.pubsub import RetryPolicy, SubscriptionConfig
 from meridian.ports import FlowControl, Message, ReceivedMessage
 from tests.contract.pubsub_fixtures import (
@@ -209,6 +209,17 @@ class PubSubContract:
         assert len(_drain(world, sub)) == 2
         world.subscriber.seek(sub, snap)
         assert sorted(m.message.data for m in _drain(world, sub)) == [b"later", b"pending"]
+
+    def test_a_snapshot_name_is_unique_and_an_unknown_one_is_not_found(
+        self, world: PubSubWorld
+    ) -> None:
+        _, sub = self.topic_with(world)
+        snap = world.name("snap")
+        world.subscriber.create_snapshot(snap, sub)
+        with pytest.raises(AlreadyExists):
+            world.subscriber.create_snapshot(snap, sub)
+        with pytest.raises(NotFound):
+            world.subscriber.seek(sub, world.name("no-such-snapshot"))
 
     def test_unknown_topic_and_subscription_are_not_found(self, world: PubSubWorld) -> None:
         with pytest.raises(NotFound):
