@@ -380,6 +380,7 @@ def _mount_subcommands() -> None:
     from meridian.embedded.workflows.cli import app as workflows_app
     from meridian.runtime.reconcile_cli import app as reconcile_app
     from meridian.runtime.release_cli import app as release_app
+    from meridian.runtime.report_cli import app as report_app
     from meridian.runtime.replay_cli import app as replay_app
     from meridian.runtime.sim_cli import app as sim_app
 
@@ -393,6 +394,7 @@ def _mount_subcommands() -> None:
     app.add_typer(release_app, name="release")
     app.add_typer(replay_app, name="replay")
     app.add_typer(reconcile_app, name="reconcile")
+    app.add_typer(report_app, name="report")
 
 
 _mount_subcommands()
