@@ -69,6 +69,12 @@ PUSH_SECONDS = Histogram(
     ("subscription",),
     buckets=_BUCKETS,
 )
+EVENT_LAG = Histogram(
+    "meridian_event_lag_seconds",
+    "From an event's commit (its occurred_at) to its handling by the consumer, by subscription.",
+    ("subscription",),
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
 DELIVERIES = Counter("meridian_deliveries", "Parcels marked delivered (committed).")
 DELIVERY_FAILURES = Counter(
     "meridian_delivery_failures", "Delivery attempts that failed (committed)."
@@ -125,6 +131,7 @@ class PushMetrics:
     acked: Counter
     nacked: Counter
     seconds: Histogram
+    lag: Histogram
 
 
 def push_metrics(subscription: str) -> PushMetrics:
@@ -132,6 +139,7 @@ def push_metrics(subscription: str) -> PushMetrics:
         PUSHES.labels(subscription, "acked"),
         PUSHES.labels(subscription, "nacked"),
         PUSH_SECONDS.labels(subscription),
+        EVENT_LAG.labels(subscription),
     )
 
 

@@ -17,8 +17,9 @@ its own outcome. A reactor's bootstrap builds what the endpoint needs with
 ``meridian.adapters.push_essentials``; dead-letter replay is ``meridian.app.replay``.
 
 Each decoded push is counted by the subscription its envelope names and its outcome (acked: 204;
-nacked: any other answer), and its handling timed (``meridian.metrics``); the request itself is
-counted with every other request by ``PlainRoutes``.
+nacked: any other answer), its handling timed, and its lag from its commit (the event's
+``occurred_at``) to its handling observed (``meridian.metrics``); the request itself is counted
+with every other request by ``PlainRoutes``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def reactor_app(
                     raise
             took = time.perf_counter() - started
             counts.seconds.observe(took)
+            counts.lag.observe(time.time() - event.occurred_at.timestamp())
             acked = True
             log.info(
                 "event processed",

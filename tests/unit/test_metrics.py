@@ -135,6 +135,8 @@ def test_pushes_are_counted_per_subscription_and_outcome(tmp_path: Path) -> None
     assert moved("meridian_push_messages_total", **sub, outcome="acked") == 2
     assert moved("meridian_push_messages_total", **sub, outcome="nacked") == 1
     assert moved("meridian_push_duration_seconds_count", **sub) == 2
+    assert moved("meridian_event_lag_seconds_count", **sub) == 2
+    assert moved("meridian_event_lag_seconds_bucket", **sub, le="+Inf") == 2
     events = {"method": "POST", "route": "/events"}
     assert moved("meridian_http_requests_total", **events, status="2xx") == 2
     assert moved("meridian_http_requests_total", **events, status="5xx") == 1
