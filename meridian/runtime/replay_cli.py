@@ -177,8 +177,10 @@ def archive(
     ] = "",
     data_dir: DataDir = Path(".meridian"),
 ) -> None:
-    """Republish a window of archived events from the warehouse to their topic, with their
-    event ids and attributes, so every consumer that has already seen one deduplicates it."""
+    """Republish a window of archived events from the warehouse to their topic.
+
+    Each goes out once, with its event id and attributes, so every consumer that has already
+    seen it deduplicates it."""
     from meridian import adapters
     from meridian.app.archive import archive_table, archived_count, ordering_key_of, replay_archive
     from meridian.codec.events import EventCodec
