@@ -5,6 +5,7 @@ catalog or variable), 1 for a failure (the platform unreachable, a refused opera
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -278,16 +279,19 @@ def demo(
             max=500,
             help="Parcels in the scenario's shipment.",
         ),
-    ] = 20,
+    ] = 9,
 ) -> None:
-    """`up` plus a scripted delivery day, ending with a summary (after --duration seconds)."""
-    from meridian.runtime.demo import print_summary, run_scenario
+    """`up` plus a delivery day told step by step, ending with a summary per reactor (after
+    --duration seconds)."""
+    from meridian.runtime.demo import print_summary, run_scenario, service_environment
     from meridian.runtime.supervisor import StopRequested, run_until, runnable_services
 
     started = time.monotonic()
     settings = _settings(data_dir, host, base_port)
     cat = load_catalog()
-    supervisor = Supervisor(settings, runnable_services(cat, settings), data_dir / "logs")
+    extra = service_environment(os.environ)
+    services = [replace(s, env={**extra, **s.env}) for s in runnable_services(cat, settings)]
+    supervisor = Supervisor(settings, services, data_dir / "logs")
     report, reason = None, "start-up failed"
     with StopSignals() as signals:
         try:
@@ -296,7 +300,8 @@ def demo(
             report = run_scenario(
                 cat,
                 settings,
-                seconds=budget * 0.8,
+                seconds=budget,
+                started=started,
                 console=console,
                 parcel_count=parcels,
                 interrupted=lambda: bool(signals.reason),
@@ -383,6 +388,7 @@ def _mount_subcommands() -> None:
     from meridian.runtime.report_cli import app as report_app
     from meridian.runtime.replay_cli import app as replay_app
     from meridian.runtime.sim_cli import app as sim_app
+    from meridian.runtime.status_cli import app as status_app
 
     emulator = typer.Typer(
         help="Google API emulators over the embedded runtime.", no_args_is_help=True
@@ -391,6 +397,7 @@ def _mount_subcommands() -> None:
     app.add_typer(emulator, name="emulator")
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(sim_app, name="sim")
+    app.add_typer(status_app, name="status")
     app.add_typer(release_app, name="release")
     app.add_typer(replay_app, name="replay")
     app.add_typer(reconcile_app, name="reconcile")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from meridian.catalog import load_catalog
+from meridian.config import PORT_OFFSETS
 from meridian.embedded.pubsub import Broker
 from meridian.ports import Message
 from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids, start_runtime, stop_runtime
@@ -180,24 +182,38 @@ def test_ctrl_c_stops_up_and_its_children_cleanly(runtime_env: dict[str, str]) -
     assert not any(_alive(pid) for pid in child_pids)
 
 
-def test_demo_runs_the_scenario_and_exits_after_its_duration(runtime_env: dict[str, str]) -> None:
+def test_demo_tells_a_delivery_day_and_exits_after_its_duration(
+    runtime_env: dict[str, str],
+) -> None:
     started = time.monotonic()
     result = subprocess.run(
-        [*MERIDIAN, "demo", "--duration", "12", "--parcels", "6"],
+        [*MERIDIAN, "demo", "--duration", "36", "--parcels", "6"],
         env=runtime_env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=120,
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())
+    live_map = (
+        f"http://127.0.0.1:{int(runtime_env['MERIDIAN_BASE_PORT']) + PORT_OFFSETS['live-map']}"
+    )
+    assert f"watch it live: {live_map}/dispatch#token=" in out
     assert "posts a shipment of 6 parcels" in out
-    assert "event ParcelDelivered p-demo-000" in out  # the fact reached the bus through Eventarc
+    assert re.search(r"dispatch window w-demo-\w+ │ DISPATCHED │", out), out
+    assert re.search(r"accepts route w-demo-\w+-r01", out)
+    assert "cannot deliver" in out  # the day's one failure
+    assert "client receiver verified ParcelDelivered p-demo-" in out
+    effects = dict(re.findall(r"│ ([a-z-]+) │ [a-z ]+ │ (\d+) │", out))
+    assert set(effects) == {"eta", "notification", "billing", "pod", "webhook", "driver-scoring"}
+    assert all(int(count) > 0 for count in effects.values()), effects
     assert "Events on logistics.events" in out
+    # the fact reached the bus through Eventarc
+    assert re.search(r"│ ParcelDelivered │ [1-9]\d* │", out), out
     assert "demo finished" in out
-    assert 8 < elapsed < 40, elapsed
+    assert 8 < elapsed < 48, elapsed
 
 
 def test_version_is_the_installed_distributions(runtime_env: dict[str, str]) -> None:
