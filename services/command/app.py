@@ -21,7 +21,7 @@ from meridian.edge.problems import install_problem_handlers
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
 from services.command.handlers.pod import MAX_IMAGE_BYTES
-from services.command.routes import dispatch, parcels, pod, telemetry, webhooks
+from services.command.routes import dispatch, fleet, parcels, pod, telemetry, webhooks
 from services.command.routes.common import document_credentials
 
 # Each route's natural maximum: the largest valid request of its kind, which
@@ -34,6 +34,9 @@ BODY_LIMITS = BodyLimits(
         # 500 parcels, names and addresses at their longest and written as \u escapes
         ("POST", "/v1/shipments"): 4 * MIB,
         ("PUT", "/v1/parcels/{parcel_id}/pod-image"): MAX_IMAGE_BYTES,
+        # a geofence at MAX_FENCE_VERTICES positions, each coordinate at its longest, indented
+        ("POST", "/v1/geofences"): 256 * KIB,
+        ("PATCH", "/v1/geofences/{item_id}"): 256 * KIB,
     }
 )
 
@@ -84,6 +87,7 @@ def create_app(
     app.include_direct(telemetry.router(deps, ingest))
     app.include_router(parcels.router(deps))
     app.include_router(dispatch.router())
+    app.include_router(fleet.router())
     app.include_router(webhooks.router())
     app.include_router(pod.router())
     serve_api_docs(app)
