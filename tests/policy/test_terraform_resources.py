@@ -221,7 +221,7 @@ def test_cloud_armor_has_the_owasp_rules_and_a_per_ip_rate_limit(tree: Tree) -> 
 
 def test_the_live_map_paths_at_the_edge_are_its_routes(tree: Tree) -> None:
     routes = set(
-        re.findall(r'@app\.\w+\("([^"]+)"', (REPO / "services/live_map/app.py").read_text())
+        re.findall(r'@app\.\w+\(\s*"([^"]+)"', (REPO / "services/live_map/app.py").read_text())
     )
     paths = [unq(p) for p in tree.locals[PLATFORM]["edge_paths"]["live-map"]]
     for path in paths:
