@@ -1,0 +1,252 @@
+"""`meridian status`: the platform's vital signs on one screen (#22 item 3; docs/operations.md).
+
+For the embedded runtime of a data directory: per subscription its backlog, oldest unacked
+message's age and dead-letter depth (the broker's own metrics,
+``meridian.embedded.pubsub.metrics``); per service whether ``/healthz`` answers; per Eventarc
+trigger the committed changes its forwarder has not yet read (the change log's head minus the
+trigger's cursor). A vital sign past its threshold is red; the thresholds are
+``meridian/release/slos.yaml``'s ``vital_signs``, the file the Terraform alerts read too.
+Live (refreshed every 2 s) by default; ``--once`` prints one frame, ``--json`` one frame as JSON.
+Either exits 1 when a vital sign breaches, so a script can wait on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from meridian.catalog import Catalog, load_catalog
+from meridian.config import Settings
+from meridian.release.canary import slos_file
+
+app = typer.Typer(help="The platform's vital signs.", invoke_without_command=True)
+
+# Catalog service kinds that serve HTTP, hence /healthz.
+_SERVED = ("http", "push-reactor", "eventarc-target")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``vital_signs`` of slos.yaml."""
+
+    max_unacked_age_seconds: dict[str, float]  # subscription (or "default") => seconds
+    max_dead_letter_depth: int
+    max_eventarc_lag_changes: int
+
+    def unacked_age_of(self, subscription: str) -> float:
+        ages = self.max_unacked_age_seconds
+        return ages.get(subscription, ages.get("default", 600.0))
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Thresholds:
+        vital = yaml.safe_load((path or slos_file()).read_text())["vital_signs"]
+        return cls(
+            {str(k): float(v) for k, v in vital["max_unacked_age_seconds"].items()},
+            int(vital["max_dead_letter_depth"]),
+            int(vital["max_eventarc_lag_changes"]),
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionVitals:
+    subscription: str
+    backlog: int
+    oldest_unacked_age_s: float
+    dead_letter_depth: int
+    max_unacked_age_s: float
+
+
+@dataclass(frozen=True)
+class ServiceVitals:
+    service: str
+    url: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class TriggerVitals:
+    trigger: str
+    lag_changes: int
+
+
+@dataclass
+class Status:
+    subscriptions: list[SubscriptionVitals] = field(default_factory=list)
+    services: list[ServiceVitals] = field(default_factory=list)
+    eventarc: list[TriggerVitals] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+
+    def judge(self, limits: Thresholds) -> Status:
+        """Fill ``breaches``: one line per vital sign past its threshold."""
+        self.breaches = [
+            *(
+                f"{s.subscription}: oldest unacked {s.oldest_unacked_age_s:.0f}s"
+                f" > {s.max_unacked_age_s:.0f}s"
+                for s in self.subscriptions
+                if s.oldest_unacked_age_s > s.max_unacked_age_s
+            ),
+            *(
+                f"{s.subscription}: {s.dead_letter_depth} dead letters"
+                for s in self.subscriptions
+                if s.dead_letter_depth > limits.max_dead_letter_depth
+            ),
+            *(f"{s.service}: down" for s in self.services if not s.up),
+            *(
+                f"eventarc {t.trigger}: {t.lag_changes} changes behind"
+                for t in self.eventarc
+                if t.lag_changes > limits.max_eventarc_lag_changes
+            ),
+        ]
+        return self
+
+
+def embedded_status(settings: Settings, catalog: Catalog, limits: Thresholds) -> Status:
+    """The vital signs of the embedded runtime in ``settings.data_dir``."""
+    from meridian.embedded.docstore.store import EmbeddedDocumentStore
+    from meridian.embedded.eventarc import transport_name
+    from meridian.embedded.pubsub.broker import DB_FILE, Broker
+
+    status = Status()
+    if (settings.data_dir / DB_FILE).exists():
+        broker = Broker(settings.data_dir, project=settings.project)
+        dead_letter_topics = {
+            s.dead_letter_topic for s in catalog.subscriptions.values() if s.dead_letter_topic
+        }
+        for name, spec in sorted(catalog.subscriptions.items()):
+            if spec.topic in dead_letter_topics:
+                continue  # a dead-letter keeper: its backlog is its source's dead-letter depth
+            m = broker.metrics(name)
+            status.subscriptions.append(
+                SubscriptionVitals(
+                    name,
+                    m.backlog,
+                    round(m.oldest_unacked_age_s, 1),
+                    m.dead_letter_depth,
+                    limits.unacked_age_of(name),
+                )
+            )
+        broker.close()
+    if (settings.data_dir / "docstore.sqlite3").exists():
+        changes = EmbeddedDocumentStore(settings.data_dir).changes
+        head = changes.latest_seq()
+        for trigger in sorted(catalog.triggers):
+            position = changes.position(transport_name(trigger))
+            lag = head - position if position is not None else 0
+            status.eventarc.append(TriggerVitals(trigger, max(lag, 0)))
+    names = ["platform", *(n for n, s in catalog.services.items() if s.kind in _SERVED)]
+    with httpx.Client(timeout=0.5) as client:
+        for name in names:
+            try:
+                url = settings.url_of(name)
+            except KeyError:
+                continue  # not served by the embedded runtime
+            try:
+                up = client.get(f"{url}/healthz").status_code == 200
+            except httpx.HTTPError:
+                up = False
+            status.services.append(ServiceVitals(name, url, up))
+    return status.judge(limits)
+
+
+def render(status: Status, limits: Thresholds) -> Group:
+    """The screen: subscriptions, services, Eventarc; red where a vital sign breaches."""
+    subs = Table(title="subscriptions", title_justify="left")
+    for column in ("subscription", "backlog", "oldest unacked", "dead letters"):
+        subs.add_column(column, justify="left" if column == "subscription" else "right")
+    for s in status.subscriptions:
+        late = s.oldest_unacked_age_s > s.max_unacked_age_s
+        dead = s.dead_letter_depth > limits.max_dead_letter_depth
+        subs.add_row(
+            s.subscription,
+            str(s.backlog),
+            f"[red]{s.oldest_unacked_age_s:.1f}s[/]" if late else f"{s.oldest_unacked_age_s:.1f}s",
+            f"[red]{s.dead_letter_depth}[/]" if dead else str(s.dead_letter_depth),
+            style="red" if late or dead else None,
+        )
+    services = Table(title="services", title_justify="left")
+    services.add_column("service")
+    services.add_column("url")
+    services.add_column("up")
+    for v in status.services:
+        services.add_row(v.service, v.url, "up" if v.up else "[red]DOWN[/]")
+    eventarc = Table(title="eventarc", title_justify="left")
+    eventarc.add_column("trigger")
+    eventarc.add_column("changes behind", justify="right")
+    for t in status.eventarc:
+        behind = t.lag_changes > limits.max_eventarc_lag_changes
+        eventarc.add_row(t.trigger, f"[red]{t.lag_changes}[/]" if behind else str(t.lag_changes))
+    verdict = (
+        "[red]" + "\n".join(status.breaches) + "[/]"
+        if status.breaches
+        else "[green]all vital signs within their thresholds[/]"
+    )
+    return Group(subs, services, eventarc, verdict)
+
+
+@app.callback()
+def status(
+    once: Annotated[
+        bool, typer.Option("--once", envvar="MERIDIAN_STATUS_ONCE", help="print one frame")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", envvar="MERIDIAN_STATUS_JSON", help="print one frame as JSON"),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(envvar="MERIDIAN_STATUS_INTERVAL", min=0.2, help="seconds between frames"),
+    ] = 2.0,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            envvar="MERIDIAN_DATA_DIR",
+            help="Where the embedded runtime keeps its state.",
+        ),
+    ] = Path(".meridian"),
+) -> None:
+    """Backlogs, oldest unacked ages, dead letters, services up and Eventarc lag, red past the
+    thresholds the alerts use (meridian/release/slos.yaml). Exits 1 when one breaches (--once,
+    --json)."""
+    settings = Settings.from_env()
+    if settings.backend == "gcp":
+        typer.secho(
+            "meridian status reads the embedded runtime; on gcp the same vital signs are in "
+            "Cloud Monitoring (docs/operations.md)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings = replace(settings, data_dir=data_dir)
+    catalog = load_catalog()
+    limits = Thresholds.load()
+
+    def frame() -> Status:
+        return embedded_status(settings, catalog, limits)
+
+    if as_json:
+        now = frame()
+        typer.echo(json.dumps(asdict(now), indent=2))
+        raise typer.Exit(1 if now.breaches else 0)
+    console = Console()
+    if once:
+        now = frame()
+        console.print(render(now, limits))
+        raise typer.Exit(1 if now.breaches else 0)
+    with Live(render(frame(), limits), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(frame(), limits), refresh=True)
+        except KeyboardInterrupt:
+            pass
