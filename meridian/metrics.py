@@ -5,9 +5,10 @@ Every service's app is a ``meridian.edge.fast_routes.PlainRoutes``, which times 
 counts it here once, whichever way it was served (a plain route, a direct route, FastAPI's
 routing), labelled by its route's template, never its raw path (``unmatched`` for a path no route
 matches, so a scanner cannot grow the series without bound). The push endpoint
-(``meridian.edge.push``) counts each push by subscription and outcome. Handlers count their
-business effects through the functions at the bottom, after the effect has committed, so they
-never import ``prometheus_client``.
+(``meridian.edge.push``) counts each push by subscription and outcome and observes each event's
+lag from its commit. The business counters are counted through the functions at the bottom, by a
+handler after its effect has committed, so handlers never import ``prometheus_client`` (not yet
+called from the handlers: docs/operations.md names where each belongs).
 
 Cost, measured in-process (``time.process_time``, 200,000 requests' worth of the instrument's
 work, interleaved with the same loop without it, three rounds): about 1.5 µs a request, 0.2% of a
