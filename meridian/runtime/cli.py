@@ -283,7 +283,8 @@ def demo(
 ) -> None:
     """`up` plus a delivery day told step by step, ending with a summary per reactor (after
     --duration seconds)."""
-    from meridian.runtime.demo import print_summary, run_scenario, service_environment
+    from meridian.runtime.demo import run_scenario, service_environment
+    from meridian.runtime.demo_report import print_summary
     from meridian.runtime.supervisor import StopRequested, run_until, runnable_services
 
     started = time.monotonic()
