@@ -201,3 +201,13 @@ def test_the_largest_valid_geofence_fits_its_limit(client: TestClient) -> None:
     assert BODY_LIMITS.limit_of("PATCH", "/v1/geofences/depot-a") == BODY_LIMITS.limit_of(
         "POST", "/v1/geofences"
     )
+
+
+def test_a_retried_geofence_post_gets_the_first_answer(client: TestClient) -> None:
+    # the ledger keeps the answer as a document, which cannot hold GeoJSON's nested arrays
+    headers = {**DISPATCHER, "Idempotency-Key": "k-3"}
+    first = client.post("/v1/geofences", json=BODIES["geofences"], headers=headers)
+    again = client.post("/v1/geofences", json=BODIES["geofences"], headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201), first.text
+    assert again.json() == first.json()
+    assert again.json()["geometry"] == BODIES["geofences"]["geometry"]

@@ -78,14 +78,22 @@ def _path(kind: Kind, item_id: str) -> str:
 
 def view(kind: Kind, item_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """A record as the API answers it: timestamps as RFC 3339, a fence's geometry as GeoJSON."""
+    return _presented(kind, _stored_view(kind, item_id, data))
+
+
+def _stored_view(kind: Kind, item_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer as the idempotency ledger keeps it: a fence's geometry still a string, since
+    a document cannot hold GeoJSON's nested arrays."""
     out: dict[str, Any] = {kind.id_field: item_id}
     for key, value in data.items():
-        if key.startswith("_") or key == "expire_at":
-            continue
         out[key] = value.isoformat() if isinstance(value, datetime) else value
-    if kind is GEOFENCE and isinstance(out.get("geometry"), str):
-        out["geometry"] = json.loads(out["geometry"])
     return out
+
+
+def _presented(kind: Kind, answer: dict[str, Any]) -> dict[str, Any]:
+    if kind is GEOFENCE and isinstance(answer.get("geometry"), str):
+        return {**answer, "geometry": json.loads(answer["geometry"])}
+    return answer
 
 
 def register(
@@ -112,11 +120,11 @@ def register(
             raise AlreadyExists(f"{kind.name} {item_id} already exists")
         data = {kind.id_field: item_id, **document, "created_at": now, "updated_at": now}
         tx.create(path, data)
-        response = view(kind, item_id, data)
+        response = _stored_view(kind, item_id, data)
         record_response(tx, request, response, now)
         return response
 
-    return deps.store.run_transaction(work)
+    return _presented(kind, deps.store.run_transaction(work))
 
 
 def read(kind: Kind, item_id: str, actor: Actor, deps: Deps) -> dict[str, Any]:
@@ -172,11 +180,11 @@ def change(
                 )
         changes = {**update, "updated_at": now}
         tx.update(path, changes)
-        response = view(kind, item_id, {**current, **changes})
+        response = _stored_view(kind, item_id, {**current, **changes})
         record_response(tx, request, response, now)
         return response
 
-    return deps.store.run_transaction(work)
+    return _presented(kind, deps.store.run_transaction(work))
 
 
 def remove(kind: Kind, item_id: str, actor: Actor, deps: Deps) -> None:
