@@ -67,6 +67,9 @@ GCP_SERVICE_ENV: dict[str, tuple[str, ...]] = {
         "MERIDIAN_DISPATCH_WORKFLOW",
         "MERIDIAN_IDENTITY_TENANTS",
         "MERIDIAN_POD_BUCKET",
+        # the scheduler fires the dispatch schedules; public, so its token is verified here
+        "MERIDIAN_PUSH_CERTS_URL",
+        "MERIDIAN_SCHEDULER_IDENTITY",
     ),
     "event-publisher": ("MERIDIAN_EVENTARC_IDENTITY",),
     "eta": (*_PUSHED, "MERIDIAN_ROUTES_API_KEY", "MERIDIAN_SCHEDULER_IDENTITY"),
@@ -190,6 +193,7 @@ class Embedded:
     eventarc_min_backoff_s: float = 10.0  # MERIDIAN_EVENTARC_MIN_BACKOFF (Eventarc's own values)
     eventarc_max_backoff_s: float = 600.0  # MERIDIAN_EVENTARC_MAX_BACKOFF
     sla_tick_s: float = 30.0  # MERIDIAN_SLA_TICK_S: the ETA reactor's SLA check this often
+    schedule_fire_s: float = 60.0  # MERIDIAN_SCHEDULE_FIRE_S: dispatch schedules fired this often
     sms_faults: Faults = Faults()  # MERIDIAN_SMS_LATENCY_S, MERIDIAN_SMS_FAILURE_RATE
     billing_faults: Faults = Faults()  # MERIDIAN_BILLING_LATENCY_S, MERIDIAN_BILLING_FAILURE_RATE
 
@@ -319,6 +323,7 @@ class Settings:
                 eventarc_min_backoff_s=read.number("MERIDIAN_EVENTARC_MIN_BACKOFF", 10.0),
                 eventarc_max_backoff_s=read.number("MERIDIAN_EVENTARC_MAX_BACKOFF", 600.0),
                 sla_tick_s=read.number("MERIDIAN_SLA_TICK_S", 30.0),
+                schedule_fire_s=read.number("MERIDIAN_SCHEDULE_FIRE_S", 60.0),
                 sms_faults=read.faults("MERIDIAN_SMS"),
                 billing_faults=read.faults("MERIDIAN_BILLING"),
             ),
@@ -583,6 +588,12 @@ VARIABLES: tuple[Variable, ...] = (
         "`30`",
         "how often the embedded platform calls the ETA reactor's SLA check (Cloud "
         "Scheduler's job on GCP)",
+    ),
+    Variable(
+        "MERIDIAN_SCHEDULE_FIRE_S",
+        "`60`",
+        "how often the embedded platform fires the dispatch schedules, opening the windows due "
+        "(Cloud Scheduler's job, every minute, on GCP)",
     ),
     Variable(
         "MERIDIAN_SMS_LATENCY_S",

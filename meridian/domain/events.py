@@ -221,6 +221,9 @@ class DispatchWindowOpened(DomainEvent):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     execution_id: str | None = None
+    # The dispatch schedule that opened the window; None when the desk opened it by hand. The one
+    # field in which the two ways of opening a window differ.
+    schedule_id: str | None = None
 
 
 class DriverAssignmentOffered(DomainEvent):

@@ -218,6 +218,7 @@ class DispatchWindow(Value):
     opened_by: Identifier
     status: DispatchWindowStatus = DispatchWindowStatus.OPEN
     execution_id: str | None = None
+    schedule_id: Identifier | None = None  # the schedule that opened it; None: by hand
 
 
 class WebhookEndpoint(Value):

@@ -1,8 +1,8 @@
 """The embedded Cloud Scheduler: an HTTP job that calls a URL on a fixed period with an OIDC token.
 
-The platform process runs one per job (today, the ETA reactor's SLA check), signing as
-``Settings.scheduler_identity``, the identity the job's target accepts; on Google Cloud the
-same job is a Cloud Scheduler HTTP job.
+The platform process runs one per job (the ETA reactor's SLA check, the command service's firing
+of the dispatch schedules), signing as ``Settings.scheduler_identity``, the identity the job's
+target accepts; on Google Cloud the same job is a Cloud Scheduler HTTP job.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.observability import get_logger
 from meridian.resources import workflows_directory
+from services.command.routes.schedules import FIRE_AUDIENCE, FIRE_PATH
 from services.reactors.eta.schedule import SLA_TICK_PATH
 
 log = get_logger(__name__)
@@ -145,6 +146,18 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
                     settings.embedded.sla_tick_s,
                 )
             ),
+            # Cloud Scheduler's job firing the dispatch schedules (terraform: schedules.tf).
+            asyncio.create_task(
+                call_on_schedule(
+                    f"{settings.url_of('command')}{FIRE_PATH}",
+                    functools.partial(
+                        TokenIssuer(settings.data_dir).token,
+                        FIRE_AUDIENCE,
+                        settings.scheduler_identity,
+                    ),
+                    settings.embedded.schedule_fire_s,
+                )
+            ),
             asyncio.create_task(_expire_documents(store, settings.embedded.ttl_sweep_s)),
         ]
         await asyncio.to_thread(engine.open)
@@ -156,7 +169,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
             pusher.stop()
             sink.stop()
             eventarc.stop()
-            for task in tasks[-2:]:
+            for task in tasks[3:]:  # the scheduler's jobs and the TTL sweep
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             grpc_server.stop(grace=1)

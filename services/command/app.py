@@ -21,7 +21,7 @@ from meridian.edge.problems import install_problem_handlers
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
 from services.command.handlers.pod import MAX_IMAGE_BYTES
-from services.command.routes import dispatch, fleet, parcels, pod, telemetry, webhooks
+from services.command.routes import dispatch, fleet, parcels, pod, schedules, telemetry, webhooks
 from services.command.routes.common import document_credentials
 
 # Each route's natural maximum: the largest valid request of its kind, which
@@ -48,6 +48,7 @@ def create_app(
     blobs: Callable[[], BlobStore] | None = None,
     transactions: Transactions | None = None,
     ingest: Offload | None = None,
+    scheduler: schedules.SchedulerCalls | None = None,
 ) -> FastAPI:
     """``transactions`` and ``ingest`` are the bootstrap's choices for the adapters in use (how
     moves commit, where telemetry is ingested); by default, those safe for any adapter: each
@@ -87,6 +88,7 @@ def create_app(
     app.include_direct(telemetry.router(deps, ingest))
     app.include_router(parcels.router(deps))
     app.include_router(dispatch.router())
+    app.include_router(schedules.router(scheduler))
     app.include_router(fleet.router())
     app.include_router(webhooks.router())
     app.include_router(pod.router())

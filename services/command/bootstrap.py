@@ -17,6 +17,7 @@ from meridian.config import Settings
 from meridian.domain.telemetry import PingWindow
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
+from services.command.routes.schedules import SchedulerCalls
 from services.command.routes.telemetry import ingest_thread
 
 
@@ -29,6 +30,7 @@ def bootstrap(
     Callable[[], BlobStore],
     Transactions,
     Offload,
+    SchedulerCalls | None,
 ]:
     """What ``app.create_app`` takes, in its order."""
     deps = Deps(
@@ -56,4 +58,12 @@ def bootstrap(
     # one thread.
     transactions = adapters.transactions(settings, deps.store)
     ingest = adapters.offload(settings, ingest_thread())
-    return deps, adapters.identity_verifier(settings), workflows, blobs, transactions, ingest
+    # Only Cloud Scheduler's identity may fire the dispatch schedules. The service is public (no
+    # IAM check in front), so on gcp its token must be verified against the keys at
+    # MERIDIAN_PUSH_CERTS_URL: without them, firing answers 503 rather than trust a token unread.
+    scheduler = None
+    if settings.backend != "gcp" or settings.push_certs_url:
+        allowed = frozenset({settings.scheduler_identity})
+        scheduler = SchedulerCalls(adapters.push_authenticator(settings, allowed))
+    verifier = adapters.identity_verifier(settings)
+    return deps, verifier, workflows, blobs, transactions, ingest, scheduler

@@ -179,9 +179,14 @@ def test_eventarc_identity_is_the_account_the_triggers_deliver_as(tree: Tree) ->
 
 
 def test_scheduler_identity_is_the_account_the_sla_tick_calls_eta_as(tree: Tree) -> None:
-    assert scheduler_callers(tree) == {"eta": {"google_service_account.scheduler"}}
-    plain, _ = terraform_env(tree, "eta")
-    assert bare(plain["MERIDIAN_SCHEDULER_IDENTITY"]) == "google_service_account.scheduler.email"
+    assert scheduler_callers(tree) == {
+        "eta": {"google_service_account.scheduler"},
+        "command": {"google_service_account.scheduler"},  # firing the dispatch schedules
+    }
+    for service in ("eta", "command"):
+        plain, _ = terraform_env(tree, service)
+        identity = bare(plain["MERIDIAN_SCHEDULER_IDENTITY"])
+        assert identity == "google_service_account.scheduler.email"
 
 
 def test_workflow_identity_is_the_account_the_dispatch_saga_runs_as(tree: Tree) -> None:

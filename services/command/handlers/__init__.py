@@ -1,5 +1,5 @@
 """The command service's use cases, one module per feature (``parcels``, ``telemetry``,
-``dispatch``, ``pod``, ``webhooks``): one function each, taking the command and the ports it
+``dispatch``, ``schedules``, ``pod``, ``webhooks``): one function each, taking the command and the ports it
 needs. Here, what they all share: ``Deps`` and who a client system's API key names.
 
 Handlers never see HTTP: the routes (``services/command/routes/``) parse, call them and map

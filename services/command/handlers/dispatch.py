@@ -1,5 +1,6 @@
 """The dispatch desk's and drivers' use cases on the command side: open a window (which starts the
-saga), follow it, and answer a route offer (which sends the saga its callback).
+saga; by hand, or when a dispatch schedule makes it due, ``handlers/schedules.py``), follow it,
+and answer a route offer (which sends the saga its callback).
 
 The saga itself runs in the workflow engine and ``services/dispatch``; these handlers only write
 the window, start the execution through the WorkflowExecutions port and relay answers.
@@ -31,6 +32,7 @@ class OpenWindow:
     max_offers: int = 3
     offer_timeout_s: float = 900.0
     solve_time_limit_s: float = 10.0
+    schedule_id: str | None = None  # the dispatch schedule opening it (handlers/schedules.py)
 
 
 def open_window(
@@ -57,6 +59,7 @@ def open_window(
                 window=cmd.window,
                 opened_by=actor.subject,
                 execution_id=execution,
+                schedule_id=cmd.schedule_id,
             )
             tx.create(rec.window_path(window_id), rec.window_document(window, now))
         response = {
@@ -88,6 +91,7 @@ def open_window(
         starts_at=stored["window"]["start"],
         ends_at=stored["window"]["end"],
         execution_id=response["execution_id"],
+        schedule_id=stored.get("schedule_id"),
     )
     deps.publisher.publish(deps.codec.topic_of(event.event_type), [deps.codec.to_message(event)])
     return response

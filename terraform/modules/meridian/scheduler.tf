@@ -1,12 +1,13 @@
 # The ETA reactor's SLA check (services/reactors/eta/schedule.py, SLA_TICK_PATH): Cloud Scheduler
 # calls it every minute with an OIDC token of its own account, whose audience is the reactor's URL.
 # That account is the only one the endpoint accepts (MERIDIAN_SCHEDULER_IDENTITY) and may invoke
-# the ETA reactor alone.
+# the ETA reactor alone. schedules.tf's job signs as the same account (the command service's
+# dispatch schedules).
 
 resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${local.prefix}scheduler"
-  display_name = "Meridian Cloud Scheduler identity (ETA SLA tick)"
+  display_name = "Meridian Cloud Scheduler identity (ETA SLA tick, dispatch schedules)"
 }
 
 resource "google_cloud_scheduler_job" "sla_tick" {

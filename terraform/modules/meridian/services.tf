@@ -65,6 +65,9 @@ locals {
       MERIDIAN_DISPATCH_WORKFLOW = module.dispatch_workflow.ids.workflow
       MERIDIAN_IDENTITY_TENANTS  = local.identity_tenants
       MERIDIAN_POD_BUCKET        = google_storage_bucket.pod.name
+      # schedules.tf: the scheduler's token, verified here (a public service has no IAM check)
+      MERIDIAN_PUSH_CERTS_URL     = "https://www.googleapis.com/oauth2/v3/certs"
+      MERIDIAN_SCHEDULER_IDENTITY = google_service_account.scheduler.email
     }
     dispatch = {
       MERIDIAN_WORKFLOW_IDENTITY = google_service_account.workflow.email
