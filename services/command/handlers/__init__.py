@@ -1,6 +1,6 @@
 """The command service's use cases, one module per feature (``parcels``, ``telemetry``,
-``dispatch``, ``schedules``, ``pod``, ``webhooks``): one function each, taking the command and the ports it
-needs. Here, what they all share: ``Deps`` and who a client system's API key names.
+``dispatch``, ``schedules``, ``pod``, ``webhooks``): one function each, taking the command and
+the ports it needs. Here, what they all share: ``Deps`` and who a client system's API key names.
 
 Handlers never see HTTP: the routes (``services/command/routes/``) parse, call them and map
 domain errors to problem answers.
