@@ -5,7 +5,6 @@ catalog or variable), 1 for a failure (the platform unreachable, a refused opera
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meridian.catalog import BigQueryDelivery, PushDelivery, load_catalog
-from meridian.config import ConfigError, Settings
+from meridian.config import ConfigError, Settings, environment
 from meridian.domain.errors import CatalogError, MeridianError, NotFound
 from meridian.ports import ReceivedMessage
 from meridian.runtime.supervisor import ServiceProcess, StopSignals, Supervisor
@@ -290,7 +289,7 @@ def demo(
     started = time.monotonic()
     settings = _settings(data_dir, host, base_port)
     cat = load_catalog()
-    extra = service_environment(os.environ)
+    extra = service_environment(environment())
     services = [replace(s, env={**extra, **s.env}) for s in runnable_services(cat, settings)]
     supervisor = Supervisor(settings, services, data_dir / "logs")
     report, reason = None, "start-up failed"
@@ -387,8 +386,8 @@ def _mount_subcommands() -> None:
     from meridian.runtime.fleet_cli import app as fleet_app
     from meridian.runtime.reconcile_cli import app as reconcile_app
     from meridian.runtime.release_cli import app as release_app
-    from meridian.runtime.report_cli import app as report_app
     from meridian.runtime.replay_cli import app as replay_app
+    from meridian.runtime.report_cli import app as report_app
     from meridian.runtime.sim_cli import app as sim_app
     from meridian.runtime.status_cli import app as status_app
 

@@ -4,7 +4,6 @@ in ``demo.py``)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from meridian.catalog import Catalog
 from meridian.codec.events import EventCodec
+from meridian.config import environment
 from meridian.domain.events import GeofenceCrossed
 from meridian.embedded.pubsub.broker import Broker
 
@@ -113,7 +113,7 @@ class WebhookReceiver:
         self.listening = threading.Event()
         self.process = subprocess.Popen(
             [sys.executable, str(script)],
-            env={**os.environ, "WEBHOOK_SECRET": secret, "RECEIVER_PORT": str(port)},
+            env={**environment(), "WEBHOOK_SECRET": secret, "RECEIVER_PORT": str(port)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
