@@ -7,8 +7,11 @@ routing), labelled by its route's template, never its raw path (``unmatched`` fo
 matches, so a scanner cannot grow the series without bound). The push endpoint
 (``meridian.edge.push``) counts each push by subscription and outcome and observes each event's
 lag from its commit. The business counters are counted through the functions at the bottom, by a
-handler after its effect has committed, so handlers never import ``prometheus_client`` (not yet
-called from the handlers: docs/operations.md names where each belongs).
+handler after its effect has committed (never inside a transaction function, which may run again),
+so handlers never import ``prometheus_client``: deliveries and failures by the event publisher once
+their events are published, SLA breaches by the ETA reactor once its outbox is published, SMS by
+the notification reactor once its sends are recorded, webhook attempts by the webhook reactor's
+sender once each outcome is recorded (docs/operations.md, 'Metrics').
 
 Cost, measured in-process (``time.process_time``, 200,000 requests' worth of the instrument's
 work, interleaved with the same loop without it, three rounds): about 1.5 µs a request, 0.2% of a
@@ -76,13 +79,24 @@ EVENT_LAG = Histogram(
     ("subscription",),
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
-DELIVERIES = Counter("meridian_deliveries", "Parcels marked delivered (committed).")
-DELIVERY_FAILURES = Counter(
-    "meridian_delivery_failures", "Delivery attempts that failed (committed)."
+DELIVERIES = Counter(
+    "meridian_deliveries",
+    "Parcels marked delivered, counted as the event publisher publishes ParcelDelivered "
+    "(at least once: a change Eventarc redelivers is counted again).",
 )
-SLA_BREACHES = Counter("meridian_sla_breaches", "Parcels announced past their promised window.")
+DELIVERY_FAILURES = Counter(
+    "meridian_delivery_failures",
+    "Delivery attempts that failed, counted as the event publisher publishes DeliveryFailed "
+    "(at least once: a change Eventarc redelivers is counted again).",
+)
+SLA_BREACHES = Counter(
+    "meridian_sla_breaches",
+    "Parcels announced past their promised window (SlaBreached published by the ETA reactor).",
+)
 WEBHOOKS = Counter(
-    "meridian_webhooks", "Client webhook deliveries attempted, by outcome.", ("outcome",)
+    "meridian_webhooks",
+    "Client webhook attempts, by outcome (sent: answered 2xx; failed: any other answer or none).",
+    ("outcome",),
 )
 SMS_SENT = Counter("meridian_sms_sent", "Text messages the gateway accepted (recorded).")
 

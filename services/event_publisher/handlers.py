@@ -4,6 +4,11 @@ This is the target of Eventarc's Firestore triggers (the native outbox): it sees
 write of a parcel or a shipment and publishes the business fact it represents. Event ids derive
 from the document path and its update time, so a redelivered change republishes the same id and
 consumers deduplicate it.
+
+It also counts the deliveries and the failed attempts (``meridian.metrics``) once their events are
+published: it sees each committed change once, so each is counted once, but a change Eventarc
+redelivers (at least once, rarely twice) is published and counted again; it holds no ledger to
+tell, and the counters' help text says so.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meridian import metrics
 from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import DecodeError
@@ -181,17 +187,28 @@ def publish_changes(
 ) -> list[DomainEvent | BaseException | None]:
     """``publish_change`` for the changes delivered together, in one publish call (one broker
     transaction embedded, one batch on Pub/Sub); a change that is not a valid event gets its
-    DecodeError and the others are published. If the publish fails, it fails for all of them."""
+    DecodeError and the others are published. If the publish fails, it fails for all of them,
+    and nothing is counted. A change delivered twice in one batch is counted once."""
     outcomes: list[DomainEvent | BaseException | None] = []
     messages = []
+    delivered: set[str] = set()  # event ids, so a repeat within the batch counts once
+    failed: set[str] = set()
     for change, traceparent in changes:
         try:
             event = event_for_change(change)
             if event is not None:
                 messages.append(deps.codec.to_message(event, traceparent))
+                if type(event) is ev.ParcelDelivered:
+                    delivered.add(event.event_id)
+                elif type(event) is ev.DeliveryFailed:
+                    failed.add(event.event_id)
             outcomes.append(event)
         except Exception as e:
             outcomes.append(e)
     for topic, batch in deps.codec.by_topic(messages).items():
         deps.publisher.publish(topic, batch)
+    for _ in delivered:
+        metrics.parcel_delivered()
+    for _ in failed:
+        metrics.delivery_failed()
     return outcomes

@@ -32,6 +32,7 @@ from services.event_publisher.handlers import (
     publish_changes,
 )
 from tests.fakes import FakePublisher
+from tests.unit.test_metrics import counter
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 DRIVER = Actor("drv-7", "driver")
@@ -275,3 +276,29 @@ def test_changes_delivered_together_are_published_in_one_call_and_a_bad_one_fail
     ]
     assert calls == [2]
     assert publisher.published[0][1].attributes["traceparent"].startswith("00-aaaa")
+
+
+def test_deliveries_and_failures_are_counted_once_each_once_published() -> None:
+    publisher = FakePublisher()
+    deps = Deps(publisher, EventCodec(CATALOG))
+    out = parcel().plan("w").assign("r", "d", "v").send_out()
+    delivery = change(out, out.deliver(NOW, GeoPoint(lat=0, lng=0)))
+    failure = change(out, out.fail("gate locked"), NOW + timedelta(seconds=1))
+    before = counter("meridian_deliveries_total"), counter("meridian_delivery_failures_total")
+
+    def moved() -> tuple[float, float]:
+        return (
+            counter("meridian_deliveries_total") - before[0],
+            counter("meridian_delivery_failures_total") - before[1],
+        )
+
+    publisher.fail_with = RuntimeError("broker down")
+    with pytest.raises(RuntimeError):
+        publish_changes([(delivery, None), (failure, None)], deps)
+    assert moved() == (0, 0)  # not published: not counted (the change is redelivered)
+    publisher.fail_with = None
+    # The same change twice in one batch is one delivery; other facts count nothing.
+    assert publish_changes([(delivery, None), (delivery, None), (failure, None)], deps)
+    publish_change(change(parcel().plan("w").assign("r", "d", "v"), out), deps)
+    publish_change(change(out, out), deps)  # a field update: no event
+    assert moved() == (1, 1)

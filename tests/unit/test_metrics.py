@@ -1,5 +1,8 @@
 """Every service's ``/metrics`` (#22 item 4), read through the ASGI app with Prometheus' own text
-parser: the series of a route, of a push and of a business counter move after a request."""
+parser: the series of a route, of a push and of a business counter move after a request.
+
+``counter`` reads one business counter from the registry, for the handlers' tests (the event
+publisher's, the reactors', the webhook worker's) to assert it moves once per effect."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import Response
 
@@ -41,6 +45,11 @@ def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], f
         for family in text_string_to_metric_families(answer.text)
         for sample in family.samples
     }
+
+
+def counter(name: str, **labels: str) -> float:
+    """A counter's value now, from the process' registry (0 before its first count)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def value(

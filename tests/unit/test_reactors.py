@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ from services.reactors.notification import handlers as notification
 from services.reactors.pod import handlers as pod
 from tests.fakes import FakeDocumentStore, FakePublisher
 from tests.fakes_reactors import FakeBillingApi, FakeBlobStore, FakeSmsGateway, FakeTravelTime
+from tests.unit.test_metrics import counter
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -138,6 +140,28 @@ def test_eta_changes_are_sent_only_beyond_the_threshold() -> None:
     assert sorted(kinds) == ["eta_changed", "out_for_delivery"]
 
 
+def test_each_recorded_sms_is_counted_once_and_a_redelivery_or_failure_counts_none() -> None:
+    deps, sms = _notification()
+    before = counter("meridian_sms_sent_total")
+    sms.down = True
+    with pytest.raises(Exception, match="down"):
+        notification.notify(delivered(), deps)
+    assert counter("meridian_sms_sent_total") == before  # not sent, nothing recorded
+    sms.down = False
+    for _ in range(3):
+        notification.notify(delivered(), deps)  # sent and recorded once; then duplicates
+    assert counter("meridian_sms_sent_total") - before == 1
+    notification.notify(out("p-3"), deps)
+    baseline = ev.RouteEtaUpdated(
+        event_id="evt-eta-count",
+        occurred_at=T0,
+        route_id="r-1",
+        stops=(ev.StopEta(parcel_id="p-3", sequence=0, eta=T0, window_end=T0),),
+    )
+    notification.notify(baseline, deps)  # the first ETA is recorded, not sent
+    assert counter("meridian_sms_sent_total") - before == 2
+
+
 def test_a_gateway_failure_is_raised_and_nothing_is_recorded() -> None:
     deps, sms = _notification()
     sms.down = True
@@ -184,6 +208,37 @@ def test_eta_announces_sla_at_risk_once_and_breach_when_the_window_closed() -> N
     assert types.count("SlaAtRisk") == 1
     assert types.count("SlaBreached") == 1
     assert "RouteEtaUpdated" in types
+
+
+def test_a_breach_is_counted_once_its_publication_succeeds_and_never_again() -> None:
+    deps, publisher = _eta()
+    before = counter("meridian_sla_breaches_total")
+    eta.project(out("p-1", lat=12.97, end=T0 + timedelta(minutes=5)), deps)
+    eta.project(out("p-2", lat=13.00, end=T0 + timedelta(hours=2)), deps)
+    late = failed("p-2").model_copy(
+        update={"event_id": "evt-late", "failed_at": T0 + timedelta(minutes=6)}
+    )
+    publisher.fail_with = RuntimeError("broker down")
+    with pytest.raises(RuntimeError):
+        eta.project(late, deps)  # committed with its outbox entry, not published
+    assert counter("meridian_sla_breaches_total") == before
+    publisher.fail_with = None
+    assert eta.project(late, deps).startswith("duplicate; 2 republished")  # breach, new ETAs
+    assert counter("meridian_sla_breaches_total") - before == 1
+    eta.project(late, deps)  # redelivered again: nothing left to publish
+    assert eta.tick(deps) == 0  # the stop is marked breached: the tick announces nothing
+    assert [m.attributes["eventType"] for m in _all(publisher)].count("SlaBreached") == 1
+    assert counter("meridian_sla_breaches_total") - before == 1
+
+
+def test_a_breach_the_tick_announces_is_counted_once() -> None:
+    deps, _publisher = _eta()
+    eta.project(out("p-1", lat=12.97, end=T0 + timedelta(minutes=5)), deps)
+    before = counter("meridian_sla_breaches_total")
+    later = replace(deps, clock=lambda: T0 + timedelta(minutes=6))
+    assert eta.tick(later) == 1
+    assert eta.tick(later) == 0
+    assert counter("meridian_sla_breaches_total") - before == 1
 
 
 def _all(publisher: FakePublisher) -> list[Any]:

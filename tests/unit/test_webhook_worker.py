@@ -1,5 +1,6 @@
 """The webhook sender on fakes: deliveries claimed as they are enqueued are sent once, by the
-sender threads, and a claim that waited too long for a slot is left to the poll."""
+sender threads, and a claim that waited too long for a slot is left to the poll; each attempt is
+counted once, sent or failed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.reactors.webhook import handlers, worker
 from services.reactors.webhook.worker import Worker
 from tests.fakes import FakeDocumentStore
 from tests.fakes_reactors import FakeWebhookSender
+from tests.unit.test_metrics import counter
 
 LOCAL = webhooks.WebhookPolicy(webhooks.AllowList.parse("127.0.0.0/8"))
 
@@ -21,7 +23,11 @@ def _events(count: int) -> list[ev.ShipmentCreated]:
     now = datetime.now(UTC)
     return [
         ev.ShipmentCreated(
-            event_id=f"evt-{i}", occurred_at=now, shipment_id="s-1", client_id="c-1", parcel_ids=("p",)
+            event_id=f"evt-{i}",
+            occurred_at=now,
+            shipment_id="s-1",
+            client_id="c-1",
+            parcel_ids=("p",),
         )
         for i in range(count)
     ]
@@ -29,7 +35,9 @@ def _events(count: int) -> list[ev.ShipmentCreated]:
 
 def _deps(sender: FakeWebhookSender) -> handlers.Deps:
     deps = handlers.Deps(FakeDocumentStore(), sender, LOCAL, lambda: datetime.now(UTC))
-    webhooks.register_endpoint(deps.store, "c-1", "http://127.0.0.1:1/hook", [], LOCAL, deps.clock())
+    webhooks.register_endpoint(
+        deps.store, "c-1", "http://127.0.0.1:1/hook", [], LOCAL, deps.clock()
+    )
     return deps
 
 
@@ -75,3 +83,28 @@ def test_the_worker_sends_claims_once_each_and_leaves_stale_ones_to_the_poll() -
     assert sorted(h["webhook-id"] for _, h, _ in sender.requests) == [f"evt-{i}" for i in range(6)]
     statuses = {c["event_id"]: deps.store.get(c["path"]).data["status"] for c in fresh}  # type: ignore[union-attr]
     assert statuses == {f"evt-{i}": "delivered" if i < 6 else "pending" for i in range(8)}
+
+
+def test_each_recorded_attempt_is_counted_once_sent_or_failed() -> None:
+    deps = _deps(FakeWebhookSender([503, None, 200]))
+    events = _events(1)
+    _, claimed = handlers.enqueue_claimed(events, deps)
+    before = (
+        counter("meridian_webhooks_total", outcome="sent"),
+        counter("meridian_webhooks_total", outcome="failed"),
+    )
+
+    def moved() -> tuple[float, float]:
+        return (
+            counter("meridian_webhooks_total", outcome="sent") - before[0],
+            counter("meridian_webhooks_total", outcome="failed") - before[1],
+        )
+
+    assert handlers.send_claimed(claimed[0], deps) == "retry scheduled"  # answered 503
+    assert moved() == (0, 1)
+    assert handlers.send_claimed({**claimed[0], "attempts": 2}, deps) == "retry scheduled"  # none
+    assert moved() == (0, 2)
+    assert handlers.send_claimed({**claimed[0], "attempts": 3}, deps) == "delivered"
+    assert moved() == (1, 2)
+    assert handlers.enqueue_claimed(events, deps) == ([[]], [])  # redelivered: nothing to send
+    assert moved() == (1, 2)

@@ -20,7 +20,10 @@ it), and by ``tick`` (Cloud Scheduler in GCP, the platform's periodic caller emb
 the boards whose earliest open window (``next_due``, kept on the board as a due-time index) has
 closed. A stop is marked breached on the board in the transaction that announces it, and the
 SlaBreached id derives from the parcel and its window only, so a parcel is announced breached once
-whichever path sees it first, however often either runs.
+whichever path sees it first, however often either runs. Each SlaBreached is counted
+(``meridian.metrics.sla_breached``) when the outbox entry that holds it is published, after the
+commit; an entry published twice (a crash between its publication and its clearing, or another
+instance's leftover in flight) is counted twice, as it is published twice.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from meridian import metrics
 from meridian.app.idempotency import already_processed, mark_processed
 from meridian.codec.events import EventCodec
 from meridian.concurrency.batches import trace_of
@@ -338,6 +342,7 @@ def project_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str]:
         ]
         for topic, batch in deps.codec.by_topic(messages).items():
             deps.publisher.publish(topic, batch)
+        _count_breaches(entries)
         deps.store.delete(f"{OUTBOX}/{key}")
     republished = publish_leftovers(deps) if "duplicate" in outcomes else 0
     return [
@@ -423,8 +428,17 @@ def publish_outbox(key: str, deps: Deps) -> int:
     ]
     for topic, batch in deps.codec.by_topic(messages).items():
         deps.publisher.publish(topic, batch)
+    _count_breaches(entry.data["events"])
     deps.store.delete(f"{OUTBOX}/{key}")
     return len(entry.data["events"])
+
+
+def _count_breaches(published: Sequence[dict[str, Any]]) -> None:
+    """Count the SlaBreached among outbox entries just published (never inside a transaction,
+    which may run again)."""
+    breaches = sum(1 for e in published if e["type"] == SlaBreached.event_type)
+    if breaches:
+        metrics.sla_breached(breaches)
 
 
 def publish_leftovers(deps: Deps, limit: int = 100) -> int:

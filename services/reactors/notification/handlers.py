@@ -3,7 +3,9 @@ delivered, delivery failed. The only service that talks to the SMS gateway.
 
 Each message is sent with an idempotency key derived from the event id and the parcel, so a
 redelivered event (even after a crash between the send and the ledger write) is not sent twice;
-the notification log and the processed-event record commit in one transaction.
+the notification log and the processed-event record commit in one transaction. The messages an
+event's transaction records are counted (``meridian.metrics.sms_sent``) once it has committed, and
+never for a redelivered event, which records nothing.
 
 The tracking link opens the live map's customer page, ``{base}/map?parcel=ID#token=TOKEN``. The
 token travels in the URL fragment, which a browser never sends to a server: it stays out of the
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from meridian import metrics
 from meridian.app.idempotency import already_processed, event_ledger_path, mark_processed
 from meridian.app.tracking import TrackingTokens
 from meridian.domain.events import (
@@ -199,8 +202,13 @@ def notify_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseEx
         }
         return {i: _record(tx, p, now) if i in fresh else "duplicate" for i, p in prepared.items()}
 
+    recorded = 0
     for i, outcome in deps.store.run_transaction(record).items():
         outcomes[i] = outcome
+        if outcome != "duplicate":
+            recorded += len(prepared[i].receipts)
+    if recorded:
+        metrics.sms_sent(recorded)  # after the commit: the transaction may have run more than once
     return outcomes
 
 

@@ -4,7 +4,9 @@ worker sends due deliveries, signed per Standard Webhooks, on the retry schedule
 Enqueueing (the delivery records and the processed-event entry, one transaction) is what the push
 answer waits for; sending is the worker's, so a slow or dead client endpoint never holds back the
 subscription. Deliveries have deterministic paths (endpoint, event), so an event is delivered once
-per endpoint however often it is pushed; ``webhook-id`` is the event id on every attempt.
+per endpoint however often it is pushed; ``webhook-id`` is the event id on every attempt. Each
+attempt is counted (``meridian.metrics``) once its outcome is recorded: ``webhook_sent`` for a 2xx,
+``webhook_failed`` for any other answer or none (retried or given up).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from meridian import metrics
 from meridian.app.idempotency import already_processed, mark_processed
 from meridian.app.webhooks import (
     DELIVERIES,
@@ -228,15 +231,21 @@ def attempt(path: str, deps: Deps) -> str:
 
 
 def send_claimed(claimed: dict[str, Any], deps: Deps) -> str:
-    """Send a claimed delivery; records the outcome and the next attempt (or gives up)."""
+    """Send a claimed delivery; records the outcome and the next attempt (or gives up), then
+    counts the attempt, sent or failed."""
     outcome, record = send_only(claimed, deps)
     deps.store.run_transaction(record)
+    if outcome == "delivered":
+        metrics.webhook_sent()
+    else:
+        metrics.webhook_failed()
     return outcome
 
 
 def send_only(claimed: dict[str, Any], deps: Deps) -> tuple[str, Callable[[Transaction], None]]:
     """Send a claimed delivery; the outcome, and the transaction that records it and the next
-    attempt (or gives up), for the caller to commit, alone or with others'."""
+    attempt (or gives up), for the caller to commit, alone or with others', and then to count
+    (``send_claimed`` does both)."""
     path = claimed["path"]
     endpoint, body = claimed["endpoint"], claimed["body"].encode()
     started = deps.clock()
