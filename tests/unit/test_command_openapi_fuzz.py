@@ -70,10 +70,11 @@ CHECKS = [
 
 def credentials(method: str, path: str) -> dict[str, str]:
     """Who may call ``method path``: client systems their shipments and webhooks, dispatchers
-    the desk's moves and dispatch windows, drivers the rest."""
+    the desk's moves, dispatch windows and schedules and the fleet, drivers the rest."""
     if path.startswith("/v1/clients/") or path.startswith("/v1/shipments"):
         return CLIENT
-    if ":assign" in path or ":re" in path or path.startswith("/v1/dispatch-windows"):
+    desk = ("/v1/dispatch-windows", "/v1/dispatch-schedules", "/v1/drivers", "/v1/vehicles")
+    if ":assign" in path or ":re" in path or path.startswith((*desk, "/v1/geofences")):
         return DISPATCHER
     return DRIVER
 
