@@ -1,4 +1,5 @@
-"""The API's documentation page, served from the package: Swagger UI at ``/docs``, no CDN.
+"""The API's documentation pages, served from the package, no CDN: Swagger UI at ``/docs``,
+ReDoc at ``/redoc``.
 
 FastAPI's own ``/docs`` and ``/redoc`` load their scripts from a CDN, so offline, or behind an
 egress that allows only Google's APIs, they are blank pages. Every service's app
@@ -9,8 +10,11 @@ document, its script, style and icon served from ``static/swagger/`` beside this
 Those files are npm's ``swagger-ui-dist``, pinned exactly in package.json and committed with
 their licences (the image carries no node_modules); after a version bump
 ``python -m meridian.edge.api_docs`` copies them again from node_modules
-(``tests/unit/test_api_docs.py`` fails while they differ). ReDoc is not served: its npm package
-brings about a hundred others (React among them) for a second view of the same document.
+(``tests/unit/test_api_docs.py`` fails while they differ). ReDoc is its one self-contained
+``bundles/redoc.standalone.js`` (with its licences) from npm's ``redoc`` package, taken from the
+package's tarball alone (``npm pack redoc@REDOC_VERSION``): installing the package would bring about
+a hundred others (React among them) that the standalone bundle already contains;
+``python -m meridian.edge.api_docs --redoc DIR`` copies them from the unpacked tarball.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
@@ -38,14 +42,39 @@ VENDORED = (
 )
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
+REDOC = package_directory("meridian.edge", "static", "redoc")
+REDOC_VERSION = "2.5.4"
+REDOC_VENDORED = ("redoc.standalone.js", "redoc.standalone.js.LICENSE.txt", "LICENSE")
+REDOC_PATH = "/redoc"
+REDOC_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:"
+)
+REDOC_ASSETS_PATH = "/redoc/assets"
 
 
 def serve_api_docs(app: FastAPI) -> None:
-    """Serve Swagger UI for ``app``'s OpenAPI document at ``/docs``, assets included."""
+    """Serve Swagger UI at ``/docs`` and ReDoc at ``/redoc`` for ``app``'s OpenAPI document,
+    assets included."""
     if app.openapi_url is None:
         raise ValueError("the app has no OpenAPI document to show")
     openapi_url = app.openapi_url
     app.mount(ASSETS_PATH, StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
+    app.mount(REDOC_ASSETS_PATH, StaticFiles(directory=REDOC), name="redoc")
+
+    @app.get(REDOC_PATH, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - API reference",
+            redoc_js_url=f"{root}{REDOC_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        # ReDoc's footer shows its logo from its own CDN; the page keeps to this origin.
+        page.headers["content-security-policy"] = REDOC_POLICY
+        return page
 
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
@@ -72,6 +101,26 @@ def refresh(source: Path, target: Path = SWAGGER_UI) -> None:
         shutil.copyfile(source / name, target / name)
 
 
+def refresh_redoc(package: Path, target: Path = REDOC) -> None:
+    """Copy ReDoc's standalone bundle and licences from an unpacked ``npm pack`` tarball
+    (``package/``: ``bundles/`` and ``LICENSE``)."""
+    sources = {
+        "redoc.standalone.js": package / "bundles" / "redoc.standalone.js",
+        "redoc.standalone.js.LICENSE.txt": package / "bundles" / "redoc.standalone.js.LICENSE.txt",
+        "LICENSE": package / "LICENSE",
+    }
+    missing = [str(path) for path in sources.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not in the unpacked tarball: {', '.join(missing)}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name, path in sources.items():
+        shutil.copyfile(path, target / name)
+
+
 if __name__ == "__main__":
-    refresh(Path(sys.argv[1] if len(sys.argv) > 1 else "node_modules/swagger-ui-dist"))
-    print(f"Swagger UI copied into {SWAGGER_UI}")
+    if sys.argv[1:2] == ["--redoc"]:
+        refresh_redoc(Path(sys.argv[2]))
+        print(f"ReDoc copied into {REDOC}")
+    else:
+        refresh(Path(sys.argv[1] if len(sys.argv) > 1 else "node_modules/swagger-ui-dist"))
+        print(f"Swagger UI copied into {SWAGGER_UI}")

@@ -93,3 +93,37 @@ def test_the_docs_page_renders_the_operations_with_no_network(command: str) -> N
             browser.close()
     assert refused == [], f"the page asked the network for {refused}"
     assert "/docs/assets/swagger-ui-bundle.js" in served and "/openapi.json" in served
+
+
+def test_the_redoc_page_renders_the_reference_with_no_network(command: str) -> None:
+    from playwright.sync_api import Route, sync_playwright
+
+    refused: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(f"{command}/"):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1200, "height": 900})
+            context.route("**/*", only_the_service)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{command}/redoc")
+            page.wait_for_function(
+                "document.body.innerText.includes('/v1/parcels/{parcel_id}:deliver')",
+                timeout=30_000,
+            )
+            text = page.inner_text("body")
+            assert "/v1/telemetry" in text and "/v1/dispatch-windows" in text
+            page.screenshot(path=str(ARTIFACTS / "command-redoc.png"), full_page=False)
+            assert errors == []
+        finally:
+            browser.close()
+    assert refused == [], f"the page asked the network for {refused}"

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from meridian.config import Settings
-from meridian.edge.api_docs import SWAGGER_UI, VENDORED
+from meridian.edge.api_docs import REDOC, REDOC_VENDORED, REDOC_VERSION, SWAGGER_UI, VENDORED
 from tests.unit.test_unauthenticated_route_walk import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +44,29 @@ def test_docs_are_served_from_the_package(service: str, settings: Settings) -> N
     assert '"validatorUrl": null' in page.text  # not sent to validator.swagger.io
     for url in loaded:
         assert client.get(url).status_code == 200, url
-    assert client.get("/redoc").status_code == 404  # FastAPI's CDN page is not served
+    redoc = client.get("/redoc")  # ReDoc from the package, not FastAPI's CDN page
+    assert redoc.status_code == 200
+    loaded = sorted(re.findall(r'(?:src|href|spec-url)="([^"]+)"', redoc.text))
+    assert loaded == [
+        "/docs/assets/favicon-32x32.png",
+        "/openapi.json",
+        "/redoc/assets/redoc.standalone.js",
+    ], loaded
+    assert "fonts.googleapis.com" not in redoc.text
+    for url in loaded:
+        assert client.get(url).status_code == 200, url
     missing = client.get("/docs/assets/nothing.js")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_redoc_is_the_standalone_bundle_with_its_licences() -> None:
+    for name in REDOC_VENDORED:
+        assert (REDOC / name).is_file(), name
+    bundle = (REDOC / "redoc.standalone.js").read_text(errors="replace")
+    assert f'"{REDOC_VERSION}"' in bundle or f"v{REDOC_VERSION}" in bundle, (
+        f"the vendored bundle is not ReDoc {REDOC_VERSION}"
+    )
 
 
 def test_the_vendored_files_are_the_pinned_swagger_ui() -> None:
