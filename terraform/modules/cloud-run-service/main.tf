@@ -1,8 +1,23 @@
 # One Cloud Run (v2) service with its own service account: the account gets only the roles and
-# secrets listed for it, and only the members listed may invoke it.
+# secrets listed for it, and only the members listed may invoke it. With var.managed_prometheus
+# (the default), Google Cloud Managed Service for Prometheus' collector runs beside the app as a
+# sidecar: its default RunMonitoring configuration scrapes the app's :8080/metrics
+# (meridian/metrics.py) and writes the series to Cloud Monitoring with the service's own identity.
 
 locals {
   prefix = var.prefix == null || var.prefix == "" ? "" : "${var.prefix}-"
+
+  # The app listens on $PORT, which Cloud Run sets to the ingress container's port; the sidecar's
+  # default configuration scrapes this very port, so it needs no configuration of its own.
+  app_container = "app"
+  app_port      = 8080
+
+  # The sidecar writes with the service's identity: roles/monitoring.metricWriter goes with it
+  # (once, even when the caller lists it too).
+  project_roles = toset(concat(
+    var.project_roles,
+    var.managed_prometheus ? ["roles/monitoring.metricWriter"] : [],
+  ))
 }
 
 resource "google_service_account" "service" {
@@ -12,7 +27,7 @@ resource "google_service_account" "service" {
 }
 
 resource "google_project_iam_member" "service" {
-  for_each = toset(var.project_roles)
+  for_each = local.project_roles
   project  = var.project_id
   role     = each.key
   member   = google_service_account.service.member
@@ -56,10 +71,16 @@ resource "google_cloud_run_v2_service" "service" {
       }
     }
 
+    # The ingress container: the only one with a port.
     containers {
+      name    = local.app_container
       image   = var.image
       command = var.command
       args    = var.args
+
+      ports {
+        container_port = local.app_port
+      }
 
       resources {
         limits   = { cpu = var.resources.cpu, memory = var.resources.memory }
@@ -85,6 +106,19 @@ resource "google_cloud_run_v2_service" "service" {
             }
           }
         }
+      }
+    }
+
+    # Managed Service for Prometheus' collector (docs/operations.md, 'Metrics in Cloud
+    # Monitoring'): no port, so it takes no requests; it starts once the app has passed its
+    # start-up probe (Cloud Run's default TCP probe on the app's port), so its first scrape finds
+    # /metrics answering, and it scrapes once more at shutdown.
+    dynamic "containers" {
+      for_each = var.managed_prometheus ? [var.managed_prometheus_image] : []
+      content {
+        name       = "collector"
+        image      = containers.value
+        depends_on = [local.app_container]
       }
     }
   }

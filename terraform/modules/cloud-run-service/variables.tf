@@ -62,6 +62,22 @@ variable "labels" {
   default     = {}
 }
 
+variable "managed_prometheus" {
+  description = "Run Google Cloud Managed Service for Prometheus' collector as a sidecar, scraping the app's :8080/metrics into Cloud Monitoring (and grant roles/monitoring.metricWriter)."
+  type        = bool
+  default     = true
+}
+
+variable "managed_prometheus_image" {
+  description = "The Managed Service for Prometheus sidecar image, pinned by its version tag."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+  validation {
+    condition     = can(regex(":[0-9]+\\.[0-9]+\\.[0-9]+$", var.managed_prometheus_image)) || can(regex("@sha256:[0-9a-f]{64}$", var.managed_prometheus_image))
+    error_message = "Pin the sidecar image by a version tag (x.y.z) or a digest, never latest."
+  }
+}
+
 variable "name" {
   description = "Service name as in the catalog (e.g. billing)."
   type        = string

@@ -1,7 +1,8 @@
 # A global external HTTPS load balancer (Envoy-based, EXTERNAL_MANAGED) in front of Cloud Run
 # services through serverless NEGs, with a Google-managed certificate for var.domain, HTTP
 # redirected to HTTPS, and one Cloud Armor policy on every backend: Google's preconfigured OWASP
-# rules (SQL injection, XSS, local file inclusion, remote code execution) and a per-IP rate limit.
+# rules (SQL injection, XSS, local file inclusion, remote code execution), a per-IP rate limit,
+# and a rule that answers 404 for every service's /metrics (scraped from inside the instance only).
 
 locals {
   prefix = var.prefix == null || var.prefix == "" ? "" : "${var.prefix}-"
@@ -19,8 +20,24 @@ locals {
 resource "google_compute_security_policy" "edge" {
   project     = var.project_id
   name        = "${local.prefix}edge"
-  description = "Meridian edge: OWASP preconfigured rules and a per-IP rate limit."
+  description = "Meridian edge: OWASP preconfigured rules, a per-IP rate limit, no /metrics."
   type        = "CLOUD_ARMOR"
+
+  # Every service serves Prometheus' /metrics, scraped by the Managed Service for Prometheus
+  # sidecar on localhost (modules/cloud-run-service). The default backend takes every path no
+  # other backend lists, so /metrics would reach the command service from the internet: refuse
+  # it first, whatever its encoding or its place in the path (a partial match on the decoded
+  # path; no public route contains "/metrics").
+  rule {
+    action      = "deny(404)"
+    priority    = 900
+    description = "No /metrics from the internet"
+    match {
+      expr {
+        expression = "request.path.lower().urlDecode().matches('/metrics')"
+      }
+    }
+  }
 
   dynamic "rule" {
     for_each = local.waf_rules
