@@ -2,13 +2,16 @@
 
 Each service runs as ``python -m <package>.app`` with ``PORT`` set, like a Cloud Run container.
 Children get their own session, so a Ctrl-C reaches only the supervisor, which then stops them in
-reverse order: SIGTERM, a grace period, then SIGKILL for any that linger.
+reverse order: SIGTERM, a grace period, then SIGKILL for any that linger. A child that exits is
+restarted; each process's restarts since start-up are kept in ``<log dir>/restarts.json``
+(``read_restarts``), which ``meridian status`` shows.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +29,18 @@ from meridian.config import Settings
 from meridian.observability import get_logger
 
 log = get_logger(__name__)
+
+RESTARTS_FILE = "restarts.json"
+
+
+def read_restarts(log_dir: Path) -> dict[str, int]:
+    """Restarts per process name since the supervisor logging to ``log_dir`` started (none when it
+    never restarted one, or never ran)."""
+    try:
+        counts = json.loads((log_dir / RESTARTS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(name): int(count) for name, count in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -113,9 +128,11 @@ class Supervisor:
     grace_seconds: float = 10.0
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _restarts: dict[str, list[float]] = field(default_factory=dict)
+    _restart_counts: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._record_restarts()  # a new start counts from zero
         for service in self.services:
             self._spawn(service)
 
@@ -201,8 +218,17 @@ class Supervisor:
                 continue
             log.warning("service exited; restarting it", name=service.name, code=child.returncode)
             self._restarts[service.name] = [*recent, now]
+            self._restart_counts[service.name] = self._restart_counts.get(service.name, 0) + 1
+            self._record_restarts()
             self._spawn(service)
         return looping
+
+    def _record_restarts(self) -> None:
+        """Replace the restarts file whole, so a reader never sees half of it."""
+        path = self.log_dir / RESTARTS_FILE
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(self._restart_counts, sort_keys=True))
+        os.replace(partial, path)
 
     def dead(self) -> list[str]:
         return [name for name, child in self._children.items() if child.poll() is not None]
