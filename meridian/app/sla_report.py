@@ -6,8 +6,10 @@ Two steps. The archived business events of the period (a BigQuery subscription's
 ``data`` with ``attributes`` and ``publish_time``) are read with one query and decoded with the
 event codec (SQL cannot read Avro on either engine), and folded into one outcome row per parcel,
 appended under this run's id to ``OUTCOMES``. Then the figures are SQL over those rows, the same
-text on DuckDB and BigQuery (``$name`` parameters; SELECT, WHERE, GROUP BY, ORDER BY, COUNT, SUM,
-AVG, CASE: what both dialects read alike). A parcel's day is its window's end day, UTC.
+text on DuckDB and BigQuery (``$name`` parameters, none named after a GoogleSQL reserved keyword
+such as ``from`` or ``end``; SELECT, WHERE, GROUP BY, ORDER BY, COUNT, SUM, AVG, CASE: what both
+dialects read alike; ``tests/integration/test_sla_report.py`` runs them through the BigQuery
+adapter and checks them against GoogleSQL's rules). A parcel's day is its window's end day, UTC.
 """
 
 from __future__ import annotations
@@ -119,8 +121,8 @@ def load_outcomes(
     after = datetime.combine(end, time(), UTC) + timedelta(days=1)
     rows = warehouse.query(
         f"SELECT message_id, attributes, data FROM {archive_table}"
-        " WHERE publish_time >= $from AND publish_time < $to",
-        {"from": first - timedelta(days=1), "to": after + timedelta(days=1)},
+        " WHERE publish_time >= $since AND publish_time < $before",
+        {"since": first - timedelta(days=1), "before": after + timedelta(days=1)},
     )
     parcels = fold(codec, rows)
     run = uuid.uuid4().hex

@@ -15,8 +15,9 @@ import pytest
 
 from meridian.catalog import load_catalog
 from meridian.config import PORT_OFFSETS
+from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.pubsub import Broker
-from meridian.ports import Message
+from meridian.ports import Message, Query
 from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids, start_runtime, stop_runtime
 
 pytestmark = pytest.mark.e2e
@@ -214,6 +215,21 @@ def test_demo_tells_a_delivery_day_and_exits_after_its_duration(
     assert re.search(r"│ ParcelDelivered │ [1-9]\d* │", out), out
     assert "demo finished" in out
     assert 8 < elapsed < 48, elapsed
+    _reconcile_agrees_after_the_demo(runtime_env)
+
+
+def _reconcile_agrees_after_the_demo(runtime_env: dict[str, str]) -> None:
+    """`meridian reconcile` of the demo's day (its parcels' window end, UTC) is green. The demo
+    has stopped its services, so every effect that will land has landed: ``--in-flight 0``
+    checks each parcel (the default two minutes would leave all of them out)."""
+    store = EmbeddedDocumentStore(Path(runtime_env["MERIDIAN_DATA_DIR"]))
+    parcels = store.query(Query("parcels"))
+    assert any(p.data["status"] == "DELIVERED" for p in parcels), [p.data for p in parcels]
+    days = sorted({p.data["stop"]["window"]["end"].date().isoformat() for p in parcels})
+    for day in days:
+        reconciled = _meridian(runtime_env, "reconcile", "--day", day, "--in-flight", "0")
+        assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+        assert f"{day}: all agree" in reconciled.stdout
 
 
 def test_version_is_the_installed_distributions(runtime_env: dict[str, str]) -> None:

@@ -1,12 +1,19 @@
 """The SLA report of a simulated day on the embedded warehouse (DuckDB): 2,000 parcels of two
 clients go out on routes, most delivered on time, some late, some after a failed first attempt,
 some never; their events are built with the domain model, archived in the BigQuery subscription's
-table shape, and the report's figures are checked against a hand count of the same plan."""
+table shape, and the report's figures are checked against a hand count of the same plan.
+
+The same day through the BigQuery adapter (``meridian/gcp/bigquery.py`` over the stand-in of
+Google's client, ``tests/contract/bigquery_stand_in.py``: the archive table as Terraform creates
+it, ``@name`` typed parameters, the SQL run by DuckDB) gives the same figures; and since DuckDB
+accepts SQL that BigQuery refuses, every query the report issues there is also checked against
+GoogleSQL's lexical rules (``BIGQUERY_RULES``)."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -14,13 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.cloud import bigquery
 
 from meridian.app.sla_report import CAUSES_SQL, DAILY_SQL, SlaReport, sla_report
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.embedded.warehouse import EmbeddedWarehouse
+from meridian.gcp.bigquery import (
+    PARTITION_COLUMN,
+    BigQueryWarehouse,
+    subscription_table_schema,
+)
+from meridian.ports import Warehouse
 from meridian.runtime.report_cli import as_csv, as_html
+from tests.contract.bigquery_stand_in import StubBigQuery
 
 DAY = date(2026, 11, 21)
 ARCHIVE = "events.logistics_events"
@@ -162,7 +177,7 @@ def _out(
     )
 
 
-def archive(warehouse: EmbeddedWarehouse, events: list[ev.DomainEvent]) -> None:
+def archive(warehouse: Warehouse, events: list[ev.DomainEvent]) -> None:
     """The rows a BigQuery subscription with write_metadata writes for these events."""
     rows: list[dict[str, Any]] = []
     for n, event in enumerate(events):
@@ -255,3 +270,111 @@ def test_the_sql_is_the_subset_both_engines_read() -> None:
         # GoogleSQL and DuckDB alike: $name parameters only, no engine-specific function.
         for word in ("COUNTIF", "IFNULL", "DATE_DIFF", "TIMESTAMP_DIFF", "::", "EPOCH", "LIMIT"):
             assert word not in sql.upper()
+
+
+# BigQuery's dialect ----------------------------------------------------------------------------
+
+# GoogleSQL's reserved keywords (cloud.google.com/bigquery/docs/reference/standard-sql/lexical
+# #reserved_keywords): an identifier, and so a named parameter (``@`` identifier), that is one
+# must be quoted.
+RESERVED = frozenset(
+    """ALL AND ANY ARRAY AS ASC ASSERT_ROWS_MODIFIED AT BETWEEN BY CASE CAST COLLATE CONTAINS
+    CREATE CROSS CUBE CURRENT DEFAULT DEFINE DESC DISTINCT ELSE END ENUM ESCAPE EXCEPT EXCLUDE
+    EXISTS EXTRACT FALSE FETCH FOLLOWING FOR FROM FULL GROUP GROUPING GROUPS HASH HAVING IF IGNORE
+    IN INNER INTERSECT INTERVAL INTO IS JOIN LATERAL LEFT LIKE LIMIT LOOKUP MERGE NATURAL NEW NO
+    NOT NULL NULLS OF ON OR ORDER OUTER OVER PARTITION PRECEDING PROTO QUALIFY RANGE RECURSIVE
+    RESPECT RIGHT ROLLUP ROWS SELECT SET SOME STRUCT TABLESAMPLE THEN TO TREAT TRUE UNBOUNDED
+    UNION UNNEST USING WHEN WHERE WINDOW WITH WITHIN""".split()  # noqa: SIM905 (as the docs list it)
+)
+# Functions and syntax one engine reads and the other refuses or reads differently.
+REFUSED = ("COUNTIF", "IFNULL", "DATE_DIFF", "TIMESTAMP_DIFF", "::", "EPOCH", "LIMIT")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
+
+BIGQUERY_RULES = (
+    # Double quotes are a string literal in GoogleSQL, an identifier in DuckDB.
+    ("no double-quoted text", lambda sql: '"' not in sql),
+    # Parameters are @name once the adapter rewrote $name; a $ left over is a syntax error.
+    ("no $ outside a string", lambda sql: "$" not in sql),
+    (
+        "a named parameter is not a reserved keyword",
+        lambda sql: not {p.upper() for p in re.findall(r"@(\w+)", sql)} & RESERVED,
+    ),
+    (
+        "an alias is not a reserved keyword",
+        lambda sql: not {a.upper() for a in re.findall(r"\bAS\s+(\w+)", sql, re.I)} & RESERVED,
+    ),
+    (
+        "tables are dataset.table (the client's project)",
+        lambda sql: all(
+            t.count(".") == 1 for t in re.findall(r"(?<![@\w])FROM\s+([\w.`]+)", sql, re.I)
+        ),
+    ),
+    (
+        "no function or syntax only one engine reads",
+        lambda sql: not any(word in sql.upper() for word in REFUSED),
+    ),
+)
+
+
+def bigquery_problems(sql: str) -> list[str]:
+    """The ``BIGQUERY_RULES`` that ``sql`` (as sent to BigQuery) breaks, string literals aside."""
+    bare = _STRING.sub("''", sql)
+    return [rule for rule, holds in BIGQUERY_RULES if not holds(bare)]
+
+
+def test_the_rules_catch_what_bigquery_refuses() -> None:
+    assert bigquery_problems("SELECT a FROM d.t WHERE b = @run AND c = 'x$\"'") == []
+    assert bigquery_problems("SELECT a FROM d.t WHERE b >= @from") == [
+        "a named parameter is not a reserved keyword"
+    ]
+    assert bigquery_problems('SELECT "a" FROM t WHERE b = $c') == [
+        "no double-quoted text",
+        "no $ outside a string",
+        "tables are dataset.table (the client's project)",
+    ]
+    assert bigquery_problems("SELECT COUNTIF(x) AS end FROM d.t") == [
+        "an alias is not a reserved keyword",
+        "no function or syntax only one engine reads",
+    ]
+
+
+def test_bigquery_gives_the_figures_duckdb_gives(
+    report: tuple[SlaReport, list[Plan]],
+) -> None:
+    on_duckdb, plans = report
+    _, events = simulate_day()
+    project = "meridian-test"
+    client = StubBigQuery(project)
+    # The archive table as terraform/modules/pubsub/bigquery.tf creates it: the subscription's
+    # columns (attributes is JSON), day partitions on publish_time, a partition filter required.
+    client.create_dataset(f"{project}.{ARCHIVE.split('.')[0]}")
+    table = bigquery.Table(
+        f"{project}.{ARCHIVE}",
+        schema=subscription_table_schema(None, write_metadata=True, use_topic_schema=False),
+    )
+    table.time_partitioning = bigquery.TimePartitioning(
+        type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN
+    )
+    table.require_partition_filter = True
+    client.create_table(table)
+    warehouse = BigQueryWarehouse(project, client=client)
+    archive(warehouse, events)
+
+    on_bigquery = sla_report(warehouse, ARCHIVE, CODEC, DAY, DAY)
+
+    assert len(on_bigquery.daily) == len(on_duckdb.daily) > 1
+    for got, want in zip(on_bigquery.daily, on_duckdb.daily, strict=True):
+        assert (got.client_id, got.day, got.parcels, got.delivered) == (
+            want.client_id,
+            want.day,
+            want.parcels,
+            want.delivered,
+        )
+        assert (got.on_time, got.first_attempt) == (want.on_time, want.first_attempt)
+        assert got.eta_error_s == pytest.approx(want.eta_error_s)
+    assert on_bigquery.breaches == on_duckdb.breaches
+    assert sum(d.parcels for d in on_bigquery.daily) == len(plans)
+    queries = [request[0] for kind, request in client.requests if kind == "query"]
+    assert len(queries) == 3  # the archive read, the daily figures, the breaches
+    for sql in queries:
+        assert bigquery_problems(sql) == [], sql
