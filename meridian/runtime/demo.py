@@ -547,7 +547,13 @@ def _collect_effects(
                 ),
             }
             everything = all(count for _, count in report.effects.values())
-            done = report.effects["webhook"][1] >= attempts and report.crossings >= 2 * len(routes)
+            delivered = report.commands["deliver"]
+            done = (
+                report.effects["webhook"][1] >= attempts
+                and report.effects["billing"][1] >= delivered  # one charge per delivery
+                and report.effects["pod"][1] >= delivered
+                and report.crossings >= 2 * len(routes)
+            )
             if (everything and done) or time.monotonic() > until:
                 return
             time.sleep(0.3)
