@@ -295,6 +295,12 @@ class Warehouse(abc.ABC):
         ValidationError for SQL the engine refuses (syntax, unknown column, a missing
         parameter)."""
 
+    @abc.abstractmethod
+    def json_text(self, column: str, key: str) -> str:
+        """An SQL expression for the string at top-level ``key`` of the JSON object in
+        ``column`` (JSON text or a JSON column), NULL where it has none: the one place the two
+        engines' SQL differs (JSON functions), so a query that reads into JSON stays one text."""
+
 
 @dataclass(frozen=True)
 class Execution:

@@ -16,7 +16,6 @@ still be on their way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -186,37 +185,29 @@ def _check_archive(
     day: date,
 ) -> Iterator[Difference]:
     """Each delivery's event among the archive's rows, found by its id in the ``attributes``
-    column with ``LIKE`` (JSON functions do not read alike on BigQuery and DuckDB). That holds for
-    a STRING column; the BigQuery subscription's table types ``attributes`` JSON, which BigQuery's
-    ``LIKE`` does not take: still open (the reconcile CLI's archive check on GCP)."""
+    column (``Warehouse.json_text``: the same query on BigQuery, where the column is JSON, and
+    on DuckDB, where it is JSON text)."""
     start = datetime.combine(day, time(), UTC) - timedelta(days=1)
     # Not $start/$end: END is a GoogleSQL reserved keyword, refused as a parameter name.
     parameters: dict[str, Any] = {"since": start, "before": start + timedelta(days=3)}
-    likes = []
+    wanted = []
     for n, (event_id, _) in enumerate(delivered.values()):
-        parameters[f"e{n}"] = f"%{event_id}%"
-        likes.append(f"attributes LIKE $e{n}")
+        parameters[f"e{n}"] = event_id
+        wanted.append(f"$e{n}")
+    event_id_sql = warehouse.json_text("attributes", "eventId")
     sql = (
-        f"SELECT attributes FROM {table} WHERE publish_time >= $since AND publish_time < $before"
-        f" AND ({' OR '.join(likes)})"
+        f"SELECT {event_id_sql} AS event_id FROM {table}"
+        f" WHERE publish_time >= $since AND publish_time < $before"
+        f" AND {event_id_sql} IN ({', '.join(wanted)})"
     )
     try:
         rows = warehouse.query(sql, parameters)
     except NotFound:
         return  # no archive (yet): nothing to compare with
-    archived = {_attributes(r["attributes"]).get("eventId") for r in rows}
+    archived = {r["event_id"] for r in rows}
     for pid, (event_id, _) in delivered.items():
         if event_id not in archived:
             yield Difference(pid, "archive", f"ParcelDelivered {event_id} not archived")
-
-
-def _attributes(value: str | Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """An archive row's attributes: a JSON string (a STRING column), or already a mapping (a
-    BigQuery JSON column, as its client returns it)."""
-    if isinstance(value, str):
-        parsed = json.loads(value)
-        return parsed if isinstance(parsed, dict) else {}
-    return value or {}
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:

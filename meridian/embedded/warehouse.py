@@ -12,6 +12,7 @@ stored as UTC without a zone and handed back zone-aware, in UTC, as BigQuery's c
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -28,6 +29,9 @@ from meridian.domain.errors import NotFound, ValidationError
 from meridian.ports import Warehouse, check_table_name
 
 PARTITION_COLUMN = "publish_time"
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class EmbeddedWarehouse(Warehouse):
@@ -63,6 +67,11 @@ class EmbeddedWarehouse(Warehouse):
             for t in d.iterdir()
             if t.is_dir() and any(t.glob("day=*/*.parquet"))
         )
+
+    def json_text(self, column: str, key: str) -> str:
+        if not (_IDENTIFIER.match(column) and _IDENTIFIER.match(key)):
+            raise ValidationError(f"not a column and key: {column!r}, {key!r}")
+        return f"json_extract_string({column}, '$.{key}')"
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run DuckDB SQL; parameters are named ``$name``. Unknown tables raise NotFound, SQL

@@ -189,6 +189,9 @@ def subscription_table_schema(
 # The adapter ---------------------------------------------------------------------------------
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class BigQueryWarehouse(Warehouse):
     """``client``: a ``bigquery.Client`` (built for ``project`` if None; tests pass a stand-in)."""
 
@@ -241,6 +244,11 @@ class BigQueryWarehouse(Warehouse):
         if added:
             existing.schema = [*existing.schema, *added]
             self.client.update_table(existing, ["schema"])
+
+    def json_text(self, column: str, key: str) -> str:
+        if not (_IDENTIFIER.match(column) and _IDENTIFIER.match(key)):
+            raise ValidationError(f"not a column and key: {column!r}, {key!r}")
+        return f"JSON_VALUE({column}, '$.{key}')"
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         text, typed = to_bigquery_sql(sql, parameters)

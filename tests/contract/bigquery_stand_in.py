@@ -142,6 +142,9 @@ class StubBigQuery:
             for table_id, stored in self.tables.items():
                 self._load(db, table_id, stored)
             sql = _PARAMETER.sub(lambda m: f"${m[1]}" if m[1] else m[0], query)
+            # GoogleSQL's JSON_VALUE gives the scalar as a string; DuckDB's gives it as JSON
+            # (quoted), and its json_extract_string is the GoogleSQL one.
+            sql = re.sub(r"\bJSON_VALUE\(", "json_extract_string(", sql)
             try:
                 result = db.execute(sql, values)
             except duckdb.CatalogException as e:

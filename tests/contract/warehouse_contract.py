@@ -75,6 +75,37 @@ class WarehouseContract:
 
         assert rows == [{"vehicle": "v1", "speed": 50.0}]
 
+    def test_json_text_reads_a_key_of_a_json_object_column(self, warehouse: Warehouse) -> None:
+        events = self.table("events")
+        warehouse.append_rows(
+            events,
+            [
+                {
+                    "attributes": '{"eventId":"e-1","eventType":"ParcelDelivered"}',
+                    "publish_time": DAY_1,
+                },
+                {
+                    "attributes": '{"eventId":"e-2","eventType":"DeliveryFailed"}',
+                    "publish_time": DAY_1,
+                },
+                {"attributes": '{"eventType":"VehiclePing"}', "publish_time": DAY_1},
+            ],
+        )
+        event_id = warehouse.json_text("attributes", "eventId")
+
+        rows = warehouse.query(
+            f"SELECT {event_id} AS event_id FROM {events}"
+            f" WHERE {warehouse.json_text('attributes', 'eventType')} = $type",
+            {"type": "ParcelDelivered"},
+        )
+        assert rows == [{"event_id": "e-1"}]
+        missing = warehouse.query(
+            f"SELECT COUNT(*) AS n FROM {events} WHERE {event_id} IS NULL", {}
+        )
+        assert missing == [{"n": 1}]
+        with pytest.raises(ValidationError):
+            warehouse.json_text("attributes) OR (1", "eventId")
+
     def test_rows_are_partitioned_by_the_utc_day_of_their_publish_time(
         self, warehouse: Warehouse
     ) -> None:

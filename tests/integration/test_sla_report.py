@@ -338,15 +338,12 @@ def test_the_rules_catch_what_bigquery_refuses() -> None:
     ]
 
 
-def test_bigquery_gives_the_figures_duckdb_gives(
-    report: tuple[SlaReport, list[Plan]],
-) -> None:
-    on_duckdb, plans = report
-    _, events = simulate_day()
+def bigquery_archive(events: list[ev.DomainEvent]) -> tuple[StubBigQuery, BigQueryWarehouse]:
+    """The archive table as terraform/modules/pubsub/bigquery.tf creates it (the subscription's
+    columns, attributes JSON, day partitions on publish_time, a partition filter required),
+    holding ``events``, behind the BigQuery adapter over the stand-in of Google's client."""
     project = "meridian-test"
     client = StubBigQuery(project)
-    # The archive table as terraform/modules/pubsub/bigquery.tf creates it: the subscription's
-    # columns (attributes is JSON), day partitions on publish_time, a partition filter required.
     client.create_dataset(f"{project}.{ARCHIVE.split('.')[0]}")
     table = bigquery.Table(
         f"{project}.{ARCHIVE}",
@@ -359,6 +356,15 @@ def test_bigquery_gives_the_figures_duckdb_gives(
     client.create_table(table)
     warehouse = BigQueryWarehouse(project, client=client)
     archive(warehouse, events)
+    return client, warehouse
+
+
+def test_bigquery_gives_the_figures_duckdb_gives(
+    report: tuple[SlaReport, list[Plan]],
+) -> None:
+    on_duckdb, plans = report
+    _, events = simulate_day()
+    client, warehouse = bigquery_archive(events)
 
     on_bigquery = sla_report(warehouse, ARCHIVE, CODEC, DAY, DAY)
 
@@ -376,5 +382,27 @@ def test_bigquery_gives_the_figures_duckdb_gives(
     assert sum(d.parcels for d in on_bigquery.daily) == len(plans)
     queries = [request[0] for kind, request in client.requests if kind == "query"]
     assert len(queries) == 3  # the archive read, the daily figures, the breaches
+    for sql in queries:
+        assert bigquery_problems(sql) == [], sql
+
+
+def test_reconciles_archive_check_runs_on_bigquerys_json_column() -> None:
+    """reconcile finds a delivery's event in the archive by its id (Warehouse.json_text), the
+    same query on BigQuery, where ``attributes`` is JSON, as on DuckDB."""
+    from meridian.app.reconcile import _check_archive
+
+    _, events = simulate_day(n=200)
+    client, warehouse = bigquery_archive(events)
+    delivered = {
+        e.parcel_id: (e.event_id, e.occurred_at)
+        for e in events
+        if isinstance(e, ev.ParcelDelivered)
+    }
+    assert delivered
+    assert list(_check_archive(warehouse, ARCHIVE, delivered, DAY)) == []
+    missing = {"p-lost": ("evt-never-archived", datetime.combine(DAY, datetime.min.time(), UTC))}
+    (difference,) = _check_archive(warehouse, ARCHIVE, {**delivered, **missing}, DAY)
+    assert difference.parcel_id == "p-lost" and "not archived" in difference.what
+    queries = [request[0] for kind, request in client.requests if kind == "query"]
     for sql in queries:
         assert bigquery_problems(sql) == [], sql
