@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import RandomIdGenerator, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -198,66 +197,6 @@ def span_processor(settings: Settings) -> SpanProcessor | None:
     if export == "console":
         return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
     return None
-
-
-def spans_exported() -> bool:
-    """Whether spans started now would be recorded for an exporter (see ``RecordWhenExported``);
-    True for any tracer provider not configured here."""
-    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
-    return not isinstance(sampler, RecordWhenExported) or sampler.exporting
-
-
-class TraceContext:
-    """ASGI middleware that gives each HTTP request its trace context while no span is exported:
-    the caller's trace continued from its ``traceparent`` (or a new one), under a non-recording
-    span of its own, so log lines and published messages still carry the trace.
-
-    A web framework's full request span costs several times that (attributes, server address
-    parsing, provider look-ups) for a span nobody records; services let it run only when spans
-    are exported, and this instead when they are not."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or spans_exported():
-            await self.app(scope, receive, send)
-            return
-        with request_trace(scope["headers"]):
-            await self.app(scope, receive, send)
-
-
-@contextmanager
-def request_trace(headers: Sequence[tuple[bytes, bytes]]) -> Iterator[None]:
-    """The trace context ``TraceContext`` gives an HTTP request with these ASGI headers, for the
-    time of the ``with`` block."""
-    span = trace.NonRecordingSpan(_request_span_context(headers))
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-_IDS = RandomIdGenerator()
-
-
-def _request_span_context(headers: Sequence[tuple[bytes, bytes]]) -> trace.SpanContext:
-    carrier = {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in headers
-        if name in (b"traceparent", b"tracestate")
-    }
-    parent = (
-        trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
-        if carrier
-        else trace.INVALID_SPAN_CONTEXT
-    )
-    if parent.is_valid:  # not recorded here, so not sampled below, as RecordWhenExported decides
-        return trace.SpanContext(
-            parent.trace_id, _IDS.generate_span_id(), False, trace.TraceFlags(0), parent.trace_state
-        )
-    return trace.SpanContext(_IDS.generate_trace_id(), _IDS.generate_span_id(), False)
 
 
 def inject_traceparent(attributes: MutableMapping[str, str]) -> MutableMapping[str, str]:
