@@ -101,7 +101,10 @@ def test_every_tf_file_parses(path: Path) -> None:
 
 
 def test_there_is_a_root_per_environment() -> None:
-    for env in ("dev", "prod"):
+    # the environments the release promotes through (.github/workflows/release.yml)
+    release = (TERRAFORM.parent / ".github" / "workflows" / "release.yml").read_text()
+    for env in ("dev", "staging", "prod"):
+        assert f"environment: {env}" in release, env
         root = TERRAFORM / "environments" / env
         assert (root / "main.tf").exists() and (root / "terraform.tfvars").exists()
         assert 'backend "gcs"' in (root / "versions.tf").read_text()
@@ -643,3 +646,19 @@ def test_workflow_snippet_reading_the_right_file_is_compliant(tmp_path: Path) ->
         '  source_contents = file("${path.module}/../workflows/dispatch.yaml")\n}\n',
     )
     assert check_workflow_source(tree, tmp_path / "workflows" / "dispatch.yaml") == []
+
+
+def test_infrastructure_applies_leave_the_running_image_and_traffic_to_the_release() -> None:
+    """Once a service exists, which image it runs and how traffic is split are the release's
+    (a revision with no traffic, a canary, promotion or rollback): an infrastructure apply that
+    changed them would move a service onto a new image behind the canary's back."""
+    with (TERRAFORM / "modules" / "cloud-run-service" / "main.tf").open() as handle:
+        module = hcl2.load(handle)
+    (service,) = [
+        r['"google_cloud_run_v2_service"']['"service"']
+        for r in module["resource"]
+        if '"google_cloud_run_v2_service"' in r
+    ]
+    (lifecycle,) = service["lifecycle"]
+    ignored = {str(x).strip("${}") for x in lifecycle["ignore_changes"]}
+    assert ignored == {"template[0].containers[0].image", "traffic"}

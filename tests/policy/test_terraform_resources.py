@@ -259,7 +259,7 @@ def test_the_perimeter_guards_the_data_services_behind_a_variable(tree: Tree) ->
     variables = tree.files[PLATFORM / "variables.tf"]["variable"]
     (vpc_sc,) = [v['"vpc_sc"'] for v in variables if '"vpc_sc"' in v]
     assert vpc_sc["default"] is None
-    for env in ("dev", "prod"):
+    for env in ("dev", "staging", "prod"):
         call = [m for m in tree.modules() if m.dir.name == env and m.name == "meridian"]
         assert bare(call[0].body["vpc_sc"]) == "var.vpc_sc"
 

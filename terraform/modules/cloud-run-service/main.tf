@@ -124,6 +124,13 @@ resource "google_cloud_run_v2_service" "service" {
   }
 
   depends_on = [google_secret_manager_secret_iam_member.service]
+
+  # After the first apply, the release (meridian release apply: a revision with no traffic, a
+  # 5% canary, then promotion or rollback) owns which image runs and how traffic is split; an
+  # infrastructure apply must not move a service onto a new image behind the canary's back.
+  lifecycle {
+    ignore_changes = [template[0].containers[0].image, traffic]
+  }
 }
 
 # The only run.invoker grant on this service: exactly the members the caller lists (for a reactor,

@@ -47,7 +47,7 @@ variable "edge" {
 }
 
 variable "environment" {
-  description = "Environment name, used in labels (dev, prod)."
+  description = "Environment name, used in labels (dev, staging, prod)."
   type        = string
 }
 
