@@ -63,8 +63,8 @@ from meridian.runtime.sim import (
     SimOptions,
     SimReport,
     SimRoute,
-    _distance_m,
-    _offset,
+    distance_m,
+    offset,
     run_fleet,
 )
 
@@ -91,12 +91,12 @@ class Zone:
 
     @property
     def centre(self) -> tuple[float, float]:
-        return _offset(*DEPOT, self.north_m, self.east_m)
+        return offset(*DEPOT, self.north_m, self.east_m)
 
     def polygon(self) -> dict[str, Any]:
         """The fence as a closed GeoJSON ring of 24 vertices round the centre."""
         ring = [
-            _offset(*self.centre, self.radius_m * math.cos(a), self.radius_m * math.sin(a))
+            offset(*self.centre, self.radius_m * math.cos(a), self.radius_m * math.sin(a))
             for a in (2 * math.pi * k / 24 for k in range(24))
         ]
         coordinates = [[round(lng, 7), round(lat, 7)] for lat, lng in ring]
@@ -139,7 +139,7 @@ class PlannedRoute:
 def _parcel(rng: random.Random, parcel_id: str, i: int, now: datetime) -> dict[str, Any]:
     zone = ZONES[i % len(ZONES)]
     k = i // len(ZONES)  # a spiral inside the zone, the k-th parcel a little further out
-    lat, lng = _offset(
+    lat, lng = offset(
         *zone.centre, (30 + 18 * k) * math.cos(2.4 * k), (30 + 18 * k) * math.sin(2.4 * k)
     )
     return {
@@ -311,7 +311,7 @@ def _drive_seconds(routes: list[PlannedRoute]) -> float:
     longest = 0.0
     for route in routes:
         path = [DEPOT, *(s.location for s in route.stops), DEPOT]
-        metres = sum(_distance_m(a, b) for a, b in itertools.pairwise(path))
+        metres = sum(distance_m(a, b) for a, b in itertools.pairwise(path))
         longest = max(longest, metres / (CRUISE_MPS * 0.85) + DWELL_S * len(route.stops))
     return longest + 2 * PING_S
 

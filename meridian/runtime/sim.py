@@ -57,13 +57,13 @@ def vehicle_id(index: int, prefix: str = "veh") -> str:
     return f"{prefix}-{index:05d}"
 
 
-def _offset(lat: float, lng: float, north_m: float, east_m: float) -> tuple[float, float]:
+def offset(lat: float, lng: float, north_m: float, east_m: float) -> tuple[float, float]:
     dlat = math.degrees(north_m / EARTH_M)
     dlng = math.degrees(east_m / (EARTH_M * math.cos(math.radians(lat))))
     return lat + dlat, lng + dlng
 
 
-def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
     north = math.radians(b[0] - a[0]) * EARTH_M
     east = math.radians(b[1] - a[1]) * EARTH_M * math.cos(math.radians(a[0]))
     return math.hypot(north, east)
@@ -117,7 +117,7 @@ class Fleet:
     def _random_stop(self) -> tuple[float, float]:
         radius = self.options.radius_km * 1000 * math.sqrt(self.rng.random())
         angle = self.rng.uniform(0, 2 * math.pi)
-        return _offset(*self.options.center, radius * math.cos(angle), radius * math.sin(angle))
+        return offset(*self.options.center, radius * math.cos(angle), radius * math.sin(angle))
 
     def _drive(self, vehicle: SimVehicle, seconds: float) -> None:
         while seconds > 0:
@@ -127,7 +127,7 @@ class Fleet:
                 seconds -= waited
                 vehicle.speed_mps = 0.0
                 continue
-            remaining = _distance_m(vehicle.position, vehicle.target)
+            remaining = distance_m(vehicle.position, vehicle.target)
             vehicle.speed_mps = vehicle.cruise_mps * self.rng.uniform(0.85, 1.15)
             vehicle.heading_deg = _heading(vehicle.position, vehicle.target)
             step = vehicle.speed_mps * seconds
@@ -148,9 +148,7 @@ class Fleet:
         vehicle.dwell_s = self.rng.uniform(30, 120)
 
     def _ping(self, vehicle: SimVehicle, now: datetime) -> dict[str, Any]:
-        lat, lng = _offset(
-            *vehicle.position, self.rng.gauss(0, NOISE_M), self.rng.gauss(0, NOISE_M)
-        )
+        lat, lng = offset(*vehicle.position, self.rng.gauss(0, NOISE_M), self.rng.gauss(0, NOISE_M))
         return {
             "vehicle_id": vehicle.vehicle_id,
             "position": {"lat": round(lat, 7), "lng": round(lng, 7)},

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from meridian.runtime.sim import NOISE_M, Fleet, SimOptions, Sink, _distance_m, run_fleet
+from meridian.runtime.sim import NOISE_M, Fleet, SimOptions, Sink, distance_m, run_fleet
 
 
 class SlowSink(Sink):
@@ -57,6 +57,6 @@ def test_vehicles_ping_once_per_interval_and_drive_between_pings_at_their_speed(
         for (t0, a), (t1, b) in itertools.pairwise(pings):
             assert 1.9 < t1 - t0 < 2.2
             # At most 13 m/s (+15%) for the time between pings, plus the GPS noise of both.
-            assert _distance_m(a, b) < 13 * 1.15 * (t1 - t0) + 8 * NOISE_M
-            moved.append(_distance_m(a, b))
+            assert distance_m(a, b) < 13 * 1.15 * (t1 - t0) + 8 * NOISE_M
+            moved.append(distance_m(a, b))
     assert statistics.mean(moved) > 8  # most of them are driving, not dwelling

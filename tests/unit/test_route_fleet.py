@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from meridian.runtime.sim import RouteFleet, SimOptions, SimRoute, _distance_m, _offset
+from meridian.runtime.sim import RouteFleet, SimOptions, SimRoute, distance_m, offset
 
 DEPOT = (12.9716, 77.5946)
 
 
 def test_each_vehicle_reaches_its_stops_in_order_then_parks_at_the_depot() -> None:
-    stops = (_offset(*DEPOT, 200, 0), _offset(*DEPOT, 200, 100))
-    other = (_offset(*DEPOT, -150, 0),)
+    stops = (offset(*DEPOT, 200, 0), offset(*DEPOT, 200, 100))
+    other = (offset(*DEPOT, -150, 0),)
     fleet = RouteFleet(
         SimOptions(ping_interval_s=0.5, seed=3),
         routes=[SimRoute("veh-a", DEPOT, stops, 50.0), SimRoute("veh-b", DEPOT, other, 50.0)],
@@ -26,4 +26,4 @@ def test_each_vehicle_reaches_its_stops_in_order_then_parks_at_the_depot() -> No
             assert ping["speed_mps"] <= 70  # what the geofence job accepts
     assert fleet.arrivals == [("veh-b", 0), ("veh-a", 0), ("veh-a", 1)]
     for position in last.values():  # back home, within the GPS noise
-        assert _distance_m((position["lat"], position["lng"]), DEPOT) < 30
+        assert distance_m((position["lat"], position["lng"]), DEPOT) < 30
