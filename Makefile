@@ -18,7 +18,7 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: all demo test lint bench clean env node browser redis
+.PHONY: all demo test lint bench clean env node browser redis postgres
 
 all: test
 
@@ -41,7 +41,8 @@ node_modules/.installed: package.json package-lock.json
 node: $(if $(wildcard package.json),node_modules/.installed)
 
 # Debian's Chromium for the browser tests (map pages, API docs); Redis for the broker benchmark's
-# baseline.
+# baseline; PostgreSQL for the migration bridge's legacy database (tests and benchmarks start
+# their own server in a temporary directory: nothing is configured system-wide).
 # scripts/need.sh installs a missing one with apt-get where it can (root, as in CI and the
 # project's containers); elsewhere it says what to install and stops.
 browser:
@@ -50,10 +51,13 @@ browser:
 redis:
 	@scripts/need.sh redis-server redis-server "the broker benchmark's baseline"
 
+postgres:
+	@scripts/need.sh postgresql '/usr/lib/postgresql/*/bin/pg_ctl' "the migration bridge's legacy database"
+
 demo: env node
 	$(VENV)/bin/meridian demo --duration $(DEMO_DURATION)
 
-test: env node browser
+test: env node browser postgres
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: env
@@ -64,7 +68,7 @@ lint: env
 	else echo "terraform not installed: fmt check skipped"; fi
 	$(VENV)/bin/hadolint Dockerfile pipelines/geofence/Dockerfile
 
-bench: env node redis
+bench: env node redis postgres
 	$(VENV)/bin/python -m loadtest.bench
 
 clean:

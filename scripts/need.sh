@@ -1,7 +1,8 @@
 #!/bin/sh
 # scripts/need.sh PACKAGE COMMAND [WHAT FOR]: the Makefile's system installs.
 #
-# COMMAND already on PATH: nothing to do. Otherwise Debian's PACKAGE is installed with apt-get when
+# COMMAND already on PATH (or, when it contains a '/', a file matching it as a glob, for programs
+# Debian keeps off PATH such as /usr/lib/postgresql/*/bin/pg_ctl): nothing to do. Otherwise Debian's PACKAGE is installed with apt-get when
 # this machine can (apt-get present and running as root, as in CI and the project's containers).
 # When it cannot (no apt-get, or not root), or the install fails, one message says what to install
 # and how, and the exit status is 1: a clear request instead of a failing command.
@@ -15,7 +16,14 @@ package=$1
 command=$2
 purpose=${3:+ ($3)}
 
-command -v "$command" >/dev/null 2>&1 && exit 0
+present() {
+    case $command in
+        */*) for match in $command; do [ -x "$match" ] && return 0; done; return 1 ;;
+        *) command -v "$command" >/dev/null 2>&1 ;;
+    esac
+}
+
+present && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "$command is not installed$purpose and this machine has no apt-get:" \
@@ -28,9 +36,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null \
-    && command -v "$command" >/dev/null 2>&1; then
+    && present; then
     exit 0
 fi
 echo "apt-get could not install $package$purpose (its output is above):" \
-    "install it by hand so that '$command' is on PATH, then run make again." >&2
+    "install it by hand so that '$command' is there, then run make again." >&2
 exit 1
