@@ -83,6 +83,15 @@ class TransactionContention(Unavailable):
     """A transaction kept colliding with concurrent writers and gave up after its retries."""
 
 
+class Overloaded(Unavailable):
+    """More work waits than the service can finish soon, so it refused this request and did
+    nothing of it (shed); the caller may try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DecodeError(MeridianError):
     """Bytes that do not decode to a whole, valid message of the expected schema."""
 
