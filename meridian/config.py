@@ -199,6 +199,26 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class Legacy:
+    """The legacy monolith's PostgreSQL, which the migration bridge (``services/sync``) keeps in
+    step with Meridian. ``services.sync.legacy`` opens its connections from these."""
+
+    # MERIDIAN_LEGACY_DSN: a libpq connection string ("host=... dbname=... user=..."); when set,
+    # it is used as is (the embedded runtime, tests) and the fields below are not read.
+    dsn: str = ""
+    # On Google Cloud: the Cloud SQL instance's private IP, its database and the bridge's user;
+    # the password is the secret MERIDIAN_LEGACY_PASSWORD_SECRET names (or MERIDIAN_LEGACY_PASSWORD,
+    # the value itself, as Cloud Run puts a secret in the environment).
+    host: str = ""  # MERIDIAN_LEGACY_HOST
+    port: int = 5432  # MERIDIAN_LEGACY_PORT
+    database: str = "monolith"  # MERIDIAN_LEGACY_DATABASE
+    user: str = "meridian-bridge"  # MERIDIAN_LEGACY_USER
+    password_secret: str = ""  # MERIDIAN_LEGACY_PASSWORD_SECRET
+    password: str = ""  # MERIDIAN_LEGACY_PASSWORD
+    page_size: int = 500  # MERIDIAN_SYNC_PAGE_SIZE: rows per SyncRequested page
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: Backend = "embedded"
     data_dir: Path = Path(".meridian")
@@ -248,6 +268,7 @@ class Settings:
     observability: Observability = Observability()
     providers: Providers = Providers()
     embedded: Embedded = Embedded()
+    legacy: Legacy = Legacy()
 
     def __post_init__(self) -> None:
         defaults = {
@@ -326,6 +347,16 @@ class Settings:
                 schedule_fire_s=read.number("MERIDIAN_SCHEDULE_FIRE_S", 60.0),
                 sms_faults=read.faults("MERIDIAN_SMS"),
                 billing_faults=read.faults("MERIDIAN_BILLING"),
+            ),
+            legacy=Legacy(
+                dsn=env.get("MERIDIAN_LEGACY_DSN", ""),
+                host=env.get("MERIDIAN_LEGACY_HOST", ""),
+                port=read.integer("MERIDIAN_LEGACY_PORT", 5432),
+                database=env.get("MERIDIAN_LEGACY_DATABASE") or "monolith",
+                user=env.get("MERIDIAN_LEGACY_USER") or "meridian-bridge",
+                password_secret=env.get("MERIDIAN_LEGACY_PASSWORD_SECRET", ""),
+                password=env.get("MERIDIAN_LEGACY_PASSWORD", ""),
+                page_size=read.integer("MERIDIAN_SYNC_PAGE_SIZE", 500),
             ),
         )
 
@@ -557,6 +588,49 @@ VARIABLES: tuple[Variable, ...] = (
         f"{_GCP}the Cloud Workflows workflow `<name>` runs on, "
         "`projects/P/locations/L/workflows/W`; `MERIDIAN_DISPATCH_WORKFLOW` for the "
         "dispatch saga",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_DSN",
+        "",
+        "the legacy monolith's PostgreSQL as a libpq connection string, for the migration "
+        "bridge (`services/sync`); when set, the `MERIDIAN_LEGACY_*` fields below are not read",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_HOST",
+        "",
+        f"{_GCP}the monolith's Cloud SQL instance, by its private IP",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_PORT",
+        "`5432`",
+        "the monolith's PostgreSQL port (with `MERIDIAN_LEGACY_HOST`)",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_DATABASE",
+        "`monolith`",
+        "the monolith's database (with `MERIDIAN_LEGACY_HOST`)",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_USER",
+        "`meridian-bridge`",
+        "the bridge's PostgreSQL user (with `MERIDIAN_LEGACY_HOST`); it needs "
+        "`pg_read_all_stats` to see open transactions (`services/sync/pull.py`)",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_PASSWORD_SECRET",
+        "",
+        f"{_GCP}the Secret Manager secret holding the bridge user's password",
+    ),
+    Variable(
+        "MERIDIAN_LEGACY_PASSWORD",
+        "",
+        f"{_GCP}the password itself, as Cloud Run puts a secret in the environment; when set, "
+        "`MERIDIAN_LEGACY_PASSWORD_SECRET` is not read",
+    ),
+    Variable(
+        "MERIDIAN_SYNC_PAGE_SIZE",
+        "`500`",
+        "rows per page of the bridge's pull: one `SyncRequested` event each",
     ),
     Variable(
         "MERIDIAN_START_TIMEOUT",

@@ -265,6 +265,52 @@ class DispatchFailed(DomainEvent):
     parcels_requeued: tuple[str, ...]
 
 
+# Migration bridge (#21, services/sync) ------------------------------------------------------------
+
+
+class SyncOrigin(StrEnum):
+    SCHEDULED = "scheduled"  # the pull, every minute
+    ON_DEMAND = "on_demand"  # an operator: POST /v1/sync-requests, meridian sync run
+
+
+class SyncRequested(DomainEvent):
+    """The one shape of the bridge's work, whoever asked (the scheduled pull or an operator):
+    rows of ``entity`` after ``(after_updated_at, after_id)`` and up to ``(through_updated_at,
+    through_id)`` in keyset order, or exactly ``ids``."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    entity: str
+    origin: SyncOrigin
+    requester: str
+    after_updated_at: AwareDatetime | None = None
+    after_id: str | None = None
+    through_updated_at: AwareDatetime | None = None
+    through_id: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+class SyncStarted(DomainEvent):
+    request_id: str
+    entity: str
+    origin: str
+    execution_id: str
+
+
+class SyncEnded(DomainEvent):
+    request_id: str
+    entity: str
+    execution_id: str
+    steps: tuple[str, ...]
+
+
+class SyncError(DomainEvent):
+    request_id: str
+    entity: str
+    execution_id: str
+    step: str
+    reason: str
+
+
 def event_class(event_type: str) -> type[DomainEvent]:
     from meridian.domain.errors import NotFound
 
