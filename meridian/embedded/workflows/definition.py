@@ -43,6 +43,11 @@ EFFECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sys.sleep_until": (("time",), ("time",)),
     "events.create_callback_endpoint": (("http_callback_method",), ()),
     "events.await_callback": (("callback", "timeout"), ("callback",)),
+    # the Cloud Run Admin API connector (cloud_run.py)
+    "googleapis.run.v2.projects.locations.jobs.run": (
+        ("name", "location", "body", "connector_params"),
+        ("name", "body"),
+    ),
 }
 LIMIT_ASSIGNMENTS = 50
 LIMIT_CONDITIONS = 50

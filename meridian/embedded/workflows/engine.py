@@ -30,6 +30,7 @@ from meridian.ports import DocumentStore, Execution, Query, WorkflowExecutions
 from . import records
 from .checkpoints import Write
 from .clock import Clock, SystemClock
+from .cloud_run import CloudRunJobs, JobRunner
 from .definition import Program, load_program
 from .effects import HttpTransport, HttpxTransport, OidcToken
 from .execution import ExecutionRun
@@ -54,6 +55,7 @@ class WorkflowEngine(WorkflowExecutions):
         project: str = "meridian-local",
         location: str = "local",
         oidc_token: OidcToken | None = None,
+        jobs: JobRunner | None = None,
     ) -> None:
         self.store = store
         self.transport = transport or HttpxTransport()
@@ -63,6 +65,8 @@ class WorkflowEngine(WorkflowExecutions):
         self.project = project
         self.location = location
         self.oidc_token = oidc_token  # signs calls made with ``auth: {type: OIDC}``
+        # the Cloud Run Admin API connector's jobs (without a runner, no job exists)
+        self.cloud_run = CloudRunJobs(store, jobs)
         self.programs: dict[str, Program] = {}
         # every execution's saves, one batch per loop turn (checkpoints.StoredState is a source)
         self.commits: OrderedWriter[Write] = OrderedWriter(store.batch_write, "workflows-commit")

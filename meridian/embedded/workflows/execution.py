@@ -186,6 +186,12 @@ class ExecutionRun:
         await self.stored.durable()  # the request may depend on any step saved before it
         return await http_call(function, args, self.engine.transport, self.engine.oidc_token)
 
+    async def run_job(self, args: dict[str, Any], rec: dict[str, Any]) -> Any:
+        return await self.engine.cloud_run.run(args, rec, self)
+
+    async def durable(self) -> None:
+        await self.stored.durable()
+
     def log(self, args: dict[str, Any]) -> None:
         severity = str(args.get("severity", "DEFAULT")).upper()
         if severity not in _SEVERITIES:

@@ -63,6 +63,10 @@ class Host(Protocol):
     async def http(self, function: str, args: dict[str, Any]) -> dict[str, Any]:
         """Sent only once every earlier save is committed."""
 
+    async def run_job(self, args: dict[str, Any], rec: dict[str, Any]) -> Any:
+        """``googleapis.run.v2.projects.locations.jobs.run`` (``cloud_run``); ``rec`` is the
+        step's record, where it keeps the job execution it started."""
+
     def log(self, args: dict[str, Any]) -> None: ...
 
     def create_callback(self, method: str) -> dict[str, Any]: ...
@@ -285,6 +289,8 @@ class Interpreter:
         name = step.function
         if name.startswith("http."):
             return await self.host.http(name, args)
+        if name.startswith("googleapis."):
+            return await self.host.run_job(args, rec)
         if name == "sys.log":
             self.host.log(args)
             return None
