@@ -384,6 +384,7 @@ def _mount_subcommands() -> None:
     from meridian.embedded.pubsub.cli import app as pubsub_app
     from meridian.embedded.workflows.cli import app as workflows_app
     from meridian.runtime.fleet_cli import app as fleet_app
+    from meridian.runtime.job_cli import app as job_app
     from meridian.runtime.reconcile_cli import app as reconcile_app
     from meridian.runtime.release_cli import app as release_app
     from meridian.runtime.replay_cli import app as replay_app
@@ -399,6 +400,7 @@ def _mount_subcommands() -> None:
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(sim_app, name="sim")
     app.add_typer(fleet_app, name="fleet")
+    app.add_typer(job_app, name="job")
     app.add_typer(status_app, name="status")
     app.add_typer(release_app, name="release")
     app.add_typer(replay_app, name="replay")
