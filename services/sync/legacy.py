@@ -75,3 +75,9 @@ def connect(settings: Settings, *, autocommit: bool = False) -> Iterator[psycopg
     """A connection whose rows are dicts; closed on exit (committed if the block succeeded)."""
     with psycopg.connect(conninfo(settings), autocommit=autocommit, row_factory=dict_row) as conn:
         yield conn  # type: ignore[misc]  # dict rows: Connection[DictRow]
+
+
+def as_meridian(conn: psycopg.Connection) -> None:
+    """Mark the current transaction's writes as the bridge's (``written_by = 'meridian'``), so the
+    pull does not bring them back into Meridian (``services.sync.entities`` says why)."""
+    conn.execute("SELECT set_config('meridian.origin', 'meridian', true)")
