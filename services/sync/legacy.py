@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from meridian.config import ConfigError, Settings
+
+Connection = psycopg.Connection[DictRow]  # what ``connect`` gives: rows as dicts
 
 # Every connection says who it is in pg_stat_activity, so an operator can tell the bridge's
 # sessions from the monolith's.
@@ -71,13 +74,13 @@ def _secret(project: str, name: str) -> str:
 
 
 @contextmanager
-def connect(settings: Settings, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+def connect(settings: Settings, *, autocommit: bool = False) -> Iterator[Connection]:
     """A connection whose rows are dicts; closed on exit (committed if the block succeeded)."""
     with psycopg.connect(conninfo(settings), autocommit=autocommit, row_factory=dict_row) as conn:
-        yield conn  # type: ignore[misc]  # dict rows: Connection[DictRow]
+        yield conn
 
 
-def as_meridian(conn: psycopg.Connection) -> None:
+def as_meridian(conn: psycopg.Connection[Any]) -> None:
     """Mark the current transaction's writes as the bridge's (``written_by = 'meridian'``), so the
     pull does not bring them back into Meridian (``services.sync.entities`` says why)."""
     conn.execute("SELECT set_config('meridian.origin', 'meridian', true)")
