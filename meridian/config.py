@@ -194,6 +194,8 @@ class Embedded:
     eventarc_max_backoff_s: float = 600.0  # MERIDIAN_EVENTARC_MAX_BACKOFF
     sla_tick_s: float = 30.0  # MERIDIAN_SLA_TICK_S: the ETA reactor's SLA check this often
     schedule_fire_s: float = 60.0  # MERIDIAN_SCHEDULE_FIRE_S: dispatch schedules fired this often
+    sync_pull_s: float = 60.0  # MERIDIAN_SYNC_PULL_S: the sync-pull job run this often
+    sync_ready_timeout_s: float = 120.0  # MERIDIAN_SYNC_READY_TIMEOUT_S: sync.yaml's ready wait
     sms_faults: Faults = Faults()  # MERIDIAN_SMS_LATENCY_S, MERIDIAN_SMS_FAILURE_RATE
     billing_faults: Faults = Faults()  # MERIDIAN_BILLING_LATENCY_S, MERIDIAN_BILLING_FAILURE_RATE
 
@@ -345,6 +347,8 @@ class Settings:
                 eventarc_max_backoff_s=read.number("MERIDIAN_EVENTARC_MAX_BACKOFF", 600.0),
                 sla_tick_s=read.number("MERIDIAN_SLA_TICK_S", 30.0),
                 schedule_fire_s=read.number("MERIDIAN_SCHEDULE_FIRE_S", 60.0),
+                sync_pull_s=read.number("MERIDIAN_SYNC_PULL_S", 60.0),
+                sync_ready_timeout_s=read.number("MERIDIAN_SYNC_READY_TIMEOUT_S", 120.0),
                 sms_faults=read.faults("MERIDIAN_SMS"),
                 billing_faults=read.faults("MERIDIAN_BILLING"),
             ),
@@ -668,6 +672,18 @@ VARIABLES: tuple[Variable, ...] = (
         "`60`",
         "how often the embedded platform fires the dispatch schedules, opening the windows due "
         "(Cloud Scheduler's job, every minute, on GCP)",
+    ),
+    Variable(
+        "MERIDIAN_SYNC_PULL_S",
+        "`60`",
+        "how often the embedded platform runs the migration bridge's `sync-pull` job, when "
+        "`MERIDIAN_LEGACY_DSN` is set (Cloud Scheduler's job, every minute, on GCP)",
+    ),
+    Variable(
+        "MERIDIAN_SYNC_READY_TIMEOUT_S",
+        "`120`",
+        "how long `workflows/sync.yaml` polls the `sync-ready` job before the run ends in "
+        "`SyncError` (the workflow's environment; on GCP set by terraform/)",
     ),
     Variable(
         "MERIDIAN_SMS_LATENCY_S",
