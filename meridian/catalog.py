@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -164,6 +164,30 @@ class TriggerSpec(_Entry):
         return self
 
 
+class JobSpec(_Entry):
+    """A Cloud Run Job (``meridian job run NAME`` over the service image; locally the embedded
+    Workflows engine runs the same command as a process): ``package`` holds its function
+    (``JOBS``), ``timeout`` bounds its one task, ``schedule`` (cron, UTC) has Cloud Scheduler
+    run it, and the platform's scheduler locally."""
+
+    package: str
+    description: str
+    timeout: Seconds = Field(default=600, ge=1, le=86400)
+    max_retries: int = Field(default=0, ge=0, le=10)
+    schedule: str | None = None
+
+
+class WorkflowTriggerSpec(_Entry):
+    """An Eventarc trigger on a Pub/Sub topic whose destination is a workflow: each message
+    starts an execution with the message's CloudEvent as its argument."""
+
+    topic: str
+    event_type: Literal["google.cloud.pubsub.topic.v1.messagePublished"] = (
+        "google.cloud.pubsub.topic.v1.messagePublished"
+    )
+    workflow: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+
+
 class _CatalogFile(_Entry):
     version: Literal[1]
     services: dict[str, ServiceSpec]
@@ -171,6 +195,8 @@ class _CatalogFile(_Entry):
     event_types: dict[str, EventTypeSpec]
     subscriptions: dict[str, SubscriptionSpec]
     triggers: dict[str, TriggerSpec] = Field(default_factory=dict)
+    workflow_triggers: dict[str, WorkflowTriggerSpec] = Field(default_factory=dict)
+    jobs: dict[str, JobSpec] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,6 +210,8 @@ class Catalog:
     subscriptions: dict[str, SubscriptionSpec]
     triggers: dict[str, TriggerSpec]
     schemas: dict[str, dict[str, Any]]
+    workflow_triggers: dict[str, WorkflowTriggerSpec] = field(default_factory=dict)
+    jobs: dict[str, JobSpec] = field(default_factory=dict)
 
     @cached_property
     def filters(self) -> dict[str, Filter]:
@@ -243,6 +271,8 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
         event_types=parsed.event_types,
         subscriptions=parsed.subscriptions,
         triggers=parsed.triggers,
+        workflow_triggers=parsed.workflow_triggers,
+        jobs=parsed.jobs,
         schemas=schemas,
     )
     _check_references(catalog)
@@ -334,6 +364,17 @@ def _check_references(catalog: Catalog) -> None:
     for name, trigger in catalog.triggers.items():
         if trigger.service not in catalog.services:
             fail(f"triggers.{name}", f"service {trigger.service!r} is not a known service")
+    for name, wt in catalog.workflow_triggers.items():
+        if wt.topic not in catalog.topics:
+            fail(f"workflow_triggers.{name}", f"topic {wt.topic!r} is not a known topic")
+        if not (resources.workflows_directory() / f"{wt.workflow}.yaml").is_file():
+            fail(
+                f"workflow_triggers.{name}",
+                f"workflow {wt.workflow!r} has no {wt.workflow}.yaml in workflows/",
+            )
+    for name in catalog.jobs:
+        if name in catalog.services:
+            fail(f"jobs.{name}", "a job and a service cannot share a name (Cloud Run's names)")
 
 
 def _check_dead_letters(catalog: Catalog, fail: Callable[[str, str], NoReturn]) -> None:
