@@ -11,7 +11,9 @@ handler after its effect has committed (never inside a transaction function, whi
 so handlers never import ``prometheus_client``: deliveries and failures by the event publisher once
 their events are published, SLA breaches by the ETA reactor once its outbox is published, SMS by
 the notification reactor once its sends are recorded, webhook attempts by the webhook reactor's
-sender once each outcome is recorded (docs/operations.md, 'Metrics').
+sender once each outcome is recorded (docs/operations.md, 'Metrics'). The command service's group
+commit (``meridian.concurrency.group_commit.Committer``) counts where each group committed, how long
+its oldest move waited, the moves it shed, and (read at each scrape) how many wait now.
 
 Cost, measured in-process (``time.process_time``, 200,000 requests' worth of the instrument's
 work, interleaved with the same loop without it, three rounds): about 1.5 µs a request, 0.2% of a
@@ -27,11 +29,14 @@ same ``/metrics`` (docs/operations.md, 'Metrics in Cloud Monitoring').
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -99,6 +104,28 @@ WEBHOOKS = Counter(
     ("outcome",),
 )
 SMS_SENT = Counter("meridian_sms_sent", "Text messages the gateway accepted (recorded).")
+COMMIT_GROUPS = Counter(
+    "meridian_commit_groups",
+    "Group commits of requests' transactions, by where they ran: event_loop (the store's write "
+    "lock was free at once) or writer_thread (it was held elsewhere, or groups before were still "
+    "waiting there).",
+    ("where",),
+)
+COMMIT_WAIT_SECONDS = Histogram(
+    "meridian_commit_wait_seconds",
+    "From a request's arrival at the group commit to its group's commit, for the longest-waiting "
+    "request of each group.",
+    buckets=_BUCKETS,
+)
+COMMIT_SHED = Counter(
+    "meridian_commit_shed",
+    "Requests answered 503 (overloaded) without being run because the commit queue was past its "
+    "bound (its oldest request waiting too long, or too many waiting).",
+)
+COMMIT_QUEUE_DEPTH = Gauge(
+    "meridian_commit_queue_depth",
+    "Requests waiting for their group commit now (queued on the event loop or the writer thread).",
+)
 
 _STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -188,3 +215,36 @@ def webhook_failed() -> None:
 
 def sms_sent(count: int = 1) -> None:
     SMS_SENT.inc(count)
+
+
+# The group commit's: called by ``meridian.concurrency.group_commit.Committer``.
+
+_groups_on_loop = COMMIT_GROUPS.labels("event_loop")
+_groups_on_writer = COMMIT_GROUPS.labels("writer_thread")
+
+
+def group_committed(on_loop: bool, waited_s: float) -> None:
+    """A group committed (or failed as a whole), its oldest request having waited ``waited_s``."""
+    (_groups_on_loop if on_loop else _groups_on_writer).inc()
+    COMMIT_WAIT_SECONDS.observe(waited_s)
+
+
+def commit_shed() -> None:
+    COMMIT_SHED.inc()
+
+
+class CommitQueue(Protocol):
+    @property
+    def waiting(self) -> int: ...
+
+
+_commit_queues: weakref.WeakSet[CommitQueue] = weakref.WeakSet()
+
+
+def watch_commit_queue(queue: CommitQueue) -> None:
+    """Count ``queue.waiting`` in ``meridian_commit_queue_depth`` while ``queue`` lives: read at
+    each scrape, so a request pays nothing for it."""
+    _commit_queues.add(queue)
+
+
+COMMIT_QUEUE_DEPTH.set_function(lambda: float(sum(q.waiting for q in list(_commit_queues))))

@@ -3,7 +3,8 @@
 Domain errors map to status codes here, once; handlers never see HTTP. Bad input is always a 4xx
 that lists every field error, never a 500. The answers' headers are the ones HTTP asks for: a 401
 says how to authenticate (``WWW-Authenticate``), a 405 which methods the path takes (``Allow``), a
-503 when to try again (``Retry-After``).
+503 when to try again (``Retry-After``: ``RETRY_AFTER_S``, or what an ``Overloaded`` service that
+shed the request asks).
 
 The same answers are declared in each service's OpenAPI document: ``Problem`` is their schema,
 ``problem_responses`` a route's declaration of the statuses it can answer (``responses=``), and
@@ -32,6 +33,7 @@ from meridian.domain.errors import (
     InvalidTransition,
     MeridianError,
     NotFound,
+    Overloaded,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -56,6 +58,7 @@ STATUS_OF: list[tuple[type[MeridianError], int, str]] = [
     (NotFound, 404, "not-found"),
     (Unauthenticated, 401, "unauthenticated"),
     (PermissionDenied, 403, "forbidden"),
+    (Overloaded, 503, "overloaded"),
     (Unavailable, 503, "unavailable"),
 ]
 
@@ -92,7 +95,10 @@ def problem_for(error: MeridianError) -> JSONResponse:
                 ]
             if isinstance(error, InvalidTransition):
                 extra["current_state"] = error.state
-            return problem(status, slug, str(error), **extra)
+            headers = None
+            if isinstance(error, Overloaded):
+                headers = {"Retry-After": str(error.retry_after_s)}
+            return problem(status, slug, str(error), headers, **extra)
     return problem(500, "internal", "unexpected error")
 
 
@@ -199,7 +205,7 @@ _DESCRIPTIONS = {
     413: "The body is larger than the route accepts",
     415: "The body is not of a type the route accepts",
     422: "Invalid input: every field in error is listed",
-    503: "A dependency is unavailable; try again after Retry-After",
+    503: "A dependency is unavailable, or the service is overloaded; try again after Retry-After",
 }
 _HEADER_DESCRIPTIONS = {
     "WWW-Authenticate": "how to authenticate: Bearer",
