@@ -104,6 +104,12 @@ WEBHOOKS = Counter(
     ("outcome",),
 )
 SMS_SENT = Counter("meridian_sms_sent", "Text messages the gateway accepted (recorded).")
+SYNC_CONFLICTS = Counter(
+    "meridian_sync_conflicts",
+    "Records the migration bridge found changed on both sides (the monolith and Meridian) since "
+    "the last sync, by entity; each is recorded in sync_conflicts (services/sync/conflicts.py).",
+    ("entity",),
+)
 COMMIT_GROUPS = Counter(
     "meridian_commit_groups",
     "Group commits of requests' transactions, by where they ran: event_loop (the store's write "
@@ -215,6 +221,11 @@ def webhook_failed() -> None:
 
 def sms_sent(count: int = 1) -> None:
     SMS_SENT.inc(count)
+
+
+def sync_conflict(entity: str) -> None:
+    """A conflict the bridge resolved and recorded (counted once its transaction committed)."""
+    SYNC_CONFLICTS.labels(entity).inc()
 
 
 # The group commit's: called by ``meridian.concurrency.group_commit.Committer``.
