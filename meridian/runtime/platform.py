@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,20 +22,22 @@ from fastapi import FastAPI
 
 from meridian.adapters import TTL_FIELDS
 from meridian.catalog import Catalog, PushDelivery, load_catalog
-from meridian.config import Settings
+from meridian.config import Settings, environment
 from meridian.edge.problems import install_problem_handlers
 from meridian.embedded.docstore import EmbeddedDocumentStore
 from meridian.embedded.eventarc import EventarcEmulation
+from meridian.embedded.eventarc_workflows import WorkflowTriggers
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.bigquery import BigQuerySink
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy
 from meridian.embedded.pubsub.grpc_server import serve as serve_grpc
 from meridian.embedded.pubsub.push import PushDispatcher
-from meridian.embedded.scheduler import call_on_schedule
+from meridian.embedded.scheduler import call_on_schedule, run_job_on_schedule
 from meridian.embedded.warehouse import EmbeddedWarehouse
 from meridian.embedded.workflows import WorkflowEngine
 from meridian.embedded.workflows.api import create_router as workflows_router
+from meridian.embedded.workflows.cloud_run import ProcessJobRunner
 from meridian.observability import get_logger
 from meridian.resources import workflows_directory
 from services.command.routes.schedules import FIRE_AUDIENCE, FIRE_PATH
@@ -45,6 +48,19 @@ log = get_logger(__name__)
 
 def push_endpoint(settings: Settings) -> Any:
     return lambda service, path: f"{settings.url_of(service)}{path}"
+
+
+def job_runner(catalog: Catalog, settings: Settings) -> ProcessJobRunner:
+    """Cloud Run Jobs as processes: ``meridian job run NAME ARGS`` with this process's
+    environment (the runtime's settings), for the catalog's jobs only; output in
+    ``<data_dir>/logs/jobs/<execution>.log``."""
+    inherited = {k: v for k, v in environment().items() if k not in ("PORT", "MERIDIAN_SERVICE")}
+    return ProcessJobRunner(
+        [sys.executable, "-m", "meridian.runtime.cli", "job", "run"],
+        known=catalog.jobs,
+        env={**inherited, "MERIDIAN_DATA_DIR": str(settings.data_dir.resolve())},
+        log_dir=settings.data_dir / "logs" / "jobs",
+    )
 
 
 def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
@@ -101,7 +117,12 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
     engine = WorkflowEngine(
         EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS),
         base_url=settings.url_of("platform"),
-        env={"DISPATCH_STEPS_URL": settings.url_of("dispatch")},
+        env={
+            "DISPATCH_STEPS_URL": settings.url_of("dispatch"),
+            "MERIDIAN_SYNC_READY_TIMEOUT_S": f"{settings.embedded.sync_ready_timeout_s:g}",
+        },
+        # workflows/sync.yaml's jobs (the Cloud Run Admin API connector), run as processes
+        jobs=(jobs := job_runner(catalog, settings)),
         project=settings.project,
         # calls with ``auth: {type: OIDC}`` carry a token signed as the workflow's identity
         oidc_token=functools.partial(
@@ -158,9 +179,23 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
                     settings.embedded.schedule_fire_s,
                 )
             ),
+            # Cloud Scheduler's jobs starting catalog jobs (terraform: sync.tf), when the legacy
+            # monolith is configured: the migration bridge's pull, every minute.
+            *(
+                asyncio.create_task(
+                    run_job_on_schedule(
+                        jobs, name, settings.embedded.sync_pull_s, spec.timeout, first_after_s=1
+                    )
+                )
+                for name, spec in catalog.jobs.items()
+                if spec.schedule and settings.legacy.dsn
+            ),
             asyncio.create_task(_expire_documents(store, settings.embedded.ttl_sweep_s)),
         ]
         await asyncio.to_thread(engine.open)
+        # Eventarc's Pub/Sub triggers into workflows, once the engine takes executions
+        workflow_triggers = WorkflowTriggers(catalog, broker, engine, retry)
+        tasks.append(asyncio.create_task(workflow_triggers.run()))
         log.info("platform started", pubsub_grpc=f"{settings.host}:{grpc_port}")
         try:
             yield
