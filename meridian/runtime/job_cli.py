@@ -37,9 +37,10 @@ def run(
         str,
         typer.Argument(
             envvar="MERIDIAN_JOB_EVENT",
-            help="The encoded event the job works on, as the sync workflow passes it.",
+            help="The encoded event the job works on, as the sync workflow passes it; none for "
+            "a job Cloud Scheduler starts (sync-pull).",
         ),
-    ],
+    ] = "",
 ) -> None:
     """Run job NAME on EVENT and exit with its status."""
     from services.sync.jobs import JOBS

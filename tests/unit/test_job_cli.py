@@ -64,3 +64,9 @@ def test_a_domain_error_is_one_line_and_status_1() -> None:
     result = CliRunner().invoke(app, ["job", "run", "sync-identities", "e"])
     assert result.exit_code == 1
     assert result.output.strip() == "sync-identities failed: no shipment s-1 in the monolith"
+
+
+def test_a_scheduled_job_runs_without_an_event() -> None:
+    result = CliRunner().invoke(app, ["job", "run", "sync-shipments"])
+    assert result.exit_code == 0, result.output
+    assert seen[0][0] == ""
