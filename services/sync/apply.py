@@ -1,0 +1,371 @@
+"""Applying the monolith's rows into Meridian: what the sync jobs do with a ``SyncRequested``.
+
+The page is re-read from PostgreSQL (the event carries bounds or ids, never rows: what is applied
+is the row as it is now) and written into the command service's collections through document
+store transactions, ``CHUNK`` rows each. Per row, ``sync_links/{entity}~{id}`` remembers the row
+version last applied and the document's ``updated_at`` that write left, in the same transaction
+as the document, so applying is idempotent: a row whose version the link already holds is
+skipped, and a job killed mid-page and run again writes only what had not committed.
+
+- **New records.** A shipment is created with its parcels (those the monolith holds for it), in
+  one transaction, as the command path creates them (``ShipmentCreated`` follows from the
+  shipment's document, and each parcel's later moves are the command path's events). A parcel
+  whose shipment Meridian does not know brings its shipment in first.
+- **Changed in the monolith only** (the document unchanged since the link's write): the row's
+  fields are taken, except that a delivered or returned parcel is never moved back (recorded as a
+  conflict, rule ``final-state``).
+- **Changed on both sides**: ``services.sync.conflicts`` decides field by field; the conflict is
+  recorded in ``sync_conflicts/{entity}~{id}~{version}`` (both versions, each decision: winner
+  and rule) and counted (``meridian_sync_conflicts``).
+- **Changed in Meridian only** never reaches here as a new row version: nothing to do.
+
+What the bridge writes carries the echo markers of ``services.sync.entities``. A row that does not
+make a valid Meridian record (a parcel without a recipient's phone in E.164) is rejected: logged,
+left unapplied, and the job ends non-zero after applying the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from pydantic import ValidationError
+
+from meridian import metrics
+from meridian.domain.events import SyncRequested
+from meridian.domain.model import Driver, Parcel
+from meridian.domain.states import TERMINAL_STATES, ParcelStatus
+from meridian.observability import get_logger
+from meridian.ports import Document, DocumentStore, Transaction
+from services.sync.conflicts import STATUS_FIELDS, Decision, Rule, Source, resolve
+from services.sync.entities import (
+    MONOLITH,
+    PARCELS,
+    SHIPMENTS,
+    SYNC_COMMAND,
+    SYNC_ROLE,
+    Entity,
+    Row,
+    row_checksum,
+)
+from services.sync.legacy import Connection
+
+log = get_logger(__name__)
+
+CONFLICTS = "sync_conflicts"
+Seen = Mapping[str, Document | None]  # what a transaction read, by path
+CHUNK = 100  # rows per document-store transaction (Firestore allows 500 writes; a row makes <= 3)
+
+
+@dataclass
+class Outcome:
+    """What applying did, row by row."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    conflicts: list[tuple[str, list[Decision]]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def add(self, other: Outcome) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.conflicts += other.conflicts
+        self.rejected += other.rejected
+
+
+# Reading the page ---------------------------------------------------------------------------
+
+
+def read_rows(
+    conn: Connection, entity: Entity, request: SyncRequested, page_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The request's rows as they are now, in batches of ``page_size``: exactly ``ids`` (whoever
+    wrote them last), or the monolith's changes within the bounds in ``(updated_at, id)``
+    order."""
+    table = sql.Identifier(entity.table)
+    if request.ids:
+        ids = sorted(set(request.ids))
+        for start in range(0, len(ids), page_size):
+            query = sql.SQL("SELECT * FROM {} WHERE id = ANY(%s) ORDER BY id").format(table)
+            yield conn.execute(query, (ids[start : start + page_size],)).fetchall()
+        return
+    after = (
+        (request.after_updated_at, request.after_id or "")
+        if request.after_updated_at is not None
+        else None
+    )
+    while True:
+        where: list[sql.Composable] = [sql.SQL("written_by = {}").format(sql.Literal(MONOLITH))]
+        params: list[Any] = []
+        if after is not None:
+            where.append(sql.SQL("(updated_at, id) > (%s, %s)"))
+            params += list(after)
+        if request.through_updated_at is not None:
+            where.append(sql.SQL("(updated_at, id) <= (%s, %s)"))
+            params += [request.through_updated_at, request.through_id or ""]
+        query = sql.SQL("SELECT * FROM {} WHERE {} ORDER BY updated_at, id LIMIT %s").format(
+            table, sql.SQL(" AND ").join(where)
+        )
+        rows = conn.execute(query, [*params, page_size]).fetchall()
+        if rows:
+            yield rows
+        if len(rows) < page_size:
+            return
+        after = (rows[-1]["updated_at"], rows[-1]["id"])
+
+
+def parcels_of(conn: Connection, shipment_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = conn.execute(
+        "SELECT * FROM parcels WHERE shipment_id = ANY(%s) ORDER BY id", (list(shipment_ids),)
+    ).fetchall()
+    found: dict[str, list[dict[str, Any]]] = {s: [] for s in shipment_ids}
+    for row in rows:
+        found[row["shipment_id"]].append(row)
+    return found
+
+
+# Applying ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applier:
+    """Applies rows of the monolith into ``store`` as ``job``."""
+
+    store: DocumentStore
+    conn: Connection
+    job: str
+    clock: Callable[[], datetime]
+
+    def apply(self, entity: Entity, rows: Sequence[Mapping[str, Any]]) -> Outcome:
+        outcome = Outcome()
+        if entity is PARCELS:
+            self._bring_in_shipments(rows, outcome)
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+
+            def work(tx: Transaction, chunk: Sequence[Mapping[str, Any]] = chunk) -> Outcome:
+                return self._rows(tx, entity, chunk)
+
+            outcome.add(self._in_transaction(work))
+        return outcome
+
+    def _in_transaction(self, work: Callable[[Transaction], Outcome]) -> Outcome:
+        outcome = self.store.run_transaction(work)
+        for key, _ in outcome.conflicts:  # counted once committed: the function may run again
+            metrics.sync_conflict(key.split("~", 1)[0])
+        return outcome
+
+    def _bring_in_shipments(self, rows: Sequence[Mapping[str, Any]], outcome: Outcome) -> None:
+        """The shipments of ``rows`` Meridian does not hold yet, each with its parcels."""
+        missing = sorted(
+            {
+                r["shipment_id"]
+                for r in rows
+                if self.store.get(SHIPMENTS.path(r["shipment_id"])) is None
+            }
+        )
+        if not missing:
+            return
+        shipments = self.conn.execute(
+            "SELECT * FROM shipments WHERE id = ANY(%s) ORDER BY id", (missing,)
+        ).fetchall()
+        outcome.add(self.apply(SHIPMENTS, shipments))
+
+    def _rows(self, tx: Transaction, entity: Entity, rows: Sequence[Mapping[str, Any]]) -> Outcome:
+        outcome = Outcome()
+        now = self.clock()
+        parcels = parcels_of(self.conn, [r["id"] for r in rows]) if entity is SHIPMENTS else {}
+        # A transaction reads everything before its first write (Firestore's rule, kept by every
+        # adapter): the chunk's documents, links and, for new shipments, their parcels.
+        paths = [p for r in rows for p in (entity.path(r["id"]), entity.link_path(r["id"]))]
+        paths += [PARCELS.path(p["id"]) for found in parcels.values() for p in found]
+        seen = {path: tx.get(path) for path in dict.fromkeys(paths)}
+        for row in rows:
+            try:
+                if entity is SHIPMENTS and seen[SHIPMENTS.path(row["id"])] is None:
+                    self._new_shipment(tx, seen, row, parcels[row["id"]], now, outcome)
+                else:
+                    self._row(tx, seen, entity, row, now, outcome)
+            except ValidationError as e:
+                log.warning("row rejected", entity=entity.name, id=row["id"], error=str(e))
+                outcome.rejected.append(f"{entity.name}~{row['id']}")
+        return outcome
+
+    def _written(self, row: Row, now: datetime) -> dict[str, Any]:
+        """The echo markers of a document the bridge writes."""
+        return {
+            "updated_at": now,
+            "_last_command": {"name": SYNC_COMMAND, "by": self.job, "role": SYNC_ROLE, "at": now},
+            "_sync": {
+                "origin": MONOLITH,
+                "version": row["version"],
+                "updated_at": row["updated_at"],
+            },
+        }
+
+    def _link(self, tx: Transaction, entity: Entity, row: Row, meridian_at: datetime) -> None:
+        tx.set(
+            entity.link_path(row["id"]),
+            {
+                "entity": entity.name,
+                "id": row["id"],
+                "legacy_version": row["version"],
+                "legacy_updated_at": row["updated_at"],
+                "meridian_updated_at": meridian_at,
+                "checksum": row_checksum(entity, row),
+            },
+        )
+
+    def _new_shipment(
+        self,
+        tx: Transaction,
+        seen: Seen,
+        row: Row,
+        parcel_rows: Sequence[Row],
+        now: datetime,
+        outcome: Outcome,
+    ) -> None:
+        new_parcels = [p for p in parcel_rows if seen[PARCELS.path(p["id"])] is None]
+        for parcel in new_parcels:
+            _valid(PARCELS, PARCELS.to_document(parcel))
+        document = {
+            **SHIPMENTS.to_document(row),
+            "parcel_ids": [p["id"] for p in parcel_rows],
+            "status": "OPEN",
+            **self._written(row, now),
+        }
+        tx.create(SHIPMENTS.path(row["id"]), document)
+        self._link(tx, SHIPMENTS, row, now)
+        for parcel in new_parcels:
+            tx.create(
+                PARCELS.path(parcel["id"]),
+                {**PARCELS.to_document(parcel), **self._written(parcel, now)},
+            )
+            self._link(tx, PARCELS, parcel, now)
+        outcome.created += 1 + len(new_parcels)
+
+    def _row(
+        self,
+        tx: Transaction,
+        seen: Seen,
+        entity: Entity,
+        row: Row,
+        now: datetime,
+        outcome: Outcome,
+    ) -> None:
+        path = entity.path(row["id"])
+        document, link = seen[path], seen[entity.link_path(row["id"])]
+        incoming = entity.to_document(row)
+        if document is None:
+            _valid(entity, incoming)
+            tx.create(path, {**incoming, **self._written(row, now)})
+            self._link(tx, entity, row, now)
+            outcome.created += 1
+            return
+        if link is not None and link.data["legacy_version"] >= row["version"]:
+            outcome.unchanged += 1  # applied already
+            return
+        current = {key: document.data.get(key) for key in incoming}
+        meridian_at: datetime = document.data.get("updated_at") or now
+        changed_here = link is None or link.data["meridian_updated_at"] != meridian_at
+        has_status = entity is PARCELS
+        if changed_here:
+            merged, decisions = resolve(
+                current, incoming, meridian_at, row["updated_at"], has_status
+            )
+        else:
+            merged, decisions = _never_back_from_final(current, incoming, has_status)
+        if decisions:
+            self._record_conflict(tx, entity, row, current, incoming, decisions, now)
+            outcome.conflicts.append((f"{entity.name}~{row['id']}", decisions))
+        if merged == current:
+            self._link(tx, entity, row, meridian_at)
+            outcome.unchanged += 1
+            return
+        _valid(entity, {**document.data, **merged})
+        tx.set(path, {**document.data, **merged, **self._written(row, now)})
+        self._link(tx, entity, row, now)
+        outcome.updated += 1
+
+    def _record_conflict(
+        self,
+        tx: Transaction,
+        entity: Entity,
+        row: Row,
+        current: Mapping[str, Any],
+        incoming: Mapping[str, Any],
+        decisions: Sequence[Decision],
+        now: datetime,
+    ) -> None:
+        tx.set(
+            f"{CONFLICTS}/{entity.name}~{row['id']}~{row['version']}",
+            {
+                "entity": entity.name,
+                "id": row["id"],
+                "legacy_version": row["version"],
+                "meridian": dict(current),
+                "monolith": dict(incoming),
+                "decisions": [
+                    {"field": d.field, "winner": d.winner.value, "rule": d.rule.value}
+                    for d in decisions
+                ],
+                "winner": _overall(decisions),
+                "job": self.job,
+                "recorded_at": now,
+            },
+        )
+
+
+def _overall(decisions: Sequence[Decision]) -> str:
+    winners = {d.winner for d in decisions}
+    return winners.pop().value if len(winners) == 1 else "both"
+
+
+def _never_back_from_final(
+    current: Mapping[str, Any], incoming: Mapping[str, Any], has_status: bool
+) -> tuple[dict[str, Any], list[Decision]]:
+    """The monolith's fields, but a delivered or returned parcel keeps its status (and what
+    goes with it)."""
+    merged = dict(incoming)
+    if not has_status or current.get("status") == incoming.get("status"):
+        return merged, []
+    if ParcelStatus(current["status"]) not in TERMINAL_STATES:
+        return merged, []
+    decisions = []
+    for key in STATUS_FIELDS:
+        if current.get(key) != incoming.get(key):
+            merged[key] = current.get(key)
+            decisions.append(Decision(key, Source.MERIDIAN, Rule.FINAL_STATE))
+    return merged, sorted(decisions, key=lambda d: d.field)
+
+
+_MODELS: dict[str, type[Parcel] | type[Driver]] = {"parcels": Parcel, "drivers": Driver}
+
+
+def _valid(entity: Entity, document: Mapping[str, Any]) -> None:
+    """ValidationError when the document would not be a valid Meridian record."""
+    model = _MODELS.get(entity.name)
+    if model is not None:
+        model.model_validate({k: v for k, v in document.items() if k in model.model_fields})
+
+
+def apply_request(
+    store: DocumentStore,
+    conn: Connection,
+    entity: Entity,
+    request: SyncRequested,
+    job: str,
+    page_size: int,
+    clock: Callable[[], datetime],
+) -> Outcome:
+    """Apply every row the request names."""
+    applier = Applier(store, conn, job, clock)
+    outcome = Outcome()
+    for rows in read_rows(conn, entity, request, page_size):
+        outcome.add(applier.apply(entity, rows))
+    return outcome
