@@ -431,10 +431,13 @@ def scan_secrets(paths: Iterable[Path]) -> list[str]:
     return problems
 
 
-def check_workflow_source(tree: Tree, expected: Path) -> list[str]:
-    """Every workflow's source is ``file()`` of exactly ``expected`` (workflows/dispatch.yaml)."""
+def check_workflow_source(tree: Tree, expected: Path | set[Path]) -> list[str]:
+    """Every workflow's source is ``file()`` of exactly ``expected`` (workflows/dispatch.yaml),
+    or of one of them when given several (the files the embedded engine runs)."""
     problems = []
-    expected = Path(os.path.normpath(expected))
+    wanted = {
+        Path(os.path.normpath(p)) for p in (expected if isinstance(expected, set) else {expected})
+    }
     for block in tree.of("google_workflows_workflow"):
         source = bare(block.body.get("source_contents", ""))
         match = re.fullmatch(r"file\((.+)\)", source)
@@ -449,8 +452,10 @@ def check_workflow_source(tree: Tree, expected: Path) -> list[str]:
         except Unresolved as e:
             problems.append(f"{block.where()}: cannot resolve the workflow source: {e}")
             continue
-        for path in sorted(paths - {expected}):
-            problems.append(f"{block.where()}: source is {path}, not {expected}")
+        for path in sorted(paths - wanted):
+            problems.append(
+                f"{block.where()}: source is {path}, not {' or '.join(map(str, sorted(wanted)))}"
+            )
     return problems
 
 

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
 CATALOG_PATH = REPO / "schemas" / "catalog.yaml"
 WORKFLOW = REPO / "workflows" / "dispatch.yaml"
+# The migration bridge's pipeline (#21): a second workflow, deployed by the same module.
+SYNC_WORKFLOW = REPO / "workflows" / "sync.yaml"
 TF_FILES = sorted(TERRAFORM.rglob("*.tf"))
 VAR_FILES = sorted(TERRAFORM.rglob("*.tfvars"))
 
@@ -135,7 +137,7 @@ def test_every_module_and_root_has_a_prefix_variable(tree: Tree) -> None:
 def test_policies_hold_on_terraform(tree: Tree, catalog: dict[str, Any]) -> None:
     assert check_service_account_keys(tree) == []
     assert scan_secrets(TF_FILES + VAR_FILES) == []
-    assert check_workflow_source(tree, WORKFLOW) == []
+    assert check_workflow_source(tree, {WORKFLOW, SYNC_WORKFLOW}) == []
     assert check_subscription_wiring(tree, catalog, CATALOG_PATH) == []
     assert check_push_subscriptions(tree, catalog, CATALOG_PATH) == []
     assert check_dead_letter_topics(tree, catalog, CATALOG_PATH) == []
@@ -148,9 +150,13 @@ def test_no_service_account_key_anywhere() -> None:
 
 
 def test_the_only_workflow_reads_workflows_dispatch_yaml(tree: Tree) -> None:
+    # one workflow resource (modules/workflows), called once per file of workflows/
     workflows = tree.of("google_workflows_workflow")
     assert len(workflows) == 1
-    assert check_workflow_source(tree, WORKFLOW) == []
+    assert check_workflow_source(tree, {WORKFLOW, SYNC_WORKFLOW}) == []
+    calls = [m for m in tree.modules() if unq(str(m.body.get("source", ""))) == "../workflows"]
+    sources = sorted(unq(str(m.body["source_path"])).rsplit("/", 1)[-1] for m in calls)
+    assert sources == ["dispatch.yaml", "sync.yaml"]
 
 
 def test_every_catalog_service_but_pipelines_is_one_cloud_run_service(
@@ -183,7 +189,7 @@ def test_catalog_min_instances_are_where_the_design_wants_them() -> None:
 
 
 def test_eventarc_triggers_come_from_the_catalog(tree: Tree) -> None:
-    (trigger,) = tree.of("google_eventarc_trigger")
+    (trigger,) = [t for t in tree.of("google_eventarc_trigger") if t.name == "default"]
     assert trigger.body["for_each"] == "${var.triggers}"
     (call,) = [m for m in tree.modules() if m.name == "eventarc"]
     assert call.body["triggers"] == "${local.catalog.triggers}"

@@ -170,7 +170,7 @@ def test_push_identity_is_the_account_pubsub_signs_pushes_as(tree: Tree) -> None
 def test_eventarc_identity_is_the_account_the_triggers_deliver_as(tree: Tree) -> None:
     (call,) = [m for m in tree.modules() if m.name == "eventarc"]
     assert bare(call.body["service_account_email"]) == "google_service_account.eventarc.email"
-    (trigger,) = tree.of("google_eventarc_trigger")
+    (trigger,) = [t for t in tree.of("google_eventarc_trigger") if t.name == "default"]
     assert bare(trigger.body["service_account"]) == "var.service_account_email"
     targets = {t["service"] for t in CATALOG["triggers"].values()}
     for service in targets:

@@ -71,7 +71,15 @@ def test_the_secrets_the_code_reads_exist_and_no_other(tree: Tree) -> None:
     secrets = tree.locals[PLATFORM]["service_secrets"]
     names = {unq(s) for table in secrets.values() for s in table.values()}
     assert names == {"billing-api-key", "routes-api-key", "sms-api-key", "tracking-secret"}
-    assert bare(one(tree, "google_secret_manager_secret")["for_each"]) == "local.secret_ids"
+    assert bare(one(tree, "google_secret_manager_secret", "default")["for_each"]) == (
+        "local.secret_ids"
+    )
+    # and the migration bridge's jobs' one secret, the monolith's password (sync.tf)
+    (legacy,) = [b for b in tree.of("google_secret_manager_secret") if b.name != "default"]
+    assert (legacy.name, unq(legacy.body["secret_id"])) == (
+        "legacy_password",
+        "${local.prefix}legacy-password",
+    )
 
 
 # The ETA reactor's SLA tick --------------------------------------------------------------------

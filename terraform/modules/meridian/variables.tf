@@ -104,6 +104,16 @@ variable "labels" {
   default     = {}
 }
 
+variable "legacy" {
+  description = "The legacy monolith's Cloud SQL PostgreSQL the migration bridge reaches by private IP (its password: the legacy-password secret)."
+  type = object({
+    database = optional(string, "monolith")
+    host     = optional(string, "")
+    user     = optional(string, "meridian-bridge")
+  })
+  default = {}
+}
+
 variable "network" {
   description = "Egress network: subnet and connector ranges, number of Cloud NAT addresses."
   type = object({
@@ -169,6 +179,12 @@ variable "sla_tick_schedule" {
   description = "Cron schedule (UTC) of the ETA reactor's SLA check."
   type        = string
   default     = "* * * * *"
+}
+
+variable "sync_ready_timeout_s" {
+  description = "How long workflows/sync.yaml polls its sync-ready job before the run ends in SyncError."
+  type        = number
+  default     = 120
 }
 
 variable "vpc_sc" {

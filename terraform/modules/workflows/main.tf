@@ -1,6 +1,8 @@
-# The dispatch saga. Its definition is workflows/dispatch.yaml, the very file the embedded
-# Workflows engine runs locally, read here with file() so the two cannot differ. It runs as its
-# own service account, created by the caller, which grants it run.invoker on dispatch only.
+# One workflow: the dispatch saga (workflows/dispatch.yaml) or the migration bridge's pipeline
+# (workflows/sync.yaml). Its definition is the very file the embedded Workflows engine runs
+# locally, read here with file() so the two cannot differ. It runs as its own service account,
+# created by the caller, which grants it what its steps call (run.invoker on dispatch; the sync
+# jobs' executor role).
 
 locals {
   prefix = var.prefix == null || var.prefix == "" ? "" : "${var.prefix}-"
@@ -10,7 +12,7 @@ resource "google_workflows_workflow" "default" {
   project         = var.project_id
   region          = var.region
   name            = "${local.prefix}${var.name}"
-  description     = "Meridian dispatch saga: reserve, optimise, assign, wait for acceptance, confirm; compensates on failure."
+  description     = var.description
   service_account = var.service_account_email
   call_log_level  = var.call_log_level
   labels          = var.labels

@@ -4,6 +4,12 @@ variable "call_log_level" {
   default     = "LOG_ERRORS_ONLY"
 }
 
+variable "description" {
+  description = "What the workflow does."
+  type        = string
+  default     = "Meridian dispatch saga: reserve, optimise, assign, wait for acceptance, confirm; compensates on failure."
+}
+
 variable "env" {
   description = "User environment variables of the workflow (step service URLs)."
   type        = map(string)
@@ -44,6 +50,6 @@ variable "service_account_email" {
 }
 
 variable "source_path" {
-  description = "Path of the workflow definition: the repository's workflows/dispatch.yaml."
+  description = "Path of the workflow definition: a file of the repository's workflows/."
   type        = string
 }
