@@ -7,6 +7,8 @@ runs one, as its container does on Cloud Run.
   argument, if any, names one entity.
 - ``sync-identities``: applies a request for clients, drivers or vehicles.
 - ``sync-shipments``: applies a request for shipments or parcels.
+- ``sync-ready``: whether the request's rows are in Meridian yet (``services.sync.ready``; 75
+  while not), polled by the workflow.
 - ``sync-report``: the workflow's SyncStarted, SyncEnded or SyncError (``services.sync.report``).
 
 An apply job given a request for another job's entity does nothing (exit 0): the workflow runs
@@ -29,6 +31,7 @@ from services.sync.apply import apply_request
 from services.sync.entities import IDENTITIES_JOB, SHIPMENTS_JOB, entity
 from services.sync.envelope import decode_argument
 from services.sync.pull import run_pull
+from services.sync.ready import sync_ready
 from services.sync.report import sync_report
 
 log = get_logger(__name__)
@@ -82,5 +85,6 @@ JOBS: dict[str, Job] = {
     "sync-pull": sync_pull,
     IDENTITIES_JOB: _apply_job(IDENTITIES_JOB),
     SHIPMENTS_JOB: _apply_job(SHIPMENTS_JOB),
+    "sync-ready": sync_ready,
     "sync-report": sync_report,
 }
