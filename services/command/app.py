@@ -21,7 +21,16 @@ from meridian.edge.problems import install_problem_handlers
 from meridian.ports import BlobStore, IdentityVerifier, WorkflowExecutions
 from services.command.handlers import Deps
 from services.command.handlers.pod import MAX_IMAGE_BYTES
-from services.command.routes import dispatch, fleet, parcels, pod, schedules, telemetry, webhooks
+from services.command.routes import (
+    dispatch,
+    fleet,
+    parcels,
+    pod,
+    schedules,
+    sync,
+    telemetry,
+    webhooks,
+)
 from services.command.routes.common import document_credentials
 
 # Each route's natural maximum: the largest valid request of its kind, which
@@ -92,6 +101,7 @@ def create_app(
     app.include_router(fleet.router())
     app.include_router(webhooks.router())
     app.include_router(pod.router())
+    app.include_router(sync.router())
     serve_api_docs(app)
     return app
 

@@ -39,9 +39,9 @@ def test_a_token_of_another_role_is_refused_naming_the_roles(tmp_path: Path) -> 
         with pytest.raises(Unauthenticated) as refused:
             verifier.verify(forged)
         assert str(refused.value) == (
-            f"token role {role!r} is not one of driver, dispatcher, gateway"
+            f"token role {role!r} is not one of driver, dispatcher, gateway, operator"
         )
-    with pytest.raises(ValidationError, match="one of driver, dispatcher, gateway"):
+    with pytest.raises(ValidationError, match="one of driver, dispatcher, gateway, operator"):
         LocalIdentityIssuer(tmp_path).token("c-1", "client")
 
 
