@@ -321,10 +321,16 @@ def _canonical(value: Any) -> Any:
     raise TypeError(f"no canonical form for {type(value).__name__} {value!r}")
 
 
+def synced_values(entity: Entity, row: Row) -> dict[str, Any]:
+    """A row's synced columns in the one spelling the checksum reads (``to_row`` of a document
+    gives the same keys): what a reconciliation report shows of each side."""
+    return {column: _canonical(row.get(column)) for column in entity.columns}
+
+
 def row_checksum(entity: Entity, row: Row) -> str:
     """The checksum of a row's synced columns (a row of the monolith's table, or ``to_row`` of a
     document): equal on both sides exactly when every synced field agrees."""
-    values = [_canonical(row.get(column)) for column in entity.columns]
+    values = list(synced_values(entity, row).values())
     encoded = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode()).hexdigest()[:32]
 

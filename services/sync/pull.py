@@ -106,7 +106,7 @@ def pull_entity(
         log.info("another pull holds the entity; skipped", entity=each.name)
         return 0
     try:
-        horizon = _horizon(conn) if rules.open_transaction_horizon else None
+        horizon = read_horizon(conn) if rules.open_transaction_horizon else None
         cursor = read_cursor(conn, each.name)
         pages = 0
         while True:
@@ -164,7 +164,7 @@ def _move_cursor(conn: Connection, entity_name: str, to: Cursor) -> None:
     )
 
 
-def _horizon(conn: Connection) -> datetime:
+def read_horizon(conn: Connection) -> datetime:
     """The start of the oldest transaction open on this database (other than ours), else now."""
     hidden = _scalar(
         conn,
