@@ -218,6 +218,9 @@ class Legacy:
     password_secret: str = ""  # MERIDIAN_LEGACY_PASSWORD_SECRET
     password: str = ""  # MERIDIAN_LEGACY_PASSWORD
     page_size: int = 500  # MERIDIAN_SYNC_PAGE_SIZE: rows per SyncRequested page
+    # MERIDIAN_SYNC_IN_FLIGHT_S: a record changed on either side this recently may still be on
+    # its way across; reconciliation does not count it as a difference (services/sync/reconcile).
+    in_flight_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,7 @@ class Settings:
                 password_secret=env.get("MERIDIAN_LEGACY_PASSWORD_SECRET", ""),
                 password=env.get("MERIDIAN_LEGACY_PASSWORD", ""),
                 page_size=read.integer("MERIDIAN_SYNC_PAGE_SIZE", 500),
+                in_flight_s=read.number("MERIDIAN_SYNC_IN_FLIGHT_S", 300.0),
             ),
         )
 
@@ -635,6 +639,13 @@ VARIABLES: tuple[Variable, ...] = (
         "MERIDIAN_SYNC_PAGE_SIZE",
         "`500`",
         "rows per page of the bridge's pull: one `SyncRequested` event each",
+    ),
+    Variable(
+        "MERIDIAN_SYNC_IN_FLIGHT_S",
+        "`300`",
+        "the bridge's in-flight window in seconds: a record changed on either side more "
+        "recently is not counted as a reconciliation difference (it may be on its way across; "
+        "`docs/migration.md`)",
     ),
     Variable(
         "MERIDIAN_START_TIMEOUT",
