@@ -131,9 +131,16 @@ CREATE TABLE bridge_cursors (
 );
 
 -- The push direction: each Meridian event applied, written in the same transaction as its effect,
--- so a redelivered event changes nothing (a duplicate key means: already done, ack).
+-- so a redelivered event changes nothing (a duplicate key means: already done, ack). ``subject``
+-- (the parcel) and ``occurred_at`` (Meridian's commit) let the writer tell a stale event: one
+-- older than a fact already applied to the same parcel changes nothing
+-- (services/sync/writer/handlers.py).
 CREATE TABLE bridge_processed_events (
     event_id      text PRIMARY KEY,
     event_type    text NOT NULL,
+    subject       text NOT NULL,
+    occurred_at   timestamptz NOT NULL,
     processed_at  timestamptz NOT NULL DEFAULT now()
 );
+
+CREATE INDEX bridge_processed_events_subject ON bridge_processed_events (subject, occurred_at);
