@@ -37,7 +37,7 @@ import tests.e2e.test_reactors as e2e_reactors
 from loadtest import bench_reactors
 from meridian.catalog import load_catalog
 from meridian.config import Settings
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.runtime.platform import prepare_data_dir
@@ -144,7 +144,7 @@ def reactors_round(tree: Path) -> dict[str, float]:
                 headers={"X-API-Key": client.api_key},
                 timeout=10,
             ).raise_for_status()
-            store, broker = EmbeddedDocumentStore(data_dir), Broker(data_dir)
+            store, broker = all_stores(data_dir), Broker(data_dir)
             end = datetime.now(UTC) + timedelta(hours=12)
             routes = [
                 e2e_reactors._send_out(runtime, client, 25, f"r-{os.urandom(3).hex()}", end)

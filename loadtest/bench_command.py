@@ -30,7 +30,7 @@ from meridian.catalog import load_catalog
 from meridian.config import Settings
 from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
 from tests.e2e.conftest import free_port_block
@@ -70,7 +70,7 @@ def _measured(pid: int, phase: Any) -> dict[str, Any]:
 
 def _seed(data_dir: Path, count: int) -> list[tuple[str, str]]:
     """``count`` parcels out for delivery, spread over the drivers; returns (parcel, driver)."""
-    store = EmbeddedDocumentStore(data_dir)
+    store = all_stores(data_dir)
     now = datetime.now(UTC)
     window = TimeWindow(start=now, end=now + timedelta(hours=4))
     template = Parcel(

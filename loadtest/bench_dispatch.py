@@ -26,7 +26,7 @@ import httpx
 from meridian.app.records import parcel_document
 from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import ServiceStores, all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.ports import Query
 from tests.e2e.test_dispatch_saga import Stack
@@ -36,7 +36,7 @@ TIME_LIMIT_S = 10.0
 DEPOT = {"lat": 12.97, "lng": 77.59}
 
 
-def _seed(store: EmbeddedDocumentStore, day: datetime) -> None:
+def _seed(store: ServiceStores, day: datetime) -> None:
     rng = random.Random(8)
     now = datetime.now(UTC)
     writes: list[tuple[str, str, Any]] = []
@@ -102,7 +102,7 @@ class Drivers:
     one from a push) and answer concurrently, as forty phones do: a loop that answered one offer
     after another would time the simulator's queue, not the saga."""
 
-    def __init__(self, stack: Stack, store: EmbeddedDocumentStore, window_id: str) -> None:
+    def __init__(self, stack: Stack, store: ServiceStores, window_id: str) -> None:
         self.stack, self.store, self.window_id = stack, store, window_id
         self.issuer = LocalIdentityIssuer(stack.data_dir)
         self.first_offer: float | None = None
@@ -135,7 +135,7 @@ class Drivers:
         self.last_accept = time.monotonic()
 
 
-async def _dispatched(store: EmbeddedDocumentStore, window_id: str) -> float:
+async def _dispatched(store: ServiceStores, window_id: str) -> float:
     """Wait for the window's outcome through a listener (no polling of the services under test);
     returns when it was seen."""
     async for snapshot in store.watch_document(f"dispatch_windows/{window_id}"):
@@ -181,7 +181,7 @@ def _cpu(stack: Stack) -> dict[str, float]:
 
 
 async def _measure(
-    stack: Stack, store: EmbeddedDocumentStore, body: dict[str, Any], headers: dict[str, str]
+    stack: Stack, store: ServiceStores, body: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
     drivers = Drivers(stack, store, body["window_id"])
     answering = asyncio.create_task(drivers.run())
@@ -221,7 +221,7 @@ async def _measure(
 def run() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp))
-        store = EmbeddedDocumentStore(Path(tmp))
+        store = all_stores(Path(tmp))
         day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(
             days=1
         )

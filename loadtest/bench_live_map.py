@@ -37,7 +37,7 @@ from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain.events import VehiclePing
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import ServiceStores, all_stores
 from meridian.embedded.pubsub.adapter import EmbeddedPubSub
 from meridian.embedded.pubsub.broker import Broker
 from meridian.observability import current_traceparent
@@ -103,7 +103,7 @@ def publish_main(data_dir: str, interval: str, duration: str) -> None:
     print(json.dumps({"sent": report.sent, "behind_s": report.behind_s}), flush=True)
 
 
-def _seed_parcels(store: EmbeddedDocumentStore, tokens: TrackingTokens) -> list[tuple[str, str]]:
+def _seed_parcels(store: ServiceStores, tokens: TrackingTokens) -> list[tuple[str, str]]:
     now = datetime.now(UTC)
     tracked = []
     for index in range(TRACKED):
@@ -284,9 +284,7 @@ def run() -> str:
         # pile up a backlog nobody drains, so they are left out of the topology.
         for other in ("telemetry-archive", "geofence"):
             broker.delete_subscription(other)
-        tracked = _seed_parcels(
-            EmbeddedDocumentStore(data_dir), TrackingTokens.for_data_dir(data_dir)
-        )
+        tracked = _seed_parcels(all_stores(data_dir), TrackingTokens.for_data_dir(data_dir))
         env = {
             **os.environ,
             "MERIDIAN_DATA_DIR": str(data_dir),

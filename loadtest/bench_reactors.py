@@ -60,8 +60,10 @@ import httpx
 from loadtest.push_floor import Floor, measure
 from meridian.app.idempotency import event_ledger_path
 from meridian.app.webhooks import DELIVERIES
-from meridian.embedded.docstore import EmbeddedDocumentStore
-from meridian.embedded.eventarc import transport_name
+from meridian.catalog import load_catalog
+from meridian.embedded.docstore.changelog import Cursors
+from meridian.embedded.docstore.stores import ServiceStores, all_stores
+from meridian.embedded.eventarc import CURSORS_FILE, tailed_store, transport_name
 from meridian.embedded.external.local import GreatCircleTravelTime
 from meridian.embedded.pubsub.broker import DB_FILE, Broker
 from meridian.ports import GeoPoint, Query
@@ -181,7 +183,7 @@ def run() -> str:
             )
             registered.raise_for_status()
             webhook_id = registered.json()["webhook_id"]
-            store = EmbeddedDocumentStore(data_dir)
+            store = all_stores(data_dir)
             end = datetime.now(UTC) + WINDOW
             broker = Broker(data_dir)
             phases = [Phase(rate) for rate in RATES]
@@ -267,13 +269,15 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
-def _drain(store: EmbeddedDocumentStore, broker: Broker, limit_s: float) -> bool:
+def _drain(store: ServiceStores, broker: Broker, limit_s: float) -> bool:
     """Wait until nothing is left anywhere on the event plane: the Eventarc cursor is at the end
     of the change log, and the transport and every reactor subscription are empty."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         time.sleep(1)
-        lag = store.changes.latest_seq() - (store.changes.position(TRANSPORT) or 0)
+        # Eventarc's lag: the command store's change log past the forwarder's own cursor.
+        head = store.store(tailed_store(load_catalog())).changes.latest_seq()
+        lag = head - (Cursors(store.data_dir / CURSORS_FILE).position(TRANSPORT) or 0)
         backlogs = [broker.metrics(s).backlog for s in (TRANSPORT, *REACTORS)]
         pending = store.query(_pending_webhooks())
         if lag < 50 and not any(backlogs) and not pending:
@@ -285,7 +289,7 @@ def _pending_webhooks() -> Any:
     return Query(DELIVERIES).where("status", "==", "pending").limit(1)
 
 
-def _load(store: EmbeddedDocumentStore, data_dir: Path) -> Counter[str]:
+def _load(store: ServiceStores, data_dir: Path) -> Counter[str]:
     """What the deliveries so far made the reactors do beyond their own effect: texts sent by
     kind, and the ETA reactor's announcements on ``logistics.events`` by type."""
     load = Counter(f"sms {d.data['kind']}" for d in store.query(Query("notifications")))
@@ -313,7 +317,7 @@ def _publish_times(data_dir: Path, topic: str, key: str) -> dict[str, tuple[floa
     return found
 
 
-def _measure(phase: Phase, store: EmbeddedDocumentStore, data_dir: Path, webhook_id: str) -> None:
+def _measure(phase: Phase, store: ServiceStores, data_dir: Path, webhook_id: str) -> None:
     cloudevents = _publish_times(data_dir, TRANSPORT, "ce-document")
     published = {
         a["subject"]: (t, a)

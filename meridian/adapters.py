@@ -45,16 +45,33 @@ if TYPE_CHECKING:
 TTL_FIELDS = {REQUEST_LEDGER: EXPIRY_FIELD, EVENT_LEDGER: EXPIRY_FIELD}
 
 
-def document_store(settings: Settings, *, rereads: bool = True) -> DocumentStore:
-    """``rereads``: whether the service reads documents back soon after writing them (a
-    projection updated per event); the embedded store then keeps their decoded values."""
+def document_store(
+    settings: Settings, *, service: str | None = None, rereads: bool = True
+) -> DocumentStore:
+    """The document store as ``service`` (a catalog service) may use it: it writes only the
+    collections of its stores (``schemas/catalog.yaml``, ``stores:``; NotOwned otherwise) and
+    reads any. On gcp, the one Firestore database behind ``ownership.GuardedDocumentStore``;
+    embedded, one SQLite database per store (``embedded.docstore.stores``), its own read-write
+    and the others' read-only. ``service=None`` is an operator's view (the CLI's tools, the
+    demo, tests): every collection writable. ``rereads``: whether the service reads documents
+    back soon after writing them (a projection updated per event); the embedded store then
+    keeps their decoded values."""
+    from meridian.catalog import load_catalog
+    from meridian.documents.ownership import GuardedDocumentStore, Ownership
+
+    ownership = Ownership.of(load_catalog())
     if settings.backend == "gcp":
         from meridian.gcp.firestore import FirestoreDocumentStore
 
-        return FirestoreDocumentStore(project=settings.project)
-    from meridian.embedded.docstore import EmbeddedDocumentStore
+        firestore = FirestoreDocumentStore(project=settings.project)
+        if service is None:
+            return firestore
+        return GuardedDocumentStore(firestore, ownership, service)
+    from meridian.embedded.docstore.stores import ServiceStores
 
-    return EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS, rereads=rereads)
+    return ServiceStores(
+        settings.data_dir, ownership, service, ttl_fields=TTL_FIELDS, rereads=rereads
+    )
 
 
 def transactions(settings: Settings, store: DocumentStore) -> Transactions:
@@ -63,8 +80,11 @@ def transactions(settings: Settings, store: DocumentStore) -> Transactions:
     other (Firestore: network round trips), one by one in a worker thread."""
     if settings.backend != "gcp":
         from meridian.embedded.docstore import EmbeddedDocumentStore
+        from meridian.embedded.docstore.stores import ServiceStores
 
-        if isinstance(store, EmbeddedDocumentStore):
+        if isinstance(store, EmbeddedDocumentStore) or (
+            isinstance(store, ServiceStores) and store.home is not None
+        ):
             return Transactions(store, inline=True, commit_group=store.run_transactions)
     return Transactions(store)
 
@@ -231,8 +251,10 @@ def workflow_executions(settings: Settings) -> WorkflowExecutions:
 
         # The workflows Terraform names (MERIDIAN_DISPATCH_WORKFLOW=projects/P/locations/L/
         # workflows/W, ``Settings.providers.workflows``); the start records live in the
-        # document store (idempotency)
-        return CloudWorkflowsExecutions(settings.providers.workflows, document_store(settings))
+        # document store (idempotency): ``workflow_starts``, of the command service, which starts
+        # the executions (opening a window)
+        starts = document_store(settings, service="command")
+        return CloudWorkflowsExecutions(settings.providers.workflows, starts)
     from meridian.embedded.workflows.client import WorkflowsClient
 
     return WorkflowsClient(settings.url_of("platform"))

@@ -8,10 +8,15 @@ Dead letters are per consumer: subscription ``S`` dead-letters to a topic of its
 kept by exactly one subscription, ``S-dead-letters`` (``dead_letter_topic_of``,
 ``dead_letter_subscription_of``), so a consumer's dead letters are that subscription's backlog,
 inspected, counted and replayed without anyone else's.
+
+Stores (``stores:``) say which service owns which collections (``Catalog.stores``, ``ledgers``):
+one database each on the embedded runtime, the owner's collections of the one Firestore database
+on Google Cloud. ``meridian.documents.ownership`` enforces them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -164,6 +169,24 @@ class TriggerSpec(_Entry):
         return self
 
 
+# The writer name of the embedded platform process (its Workflows engine); not a catalog service.
+PLATFORM = "platform"
+_COLLECTION_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+
+
+class StoreSpec(_Entry):
+    """Who owns which collections: ``writers`` are the owner (the store's name) and its roles;
+    ``exceptions`` map another service that still writes the store to why (a debt, listed)."""
+
+    collections: tuple[Annotated[str, Field(pattern=_COLLECTION_ID)], ...] = Field(min_length=1)
+    writers: tuple[str, ...] = Field(min_length=1)
+    exceptions: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def all_writers(self) -> tuple[str, ...]:
+        return (*self.writers, *self.exceptions)
+
+
 class JobSpec(_Entry):
     """A Cloud Run Job (``meridian job run NAME`` over the service image; locally the embedded
     Workflows engine runs the same command as a process): ``package`` holds its function
@@ -197,6 +220,8 @@ class _CatalogFile(_Entry):
     triggers: dict[str, TriggerSpec] = Field(default_factory=dict)
     workflow_triggers: dict[str, WorkflowTriggerSpec] = Field(default_factory=dict)
     jobs: dict[str, JobSpec] = Field(default_factory=dict)
+    # ``ledgers`` (a list) beside the stores (mappings): parsed by ``_stores``.
+    stores: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,6 +237,28 @@ class Catalog:
     schemas: dict[str, dict[str, Any]]
     workflow_triggers: dict[str, WorkflowTriggerSpec] = field(default_factory=dict)
     jobs: dict[str, JobSpec] = field(default_factory=dict)
+    stores: dict[str, StoreSpec] = field(default_factory=dict)
+    # Collections every writer keeps in its own store (processed events, request keys).
+    ledgers: tuple[str, ...] = ()
+
+    def store_of(self, collection: str) -> str | None:
+        """The store owning the top-level ``collection`` (None: a ledger, or undeclared)."""
+        return self._owners.get(collection)
+
+    def home_store(self, writer: str) -> str | None:
+        """The store where ``writer`` (a service, or ``PLATFORM``) keeps its ledgers: the one it
+        writes as owner or role, else the one it writes as an exception; None if it writes none."""
+        for name, store in self.stores.items():
+            if writer in store.writers:
+                return name
+        return next((n for n, s in self.stores.items() if writer in s.exceptions), None)
+
+    def stores_written_by(self, writer: str) -> frozenset[str]:
+        return frozenset(n for n, s in self.stores.items() if writer in s.all_writers)
+
+    @cached_property
+    def _owners(self) -> dict[str, str]:
+        return {c: name for name, store in self.stores.items() for c in store.collections}
 
     @cached_property
     def filters(self) -> dict[str, Filter]:
@@ -276,7 +323,79 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
         schemas=schemas,
     )
     _check_references(catalog)
-    return catalog
+    stores = _stores(path, parsed.stores, parsed.services, frozenset(parsed.jobs))
+    return dataclasses.replace(catalog, **stores)
+
+
+def _stores(
+    path: Path, raw: dict[str, Any], services: Mapping[str, ServiceSpec], jobs: frozenset[str]
+) -> dict[str, Any]:
+    """``stores`` and ``ledgers`` from the ``stores:`` section, checked: each collection in one
+    store, each writer a known service, job (or the platform) with one home store, each store
+    named after its owner, whose other writers are its roles (a service ``part_of`` it, or a
+    job: one function run over the owner's handlers) or named exceptions."""
+
+    def fail(entry: str, problem: str) -> NoReturn:
+        raise CatalogError(f"{path}: stores.{entry}: {problem}")
+
+    raw = dict(raw)
+    ledgers = raw.pop("ledgers", [])
+    if not isinstance(ledgers, list) or not all(isinstance(c, str) for c in ledgers):
+        fail("ledgers", "must be a list of collection names")
+    stores: dict[str, StoreSpec] = {}
+    for name, entry in raw.items():
+        try:
+            stores[name] = StoreSpec.model_validate(entry)
+        except PydanticValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            fail(name, problems)
+    known = {*services, *jobs, PLATFORM}
+    owners: dict[str, str] = {}
+    homes: dict[str, str] = {}
+    for name, store in stores.items():
+        if name not in known:
+            fail(name, f"a store is named after its owning service; {name!r} is not a service")
+        if store.writers[0] != name:
+            fail(f"{name}.writers", f"the first writer is the owner, {name!r}")
+        for collection in store.collections:
+            if collection in ledgers:
+                fail(f"{name}.collections", f"{collection!r} is a ledger, kept in every store")
+            if collection in owners:
+                fail(
+                    f"{name}.collections", f"{collection!r} is also in stores.{owners[collection]}"
+                )
+            owners[collection] = name
+        for writer in store.all_writers:
+            if writer not in known:
+                fail(
+                    f"{name}.writers", f"{writer!r} is not a known service or job (or {PLATFORM!r})"
+                )
+        for writer in store.writers:
+            if writer in homes:
+                fail(f"{name}.writers", f"{writer!r} is a writer of stores.{homes[writer]} too")
+            homes[writer] = name
+        for role in store.writers[1:]:
+            if role not in jobs and (role not in services or services[role].part_of != name):
+                fail(
+                    f"{name}.writers",
+                    f"{role!r} is not a role of {name!r} (part_of) nor a job: name it under exceptions "
+                    "with the reason it writes here",
+                )
+        for writer in store.exceptions:
+            if writer in store.writers:
+                fail(f"{name}.exceptions", f"{writer!r} is a writer already")
+    for name, store in stores.items():
+        for writer in store.exceptions:
+            others = [n for n, s in stores.items() if writer in s.exceptions]
+            if writer not in homes and len(others) > 1:
+                fail(
+                    f"{name}.exceptions",
+                    f"{writer!r} writes no store of its own and is an exception of "
+                    f"{', '.join(others)}: its ledgers need one home",
+                )
+    return {"stores": stores, "ledgers": tuple(ledgers)}
 
 
 def _load_schema(catalog_path: Path, name: str, spec: EventTypeSpec) -> dict[str, Any]:
@@ -295,10 +414,10 @@ def _load_schema(catalog_path: Path, name: str, spec: EventTypeSpec) -> dict[str
         raise CatalogError(f"{where} must be a record named {name!r}")
     fields = {f["name"] for f in schema["fields"]}
     used = [spec.subject, spec.ordering_key, *spec.attributes.values()]
-    for field in (f for f in used if f):
-        if field not in fields:
+    for name_used in (f for f in used if f):
+        if name_used not in fields:
             raise CatalogError(
-                f"{catalog_path}: event_types.{name}: field {field!r} is not in {file}"
+                f"{catalog_path}: event_types.{name}: field {name_used!r} is not in {file}"
             )
     assert isinstance(parsed, dict)  # a record schema parses to a dict
     return parsed

@@ -1,5 +1,9 @@
 """The embedded Eventarc: Firestore triggers from the document store's change log.
 
+It tails the change log of the store the triggers' collections belong to (the command
+service's, ``parcels/`` and ``shipments/``), opened read-only, and keeps its cursors in a
+database of its own (``changelog.Cursors``), so forwarding never takes the command's write lock.
+
 Like Eventarc, it has two halves joined by a Pub/Sub transport (reference §5.6):
 
 1. the **forwarder** tails the change log with one durable cursor per trigger and, for each
@@ -27,8 +31,11 @@ from google.events.cloud import firestore as fs
 from meridian.catalog import Catalog, TriggerSpec
 from meridian.codec.firestore_values import encode_document_event
 from meridian.config import Settings
+from meridian.documents.ownership import Ownership
+from meridian.domain.errors import CatalogError
 from meridian.domain.events import derive_event_id
 from meridian.embedded.docstore import Change, ChangesExpired, EmbeddedDocumentStore, changelog
+from meridian.embedded.docstore.changelog import ChangeLog, Cursors
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy, SubscriptionConfig
@@ -47,12 +54,27 @@ from meridian.wire.pool import Http1Pool, PostFailed
 log = get_logger(__name__)
 
 TRANSPORT_RETENTION_S = 24 * 3600
+CURSORS_FILE = "eventarc.sqlite3"  # in the data directory: the forwarder's cursors, apart
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 DATASCHEMA = "https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/firestore/v1/data.proto"
 
 
 def transport_name(trigger: str) -> str:
     return f"eventarc-{trigger}"
+
+
+def tailed_store(catalog: Catalog) -> str:
+    """The store whose change log is tailed: the one holding every trigger's collection."""
+    ownership = Ownership.of(catalog)
+    stores = {ownership.store_of(t.document) for t in catalog.triggers.values()}
+    if len(stores) != 1 or None in stores:
+        raise CatalogError(
+            f"{catalog.path}: the triggers' collections must all be in one store (stores:), "
+            f"not in {sorted(map(str, stores))}"
+        )
+    (store,) = stores
+    assert store is not None
+    return store
 
 
 def path_pattern(document: str) -> re.Pattern[str]:
@@ -137,11 +159,15 @@ class EventarcEmulation:
         retry: RetryPolicy = RetryPolicy(10.0, 600.0),
         location: str = "local",
         identity: str | None = None,
+        cursors: Cursors | None = None,
     ) -> None:
-        """``identity``: the identity deliveries sign with (the platform passes
-        ``Settings.eventarc_identity``; by default, the broker's project's as ``Settings`` names it)."""
+        """``store``: the store whose change log is tailed (read-only is enough when ``cursors``
+        are kept elsewhere; by default they are in ``store`` itself). ``identity``: the identity
+        deliveries sign with (the platform passes ``Settings.eventarc_identity``; by default, the
+        broker's project's as ``Settings`` names it)."""
         self._triggers = [Trigger.of(name, spec) for name, spec in catalog.triggers.items()]
         self._store = store
+        self._cursors: Cursors | ChangeLog = cursors if cursors is not None else store.changes
         self._broker = broker
         self._issuer = issuer
         self._destination = destination
@@ -185,7 +211,7 @@ class EventarcEmulation:
         batches: dict[int | None, tuple[int, int, list[Change]]] = {}
         for trigger in self._triggers:
             cursor = transport_name(trigger.name)
-            position = self._store.changes.position(cursor)
+            position = self._cursors.position(cursor)
             try:
                 if position not in batches:
                     batches[position] = self._read_watched(position, limit, cursor)
@@ -197,7 +223,7 @@ class EventarcEmulation:
                     after=gap.after_seq,
                     first_retained=gap.first_seq,
                 )
-                self._store.changes.advance(cursor, gap.first_seq - 1)
+                self._cursors.advance(cursor, gap.first_seq - 1)
                 continue
             if upto <= after:
                 continue
@@ -212,7 +238,7 @@ class EventarcEmulation:
             ]
             for start in range(0, len(messages), 1000):
                 self._broker.publish(cursor, messages[start : start + 1000])
-            self._store.changes.advance(cursor, upto)
+            self._cursors.advance(cursor, upto)
             forwarded += len(messages)
         return read, forwarded
 
@@ -270,7 +296,7 @@ class EventarcEmulation:
             # A full batch (even of other collections' changes, which forward nothing) says more
             # is waiting: read again at once. Otherwise pause, so that under load each round
             # carries many changes: every round advances each trigger's cursor, a write
-            # transaction on the document store that every service's writes queue behind.
+            # transaction (on the cursors' own database, off the command's write path).
             read, _ = await asyncio.to_thread(self._forward, limit)
             if read < limit:
                 forwarded_at = version

@@ -45,7 +45,7 @@ from meridian.app import dispatch_records as rec
 from meridian.app.clients import register_client
 from meridian.catalog import Catalog
 from meridian.config import Settings
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import ServiceStores, all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
@@ -207,7 +207,7 @@ class Day:
         self, catalog: Catalog, settings: Settings, story: Story, report: DemoReport
     ) -> None:
         self.settings, self.story, self.report = settings, story, report
-        self.store = EmbeddedDocumentStore(settings.data_dir)
+        self.store = all_stores(settings.data_dir)
         self.issuer = LocalIdentityIssuer(settings.data_dir)
         self.http = httpx.Client(base_url=settings.url_of("command"), timeout=10)
         self.dispatcher = self.headers("dispatcher", "dsp-1")
@@ -567,7 +567,7 @@ def _existing(day: Day, collection: str, ids: list[str]) -> int:
     return sum(day.store.get(f"{collection}/{i}") is not None for i in ids)
 
 
-def _retire(store: EmbeddedDocumentStore, suffix: str) -> None:
+def _retire(store: ServiceStores, suffix: str) -> None:
     """Take the day's fleet out of service, so the next demo on this data dir plans its own."""
     for collection, status in ((rec.DRIVERS, "OFF_DUTY"), (rec.VEHICLES, "OUT_OF_SERVICE")):
         for doc in store.query(Query(collection).where("status", "==", "AVAILABLE")):

@@ -6,6 +6,10 @@ BigQuery-subscription sink into the warehouse, and the Pub/Sub gRPC API for offi
 jobs (``meridian.embedded.scheduler``) attach here too, each in its own module, and sign their
 tokens as the platform identities of ``Settings``. It also answers for the runtime as a whole:
 health and the topology it serves.
+
+Its document stores (``meridian.embedded.docstore.stores``): the Workflows engine writes the
+``platform`` store; Eventarc tails the command's store read-only, with its cursors in
+``<data_dir>/eventarc.sqlite3``; Firestore's TTL service sweeps every store.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from meridian.adapters import TTL_FIELDS
-from meridian.catalog import Catalog, PushDelivery, load_catalog
+from meridian.catalog import PLATFORM, Catalog, PushDelivery, load_catalog
 from meridian.config import Settings, environment
+from meridian.documents.ownership import Ownership
 from meridian.edge.problems import install_problem_handlers
 from meridian.embedded.docstore import EmbeddedDocumentStore
-from meridian.embedded.eventarc import EventarcEmulation
+from meridian.embedded.docstore.changelog import Cursors
+from meridian.embedded.docstore.stores import ServiceStores, migrate_legacy, open_store
+from meridian.embedded.eventarc import CURSORS_FILE, EventarcEmulation, tailed_store, transport_name
 from meridian.embedded.eventarc_workflows import WorkflowTriggers
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.bigquery import BigQuerySink
@@ -64,21 +71,31 @@ def job_runner(catalog: Catalog, settings: Settings) -> ProcessJobRunner:
 
 
 def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
-    """Create the catalog's topics and subscriptions before any service starts, as a Terraform
-    apply precedes a deploy, so no service ever publishes to a topic that does not exist yet."""
+    """Create the catalog's topics, subscriptions and document stores before any service starts,
+    as a Terraform apply precedes a deploy, so no service ever publishes to a topic that does not
+    exist yet; a data directory from before the stores were split is migrated first."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ownership = Ownership.of(catalog)
+    triggers = [transport_name(name) for name in catalog.triggers]
+    if migrate_legacy(settings.data_dir, ownership, tailed_store(catalog), triggers):
+        log.info("document store migrated to one database per store", data_dir=settings.data_dir)
+    for name in sorted(ownership.stores):
+        open_store(settings.data_dir, name, ttl_fields=TTL_FIELDS).close()
     Broker(settings.data_dir, project=settings.project).apply_catalog(
         catalog, push_endpoint(settings), settings.push_identity
     )
 
 
-async def _expire_documents(store: EmbeddedDocumentStore, every: float) -> None:
-    """Firestore's TTL service: delete expired ledger entries (as normal deletes) ``every``
-    seconds (``Settings.embedded.ttl_sweep_s``, a minute by default)."""
+async def _expire_documents(stores: list[EmbeddedDocumentStore], every: float) -> None:
+    """Firestore's TTL service: delete expired ledger entries (as normal deletes) in every store,
+    and prune each change log past its retention, ``every`` seconds
+    (``Settings.embedded.ttl_sweep_s``, a minute by default). An idle look takes no lock."""
     while True:
-        deleted = await asyncio.to_thread(store.sweep_expired)
-        if deleted:
-            log.info("expired documents deleted", count=deleted)
+        for store in stores:
+            deleted = await asyncio.to_thread(store.sweep_expired)
+            await asyncio.to_thread(store.changes.prune)
+            if deleted:
+                log.info("expired documents deleted", count=deleted, store=store.file.stem)
         await asyncio.sleep(every)
 
 
@@ -115,7 +132,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
     # callback URLs point here.
     # A restarted platform resumes every ACTIVE execution when the engine opens.
     engine = WorkflowEngine(
-        EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS),
+        ServiceStores(settings.data_dir, Ownership.of(catalog), PLATFORM, ttl_fields=TTL_FIELDS),
         base_url=settings.url_of("platform"),
         env={
             "DISPATCH_STEPS_URL": settings.url_of("dispatch"),
@@ -137,18 +154,22 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
         pusher = PushDispatcher(broker, TokenIssuer(settings.data_dir))
         sink = BigQuerySink(broker, EmbeddedWarehouse(settings.data_dir))
         grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))
-        store = EmbeddedDocumentStore(settings.data_dir, ttl_fields=TTL_FIELDS)
+        swept = [
+            open_store(settings.data_dir, name, ttl_fields=TTL_FIELDS)
+            for name in sorted(Ownership.of(catalog).stores)
+        ]
         retry = RetryPolicy(
             settings.embedded.eventarc_min_backoff_s, settings.embedded.eventarc_max_backoff_s
         )
         eventarc = EventarcEmulation(
             catalog,
-            store,
+            open_store(settings.data_dir, tailed_store(catalog), read_only=True),
             broker,
             TokenIssuer(settings.data_dir),
             push_endpoint(settings),
             retry,
             identity=settings.eventarc_identity,
+            cursors=Cursors(settings.data_dir / CURSORS_FILE),
         )
         tasks = [
             asyncio.create_task(pusher.run()),
@@ -190,7 +211,7 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
                 for name, spec in catalog.jobs.items()
                 if spec.schedule and settings.legacy.dsn
             ),
-            asyncio.create_task(_expire_documents(store, settings.embedded.ttl_sweep_s)),
+            asyncio.create_task(_expire_documents(swept, settings.embedded.ttl_sweep_s)),
         ]
         await asyncio.to_thread(engine.open)
         # Eventarc's Pub/Sub triggers into workflows, once the engine takes executions

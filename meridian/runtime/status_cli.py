@@ -145,8 +145,9 @@ class EmbeddedVitalSigns(VitalSigns):
     limits: Thresholds
 
     def read(self) -> Status:
-        from meridian.embedded.docstore.store import EmbeddedDocumentStore
-        from meridian.embedded.eventarc import transport_name
+        from meridian.embedded.docstore.changelog import Cursors
+        from meridian.embedded.docstore.stores import open_store, store_file
+        from meridian.embedded.eventarc import CURSORS_FILE, tailed_store, transport_name
         from meridian.embedded.pubsub.broker import DB_FILE, Broker
 
         settings, catalog = self.settings, self.catalog
@@ -165,11 +166,13 @@ class EmbeddedVitalSigns(VitalSigns):
                     )
                 )
             broker.close()
-        if (settings.data_dir / "docstore.sqlite3").exists():
-            changes = EmbeddedDocumentStore(settings.data_dir).changes
-            head = changes.latest_seq()
+        # Eventarc's lag: the tailed store's last change past each trigger's cursor.
+        tailed = tailed_store(catalog)
+        if store_file(settings.data_dir, tailed).exists():
+            head = open_store(settings.data_dir, tailed, read_only=True).changes.latest_seq()
+            cursors = Cursors(settings.data_dir / CURSORS_FILE)
             for trigger in sorted(catalog.triggers):
-                position = changes.position(transport_name(trigger))
+                position = cursors.position(transport_name(trigger))
                 lag = head - position if position is not None else 0
                 status.eventarc.append(TriggerVitals(trigger, max(lag, 0)))
         restarts = read_restarts(settings.data_dir / "logs")

@@ -38,7 +38,7 @@ class JobAdapters:
         return adapters.publisher(self.settings)
 
     def fence_store(self) -> DocumentStore:
-        return adapters.document_store(self.settings)
+        return adapters.document_store(self.settings, service="geofence-pipeline")
 
     def telemetry_broker(self) -> Broker:
         from meridian.embedded.pubsub.broker import Broker

@@ -37,7 +37,7 @@ def bootstrap(
         # Each parcel moves minutes apart and each request key is read back only on a retry:
         # documents the store kept decoded would only be walked by every full collection
         # (pauses of ~60 ms at 900 moves/s, and ~5% of the process's CPU).
-        store=adapters.document_store(settings, rereads=False),
+        store=adapters.document_store(settings, service="command", rereads=False),
         publisher=adapters.publisher(settings),
         codec=EventCodec(load_catalog()),
         clock=lambda: datetime.now(UTC),

@@ -17,7 +17,7 @@ from services.dispatch.ledger import LedgerWriter
 def bootstrap(settings: Settings) -> tuple[Deps, PushAuthenticator, str]:
     """What ``app.create_app`` takes: the steps' adapters, the check that the caller is the
     dispatch workflow (``Settings.workflow_identity``; accepted tokens remembered), the URL."""
-    store = adapters.document_store(settings)
+    store = adapters.document_store(settings, service="dispatch")
     deps = Deps(
         store=store,
         publisher=adapters.publisher(settings),

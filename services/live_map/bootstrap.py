@@ -81,7 +81,10 @@ class LiveMap:
 
 
 def bootstrap(settings: Settings, options: MapOptions) -> LiveMap:
-    store = adapters.document_store(settings)
+    # The writer role writes the live-map store (its own role in the catalog); the streams only
+    # read it, and the parcels and status views of other stores.
+    service = "live-map-writer" if options.role == "writer" else "live-map"
+    store = adapters.document_store(settings, service=service)
     writer = None
     if options.runs_writer:
         writer = PositionWriter(

@@ -15,7 +15,7 @@ import pytest
 
 from meridian.catalog import load_catalog
 from meridian.config import PORT_OFFSETS
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.pubsub import Broker
 from meridian.ports import Message, Query
 from tests.e2e.conftest import MERIDIAN, ROOT, listening_pids, start_runtime, stop_runtime
@@ -222,7 +222,7 @@ def _reconcile_agrees_after_the_demo(runtime_env: dict[str, str]) -> None:
     """`meridian reconcile` of the demo's day (its parcels' window end, UTC) is green. The demo
     has stopped its services, so every effect that will land has landed: ``--in-flight 0``
     checks each parcel (the default two minutes would leave all of them out)."""
-    store = EmbeddedDocumentStore(Path(runtime_env["MERIDIAN_DATA_DIR"]))
+    store = all_stores(Path(runtime_env["MERIDIAN_DATA_DIR"]))
     parcels = store.query(Query("parcels"))
     assert any(p.data["status"] == "DELIVERED" for p in parcels), [p.data for p in parcels]
     days = sorted({p.data["stop"]["window"]["end"].date().isoformat() for p in parcels})

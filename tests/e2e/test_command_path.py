@@ -18,7 +18,7 @@ import pytest
 from meridian.app.clients import register_client
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
@@ -49,7 +49,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
 
 def _headers(data_dir: Path) -> dict[str, dict[str, str]]:
     issuer = LocalIdentityIssuer(data_dir)
-    key = register_client(EmbeddedDocumentStore(data_dir), f"c-{os.urandom(4).hex()}", "Freshmart")
+    key = register_client(all_stores(data_dir), f"c-{os.urandom(4).hex()}", "Freshmart")
     return {
         "client": {"X-API-Key": key},
         "driver": {"Authorization": f"Bearer {issuer.token('drv-7', 'driver')}"},

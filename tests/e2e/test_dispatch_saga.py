@@ -27,7 +27,7 @@ from meridian.catalog import load_catalog
 from meridian.config import Settings
 from meridian.domain.actors import Actor
 from meridian.domain.model import GeoPoint, Parcel, Recipient, Stop, TimeWindow
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
@@ -121,7 +121,7 @@ class Desk:
 
     def __init__(self, runtime: Stack, day: int) -> None:
         self.runtime = runtime
-        self.store = EmbeddedDocumentStore(runtime.data_dir)
+        self.store = all_stores(runtime.data_dir)
         self.issuer = LocalIdentityIssuer(runtime.data_dir)
         self.suffix = os.urandom(3).hex()
         self.start = BASE_DAY + timedelta(days=day)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from pipelines.geofence.loaders import StoreFences
 from tests.e2e.conftest import MERIDIAN, ROOT, Runtime, free_port_block, start_runtime, stop_runtime
@@ -128,7 +128,7 @@ def test_a_geofence_from_the_api_is_what_the_geofence_job_loads(runtime: Runtime
         )
         assert refused.status_code == 422
         assert "Self-intersection" in refused.json()["detail"]
-    loaded = StoreFences(lambda: EmbeddedDocumentStore(runtime.data_dir)).fences()
+    loaded = StoreFences(lambda: all_stores(runtime.data_dir)).fences()
     [fence] = [f for f in loaded if f.fence_id == fence_id]
     assert fence.margin_m == 10
     assert fence.geometry.bounds == pytest.approx((77.59, 12.97, 77.60, 12.98))

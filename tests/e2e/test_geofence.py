@@ -19,7 +19,7 @@ from meridian.app.idempotency import event_ledger_path
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.domain.events import GeofenceCrossed
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import SubscriptionConfig
@@ -63,7 +63,7 @@ def _pipeline_log(runtime: Runtime) -> str:
 
 def _out_for_delivery(runtime: Runtime, vehicle: str, route: str, driver: dict[str, str]) -> None:
     """A parcel on ``route`` goes out with ``vehicle``: the ETA reactor opens its route board."""
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
     key = register_client(store, f"c-{os.urandom(4).hex()}", "Freshmart")
     dispatcher = {
         "Authorization": f"Bearer {LocalIdentityIssuer(runtime.data_dir).token('dsp-1', 'dispatcher')}"
@@ -116,7 +116,7 @@ def test_a_vehicle_driven_through_a_new_fence_crosses_it_and_the_eta_reactor_fol
     suffix = os.urandom(4).hex()
     vehicle, route, fence = f"veh-{suffix}", f"r-{suffix}", f"depot-{suffix}"
     codec = EventCodec(load_catalog())
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
     broker = Broker(runtime.data_dir)
     watch = f"e2e-geofence-{suffix}"
     broker.create_subscription(

@@ -22,7 +22,7 @@ from meridian.app.clients import register_client
 from meridian.app.tracking import TrackingTokens
 from meridian.catalog import load_catalog
 from meridian.config import PORT_OFFSETS, Settings
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.supervisor import runnable_services
@@ -132,7 +132,7 @@ def out_for_delivery(runtime: Services, stop: tuple[float, float] = (12.97, 77.5
     issuer = LocalIdentityIssuer(runtime.data_dir)
     driver = {"Authorization": f"Bearer {issuer.token(f'drv-{suffix}', 'driver')}"}
     dispatcher = {"Authorization": f"Bearer {issuer.token('dsp-1', 'dispatcher')}"}
-    key = register_client(EmbeddedDocumentStore(runtime.data_dir), f"c-{suffix}", "Freshmart")
+    key = register_client(all_stores(runtime.data_dir), f"c-{suffix}", "Freshmart")
     now = datetime.now(UTC)
     parcel_id, vehicle_id = f"p-{suffix}", f"veh-{suffix}"
     parcel = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.sim import Fleet, HttpSink, SimOptions
 from tests.e2e.conftest import ROOT
@@ -112,7 +112,7 @@ def test_the_dispatcher_map_draws_geofences_and_routes_as_they_are_written(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    store = EmbeddedDocumentStore(services.data_dir)
+    store = all_stores(services.data_dir)
     square = [[77.58, 12.96], [77.60, 12.96], [77.60, 12.98], [77.58, 12.98], [77.58, 12.96]]
     store.set(
         "geofences/depot",

@@ -27,7 +27,7 @@ from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Settings
 from meridian.domain import events as ev
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.broker import Broker
@@ -148,7 +148,7 @@ class Client:
 
 
 def _client(runtime: Runtime, tariff: bool = True) -> Client:
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
     client_id = f"c-{os.urandom(4).hex()}"
     key = register_client(store, client_id, "Freshmart")
     if not tariff:  # a client onboarded without a price: billing must not guess one
@@ -276,7 +276,7 @@ def test_a_delivery_reaches_all_six_reactors_once_even_when_redelivered(runtime:
     eventually(done, what="parcel status with SLA met and POD complete")
     eventually(lambda: len(_sms(runtime, parcel)) == 2, what="delivered SMS")
     eventually(lambda: _charges(runtime, parcel), what="charge")
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
     eventually(lambda: store.get("driver_scores/drv-7"), what="driver score")
     eventually(lambda: len(Receiver.received) >= 2, what="webhook retried after a 500")
     (first_headers, body), (second_headers, _) = Receiver.received[:2]
@@ -353,7 +353,7 @@ def test_a_poison_event_is_dead_lettered_and_after_the_fix_replayed_exactly_once
     eventually(dead_lettered, timeout_s=30, what="the poison event in the dead-letter topic")
     assert _charges(runtime, poison.parcel_id) == []
     # The fix: the client gets a tariff. The operator replays billing's dead letters.
-    EmbeddedDocumentStore(runtime.data_dir).set(
+    all_stores(runtime.data_dir).set(
         f"billing_tariffs/{unbilled.client_id}", {"per_delivery_minor": 3000, "currency": "INR"}
     )
     replay = subprocess.run(
@@ -436,7 +436,7 @@ def test_a_pod_photo_upload_completes_the_pod_record_with_the_stored_photo(
     )
     assert uploaded.status_code == 202, uploaded.text
     photo = uploaded.json()["photo_ref"]
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
 
     def finalised() -> dict[str, Any] | None:
         record = store.get(f"pod_records/{parcel}")
@@ -456,7 +456,7 @@ def test_a_window_that_closes_with_no_route_event_is_announced_breached_once(
     client = _client(runtime)
     closes = datetime.now(UTC) + timedelta(seconds=4)
     (parcel,) = _send_out(runtime, client, 1, f"r-{os.urandom(3).hex()}", window_end=closes)
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
 
     def breached() -> bool:
         status = store.get(f"parcel_status/{parcel}")

@@ -14,7 +14,7 @@ from http.server import ThreadingHTTPServer
 import httpx
 import pytest
 
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.ports import Query
 from tests.e2e.conftest import MERIDIAN, Runtime, eventually, free_port_block
 from tests.e2e.test_reactors import (
@@ -79,7 +79,7 @@ def test_reconcile_agrees_after_deliveries_and_names_a_parcel_whose_charge_was_d
     parcels = _send_out(runtime, client, 3, route=f"r-{os.urandom(3).hex()}")
     for parcel in parcels:
         _deliver(command, client, parcel)
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
 
     def settled() -> bool | None:
         for parcel in parcels:

@@ -20,7 +20,7 @@ import pytest
 from meridian.app.idempotency import event_ledger_path
 from meridian.catalog import load_catalog
 from meridian.config import Settings
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.warehouse import EmbeddedWarehouse
 from meridian.runtime.platform import prepare_data_dir
@@ -110,7 +110,7 @@ def test_seek_replay_reprocesses_the_window_once_per_event_id(runtime: Runtime) 
     for parcel in parcels:
         eventually(lambda p=parcel: _charges(runtime, p), what=f"the charge of {parcel}")  # type: ignore[misc]
     event_ids = eventually(lambda: _archived_deliveries(runtime, parcels), what="the archive")
-    store = EmbeddedDocumentStore(runtime.data_dir)
+    store = all_stores(runtime.data_dir)
     for event_id in event_ids.values():
         assert store.get(event_ledger_path("billing", event_id)) is not None
     eventually(lambda: broker.metrics("billing").backlog == 0, what="billing idle after")

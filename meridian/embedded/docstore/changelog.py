@@ -8,6 +8,9 @@ committed". Usage::
         publish(change)                       # at-least-once: a crash here re-reads the batch
         log.advance("eventarc", change.seq)
 
+A tailer that must not write the store it reads (Eventarc reading the command service's store)
+keeps its cursors in a database of its own: ``Cursors``.
+
 Sequences increase strictly and are never reused. Records older than the retention are pruned;
 a cursor that falls behind what is retained gets ``ChangesExpired`` rather than a silent gap.
 """
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from meridian.documents.values import to_micros
@@ -231,6 +236,11 @@ class ChangeLog:
         """Delete change records older than the retention; returns how many."""
         horizon = to_micros((now or datetime.now().astimezone()) - self.retention)
         conn: sqlite3.Connection = self._conn()
+        # A plain read first: the write lock is taken only when something is old enough to go
+        # (the platform prunes every store each second, beside its owner's writes).
+        oldest = conn.execute("SELECT commit_time FROM changes ORDER BY seq LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= horizon:
+            return 0
         # Commit times grow with seq, so the first record inside the retention bounds the prune;
         # the scan in seq order stops there, and no index on commit_time is paid for on writes.
         return conn.execute(
@@ -238,3 +248,40 @@ class ChangeLog:
             " ORDER BY seq LIMIT 1), (SELECT max(seq) + 1 FROM changes))",
             (horizon,),
         ).rowcount
+
+
+class Cursors:
+    """Durable named positions in another store's change log, in a small database of their own
+    (``file``): advancing one takes this file's write lock, never the tailed store's."""
+
+    def __init__(self, file: Path, busy_timeout_ms: int = 5000) -> None:
+        from . import db  # db imports nothing from here; this keeps it that way
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self.file = file
+        self._local = threading.local()
+        self._connect = lambda: db.connect(file, busy_timeout_ms)
+        conn = self._conn()
+        db.initialise(conn, [])
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def position(self, cursor_name: str) -> int | None:
+        row = (
+            self._conn()
+            .execute("SELECT seq FROM cursors WHERE name = ?", (cursor_name,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def advance(self, cursor_name: str, seq: int) -> None:
+        """Record that everything up to ``seq`` is consumed. Never moves a cursor backwards."""
+        self._conn().execute(
+            "INSERT INTO cursors (name, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO "
+            "UPDATE SET seq = max(seq, excluded.seq), updated_at = excluded.updated_at",
+            (cursor_name, seq, to_micros(datetime.now().astimezone())),
+        )

@@ -110,6 +110,13 @@ def initialise(conn: sqlite3.Connection, indexed_fields: Iterable[tuple[str, str
     in_write_transaction(conn, create, attempts=20)
 
 
+def has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the store's tables (a reader of a store whose owner has not started
+    yet finds none, and creates them once)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cursors'")
+    return found.fetchone() is not None
+
+
 def is_busy(error: sqlite3.Error) -> bool:
     text = str(error).lower()
     return "locked" in text or "busy" in text

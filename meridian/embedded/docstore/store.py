@@ -1,4 +1,9 @@
-"""The embedded DocumentStore: Firestore's semantics on one SQLite file in WAL mode."""
+"""The embedded DocumentStore: Firestore's semantics on one SQLite file in WAL mode.
+
+One file is one store (``stores.py`` gives each owning service its own, and routes a service's
+reads and writes to them); a store opened ``read_only`` reads and listens on another owner's file
+and never takes its write lock.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from meridian.documents.ownership import NotOwned
 from meridian.documents.paths import check_document, check_document_path, collection_id
 from meridian.documents.values import apply_merge, apply_update, clone, get_field, to_micros
 from meridian.domain.errors import AlreadyExists, NotFound, ValidationError
@@ -40,13 +46,17 @@ def _now_micros() -> int:
 
 
 class EmbeddedDocumentStore(DocumentStore):
-    """Documents in ``<data_dir>/docstore.sqlite3``, shared safely by every process that opens it.
+    """Documents in ``<data_dir>/<filename>``, shared safely by every process that opens it.
 
     ``ttl_fields`` maps a collection id (the last segment of a collection path, as a Firestore TTL
     policy names a collection group) to its expiry field; ``sweep_expired`` deletes documents whose
     expiry has passed, producing normal delete changes. ``change_retention`` bounds the change log.
     ``rereads=False`` is for a process that seldom reads a document back soon after writing it
     (the command service: a parcel moves minutes apart): it keeps no decoded documents.
+    ``read_only=True`` opens another owner's file: its connections are ``query_only``, it runs no
+    WAL checkpoints, and every write raises ReadOnlyStore (a WAL reader never waits for, nor
+    holds, the writer's lock). It creates the schema only if the file has none yet (an owner
+    that has not started).
     """
 
     def __init__(
@@ -59,9 +69,11 @@ class EmbeddedDocumentStore(DocumentStore):
         busy_timeout_ms: int = 5000,
         filename: str = "docstore.sqlite3",
         rereads: bool = True,
+        read_only: bool = False,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.file = data_dir / filename
+        self.read_only = read_only
         self._write_lock = process_write_lock(self.file)
         self.ttl_fields = dict(ttl_fields or {})
         self.busy_timeout_ms = busy_timeout_ms
@@ -74,15 +86,24 @@ class EmbeddedDocumentStore(DocumentStore):
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, listeners.CommitHub] = (
             weakref.WeakKeyDictionary()
         )
-        db.initialise(self._conn(), [(f, expression(f)) for f in indexed_fields])
+        if not read_only:
+            db.initialise(self._conn(), [(f, expression(f)) for f in indexed_fields])
+        elif not db.has_schema(self._conn()):
+            creating = db.connect(self.file, busy_timeout_ms)
+            try:
+                db.initialise(creating, [])
+            finally:
+                creating.close()
         self.changes = ChangeLog(self._conn, change_retention)
-        self._checkpointer = Checkpointer.serve(self)
+        self._checkpointer = None if read_only else Checkpointer.serve(self)
 
     # connections ---------------------------------------------------------------------------
 
     def connect(self) -> sqlite3.Connection:
         """A new connection to the store's file (listeners keep one of their own)."""
         conn = db.connect(self.file, self.busy_timeout_ms)
+        if self.read_only:
+            conn.execute("PRAGMA query_only = 1")
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -95,7 +116,8 @@ class EmbeddedDocumentStore(DocumentStore):
         return conn
 
     def close(self) -> None:
-        self._checkpointer.release(self)
+        if self._checkpointer is not None:
+            self._checkpointer.release(self)
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -130,7 +152,15 @@ class EmbeddedDocumentStore(DocumentStore):
 
     # writes --------------------------------------------------------------------------------
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                f"{self.file} is opened read-only here: it is another service's store "
+                "(schemas/catalog.yaml, stores:); write it through its owner"
+            )
+
     def _commit(self, writes: Sequence[Write], attempts: int = 5) -> list[Document | None]:
+        self._writable()
         return db.in_write_transaction(
             self._conn(),
             lambda conn: self._apply(conn, writes),
@@ -166,6 +196,7 @@ class EmbeddedDocumentStore(DocumentStore):
         self._commit(writes)
 
     def run_transaction(self, function: Callable[[Transaction], T], max_attempts: int = 5) -> T:
+        self._writable()
         return db.in_write_transaction(
             self._conn(),
             lambda conn: self._run_in(conn, function),
@@ -204,6 +235,7 @@ class EmbeddedDocumentStore(DocumentStore):
         of many: what a busy command service does with the requests that arrived together.
         An adapter method, not the port's: ``meridian.adapters.transactions`` hands it to the
         group commit (``meridian.concurrency.group_commit``) of services on this store."""
+        self._writable()
         try:
             return db.in_write_transaction(
                 self._conn(),
@@ -412,6 +444,10 @@ class EmbeddedDocumentStore(DocumentStore):
 
 
 Row = tuple[str, int, int]
+
+
+class ReadOnlyStore(NotOwned):
+    """A write to a store this process opened read-only (another owner's)."""
 
 
 class _PartlyWritten(Exception):

@@ -15,7 +15,7 @@ CHARGERS = 40
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
     deps = Deps(
-        store=adapters.document_store(settings),
+        store=adapters.document_store(settings, service="billing"),
         billing=adapters.billing_api(settings),
         clock=lambda: datetime.now(UTC),
         # As many charges in flight as there were push handler threads before batching.

@@ -15,7 +15,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials, Transactions]:
     """The handlers' ports, the push endpoint's essentials, and how a batch's transactions
     commit (together, on the embedded store)."""
     deps = Deps(
-        store=adapters.document_store(settings),
+        store=adapters.document_store(settings, service="driver-scoring"),
         clock=lambda: datetime.now(UTC),
     )
     return (

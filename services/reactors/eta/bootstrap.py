@@ -16,7 +16,7 @@ def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials, PushAuthenticat
     OIDC token on ``/tick`` (only the scheduler's identity may call it)."""
     push = adapters.push_essentials(settings, "eta")
     deps = Deps(
-        store=adapters.document_store(settings),
+        store=adapters.document_store(settings, service="eta"),
         publisher=adapters.publisher(settings),
         codec=push.codec,
         travel=adapters.travel_time(settings),

@@ -15,7 +15,7 @@ SENDERS = 40
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
     deps = Deps(
-        store=adapters.document_store(settings),
+        store=adapters.document_store(settings, service="notification"),
         sms=adapters.sms_gateway(settings),
         tracking=adapters.tracking_tokens(settings),
         # The customer-facing tracking page is served by the live map.

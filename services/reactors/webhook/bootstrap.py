@@ -13,7 +13,7 @@ from services.reactors.webhook.handlers import Deps
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
     deps = Deps(
-        store=adapters.document_store(settings),
+        store=adapters.document_store(settings, service="client-webhook"),
         sender=adapters.webhook_sender(settings),
         policy=WebhookPolicy.from_settings(settings),
         clock=lambda: datetime.now(UTC),
