@@ -11,9 +11,11 @@ handler after its effect has committed (never inside a transaction function, whi
 so handlers never import ``prometheus_client``: deliveries and failures by the event publisher once
 their events are published, SLA breaches by the ETA reactor once its outbox is published, SMS by
 the notification reactor once its sends are recorded, webhook attempts by the webhook reactor's
-sender once each outcome is recorded (docs/operations.md, 'Metrics'). The command service's group
-commit (``meridian.concurrency.group_commit.Committer``) counts where each group committed, how long
-its oldest move waited, the moves it shed, and (read at each scrape) how many wait now.
+sender once each outcome is recorded (docs/operations.md, 'Metrics'). The migration bridge's
+(rows applied, lag, conflicts, reconciliation differences) by its jobs, which also log each figure:
+a Cloud Run Job is not scraped, so on Google Cloud its logs carry them (docs/migration.md). The
+command service's group commit (``meridian.concurrency.group_commit.Committer``) counts where each
+group committed, how long its oldest move waited, the moves it shed, and (read at each scrape) how many wait now.
 
 Cost, measured in-process (``time.process_time``, 200,000 requests' worth of the instrument's
 work, interleaved with the same loop without it, three rounds): about 1.5 µs a request, 0.2% of a
@@ -108,6 +110,26 @@ SYNC_CONFLICTS = Counter(
     "meridian_sync_conflicts",
     "Records the migration bridge found changed on both sides (the monolith and Meridian) since "
     "the last sync, by entity; each is recorded in sync_conflicts (services/sync/conflicts.py).",
+    ("entity",),
+)
+SYNC_ROWS = Counter(
+    "meridian_sync_rows",
+    "Monolith rows the migration bridge applied into Meridian, by entity and outcome (created, "
+    "updated, unchanged: already applied, rejected: not a valid Meridian record).",
+    ("entity", "outcome"),
+)
+SYNC_LAG = Histogram(
+    "meridian_sync_lag_seconds",
+    "The migration bridge's lag, by direction: to_meridian, from a row's commit in the monolith "
+    "(its updated_at) to its document's write in Meridian; to_monolith, from a Meridian event's "
+    "occurred_at to its commit in the monolith's tables.",
+    ("direction",),
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0),
+)
+SYNC_DIFFERENCES = Gauge(
+    "meridian_sync_reconcile_differences",
+    "Records the migration bridge's last reconciliation found different between the monolith "
+    "and Meridian beyond the in-flight window, by entity (services/sync/reconcile.py).",
     ("entity",),
 )
 COMMIT_GROUPS = Counter(
@@ -226,6 +248,22 @@ def sms_sent(count: int = 1) -> None:
 def sync_conflict(entity: str) -> None:
     """A conflict the bridge resolved and recorded (counted once its transaction committed)."""
     SYNC_CONFLICTS.labels(entity).inc()
+
+
+def sync_rows(entity: str, outcome: str, count: int) -> None:
+    """``count`` rows of ``entity`` applied with ``outcome`` (counted once committed)."""
+    if count:
+        SYNC_ROWS.labels(entity, outcome).inc(count)
+
+
+def sync_lag(direction: str, seconds: float) -> None:
+    """One record's lag across the bridge: ``to_meridian`` or ``to_monolith``."""
+    SYNC_LAG.labels(direction).observe(max(seconds, 0.0))
+
+
+def sync_differences(entity: str, count: int) -> None:
+    """What the last reconciliation of ``entity`` found."""
+    SYNC_DIFFERENCES.labels(entity).set(count)
 
 
 # The group commit's: called by ``meridian.concurrency.group_commit.Committer``.
