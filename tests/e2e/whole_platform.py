@@ -301,7 +301,12 @@ def backlogs(settings: Settings) -> Backlogs:
 
 def document(platform: WholePlatform, path: str) -> dict[str, Any] | None:
     """The document at ``path`` as its owning service's store holds it."""
-    store = EmbeddedDocumentStore(platform.data_dir)
+    try:
+        from meridian.embedded.docstore.stores import all_stores
+    except ImportError:  # before each service owned its store (#24): the one shared file
+        store: Any = EmbeddedDocumentStore(platform.data_dir)
+    else:
+        store = all_stores(platform.data_dir)
     try:
         found = store.get(path)
     finally:
