@@ -13,13 +13,14 @@ from their bootstrap and never test which adapter they have.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meridian.app.auth import CachingVerifier
 from meridian.app.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.app.tracking import TrackingTokens
-from meridian.concurrency.group_commit import Transactions
+from meridian.concurrency.group_commit import TransactionFunction, Transactions, WouldWait
 from meridian.concurrency.offload import Inline, InThread, Offload
 from meridian.config import Settings
 from meridian.ports import (
@@ -76,16 +77,33 @@ def document_store(
 
 def transactions(settings: Settings, store: DocumentStore) -> Transactions:
     """How ``store`` commits transaction functions that become ready together: the embedded
-    store, in one SQLite transaction and on the event loop (sub-millisecond local work); any
-    other (Firestore: network round trips), one by one in a worker thread."""
+    store, in one SQLite transaction and on the event loop (sub-millisecond local work) when its
+    write lock is free at once, else on a thread that waits for it (``WouldWait``); any other
+    (Firestore: network round trips), one by one in a worker thread."""
     if settings.backend != "gcp":
-        from meridian.embedded.docstore import EmbeddedDocumentStore
+        from meridian.embedded.docstore import EmbeddedDocumentStore, db
         from meridian.embedded.docstore.stores import ServiceStores
 
+        # An operator's view of the stores (no home store) commits each function on its own:
+        # worker threads, as for Firestore.
         if isinstance(store, EmbeddedDocumentStore) or (
             isinstance(store, ServiceStores) and store.home is not None
         ):
-            return Transactions(store, inline=True, commit_group=store.run_transactions)
+            embedded = store
+
+            def at_once(functions: Sequence[TransactionFunction]) -> list[Any]:
+                try:
+                    with db.without_waiting():
+                        return embedded.run_transactions(functions)
+                except db.LockBusy as e:
+                    raise WouldWait(str(e)) from e
+
+            return Transactions(
+                store,
+                inline=True,
+                commit_group=store.run_transactions,
+                commit_group_at_once=at_once,
+            )
     return Transactions(store)
 
 
