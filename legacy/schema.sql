@@ -3,9 +3,10 @@
 --
 -- Every monolith table has:
 --   id          text primary key
---   updated_at  timestamptz, set by the touch trigger to now(): the START of the writing
---               transaction, so a transaction that commits late carries an older stamp than
---               rows committed before it (services/sync/pull.py says how the pull copes)
+--   updated_at  timestamptz, set by the touch trigger to the time of the write, after the
+--               writing transaction has taken its transaction id: a transaction that commits
+--               late carries an older stamp than rows committed before it
+--               (services/sync/pull.py says how the pull copes)
 --   version     bigint, +1 on every update (the trigger)
 --   written_by  'monolith' or 'meridian': who made the row's latest change. The trigger sets it
 --               from the session setting meridian.origin, which only the bridge's push direction
@@ -92,7 +93,10 @@ CREATE INDEX parcels_shipment ON parcels (shipment_id);
 -- other writer is the monolith. Stamps every insert and update, whatever the writer says.
 CREATE FUNCTION bridge_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.updated_at := now();
+    -- The transaction id first, so that pg_stat_activity shows this transaction as a writer
+    -- before any row carries its stamp: the pull's horizon (services/sync/pull.py) relies on it.
+    PERFORM pg_current_xact_id();
+    NEW.updated_at := clock_timestamp();
     NEW.written_by := coalesce(nullif(current_setting('meridian.origin', true), ''), 'monolith');
     IF TG_OP = 'UPDATE' THEN
         NEW.version := OLD.version + 1;

@@ -6,18 +6,22 @@ locally, Cloud Scheduler in production: ``run_pull``).
 pair, never ``updated_at > cursor`` alone: rows sharing a timestamp across a page boundary (a
 batch update stamps all its rows alike) are not skipped.
 
-**Late commits: the open-transaction horizon.** The schema stamps ``updated_at = now()``, the
-start of the writing transaction, so a transaction that commits after the cursor passed can carry
-an older stamp than rows already read, and would never be read. The pull therefore reads only
-rows stamped before the *horizon*: the start of the oldest transaction still open on the database
-(``pg_stat_activity.xact_start``; with none open, the current time). Every row stamped before it
-was written by a transaction that has ended, so it is visible now, and the cursor never passes a
-row that is yet to commit. Chosen over re-reading an overlap window because it is exact (no
-window to tune against the longest transaction, no page re-published every minute). Costs: a
-transaction left open stalls the pull (its lag shows it; set ``idle_in_transaction_session_timeout``
-on the monolith's roles), and the bridge's user needs ``pg_read_all_stats`` to see other roles'
-transactions (refused with that name otherwise). A row whose ``updated_at`` the writer sets from
-its own clock, not ``now()``, is outside this guarantee: the schema's trigger stamps every write.
+**Late commits: the open-transaction horizon.** A transaction that commits after the cursor
+passed can carry an older stamp than rows already read, and would never be read. The pull
+therefore reads only rows stamped before the *horizon*: the start of the oldest transaction still
+open on the database that has written (``pg_stat_activity.xact_start`` where ``backend_xid`` is
+set), or, with none, the time read just before looking. The schema's trigger takes the writing
+transaction's id before it stamps ``updated_at = clock_timestamp()``, so a row stamped before the
+clock reading belongs to a transaction that was already visible as a writer when we looked: every
+row stamped before the horizon was written by a transaction that has ended, and the cursor never
+passes a row that is yet to commit. A read-only transaction (the monolith's reports) holds no
+transaction id and never holds the pull back. Chosen over re-reading an overlap window because it
+is exact (no window to tune against the longest transaction, no page re-published every minute).
+Costs: a *writing* transaction left open stalls the pull (its lag shows it; set
+``idle_in_transaction_session_timeout`` on the monolith's roles), and the bridge's user needs
+``pg_read_all_stats`` to see other roles' transactions (refused with that name otherwise). A row
+whose ``updated_at`` the writer sets from its own clock is outside this guarantee: the schema's
+trigger stamps every write.
 
 **Cursor.** One row per entity in ``bridge_cursors`` in the monolith's database, advanced after
 each page's event is published (the broker holds it durably) and committed page by page; a crash
@@ -165,7 +169,11 @@ def _move_cursor(conn: Connection, entity_name: str, to: Cursor) -> None:
 
 
 def read_horizon(conn: Connection) -> datetime:
-    """The start of the oldest transaction open on this database (other than ours), else now."""
+    """The start of the oldest transaction open on this database that has written (other than
+    ours), else the time read before looking (the module docstring says why in that order)."""
+    # The clock first, then pg_stat_activity (which a transaction reads once and keeps): a write
+    # stamped before this reading had taken its transaction id before it, so the scan sees it.
+    looked_at = _scalar(conn, "SELECT clock_timestamp()")
     hidden = _scalar(
         conn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -176,14 +184,16 @@ def read_horizon(conn: Connection) -> datetime:
             "the bridge's PostgreSQL user cannot see other sessions' transactions, which the "
             "pull must wait for: GRANT pg_read_all_stats TO the user of MERIDIAN_LEGACY_USER"
         )
-    horizon = _scalar(
+    oldest_writer = _scalar(
         conn,
-        "SELECT coalesce(min(xact_start), clock_timestamp()) FROM pg_stat_activity"
+        "SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        " AND xact_start IS NOT NULL",
+        " AND backend_xid IS NOT NULL",
     )
-    assert isinstance(horizon, datetime)
-    return horizon
+    assert isinstance(looked_at, datetime)
+    if isinstance(oldest_writer, datetime) and oldest_writer < looked_at:
+        return oldest_writer
+    return looked_at
 
 
 def _page(

@@ -92,8 +92,15 @@ def _add_clients(conn: psycopg.Connection[Any], *ids: str) -> None:
 def test_rows_sharing_a_timestamp_across_a_page_boundary(
     legacy_dsn: str, rules: Rules, missed: set[str]
 ) -> None:
-    with psycopg.connect(legacy_dsn) as conn:  # one transaction: one updated_at for all five
-        _add_clients(conn, "a", "b", "c", "d", "e")
+    # Five rows stamped alike, as a bulk load that sets updated_at itself does (the schema's
+    # trigger, which stamps each write with its own clock reading, is bypassed for it).
+    with psycopg.connect(legacy_dsn) as conn:
+        conn.execute("SET LOCAL session_replication_role = replica")
+        for client_id in ("a", "b", "c", "d", "e"):
+            conn.execute(
+                "INSERT INTO clients (id, name, updated_at) VALUES (%s, %s, now())",
+                (client_id, client_id),
+            )
     publisher = FakePublisher()
 
     run_pull(_settings(legacy_dsn), publisher, "clients", codec=CODEC, rules=rules)
@@ -119,6 +126,37 @@ def test_a_transaction_committing_after_the_cursor_passed_its_older_timestamp(
     run_pull(_settings(legacy_dsn), publisher, "clients", codec=CODEC, rules=rules)
 
     assert publisher.applied == {"early", "late"} - missed
+
+
+def test_a_long_read_only_transaction_does_not_hold_the_pull_back(legacy_dsn: str) -> None:
+    # The monolith's reports read its tables in long transactions; they write nothing, hold no
+    # transaction id, and so cannot commit a row behind the cursor.
+    report = psycopg.connect(legacy_dsn)
+    try:
+        report.execute("SELECT count(*) FROM parcels").fetchone()  # a transaction, now open
+        with psycopg.connect(legacy_dsn) as conn:
+            _add_clients(conn, "a", "b")
+        publisher = ApplyingPublisher(legacy_dsn)
+        run_pull(_settings(legacy_dsn), publisher, "clients", codec=CODEC)
+        assert report.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    finally:
+        report.close()
+
+    assert publisher.applied == {"a", "b"}
+
+
+def test_a_writing_transaction_left_open_holds_the_pull_at_its_start(legacy_dsn: str) -> None:
+    writer = psycopg.connect(legacy_dsn)
+    try:
+        writer.execute("UPDATE parcels SET status = status")  # no row, but a transaction id
+        writer.execute("SELECT pg_current_xact_id()")
+        with psycopg.connect(legacy_dsn) as conn:
+            _add_clients(conn, "after")
+        publisher = ApplyingPublisher(legacy_dsn)
+        run_pull(_settings(legacy_dsn), publisher, "clients", codec=CODEC)
+        assert publisher.applied == set()  # it might still commit a row stamped before "after"
+    finally:
+        writer.close()
 
 
 def test_one_event_per_page_and_the_cursor_at_the_last_row(legacy_dsn: str) -> None:
