@@ -212,7 +212,9 @@ def _move_endpoint(
         cmd = move.command(parcel_id, caller, body)
         key = await request_key(request, caller, idempotency_key(request))
         # On the embedded store the move runs on the event loop, grouped with the moves that
-        # arrived with it into one commit; on Firestore, in a worker thread (``Committer``).
+        # arrived with it into one commit (on the committer's writer thread while the store's
+        # lock is held elsewhere; Overloaded, a 503, past its bounds); on Firestore, in a worker
+        # thread (``Committer``).
         answer = await committer.run(move.handle(cmd, caller, deps, key))
         return accepted(answer, f"/v1/parcels/{parcel_id}")
 
