@@ -9,6 +9,8 @@ runs one, as its container does on Cloud Run.
 - ``sync-shipments``: applies a request for shipments or parcels.
 - ``sync-ready``: whether the request's rows are in Meridian yet (``services.sync.ready``; 75
   while not), polled by the workflow.
+- ``sync-reconcile``: compares what the request names in the monolith and Meridian and exits 1 on
+  any difference beyond the in-flight window (``services.sync.reconcile``).
 - ``sync-report``: the workflow's SyncStarted, SyncEnded or SyncError (``services.sync.report``).
 
 An apply job given a request for another job's entity does nothing (exit 0): the workflow runs
@@ -32,6 +34,7 @@ from services.sync.entities import IDENTITIES_JOB, SHIPMENTS_JOB, entity
 from services.sync.envelope import decode_argument
 from services.sync.pull import run_pull
 from services.sync.ready import sync_ready
+from services.sync.reconcile import sync_reconcile
 from services.sync.report import sync_report
 
 log = get_logger(__name__)
@@ -86,5 +89,6 @@ JOBS: dict[str, Job] = {
     IDENTITIES_JOB: _apply_job(IDENTITIES_JOB),
     SHIPMENTS_JOB: _apply_job(SHIPMENTS_JOB),
     "sync-ready": sync_ready,
+    "sync-reconcile": sync_reconcile,
     "sync-report": sync_report,
 }
