@@ -10,6 +10,7 @@ before it, billing's file was the one every service shared, and this test failed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import subprocess
@@ -93,7 +94,7 @@ def test_a_write_held_on_a_reactors_store_leaves_deliver_and_healthz_at_idle_lat
         def sample(batch: list[str]) -> tuple[list[float], list[float]]:
             delivering, health = [], []
             for parcel in batch:
-                delivering.append(_timed(lambda p=parcel: deliver(p), answers))
+                delivering.append(_timed(functools.partial(deliver, parcel), answers))
                 health.append(_timed(lambda: command.get("/healthz"), answers))
                 time.sleep(0.1)
             return delivering, health

@@ -33,7 +33,7 @@ import httpx
 
 from meridian.catalog import load_catalog
 from meridian.config import Settings
-from meridian.embedded.docstore import EmbeddedDocumentStore
+from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
 from meridian.runtime.status_cli import EmbeddedVitalSigns, Thresholds
@@ -301,12 +301,7 @@ def backlogs(settings: Settings) -> Backlogs:
 
 def document(platform: WholePlatform, path: str) -> dict[str, Any] | None:
     """The document at ``path`` as its owning service's store holds it."""
-    try:
-        from meridian.embedded.docstore.stores import all_stores
-    except ImportError:  # before each service owned its store (#24): the one shared file
-        store: Any = EmbeddedDocumentStore(platform.data_dir)
-    else:
-        store = all_stores(platform.data_dir)
+    store = all_stores(platform.data_dir)
     try:
         found = store.get(path)
     finally:
