@@ -43,6 +43,7 @@ PORT_OFFSETS: dict[str, int] = {
     "sms-gateway": 11,
     "billing-api": 12,
     "live-map-writer": 13,
+    "legacy-writer": 14,
     "pubsub-grpc": 20,
 }
 
@@ -88,6 +89,15 @@ GCP_SERVICE_ENV: dict[str, tuple[str, ...]] = {
     "live-map": ("LIVE_MAP_ROLE", "MERIDIAN_IDENTITY_TENANTS", "MERIDIAN_TRACKING_SECRET"),
     "live-map-writer": ("LIVE_MAP_ROLE", "MERIDIAN_TRACKING_SECRET"),
     "dispatch": ("MERIDIAN_WORKFLOW_IDENTITY",),  # the dispatch saga calls its steps
+    # The migration bridge's push direction: the monolith's Cloud SQL by private IP, its password
+    # read from Secret Manager by name (services/sync/legacy.py).
+    "legacy-writer": (
+        *_PUSHED,
+        "MERIDIAN_LEGACY_DATABASE",
+        "MERIDIAN_LEGACY_HOST",
+        "MERIDIAN_LEGACY_PASSWORD_SECRET",
+        "MERIDIAN_LEGACY_USER",
+    ),
 }
 GCP_SECRET_ENV = frozenset(
     {

@@ -3,7 +3,8 @@
 This is the target of Eventarc's Firestore triggers (the native outbox): it sees every committed
 write of a parcel or a shipment and publishes the business fact it represents. Event ids derive
 from the document path and its update time, so a redelivered change republishes the same id and
-consumers deduplicate it.
+consumers deduplicate it. A change the migration bridge applied from the monolith is published with
+the attribute ``origin = monolith`` (``SYNC_COMMAND``), so the bridge does not write it back.
 
 It also counts the deliveries and the failed attempts (``meridian.metrics``) once their events are
 published: it sees each committed change once, so each is counted once, but a change Eventarc
@@ -14,7 +15,7 @@ tell, and the counters' help text says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,18 @@ class DocumentChange:
 class Deps:
     publisher: Publisher
     codec: EventCodec
+
+
+# A change the migration bridge applied from the monolith (its sync jobs write with this command
+# name, services/sync/entities.py's SYNC_COMMAND) is published with the attribute origin=monolith,
+# so the bridge's push subscription (legacy-writer) does not write it back into the monolith.
+SYNC_COMMAND = "SyncFromMonolith"
+ORIGIN, FROM_MONOLITH = "origin", "monolith"
+
+
+def _from_monolith(change: DocumentChange) -> bool:
+    last = (change.new or {}).get("_last_command")
+    return isinstance(last, Mapping) and last.get("name") == SYNC_COMMAND
 
 
 def _parcel_event(change: DocumentChange, new: Mapping[str, Any]) -> DomainEvent | None:
@@ -197,7 +210,12 @@ def publish_changes(
         try:
             event = event_for_change(change)
             if event is not None:
-                messages.append(deps.codec.to_message(event, traceparent))
+                message = deps.codec.to_message(event, traceparent)
+                if _from_monolith(change):
+                    message = replace(
+                        message, attributes={**message.attributes, ORIGIN: FROM_MONOLITH}
+                    )
+                messages.append(message)
                 if type(event) is ev.ParcelDelivered:
                     delivered.add(event.event_id)
                 elif type(event) is ev.DeliveryFailed:

@@ -47,6 +47,7 @@ REQUIRED_SUBSCRIPTIONS = {
     "pod",
     "client-webhook",
     "driver-scoring",
+    "legacy-writer",
 }
 
 
@@ -58,7 +59,15 @@ def test_the_real_catalog_is_complete() -> None:
     assert {"vehicle.telemetry", "logistics.events"} <= set(catalog.topics)
     for name in REQUIRED_SUBSCRIPTIONS:
         assert catalog.subscriptions[name].dead_letter_topic, name
-    reactors = {"eta", "notification", "billing", "pod", "client-webhook", "driver-scoring"}
+    reactors = {
+        "eta",
+        "notification",
+        "billing",
+        "pod",
+        "client-webhook",
+        "driver-scoring",
+        "legacy-writer",
+    }
     for name in reactors:
         delivery = catalog.subscriptions[name].delivery
         assert isinstance(delivery, PushDelivery) and delivery.service == name
@@ -94,6 +103,7 @@ def test_fan_out_follows_the_filters() -> None:
         "pod",
         "client-webhook",
         "driver-scoring",
+        "legacy-writer",
     }
     assert receivers("VehiclePing") == {"telemetry-archive", "live-map", "geofence"}
     assert receivers("ShipmentClosed") == {"events-archive", "billing", "client-webhook"}

@@ -39,6 +39,7 @@ PUBLIC: dict[tuple[str, str, str], str] = {
             "eta",
             "notification",
             "pod",
+            "legacy-writer",
         )
         for path in DOCUMENTATION
     },
@@ -55,6 +56,7 @@ PUBLIC: dict[tuple[str, str, str], str] = {
             "eta",
             "notification",
             "pod",
+            "legacy-writer",
         )
     },
     **{
@@ -72,6 +74,7 @@ PUBLIC: dict[tuple[str, str, str], str] = {
             "eta",
             "notification",
             "pod",
+            "legacy-writer",
         )
     },
     ("live-map", "GET", "/map"): "the customer's map page; its data comes from the stream, "
@@ -124,6 +127,12 @@ def _reactor(package: str) -> Callable[[Settings], FastAPI]:
     return build
 
 
+def _legacy_writer(settings: Settings) -> FastAPI:
+    from services.sync.writer.app import create_app
+
+    return create_app(settings)
+
+
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
     "command": _command,
     "dispatch": _dispatch,
@@ -135,6 +144,7 @@ SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
     "eta": _reactor("eta"),
     "notification": _reactor("notification"),
     "pod": _reactor("pod"),
+    "legacy-writer": _legacy_writer,
 }
 
 
