@@ -391,6 +391,7 @@ def _mount_subcommands() -> None:
     from meridian.runtime.report_cli import app as report_app
     from meridian.runtime.sim_cli import app as sim_app
     from meridian.runtime.status_cli import app as status_app
+    from meridian.runtime.sync_cli import app as sync_app
 
     emulator = typer.Typer(
         help="Google API emulators over the embedded runtime.", no_args_is_help=True
@@ -406,6 +407,7 @@ def _mount_subcommands() -> None:
     app.add_typer(replay_app, name="replay")
     app.add_typer(reconcile_app, name="reconcile")
     app.add_typer(report_app, name="report")
+    app.add_typer(sync_app, name="sync")
 
 
 _mount_subcommands()

@@ -12,6 +12,7 @@ runs one, as its container does on Cloud Run.
 - ``sync-reconcile``: compares what the request names in the monolith and Meridian and exits 1 on
   any difference beyond the in-flight window (``services.sync.reconcile``).
 - ``sync-report``: the workflow's SyncStarted, SyncEnded or SyncError (``services.sync.report``).
+- ``sync-backfill`` (by hand, once): the first load of every row (``services.sync.backfill``).
 
 An apply job given a request for another job's entity does nothing (exit 0): the workflow runs
 both on every request. It exits 1 when a row was rejected (the rest applied; the rows are in its
@@ -30,6 +31,7 @@ from meridian.config import Settings
 from meridian.observability import get_logger
 from services.sync import legacy
 from services.sync.apply import apply_request
+from services.sync.backfill import sync_backfill
 from services.sync.entities import IDENTITIES_JOB, SHIPMENTS_JOB, entity
 from services.sync.envelope import decode_argument
 from services.sync.pull import run_pull
@@ -91,4 +93,5 @@ JOBS: dict[str, Job] = {
     "sync-ready": sync_ready,
     "sync-reconcile": sync_reconcile,
     "sync-report": sync_report,
+    "sync-backfill": sync_backfill,
 }
