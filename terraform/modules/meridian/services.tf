@@ -86,6 +86,15 @@ locals {
       MERIDIAN_IDENTITY_TENANTS = local.identity_tenants
     }
     live-map-writer = {}
+    # The migration bridge's push direction: the monolith's Cloud SQL by private IP (the reactors'
+    # VPC connector); the password read from Secret Manager by name (legacy_writer.tf).
+    legacy-writer = {
+      MERIDIAN_LEGACY_DATABASE        = var.legacy.database
+      MERIDIAN_LEGACY_HOST            = var.legacy.host
+      MERIDIAN_LEGACY_PASSWORD_SECRET = google_secret_manager_secret.legacy_password.secret_id
+      MERIDIAN_LEGACY_USER            = var.legacy.user
+      MERIDIAN_PUSH_IDENTITY          = google_service_account.push.email
+    }
     notification = {
       MERIDIAN_PUSH_IDENTITY     = google_service_account.push.email
       MERIDIAN_SMS_URL           = var.providers.sms_url
