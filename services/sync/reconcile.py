@@ -201,7 +201,9 @@ class Progress(Protocol):
     def advance(self, count: int) -> None: ...
 
 
-class _Silent:
+class Silent:
+    """No progress shown."""
+
     def start(self, label: str, total: int | None) -> None:
         pass
 
@@ -276,7 +278,7 @@ class Reconciler:
     ) -> None:
         self.store, self.conn, self.page_size, self.clock = store, conn, page_size, clock
         self.in_flight = in_flight
-        self.progress: Progress = progress or _Silent()
+        self.progress: Progress = progress or Silent()
 
     def everything(self, report_id: str, names: Iterable[str] = ENTITIES) -> Reconciliation:
         """Every record of each entity named, both ways."""
