@@ -47,6 +47,7 @@ from meridian.embedded.workflows.api import create_router as workflows_router
 from meridian.embedded.workflows.cloud_run import ProcessJobRunner
 from meridian.observability import get_logger
 from meridian.resources import workflows_directory
+from meridian.runtime.supervisor import local_catalog
 from services.command.routes.schedules import FIRE_AUDIENCE, FIRE_PATH
 from services.reactors.eta.schedule import SLA_TICK_PATH
 
@@ -82,7 +83,7 @@ def prepare_data_dir(catalog: Catalog, settings: Settings) -> None:
     for name in sorted(ownership.stores):
         open_store(settings.data_dir, name, ttl_fields=TTL_FIELDS).close()
     Broker(settings.data_dir, project=settings.project).apply_catalog(
-        catalog, push_endpoint(settings), settings.push_identity
+        local_catalog(catalog, settings), push_endpoint(settings), settings.push_identity
     )
 
 
@@ -150,7 +151,9 @@ def create_app(catalog: Catalog, settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        broker.apply_catalog(catalog, push_endpoint(settings), settings.push_identity)
+        broker.apply_catalog(
+            local_catalog(catalog, settings), push_endpoint(settings), settings.push_identity
+        )
         pusher = PushDispatcher(broker, TokenIssuer(settings.data_dir))
         sink = BigQuerySink(broker, EmbeddedWarehouse(settings.data_dir))
         grpc_server, grpc_port = serve_grpc(broker, settings.host, settings.port_of("pubsub-grpc"))

@@ -34,7 +34,7 @@ from rich.table import Table
 from meridian.catalog import Catalog, load_catalog
 from meridian.config import Settings
 from meridian.release.canary import slos_file
-from meridian.runtime.supervisor import read_restarts
+from meridian.runtime.supervisor import local_catalog, read_restarts
 
 if TYPE_CHECKING:
     from meridian.gcp.monitoring import CloudMonitoring
@@ -336,7 +336,7 @@ def status(
             raise typer.Exit(2) from no_credentials
         reader = CloudMonitoringVitalSigns(monitoring, catalog, limits, prefix)
     else:
-        reader = EmbeddedVitalSigns(settings, catalog, limits)
+        reader = EmbeddedVitalSigns(settings, local_catalog(catalog, settings), limits)
 
     def frame() -> Status:
         return reader.read().judge(limits)

@@ -10,6 +10,7 @@ restarted; each process's restarts since start-up are kept in ``<log dir>/restar
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.util
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from meridian.catalog import Catalog
+from meridian.catalog import Catalog, PushDelivery, ServiceSpec
 from meridian.config import Settings
 from meridian.observability import get_logger
 
@@ -68,8 +69,37 @@ EMBEDDED_EXTERNALS: dict[str, str] = {
 }
 
 
+def runs_locally(spec: ServiceSpec, settings: Settings) -> bool:
+    """Whether the embedded runtime runs a catalog service: the migration bridge's (a package of
+    ``services.sync``, the legacy writer) only when ``MERIDIAN_LEGACY_DSN`` names the monolith's
+    PostgreSQL it writes; with no monolith there is no bridge to run."""
+    package = spec.package
+    return bool(settings.legacy.dsn) or not (
+        package == "services.sync" or package.startswith("services.sync.")
+    )
+
+
+def local_catalog(catalog: Catalog, settings: Settings) -> Catalog:
+    """The catalog as the embedded runtime deploys it: without the services it does not run
+    (``runs_locally``), their push subscriptions and those keeping their dead letters. Applied to
+    the broker with the services' subscriptions, pushes to a service that is not there would fail
+    until every message dead-lettered."""
+    services = {n: s for n, s in catalog.services.items() if runs_locally(s, settings)}
+    dropped = {
+        n
+        for n, s in catalog.subscriptions.items()
+        if isinstance(s.delivery, PushDelivery) and s.delivery.service not in services
+    }
+    unkept = {catalog.subscriptions[n].dead_letter_topic for n in dropped}
+    subscriptions = {
+        n: s for n, s in catalog.subscriptions.items() if n not in dropped and s.topic not in unkept
+    }
+    return dataclasses.replace(catalog, services=services, subscriptions=subscriptions)
+
+
 def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProcess]:
-    """The platform process, then every catalog service whose ``<package>.app`` module exists.
+    """The platform process, then every catalog service whose ``<package>.app`` module exists
+    and that runs locally (``runs_locally``).
 
     The list grows by itself as services are built: a service is started once its package has an
     ``app`` entrypoint.
@@ -94,7 +124,7 @@ def runnable_services(catalog: Catalog, settings: Settings) -> list[ServiceProce
                 argv = [sys.executable, "-m", spec.package, "--streaming"]
                 processes.append(ServiceProcess(name, argv, None))
             continue
-        if not _module_exists(f"{spec.package}.app"):
+        if not _module_exists(f"{spec.package}.app") or not runs_locally(spec, settings):
             continue
         argv = [sys.executable, "-m", f"{spec.package}.app"]
         processes.append(
