@@ -297,12 +297,13 @@ def _peak(platform: WholePlatform, tracked: list[tuple[str, str]], peak_s: float
 
 def run(steps: str = STEPS, step_s: float = STEP_S, peak_s: float = PEAK_S) -> str:
     measured = [Step(int(rate), step_s) for rate in steps.split(",")]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
         _log("the command service alone (baseline)")
         measure_alone(Path(tmp) / "alone", measured, step_s)
         _log("the whole platform")
         peak = measure_whole(Path(tmp) / "platform", measured, step_s, peak_s)
-    return report(measured, peak, step_s, peak_s)
+    return report(measured, peak, step_s, peak_s, (load_before, os.getloadavg()[0]))
 
 
 def _ms(delivered: Delivered | None) -> str:
@@ -316,7 +317,9 @@ def _ratio(step: Step) -> float:
     return step.whole.quantile_ms(0.99) / max(step.alone.quantile_ms(0.99), 1e-9)
 
 
-def report(steps: list[Step], peak: Peak, step_s: float, peak_s: float) -> str:
+def report(
+    steps: list[Step], peak: Peak, step_s: float, peak_s: float, load: tuple[float, float]
+) -> str:
     kept = [s.rate for s in steps if s.all_kept_up()]
     sustainable = max(kept, default=None)
     lines = [
@@ -328,7 +331,9 @@ def report(steps: list[Step], peak: Peak, step_s: float, peak_s: float) -> str:
         f"{step_s:g} s, a `503` sent again after its Retry-After as a driver's app would "
         "(`loadtest/bench_platform.py`). The baseline is the command service alone, its one "
         "process and nothing else, at the same rates earlier in the same run. Latency is from "
-        "each request's planned time to its `202`, retries included.",
+        "each request's planned time to its `202`, retries included. The machine's load average "
+        f"(1 min) was {load[0]:.1f} before the run and {load[1]:.1f} after it: what is above "
+        "the benchmark's own processes (about 2 while it runs) competed with it for the cores.",
         "",
         *(
             [
