@@ -75,13 +75,14 @@ def bench_push(dsn: str, events: int) -> PushRates:
     _seed(dsn, events * len(PHASES))
     parcels = iter(range(events * len(PHASES)))
     batches = [[f"p-{next(parcels)}" for _ in range(events)] for _ in PHASES]
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-push-")), legacy=Legacy(dsn))
-    rates = {
-        "floor": _floor(dsn, batches[0]),
-        "one per transaction": _in_process(settings, batches[1], batch=1),
-        "batches of 64": _in_process(settings, batches[2], batch=BATCH),
-        "push endpoint over HTTP": _over_http(settings, batches[3]),
-    }
+    with tempfile.TemporaryDirectory(prefix="bench-push-") as data_dir:
+        settings = Settings(data_dir=Path(data_dir), legacy=Legacy(dsn))
+        rates = {
+            "floor": _floor(dsn, batches[0]),
+            "one per transaction": _in_process(settings, batches[1], batch=1),
+            "batches of 64": _in_process(settings, batches[2], batch=BATCH),
+            "push endpoint over HTTP": _over_http(settings, batches[3]),
+        }
     _check_applied(dsn, [p for batch in batches for p in batch])
     return PushRates(events, rates)
 
