@@ -165,6 +165,19 @@ def without_waiting() -> Iterator[None]:
         _waiting.off = False
 
 
+def at_once_only() -> bool:
+    """Whether this thread is within ``without_waiting`` with nothing of the block committed yet.
+    Another embedded SQLite file the block writes (the Pub/Sub broker's) honours the same switch:
+    it then takes its write lock only if free at once, else raises ``LockBusy``, and calls
+    ``committed_at_once`` after its commit."""
+    return getattr(_waiting, "off", False)
+
+
+def committed_at_once() -> None:
+    """A write transaction of the block committed: what the block still writes waits as usual."""
+    _waiting.off = False
+
+
 def has_schema(conn: sqlite3.Connection) -> bool:
     """Whether the file has the store's tables (a reader of a store whose owner has not started
     yet finds none, and creates them once)."""
