@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import httpx
 
 from meridian.catalog import load_catalog
-from meridian.config import Settings
+from meridian.config import Legacy, Settings
 from meridian.embedded.docstore.stores import all_stores
 from meridian.embedded.identity import LocalIdentityIssuer
 from meridian.runtime.platform import prepare_data_dir
@@ -81,7 +81,12 @@ def whole_platform(
 ) -> Iterator[WholePlatform]:
     """``meridian up`` in ``data_dir`` on free loopback ports; ``env`` is added to every child's
     environment. Every child is stopped on the way out."""
-    settings = Settings(data_dir=data_dir, base_port=free_port_block(24))
+    settings = Settings(
+        data_dir=data_dir,
+        base_port=free_port_block(24),
+        # as meridian up, which runs the migration bridge only with a monolith to sync
+        legacy=Legacy(dsn=(env or {}).get("MERIDIAN_LEGACY_DSN", "")),
+    )
     extra = {"MERIDIAN_LOG_LEVEL": "WARNING", **(env or {})}
     processes = [
         dataclasses.replace(p, env={**extra, **p.env})
