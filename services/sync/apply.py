@@ -3,20 +3,29 @@
 The page is re-read from PostgreSQL (the event carries bounds or ids, never rows: what is applied
 is the row as it is now) and written into the command service's collections through document
 store transactions, ``CHUNK`` rows each. Per row, ``sync_links/{entity}~{id}`` remembers the row
-version last applied and the document's ``updated_at`` that write left, in the same transaction
-as the document, so applying is idempotent: a row whose version the link already holds is
-skipped, and a job killed mid-page and run again writes only what had not committed.
+version last applied, the document's ``updated_at`` that write left and the base of the next
+three-way merge (per synced field, a digest of each side's value after that write), in the same
+transaction as the document, so applying is idempotent: a row whose version the link already
+holds is skipped, and a job killed mid-page and run again writes only what had not committed.
 
 - **New records.** A shipment is created with its parcels (those the monolith holds for it), in
   one transaction, as the command path creates them (``ShipmentCreated`` follows from the
   shipment's document, and each parcel's later moves are the command path's events). A parcel
   whose shipment Meridian does not know brings its shipment in first.
-- **Changed in the monolith only** (the document unchanged since the link's write): the row's
-  fields are taken, except that a delivered or returned parcel is never moved back (recorded as a
-  conflict, rule ``final-state``).
-- **Changed on both sides**: ``services.sync.conflicts`` decides field by field; the conflict is
-  recorded in ``sync_conflicts/{entity}~{id}~{version}`` (both versions, each decision: winner
-  and rule) and counted (``meridian_sync_conflicts``).
+- **Changed rows**: ``services.sync.conflicts.merge`` merges the row into the document field by
+  field against the link's base: a field only the monolith changed is taken, one only Meridian
+  changed is kept, and one both changed to different values is decided by the rules (status by
+  the state machine, others by the last writer); a delivered or returned parcel is never moved
+  back (rule ``final-state``). Each such conflict is recorded in
+  ``sync_conflicts/{entity}~{id}~{version}`` (both versions, each decision: winner and rule) and
+  counted (``meridian_sync_conflicts``). A link written before the base existed falls back to the
+  two-way rules (``conflicts.resolve``) when the document changed since, else takes the row
+  (a delivered or returned parcel kept).
+- **A parcel status Meridian cannot express** (the monolith's ASSIGNED has no route, its PLANNED
+  no dispatch window: ``conflicts.NEEDS``): Meridian's status stands with its fields, recorded as
+  a conflict by rule ``inexpressible`` with what was missing (``inexpressible``), so the event
+  publisher never meets a parcel its event cannot describe; the rest of the row is applied, and
+  reconciliation shows the status difference until either side moves the parcel on.
 - **Changed in Meridian only** never reaches here as a new row version: nothing to do.
 
 What the bridge writes carries the echo markers of ``services.sync.entities``. A row that does not
@@ -40,7 +49,16 @@ from meridian.domain.model import Driver, Parcel
 from meridian.domain.states import TERMINAL_STATES, ParcelStatus
 from meridian.observability import get_logger
 from meridian.ports import Document, DocumentStore, Transaction
-from services.sync.conflicts import STATUS_FIELDS, Decision, Rule, Source, resolve
+from services.sync.conflicts import (
+    STATUS_FIELDS,
+    Base,
+    Decision,
+    Rule,
+    Source,
+    keep_expressible,
+    merge,
+    resolve,
+)
 from services.sync.entities import (
     MONOLITH,
     PARCELS,
@@ -208,7 +226,16 @@ class Applier:
             },
         }
 
-    def _link(self, tx: Transaction, entity: Entity, row: Row, meridian_at: datetime) -> None:
+    def _link(
+        self,
+        tx: Transaction,
+        entity: Entity,
+        row: Row,
+        meridian_at: datetime,
+        meridian: Mapping[str, Any],
+    ) -> None:
+        """The row's link: the version applied, and the base of the next three-way merge (the
+        row's synced fields as a document, and ``meridian``: the document's after this write)."""
         tx.set(
             entity.link_path(row["id"]),
             {
@@ -218,6 +245,7 @@ class Applier:
                 "legacy_updated_at": row["updated_at"],
                 "meridian_updated_at": meridian_at,
                 "checksum": row_checksum(entity, row),
+                "base": Base.of(entity.to_document(row), meridian).to_link(),
             },
         )
 
@@ -240,13 +268,11 @@ class Applier:
             **self._written(row, now),
         }
         tx.create(SHIPMENTS.path(row["id"]), document)
-        self._link(tx, SHIPMENTS, row, now)
+        self._link(tx, SHIPMENTS, row, now, SHIPMENTS.to_document(row))
         for parcel in new_parcels:
-            tx.create(
-                PARCELS.path(parcel["id"]),
-                {**PARCELS.to_document(parcel), **self._written(parcel, now)},
-            )
-            self._link(tx, PARCELS, parcel, now)
+            incoming = PARCELS.to_document(parcel)
+            tx.create(PARCELS.path(parcel["id"]), {**incoming, **self._written(parcel, now)})
+            self._link(tx, PARCELS, parcel, now, incoming)
         outcome.created += 1 + len(new_parcels)
 
     def _row(
@@ -264,7 +290,7 @@ class Applier:
         if document is None:
             _valid(entity, incoming)
             tx.create(path, {**incoming, **self._written(row, now)})
-            self._link(tx, entity, row, now)
+            self._link(tx, entity, row, now, incoming)
             outcome.created += 1
             return
         if link is not None and link.data["legacy_version"] >= row["version"]:
@@ -272,24 +298,39 @@ class Applier:
             return
         current = {key: document.data.get(key) for key in incoming}
         meridian_at: datetime = document.data.get("updated_at") or now
-        changed_here = link is None or link.data["meridian_updated_at"] != meridian_at
         has_status = entity is PARCELS
-        if changed_here:
+        base = None if link is None else Base.from_link(link.data)
+        if base is not None:
+            merged, decisions = merge(
+                base, current, incoming, meridian_at, row["updated_at"], has_status
+            )
+        elif link is None or link.data["meridian_updated_at"] != meridian_at:
             merged, decisions = resolve(
                 current, incoming, meridian_at, row["updated_at"], has_status
             )
-        else:
+        else:  # a link without a base, the document unchanged since: the monolith's fields
             merged, decisions = _never_back_from_final(current, incoming, has_status)
+        missing: list[str] = []
+        if has_status:
+            merged, decisions, missing = keep_expressible(current, merged, document.data, decisions)
+        if missing:
+            log.warning(
+                "the monolith's parcel status cannot be expressed in Meridian; Meridian's stands",
+                id=row["id"],
+                monolith=incoming["status"],
+                meridian=current["status"],
+                missing=missing,
+            )
         if decisions:
-            self._record_conflict(tx, entity, row, current, incoming, decisions, now)
+            self._record_conflict(tx, entity, row, current, incoming, decisions, missing, now)
             outcome.conflicts.append((f"{entity.name}~{row['id']}", decisions))
         if merged == current:
-            self._link(tx, entity, row, meridian_at)
+            self._link(tx, entity, row, meridian_at, current)
             outcome.unchanged += 1
             return
         _valid(entity, {**document.data, **merged})
         tx.set(path, {**document.data, **merged, **self._written(row, now)})
-        self._link(tx, entity, row, now)
+        self._link(tx, entity, row, now, merged)
         outcome.updated += 1
 
     def _record_conflict(
@@ -300,8 +341,11 @@ class Applier:
         current: Mapping[str, Any],
         incoming: Mapping[str, Any],
         decisions: Sequence[Decision],
+        missing: Sequence[str],
         now: datetime,
     ) -> None:
+        """Both versions, each decision (its field, winner and rule), and, when the monolith's
+        status was refused as inexpressible, what Meridian's parcel would have lacked."""
         tx.set(
             f"{CONFLICTS}/{entity.name}~{row['id']}~{row['version']}",
             {
@@ -315,6 +359,7 @@ class Applier:
                     for d in decisions
                 ],
                 "winner": _overall(decisions),
+                "inexpressible": list(missing),
                 "job": self.job,
                 "recorded_at": now,
             },

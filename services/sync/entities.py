@@ -17,6 +17,12 @@ Echo suppression, both ways (S3's push direction relies on these markers):
   send it back (and whatever it would write, the row already says: the push is a no-op on
   equal values).
 
+The link also keeps the **base** of the three-way merge (``services.sync.conflicts.merge``): per
+synced field of the document, a digest (``field_digests``) of the value each side held after the
+bridge's last write, the monolith's row and Meridian's document apart (they may differ where
+Meridian won a field the push does not carry back), so a later sync tells which side changed a
+field since.
+
 Soft deletes: the monolith stamps ``deleted_at``; it is a synced field like any other (the
 document keeps it), not a tombstone.
 """
@@ -333,6 +339,33 @@ def row_checksum(entity: Entity, row: Row) -> str:
     values = list(synced_values(entity, row).values())
     encoded = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode()).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    """A document value in one spelling, whichever side it comes from (the numbers as floats, so
+    PostgreSQL's numeric, an int and a float that are equal agree; timestamps in UTC)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return repr(float(value))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    raise TypeError(f"no canonical form for {type(value).__name__} {value!r}")
+
+
+def field_digests(values: Mapping[str, Any]) -> dict[str, str]:
+    """Per field of a document's synced fields (``to_document``'s keys), a digest of its value:
+    equal exactly when the values are (what a link keeps as the base of a three-way merge)."""
+    return {
+        key: hashlib.sha256(
+            json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()[:16]
+        for key, value in values.items()
+    }
 
 
 def document_checksum(entity: Entity, document: Document) -> str:

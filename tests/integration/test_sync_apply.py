@@ -166,7 +166,7 @@ def test_a_delivered_parcel_never_goes_back_and_the_conflict_is_recorded(
     parcel = _doc(store, "parcels/p-1")
     assert parcel["status"] == "DELIVERED" and parcel["delivered_at"] == delivered_at
     assert parcel["failure_reason"] is None  # follows the status's winner
-    assert parcel["recipient"]["name"] == "Ravi Kumar"  # the later writer's
+    assert parcel["recipient"]["name"] == "Ravi Kumar"  # only the monolith changed it
     ((key, _),) = outcome.conflicts
     assert key == "parcels~p-1"
     recorded = _doc(store, f"{CONFLICTS}/parcels~p-1~2")
@@ -175,8 +175,9 @@ def test_a_delivered_parcel_never_goes_back_and_the_conflict_is_recorded(
     rules = {d["field"]: (d["winner"], d["rule"]) for d in recorded["decisions"]}
     assert rules["status"] == ("meridian", "final-state")
     assert rules["failure_reason"] == ("meridian", "final-state")
-    assert rules["recipient"] == ("monolith", "last-writer")
-    assert recorded["winner"] == "both"
+    # The recipient changed on the monolith's side only (three-way merge): taken, no conflict.
+    assert "recipient" not in rules
+    assert recorded["winner"] == "meridian"
     assert metrics.SYNC_CONFLICTS.labels("parcels")._value.get() == counted + 1
     # Applied again: nothing more, and no second conflict.
     again = _apply(store, conn, PARCELS, "p-1")
@@ -210,3 +211,140 @@ def test_a_row_that_is_no_valid_parcel_is_rejected_and_the_rest_applied(
     assert outcome.rejected == ["parcels~p-1"]
     assert _doc(store, "parcels/p-1")["recipient"]["phone"] == "+919800000001"
     assert _doc(store, "parcels/p-2")["recipient"]["name"] == "Meena"
+
+
+# The three-way merge: only what both sides changed is a conflict ------------------------------
+
+
+def _meridian_assigns(store: EmbeddedDocumentStore, parcel: str) -> None:
+    _meridian_writes(
+        store,
+        f"parcels/{parcel}",
+        status="ASSIGNED",
+        window_id="w-1",
+        route_id="r-1",
+        driver_id="d-1",
+        vehicle_id="v-1",
+        stop_sequence=0,
+    )
+
+
+def test_a_field_only_the_monolith_changed_does_not_undo_meridians_assignment(
+    store: EmbeddedDocumentStore, conn: Connection
+) -> None:
+    # The review's case: Meridian assigned the parcel after the last sync; the monolith then
+    # edited only its address, its row still CREATED. CREATED against ASSIGNED cannot be ordered
+    # by the state machine (a re-queue leads back to CREATED), and the two-way merge gave the
+    # status to the last writer, the monolith.
+    _apply(store, conn, PARCELS, "p-1")
+    _meridian_assigns(store, "p-1")
+    conn.execute("UPDATE parcels SET stop_address = '12 Brigade Road' WHERE id = 'p-1'")
+
+    outcome = _apply(store, conn, PARCELS, "p-1")
+
+    parcel = _doc(store, "parcels/p-1")
+    assert (parcel["status"], parcel["driver_id"], parcel["route_id"]) == ("ASSIGNED", "d-1", "r-1")
+    assert parcel["stop"]["address"] == "12 Brigade Road"
+    assert (outcome.updated, outcome.conflicts) == (1, [])
+    assert store.query(Query(CONFLICTS)) == []
+    # The link's base now holds both sides' values: applied again, still nothing to decide.
+    conn.execute("UPDATE parcels SET recipient_name = 'Ravi K' WHERE id = 'p-1'")
+    again = _apply(store, conn, PARCELS, "p-1")
+    assert again.conflicts == [] and _doc(store, "parcels/p-1")["status"] == "ASSIGNED"
+
+
+def test_a_field_both_changed_alike_is_no_conflict_and_one_changed_apart_is(
+    store: EmbeddedDocumentStore, conn: Connection
+) -> None:
+    _apply(store, conn, PARCELS, "p-1")
+    parcel = _doc(store, "parcels/p-1")
+    # Both corrected the recipient's name the same way; both changed the weight, differently.
+    recipient = {**parcel["recipient"], "name": "Ravi Kumar"}
+    _meridian_writes(store, "parcels/p-1", recipient=recipient, weight_kg=3.0)
+    conn.execute("UPDATE parcels SET recipient_name = 'Ravi Kumar', weight_kg = 4 WHERE id = 'p-1'")
+
+    outcome = _apply(store, conn, PARCELS, "p-1")
+
+    ((_, decisions),) = outcome.conflicts
+    assert [(d.field, d.winner, d.rule) for d in decisions] == [
+        ("weight_kg", "monolith", "last-writer")  # the row was stamped after Meridian's write
+    ]
+    parcel = _doc(store, "parcels/p-1")
+    assert (parcel["recipient"]["name"], parcel["weight_kg"]) == ("Ravi Kumar", 4.0)
+    recorded = _doc(store, f"{CONFLICTS}/parcels~p-1~2")
+    assert (recorded["meridian"]["weight_kg"], recorded["monolith"]["weight_kg"]) == (3.0, 4.0)
+    assert [d["field"] for d in recorded["decisions"]] == ["weight_kg"]
+
+
+def test_a_status_both_sides_moved_is_decided_by_the_state_machine(
+    store: EmbeddedDocumentStore, conn: Connection
+) -> None:
+    _apply(store, conn, PARCELS, "p-1")
+    _meridian_assigns(store, "p-1")
+    conn.execute(
+        "UPDATE parcels SET status = 'OUT_FOR_DELIVERY', driver_id = 'd-2', vehicle_id = 'v-2',"
+        " attempts = 1 WHERE id = 'p-1'"
+    )
+
+    outcome = _apply(store, conn, PARCELS, "p-1")
+
+    parcel = _doc(store, "parcels/p-1")
+    assert (parcel["status"], parcel["driver_id"], parcel["attempts"]) == (
+        "OUT_FOR_DELIVERY",
+        "d-2",
+        1,
+    )
+    ((_, decisions),) = outcome.conflicts
+    assert {d.field: (d.winner, d.rule) for d in decisions} == {
+        f: ("monolith", "state-machine") for f in ("status", "driver_id", "vehicle_id", "attempts")
+    }
+
+
+def test_a_link_without_a_base_falls_back_to_the_two_way_rules(
+    store: EmbeddedDocumentStore, conn: Connection
+) -> None:
+    # A record applied before the link kept a base: every field that differs is decided.
+    _apply(store, conn, PARCELS, "p-1")
+    link = _doc(store, f"{LINKS}/parcels~p-1")
+    del link["base"]
+    store.set(f"{LINKS}/parcels~p-1", link)
+    _meridian_assigns(store, "p-1")
+    conn.execute("UPDATE parcels SET stop_address = '12 Brigade Road' WHERE id = 'p-1'")
+
+    outcome = _apply(store, conn, PARCELS, "p-1")
+
+    ((_, decisions),) = outcome.conflicts
+    assert {d.field for d in decisions} >= {"status", "stop"}
+    assert "base" in _doc(store, f"{LINKS}/parcels~p-1")  # from now on, three-way
+
+
+# A status the monolith holds that a Meridian parcel cannot -----------------------------------
+
+
+def test_a_monolith_assignment_without_a_route_is_refused_and_recorded(
+    store: EmbeddedDocumentStore, conn: Connection
+) -> None:
+    _apply(store, conn, PARCELS, "p-1")
+    conn.execute(
+        "UPDATE parcels SET status = 'ASSIGNED', driver_id = 'd-9', vehicle_id = 'v-9',"
+        " stop_address = '12 Brigade Road' WHERE id = 'p-1'"
+    )
+    counted = metrics.SYNC_CONFLICTS.labels("parcels")._value.get()
+
+    outcome = _apply(store, conn, PARCELS, "p-1")
+
+    parcel = _doc(store, "parcels/p-1")
+    assert (parcel["status"], parcel["driver_id"], parcel["vehicle_id"]) == ("CREATED", None, None)
+    assert parcel["stop"]["address"] == "12 Brigade Road"  # the rest of the row is applied
+    recorded = _doc(store, f"{CONFLICTS}/parcels~p-1~2")
+    assert recorded["inexpressible"] == ["route_id"]
+    assert {d["field"]: (d["winner"], d["rule"]) for d in recorded["decisions"]} == {
+        f: ("meridian", "inexpressible") for f in ("status", "driver_id", "vehicle_id")
+    }
+    assert recorded["monolith"]["status"] == "ASSIGNED"
+    assert metrics.SYNC_CONFLICTS.labels("parcels")._value.get() == counted + 1
+    assert outcome.rejected == []
+    # Nothing more to decide until either side moves the parcel on.
+    conn.execute("UPDATE parcels SET recipient_name = 'Ravi K' WHERE id = 'p-1'")
+    again = _apply(store, conn, PARCELS, "p-1")
+    assert again.conflicts == [] and _doc(store, "parcels/p-1")["status"] == "CREATED"
