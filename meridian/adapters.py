@@ -13,7 +13,7 @@ from their bootstrap and never test which adapter they have.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from meridian.app.auth import CachingVerifier
 from meridian.app.idempotency import EVENT_LEDGER, EXPIRY_FIELD, REQUEST_LEDGER
 from meridian.app.tracking import TrackingTokens
 from meridian.concurrency.group_commit import TransactionFunction, Transactions, WouldWait
-from meridian.concurrency.offload import Inline, InThread, Offload
+from meridian.concurrency.offload import AtOnce, Inline, InThread, Offload
 from meridian.config import Settings
 from meridian.ports import (
     BillingApi,
@@ -108,12 +108,26 @@ def transactions(settings: Settings, store: DocumentStore) -> Transactions:
 
 
 def offload(settings: Settings, executor: Executor | None = None) -> Offload:
-    """Where an event loop runs the adapters' blocking calls (``concurrency.offload``): inline on
-    the embedded runtime (local work shorter than a thread hop), else in a thread of
-    ``executor`` (the loop's default one if None)."""
+    """Where an event loop runs the adapters' blocking calls (``concurrency.offload``). On gcp, in
+    a thread of ``executor`` (the loop's default one if None). Embedded (local work shorter than a
+    thread hop), on the loop: with an ``executor`` (one thread), only when the SQLite write locks
+    the call takes (the broker's, the document store's) are free at once, else in turn on that
+    thread, shedding past the bounds (``AtOnce``: the command service's telemetry ingest);
+    without one, unconditionally (the live map's writer where it runs alone)."""
     if settings.backend == "gcp":
         return InThread(executor)
-    return Inline()
+    if executor is None:
+        return Inline()
+    from meridian.embedded.docstore import db
+
+    def try_at_once(function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            with db.without_waiting():
+                return function(*args)
+        except db.LockBusy as e:
+            raise WouldWait(str(e)) from e
+
+    return AtOnce(try_at_once, executor)
 
 
 def _pubsub(settings: Settings) -> Publisher | Subscriber:

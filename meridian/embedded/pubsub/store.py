@@ -5,6 +5,15 @@ transaction so two processes pulling the same subscription never lease the same 
 ``synchronous=NORMAL`` in WAL mode keeps every committed transaction across a process crash
 (kill -9), which is the failure the platform must survive; only an OS crash could lose the last
 commits, and the broker is a laptop runtime.
+
+A thread that must never wait for the lock (an event loop publishing a telemetry batch) writes
+within the document store's ``db.without_waiting``, the one switch for every embedded SQLite file:
+a write then takes the lock (the process's and SQLite's) only if it is free at once, through a
+second connection of the thread whose busy timeout is 0, and otherwise raises ``db.LockBusy`` with
+nothing run. The broker's own variant of ``db``'s at-once transaction, because its file is not the
+document store's: its connections keep SQLite's automatic checkpoints (the document store's turn
+them off for a checkpointer thread of its own), and a write here is one block under ``write``, not
+a body re-run by ``db.in_write_transaction``'s retry loop.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from meridian.embedded.docstore import db as docstore_db
 from meridian.embedded.sqlite import process_write_lock
 
 SCHEMA = """
@@ -78,9 +88,27 @@ class Store:
             self._local.db = db
         return db
 
+    def impatient(self) -> sqlite3.Connection:
+        """This thread's second connection, whose busy timeout is 0: ``BEGIN IMMEDIATE`` there
+        takes the lock at once or fails at once (opened on first use; the file is already in WAL
+        mode, which persists)."""
+        db: sqlite3.Connection | None = getattr(self._local, "impatient", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=0")
+            self._local.impatient = db
+        return db
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate (write-locked) transaction, committed on success, rolled back on error."""
+        """One immediate (write-locked) transaction, committed on success, rolled back on error.
+        Within ``db.without_waiting``, before anything of the block committed: ``LockBusy``
+        rather than wait for the lock."""
+        if docstore_db.at_once_only():
+            with self._write_at_once() as db:
+                yield db
+            return
         db = self.connection()
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
@@ -91,13 +119,45 @@ class Store:
                 raise
             db.execute("COMMIT")
 
+    @contextmanager
+    def _write_at_once(self) -> Iterator[sqlite3.Connection]:
+        if not self._write_lock.acquire(blocking=False):
+            raise docstore_db.LockBusy("another thread of this process is writing to the broker")
+        try:
+            db = self.impatient()  # SQLite's busy handler would sleep on this thread
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if docstore_db.is_busy(e):
+                    raise docstore_db.LockBusy(
+                        f"another process holds the Pub/Sub broker's write lock ({e})"
+                    ) from e
+                raise
+            try:
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if docstore_db.is_busy(e):  # not expected under the write lock; nothing committed
+                    raise docstore_db.LockBusy(f"the broker was busy in a transaction ({e})") from e
+                raise
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            docstore_db.committed_at_once()
+        finally:
+            self._write_lock.release()
+
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap cross-process wake-up signal."""
         row = self.connection().execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
     def close(self) -> None:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        for name in ("db", "impatient"):
+            db: sqlite3.Connection | None = getattr(self._local, name, None)
+            if db is not None:
+                db.close()
+                setattr(self._local, name, None)

@@ -120,7 +120,8 @@ def record_pings(
     (``validated_pings``). Refused, each by its index with the reason: an invalid one, one whose
     ``recorded_at`` lies outside ``deps.ping_window`` of ``deps.clock``, and, from a driver, one
     naming another driver (``driver_id``) or a vehicle they do not drive (``assigned``). The
-    others in the batch are published.
+    others in the batch are published. The publish is its one effect and comes first: a call
+    that raises before it has done nothing, and may be run again.
     """
     actor.require(*REPORTERS)
     now = deps.clock()
@@ -172,6 +173,12 @@ def record_pings(
                 now,
             )
         )
+    if events:
+        # One request, one trace; and what the messages share is looked up once for the batch.
+        messages = deps.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
+        deps.publisher.publish(deps.codec.topic_of(VehiclePing.event_type), messages)
+    # Counted once published: a batch whose publish could not take the broker's lock at once
+    # is run again from the start on a thread that may wait (``concurrency.offload.AtOnce``).
     if refused:
         REFUSED.update(refused)
         log.warning(
@@ -180,10 +187,6 @@ def record_pings(
             refused=sum(refused.values()),
             reasons=dict(refused),
         )
-    if events:
-        # One request, one trace; and what the messages share is looked up once for the batch.
-        messages = deps.codec.record_messages(VehiclePing.event_type, events, current_traceparent())
-        deps.publisher.publish(deps.codec.topic_of(VehiclePing.event_type), messages)
     return {"accepted": len(events), "rejected": rejected}
 
 

@@ -68,14 +68,17 @@ def telemetry_pings(body: bytes) -> list[RecordPing | str]:
 def ingest_thread() -> concurrent.futures.Executor:
     """Batches are ingested one at a time: CPU work from several worker threads at once only
     fights over the GIL and the broker's write lock, which cost a third more CPU per batch than
-    taking them in turn. (On the embedded runtime the bootstrap has them ingested on the event
-    loop itself, ``meridian.adapters.offload``: handing each batch to a thread and back cost
-    another 10% of its CPU. Pub/Sub's network publish gets this thread.)"""
+    taking them in turn. Pub/Sub's network publish gets this thread. On the embedded runtime
+    the bootstrap has batches ingested on the event loop itself (handing each to a thread and
+    back cost another 10% of its CPU), and this thread gets them only while the broker's write
+    lock is held elsewhere, in turn, so the loop never waits for it
+    (``meridian.adapters.offload``, ``concurrency.offload.AtOnce``)."""
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="telemetry")
 
 
 def router(deps: Deps, ingest: Offload | None = None) -> APIRouter:
-    """``ingest``: where a batch is recorded and published (by default, ``ingest_thread``)."""
+    """``ingest``: where a batch is recorded and published (by default, ``ingest_thread``).
+    It may shed a batch (``Overloaded``: 503 with ``Retry-After``, nothing published)."""
     routes = APIRouter()
     offload = ingest if ingest is not None else InThread(ingest_thread())
     # Which vehicle each driver drives, kept for this app's batches (one read a batch at most).
