@@ -39,6 +39,7 @@ locals {
     driver-scoring  = ["roles/datastore.user"]
     eta             = ["roles/datastore.user"]
     event-publisher = ["roles/datastore.viewer"]
+    legacy-writer   = ["roles/datastore.viewer"] # reads the documents of Meridian's new shipments
     live-map        = ["roles/datastore.user"]
     live-map-writer = ["roles/datastore.user"]
     notification    = ["roles/datastore.user"]
