@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from meridian import adapters
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Legacy, Settings
@@ -147,7 +148,7 @@ def _floor(dsn: str, parcel_ids: Sequence[str]) -> float:
 def _in_process(settings: Settings, parcel_ids: Sequence[str], batch: int) -> float:
     events = [_assigned(p) for p in parcel_ids]
     tables = PostgresTables(settings, size=1)
-    deps = Deps(tables)
+    deps = Deps(tables, adapters.document_store(settings, service="legacy-writer"))
 
     def apply() -> None:
         for start in range(0, len(events), batch):
