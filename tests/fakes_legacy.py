@@ -1,7 +1,8 @@
 """An in-memory monolith for the legacy writer's unit tests: ``FakeLegacyTables`` subclasses the
 port (``services.sync.writer.tables``) and is held to the PostgreSQL adapter's semantics by
 ``tests/contract/test_legacy_tables.py``: transactions and savepoints all or nothing, a claimed
-event id stays claimed, a write stamps ``written_by = 'meridian'``, the version and the time."""
+event id stays claimed, a write stamps ``written_by = 'meridian'``, the version and the time, an
+insert leaves a row it already has alone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from services.sync.entities import PARCELS, Entity
 from services.sync.writer.tables import (
     PUSHED_COLUMNS,
     Fact,
@@ -36,6 +38,7 @@ EMPTY_PARCEL: dict[str, Any] = {
 class _State:
     parcels: dict[str, LegacyParcel] = field(default_factory=dict)
     processed: dict[str, Fact] = field(default_factory=dict)
+    inserted: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (table, id)
 
 
 class _FakeTransaction(LegacyTransaction):
@@ -76,6 +79,22 @@ class _FakeTransaction(LegacyTransaction):
             pulled=False,  # a new change, past any cursor
         )
 
+    def insert(self, entity: Entity, row: Mapping[str, Any]) -> bool:
+        key = (entity.table, str(row["id"]))
+        if key in self.state.inserted or (entity is PARCELS and key[1] in self.state.parcels):
+            return False
+        self.state.inserted[key] = {c: row[c] for c in entity.columns}
+        if entity is PARCELS:
+            self.state.parcels[key[1]] = LegacyParcel(
+                key[1],
+                {c: row[c] for c in PUSHED_COLUMNS},
+                written_by="meridian",
+                updated_at=self._now,
+                version=1,
+                pulled=False,
+            )
+        return True
+
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         before = copy.deepcopy(self.state)
@@ -83,6 +102,7 @@ class _FakeTransaction(LegacyTransaction):
             yield
         except BaseException:
             self.state.parcels, self.state.processed = before.parcels, before.processed
+            self.state.inserted = before.inserted
             raise
 
 
@@ -133,3 +153,7 @@ class FakeLegacyTables(LegacyTables):
 
     def processed(self) -> set[str]:
         return set(self._state.processed)
+
+    def inserted(self, table: str, row_id: str) -> dict[str, Any] | None:
+        """The row the bridge inserted into ``table`` (its synced columns), if it did."""
+        return self._state.inserted.get((table, row_id))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.sync.entities import CLIENTS, PARCELS, SHIPMENTS
 from services.sync.writer.tables import Fact, LegacyParcel, LegacyTables
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -135,3 +136,54 @@ class LegacyTablesContract:
         with tables.transaction() as tx:
             tx.update_parcel("p-1", {"status": "PLANNED"}, as_bridge=False)
         assert self.read(tables, "p-1").pulled is False  # type: ignore[union-attr]
+
+    def test_an_insert_is_the_bridges_and_leaves_an_existing_row_alone(
+        self, tables: LegacyTables
+    ) -> None:
+        parcel = {
+            "id": "p-9",
+            "shipment_id": "s-9",
+            "client_id": "c-9",
+            "recipient_name": "Meena",
+            "recipient_phone": "+919800000009",
+            "weight_kg": 2.5,
+            "stop_address": "9 Residency Road",
+            "stop_lat": 12.93,
+            "stop_lng": 77.62,
+            "window_start": T0,
+            "window_end": T0 + timedelta(hours=2),
+            "status": "PLANNED",
+            "driver_id": None,
+            "vehicle_id": None,
+            "attempts": 0,
+            "failure_reason": None,
+            "delivered_at": None,
+            "delivered_lat": None,
+            "delivered_lng": None,
+            "deleted_at": None,
+        }
+        client = {"id": "c-9", "name": "Nova Retail", "email": None, "deleted_at": None}
+        shipment = {"id": "s-9", "client_id": "c-9", "created_at": T0, "deleted_at": None}
+        with tables.transaction() as tx:
+            assert tx.insert(CLIENTS, client) is True
+            assert tx.insert(SHIPMENTS, shipment) is True
+            assert tx.insert(PARCELS, parcel) is True
+        row = self.read(tables, "p-9")
+        assert row is not None and (row.status, row.written_by, row.version) == (
+            "PLANNED",
+            "meridian",
+            1,
+        )
+        with tables.transaction() as tx:
+            assert tx.insert(CLIENTS, {**client, "name": "Other"}) is False
+            assert tx.insert(PARCELS, {**parcel, "status": "CREATED"}) is False
+        row = self.read(tables, "p-9")
+        assert row is not None and (row.status, row.version) == ("PLANNED", 1)
+
+    def test_an_insert_in_a_savepoint_that_raises_is_undone(self, tables: LegacyTables) -> None:
+        client = {"id": "c-9", "name": "Nova Retail", "email": None, "deleted_at": None}
+        with tables.transaction() as tx:
+            with pytest.raises(Boom), tx.savepoint():
+                tx.insert(CLIENTS, client)
+                raise Boom
+            assert tx.insert(CLIENTS, client) is True

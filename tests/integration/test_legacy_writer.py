@@ -17,13 +17,18 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.rows import dict_row
 
+from meridian import adapters
+from meridian.app.clients import register_client
+from meridian.app.records import parcel_document, shipment_document
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Legacy, Settings
 from meridian.domain import events as ev
+from meridian.domain.actors import Actor
+from meridian.domain.model import GeoPoint, Parcel, Recipient, Shipment, Stop, TimeWindow
 from meridian.embedded.oidc import TokenIssuer
 from meridian.embedded.pubsub.push import envelope
-from meridian.ports import Message, ReceivedMessage
+from meridian.ports import Message, ReceivedMessage, Transaction
 from services.sync.pull import run_pull
 from services.sync.writer.app import create_app
 
@@ -223,3 +228,90 @@ def test_over_a_monolith_edit_not_yet_pulled_the_row_stays_the_monoliths(
     p1 = row(monolith, "p-1")
     assert (p1["status"], p1["written_by"]) == ("PLANNED", "monolith")
     assert run_pull(settings, published, "parcels") == 1  # type: ignore[arg-type]  # the edit
+
+
+# Shipments created in Meridian reach the monolith's tables -------------------------------------
+
+
+def _native_shipment(settings: Settings) -> None:
+    """A client, and a shipment of two parcels, as Meridian's command path writes them."""
+    store = adapters.document_store(settings)
+    register_client(store, "c-9", "Nova Retail")
+    parcels = [
+        Parcel(
+            parcel_id=parcel_id,
+            shipment_id="s-9",
+            client_id="c-9",
+            recipient=Recipient(name="Meena", phone="+919800000009"),
+            stop=Stop(
+                location=GeoPoint(lat=12.93, lng=77.62),
+                address="9 Residency Road",
+                window=TimeWindow(start=T0, end=T0 + timedelta(hours=2)),
+            ),
+            weight_kg=2.5,
+        )
+        for parcel_id in ("p-9a", "p-9b")
+    ]
+    shipment = Shipment(
+        shipment_id="s-9", client_id="c-9", parcel_ids=("p-9a", "p-9b"), created_at=T0
+    )
+
+    def write(tx: Transaction) -> None:
+        tx.create("shipments/s-9", shipment_document(shipment, T0))
+        for parcel in parcels:
+            document = parcel_document(parcel, T0, "CreateShipment", Actor("c-9", "client"))
+            tx.create(f"parcels/{parcel.parcel_id}", document)
+
+    store.run_transaction(write)
+
+
+def native(parcel: str, m: int, kind: str) -> dict[str, Any]:
+    return {**ids(parcel, m, kind), "shipment_id": "s-9", "client_id": "c-9"}
+
+
+def test_a_meridian_shipments_facts_insert_its_rows_instead_of_dead_lettering(
+    push: Any, monolith: psycopg.Connection[Any], settings: Settings
+) -> None:
+    _native_shipment(settings)
+    published = Published()
+    for table in ("clients", "shipments", "parcels"):  # the seed's rows
+        assert run_pull(settings, published, table) == 1  # type: ignore[arg-type]
+
+    # The parcel's first fact reaches the writer before its shipment's creation does.
+    assert push(ev.ParcelPlanned(**native("p-9a", 1, "planned"), window_id="w-1")) == 204
+    assert push(ev.ParcelAssigned(**native("p-9a", 2, "assigned"), **ON_ROUTE)) == 204
+    created = ev.ShipmentCreated(
+        event_id="created-s-9",
+        occurred_at=T0,
+        shipment_id="s-9",
+        client_id="c-9",
+        parcel_ids=("p-9a", "p-9b"),
+    )
+    assert push(created) == 204
+    assert push(created) == 204  # a redelivery
+
+    p9a = row(monolith, "p-9a")
+    assert (p9a["status"], p9a["driver_id"], p9a["written_by"]) == ("ASSIGNED", "d-1", "meridian")
+    assert (p9a["recipient_name"], p9a["stop_address"], float(p9a["weight_kg"])) == (
+        "Meena",
+        "9 Residency Road",
+        2.5,
+    )
+    assert p9a["window_start"] == T0 and p9a["window_end"] == T0 + timedelta(hours=2)
+    p9b = row(monolith, "p-9b")
+    assert (p9b["status"], p9b["written_by"], p9b["version"]) == ("CREATED", "meridian", 1)
+    shipment = monolith.execute("SELECT * FROM shipments WHERE id = 's-9'").fetchone()
+    assert shipment is not None and (shipment["client_id"], shipment["written_by"]) == (
+        "c-9",
+        "meridian",
+    )
+    client = monolith.execute("SELECT * FROM clients WHERE id = 'c-9'").fetchone()
+    assert client is not None and (client["name"], client["written_by"]) == (
+        "Nova Retail",
+        "meridian",
+    )
+    # Each event one transaction with its id; none of these rows comes back through the pull.
+    assert {"planned-p-9a-1", "assigned-p-9a-2", "created-s-9"} <= processed(monolith)
+    for table in ("clients", "shipments", "parcels"):
+        assert run_pull(settings, published, table) == 0  # type: ignore[arg-type]
+    assert push(delivered("p-ghost", 1)) == 404  # a parcel neither side has still dead-letters

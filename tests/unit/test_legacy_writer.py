@@ -14,6 +14,7 @@ from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.domain import events as ev
 from meridian.domain.errors import NotFound
+from meridian.domain.model import GeoPoint, Parcel, Recipient, Shipment, Stop, TimeWindow
 from services.event_publisher import handlers as publisher
 from services.sync.entities import SYNC_COMMAND
 from services.sync.writer.handlers import (
@@ -22,6 +23,7 @@ from services.sync.writer.handlers import (
     write_back,
     write_back_batch,
 )
+from tests.fakes import FakeDocumentStore
 from tests.fakes_legacy import FakeLegacyTables
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -98,8 +100,14 @@ def tables() -> FakeLegacyTables:
 
 
 @pytest.fixture
-def deps(tables: FakeLegacyTables) -> Deps:
-    return Deps(tables)
+def meridian() -> FakeDocumentStore:
+    """Meridian's documents, which the writer reads to insert what the monolith lacks."""
+    return FakeDocumentStore()
+
+
+@pytest.fixture
+def deps(tables: FakeLegacyTables, meridian: FakeDocumentStore) -> Deps:
+    return Deps(tables, meridian)
 
 
 @pytest.mark.parametrize(
@@ -241,8 +249,16 @@ def test_a_batch_applies_a_parcels_events_in_their_order(
 
 
 def test_other_event_types_are_not_written(deps: Deps, tables: FakeLegacyTables) -> None:
-    created = ev.ShipmentCreated(**at(1), shipment_id="s-1", client_id="c-1", parcel_ids=("p-1",))
-    assert write_back(created, deps) == "not pushed"
+    # (ShipmentCreated was the example here; the writer now inserts Meridian's new shipments.)
+    closed = ev.ShipmentClosed(
+        **at(1),
+        shipment_id="s-1",
+        client_id="c-1",
+        delivered_count=1,
+        failed_count=0,
+        returned_count=0,
+    )
+    assert write_back(closed, deps) == "not pushed"
     assert tables.processed() == set()
 
 
@@ -303,3 +319,114 @@ def test_the_event_publisher_marks_what_the_bridge_applied(
 
 def test_the_publishers_bridge_command_is_the_bridges() -> None:
     assert publisher.SYNC_COMMAND == SYNC_COMMAND
+
+
+# A shipment created in Meridian: its rows are inserted, and its parcels' facts then apply -------
+
+NATIVE = {"parcel_id": "p-9a", "shipment_id": "s-9", "client_id": "c-9"}
+
+
+def _native_shipment(meridian: FakeDocumentStore, client: bool = True) -> None:
+    """A shipment of two parcels as Meridian's command path writes it."""
+    for parcel_id in ("p-9a", "p-9b"):
+        parcel = Parcel(
+            parcel_id=parcel_id,
+            shipment_id="s-9",
+            client_id="c-9",
+            recipient=Recipient(name="Meena", phone="+919800000009"),
+            stop=Stop(
+                location=GeoPoint(lat=12.93, lng=77.62),
+                address="9 Residency Road",
+                window=TimeWindow(start=T0, end=T0 + timedelta(hours=2)),
+            ),
+            weight_kg=2.5,
+        )
+        meridian.set(f"parcels/{parcel_id}", parcel.model_dump(mode="python"))
+    shipment = Shipment(
+        shipment_id="s-9", client_id="c-9", parcel_ids=("p-9a", "p-9b"), created_at=T0
+    )
+    meridian.set("shipments/s-9", {**shipment.model_dump(mode="python"), "status": "OPEN"})
+    if client:
+        meridian.set("clients/c-9", {"client_id": "c-9", "name": "Nova Retail"})
+
+
+def _created(m: int) -> ev.ShipmentCreated:
+    return ev.ShipmentCreated(
+        **at(m), shipment_id="s-9", client_id="c-9", parcel_ids=("p-9a", "p-9b")
+    )
+
+
+def test_a_fact_of_a_parcel_created_in_meridian_inserts_its_rows_then_applies(
+    deps: Deps, tables: FakeLegacyTables, meridian: FakeDocumentStore
+) -> None:
+    _native_shipment(meridian)
+    planned = ev.ParcelPlanned(**at(3), **NATIVE, window_id="w-1")
+
+    assert write_back(planned, deps) == "inserted 4 row(s), updated"
+
+    parcel = tables.inserted("parcels", "p-9a")
+    assert parcel is not None
+    assert (parcel["recipient_name"], parcel["stop_address"], parcel["weight_kg"]) == (
+        "Meena",
+        "9 Residency Road",
+        2.5,
+    )
+    assert parcel["window_start"] == T0 and parcel["status"] == "CREATED"  # as Meridian had it
+    row = tables.row("p-9a")
+    assert (row.values["status"], row.written_by) == ("PLANNED", "meridian")  # never pulled back
+    assert tables.row("p-9b").values["status"] == "CREATED"  # the shipment's other parcel
+    assert tables.inserted("shipments", "s-9") == {
+        "id": "s-9",
+        "client_id": "c-9",
+        "created_at": T0,
+        "deleted_at": None,
+    }
+    assert tables.inserted("clients", "c-9") == {
+        "id": "c-9",
+        "name": "Nova Retail",
+        "email": None,
+        "deleted_at": None,
+    }
+    # Its next facts apply to the row as to any other: nothing more is inserted.
+    assigned_native = ev.ParcelAssigned(**at(4), **NATIVE, **ON_ROUTE, window_id="w-1")
+    assert write_back(assigned_native, deps) == "updated"
+    assert tables.row("p-9a").values["driver_id"] == "d-1"
+
+
+def test_a_shipment_created_in_meridian_is_inserted_once(
+    deps: Deps, tables: FakeLegacyTables, meridian: FakeDocumentStore
+) -> None:
+    _native_shipment(meridian)
+    assert write_back(_created(1), deps) == "inserted 4 row(s)"
+    assert write_back(_created(1), deps) == "duplicate"
+    assert tables.row("p-9a").written_by == "meridian"
+    # A parcel fact arriving after it finds the row (and one that arrived first, the rows it made).
+    planned = ev.ParcelPlanned(**at(3), **NATIVE, window_id="w-1")
+    assert write_back(planned, deps) == "updated"
+    again = ev.ShipmentCreated(**{**_created(1).model_dump(), "event_id": "evt-other"})
+    assert write_back(again, deps) == "unchanged"
+    assert tables.row("p-9a").values["status"] == "PLANNED"
+
+
+def test_a_client_meridian_has_no_document_for_is_named_by_its_id(
+    deps: Deps, tables: FakeLegacyTables, meridian: FakeDocumentStore
+) -> None:
+    _native_shipment(meridian, client=False)
+    write_back(_created(1), deps)
+    client = tables.inserted("clients", "c-9")
+    assert client is not None and client["name"] == "c-9"
+
+
+def test_a_shipment_neither_side_has_is_not_found_and_leaves_no_trace(
+    deps: Deps, tables: FakeLegacyTables
+) -> None:
+    with pytest.raises(NotFound, match="shipment s-9 is neither in the monolith"):
+        write_back(_created(1), deps)
+    assert tables.processed() == set() and tables.inserted("shipments", "s-9") is None
+
+
+def test_a_shipment_the_bridge_applied_from_the_monolith_is_filtered_out() -> None:
+    wanted = CATALOG.filters["legacy-writer"]
+    assert wanted.matches({"eventType": "ShipmentCreated"})
+    assert not wanted.matches({"eventType": "ShipmentCreated", "origin": "monolith"})
+    assert not wanted.matches({"eventType": "ShipmentClosed"})

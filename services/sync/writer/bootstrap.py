@@ -1,6 +1,7 @@
-"""The only place the legacy writer's adapters are built: the monolith's PostgreSQL and the push
-endpoint's essentials. It keeps its ledger in PostgreSQL, with its effect, so it needs no
-document store."""
+"""The only place the legacy writer's adapters are built: the monolith's PostgreSQL, Meridian's
+document store (read only: the documents of a shipment created in Meridian, to insert its rows)
+and the push endpoint's essentials. It keeps its ledger in PostgreSQL, with its effect, so it
+writes no document."""
 
 from __future__ import annotations
 
@@ -17,5 +18,8 @@ CONCURRENCY = 4
 
 
 def bootstrap(settings: Settings) -> tuple[Deps, PushEssentials]:
-    deps = Deps(tables=PostgresTables(settings, size=CONCURRENCY))
+    deps = Deps(
+        tables=PostgresTables(settings, size=CONCURRENCY),
+        store=adapters.document_store(settings, service="legacy-writer"),
+    )
     return deps, adapters.push_essentials(settings, SERVICE)

@@ -1,4 +1,5 @@
-"""Meridian's parcel facts, written back into the monolith's ``parcels`` table.
+"""Meridian's parcel facts, written back into the monolith's ``parcels`` table (and the rows of
+the shipments Meridian creates, into its ``clients``, ``shipments`` and ``parcels``).
 
 Every move of a parcel in Meridian (planned, assigned, out for delivery, delivered, failed,
 re-queued, returned) is pushed, not only the deliveries, failures, returns and assignments the
@@ -7,8 +8,13 @@ each move. Each event is applied in one transaction with its id in ``bridge_proc
 (``LegacyTransaction.claim``), so a redelivery changes nothing. Per event, in this order:
 
 1. **Already processed**: nothing (``duplicate``).
-2. **Unknown parcel** (a parcel the monolith never had): ``NotFound``, answered 404, so Pub/Sub
-   retries it and then dead-letters it like every reactor's poison event; nothing is recorded.
+2. **A parcel the monolith does not have** (created in Meridian): its shipment, the shipment's
+   parcels and its client are inserted from Meridian's documents (``bring_in``), as the bridge's
+   rows (``written_by = 'meridian'``: the pull never brings them back), in the event's
+   transaction, and the event is then applied to the new row like any other. The monolith's
+   reports and billing read these tables, so Meridian's own shipments must be there. Only a
+   parcel Meridian has no document for either is ``NotFound``, answered 404, so Pub/Sub retries
+   it and then dead-letters it like every reactor's poison event; nothing is recorded.
 3. **Stale**: an event older than a fact already applied to the same parcel changes nothing
    (``stale``): redeliveries and dead-letter replays arrive out of order.
 4. **Never back from a final state**: a parcel the monolith holds DELIVERED or RETURNED keeps it
@@ -25,6 +31,11 @@ each move. Each event is applied in one transaction with its id in ``bridge_proc
    brings the write back; except over a monolith change the pull has not read yet (the row is
    past its cursor), which keeps ``written_by = 'monolith'`` so that change is not lost: the pull
    then brings the row, whose pushed columns Meridian already holds.
+
+``ShipmentCreated`` brings a shipment created in Meridian in at once (step 2 alone), so it reaches
+the monolith before any of its parcels moves. The rows come from Meridian's documents as they are
+when the event is handled (the events do not carry the recipient, the stop or the weight); a
+client Meridian has no document for gets its id as its name (the monolith requires one).
 
 Events the bridge caused (a parcel applied from the monolith by the sync jobs) carry the message
 attribute ``origin = monolith`` (set by the event publisher); the writer's subscription filters
@@ -44,8 +55,9 @@ from meridian.domain.errors import NotFound
 from meridian.domain.events import DomainEvent
 from meridian.domain.states import TERMINAL_STATES, ParcelStatus
 from meridian.observability import get_logger
+from meridian.ports import DocumentStore
 from services.sync.conflicts import Source, decide_status
-from services.sync.entities import MONOLITH
+from services.sync.entities import CLIENTS, MONOLITH, PARCELS, SHIPMENTS
 from services.sync.writer.tables import Fact, LegacyParcel, LegacyTables, LegacyTransaction
 
 log = get_logger(__name__)
@@ -71,12 +83,13 @@ _PARCEL_FACTS = (
     ev.ParcelReturned,
 )
 # The event types the writer applies: its subscription's filter names exactly these.
-PUSHED_EVENT_TYPES = tuple(t.event_type for t in _PARCEL_FACTS)
+PUSHED_EVENT_TYPES = (ev.ShipmentCreated.event_type, *(t.event_type for t in _PARCEL_FACTS))
 
 
 @dataclass(frozen=True)
 class Deps:
     tables: LegacyTables
+    store: DocumentStore  # Meridian's documents, read to insert what the monolith lacks
 
 
 def changes_for(event: ParcelFact) -> dict[str, Any]:
@@ -136,39 +149,93 @@ def write_back(event: DomainEvent, deps: Deps) -> str:
 
 def write_back_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | BaseException]:
     """Apply the events of a batch in one transaction (one commit for all), each in its own
-    savepoint: an event whose parcel the monolith lacks gets its ``NotFound`` (retried, then
-    dead-lettered) and the others commit. Parcels are locked in id order, so two batches never
-    wait on each other in a cycle; a parcel's events keep their order. A failed transaction
-    raises, for every event of the batch."""
+    savepoint: an event whose parcel neither the monolith nor Meridian has gets its ``NotFound``
+    (retried, then dead-lettered) and the others commit. Parcels are locked in id order, so two
+    batches never wait on each other in a cycle over existing rows; a parcel's events keep their
+    order. (Two batches inserting the same new shipment's rows may: PostgreSQL then aborts one,
+    ``Unavailable``, and Pub/Sub retries it.) A failed transaction raises, for every event of the
+    batch."""
     outcomes: list[str | BaseException] = ["" for _ in events]
     order = sorted(range(len(events)), key=lambda i: _parcel_of(events[i]))
     with deps.tables.transaction() as tx:
         for i in order:
             try:
                 with tx.savepoint():
-                    outcomes[i] = _apply(tx, events[i])
+                    outcomes[i] = _apply(tx, events[i], deps)
             except NotFound as e:
                 outcomes[i] = e
     return outcomes
 
 
 def _parcel_of(event: DomainEvent) -> str:
+    # A shipment's creation sorts first: its rows are in before its parcels' facts.
     return event.parcel_id if isinstance(event, _PARCEL_FACTS) else ""
 
 
-def _apply(tx: LegacyTransaction, event: DomainEvent) -> str:
+def bring_in(tx: LegacyTransaction, store: DocumentStore, shipment_id: str, why: str) -> int:
+    """Insert the shipment, its client and its parcels, as Meridian's documents have them, where
+    the monolith lacks them; how many rows were inserted. NotFound when Meridian has no document
+    for the shipment or one of its parcels (``why``: the event, for the message)."""
+    shipment = store.get(SHIPMENTS.path(shipment_id))
+    if shipment is None:
+        raise NotFound(
+            f"shipment {shipment_id} is neither in the monolith's tables nor in Meridian: {why} "
+            "cannot be written back (it is retried, then dead-lettered; replay it once the "
+            "shipment exists)"
+        )
+    client_id = str(shipment.data["client_id"])
+    client = store.get(CLIENTS.path(client_id))
+    client_row = (
+        CLIENTS.to_row(client.data)
+        if client is not None
+        else {"id": client_id, "name": client_id, "email": None, "deleted_at": None}
+    )
+    parcel_ids = [str(p) for p in shipment.data.get("parcel_ids", ())]
+    parcels = store.get_all([PARCELS.path(p) for p in parcel_ids])
+    lacking = sorted(p for p in parcel_ids if parcels[PARCELS.path(p)] is None)
+    if lacking:
+        raise NotFound(
+            f"parcel(s) {', '.join(lacking)} of shipment {shipment_id} are not in Meridian: {why} "
+            "cannot be written back (it is retried, then dead-lettered)"
+        )
+    rows = [(CLIENTS, client_row), (SHIPMENTS, SHIPMENTS.to_row(shipment.data))]
+    rows += [(PARCELS, PARCELS.to_row(d.data)) for d in parcels.values() if d is not None]
+    return sum(tx.insert(target, row) for target, row in rows)
+
+
+def _shipment_created(tx: LegacyTransaction, event: ev.ShipmentCreated, deps: Deps) -> str:
+    # Subject "shipments/{id}": never a parcel's id (identifiers hold no "/"), so no parcel's
+    # stale check (newer_fact) ever sees this event.
+    subject = SHIPMENTS.path(event.shipment_id)
+    if not tx.claim(Fact(event.event_id, event.event_type, subject, event.occurred_at)):
+        return "duplicate"
+    inserted = bring_in(tx, deps.store, event.shipment_id, f"{event.event_type} {event.event_id}")
+    return f"inserted {inserted} row(s)" if inserted else "unchanged"
+
+
+def _apply(tx: LegacyTransaction, event: DomainEvent, deps: Deps) -> str:
+    if isinstance(event, ev.ShipmentCreated):
+        return _shipment_created(tx, event, deps)
     if not isinstance(event, _PARCEL_FACTS):
         return "not pushed"  # outside the subscription's filter: nothing to write
     fact = Fact(event.event_id, event.event_type, event.parcel_id, event.occurred_at)
     if not tx.claim(fact):
         return "duplicate"
-    row = tx.parcel(event.parcel_id)
+    row, inserted = tx.parcel(event.parcel_id), ""
     if row is None:
-        raise NotFound(
-            f"parcel {event.parcel_id} is not in the monolith's parcels table: {event.event_type} "
-            f"{event.event_id} cannot be written back (it is retried, then dead-lettered; replay "
-            "it once the parcel exists there)"
-        )
+        why = f"{event.event_type} {event.event_id} of parcel {event.parcel_id}"
+        count = bring_in(tx, deps.store, event.shipment_id, why)
+        row, inserted = tx.parcel(event.parcel_id), f"inserted {count} row(s), "
+        if row is None:
+            raise NotFound(
+                f"parcel {event.parcel_id} is not among the parcels of its shipment "
+                f"{event.shipment_id} in Meridian: {why} cannot be written back (it is retried, "
+                "then dead-lettered)"
+            )
+    return inserted + _write(tx, event, fact, row)
+
+
+def _write(tx: LegacyTransaction, event: ParcelFact, fact: Fact, row: LegacyParcel) -> str:
     changes = changes_for(event)
     verdict = _verdict(tx, fact, row, changes["status"])
     if verdict is not None:

@@ -23,6 +23,7 @@ from psycopg import sql
 from meridian.config import Settings
 from meridian.domain.errors import Unavailable
 from services.sync import legacy
+from services.sync.entities import Entity
 from services.sync.writer.tables import (
     PUSHED_COLUMNS,
     Fact,
@@ -94,6 +95,15 @@ class _Transaction(LegacyTransaction):
             self._conn.execute(query, [*changes.values(), parcel_id])
         finally:
             legacy.as_meridian(self._conn)
+
+    def insert(self, entity: Entity, row: Mapping[str, Any]) -> bool:
+        query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
+            sql.Identifier(entity.table),
+            sql.SQL(", ").join(sql.Identifier(c) for c in entity.columns),
+            sql.SQL(", ").join(sql.Placeholder() for _ in entity.columns),
+        )
+        cursor = self._conn.execute(query, [row[c] for c in entity.columns])
+        return cursor.rowcount == 1
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:

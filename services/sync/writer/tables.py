@@ -2,9 +2,10 @@
 
 One ``LegacyTables.transaction()`` per batch of events; inside it, each event is claimed (its id
 recorded as processed), its parcel read and locked, and its changes written, all or nothing per
-event (``savepoint``). The PostgreSQL adapter is ``services.sync.writer.postgres``; the unit
-tests' fake subclasses this port, and ``tests/contract/test_legacy_tables_contract.py`` holds both
-to the same semantics.
+event (``savepoint``); the client, shipment and parcel rows of a record created in Meridian are
+inserted when the monolith lacks them (``insert``). The PostgreSQL adapter is
+``services.sync.writer.postgres``; the unit tests' fake subclasses this port, and
+``tests/contract/test_legacy_tables.py`` holds both to the same semantics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from services.sync.entities import Entity
 
 # The parcel columns the push direction writes: the status and what goes with it.
 PUSHED_COLUMNS = (
@@ -80,6 +83,12 @@ class LegacyTransaction(ABC):
         its ``updated_at`` is the transaction's time. ``as_bridge``: its ``written_by`` becomes
         ``meridian``, so the pull never brings the write back; otherwise it stays
         ``monolith``, so the pull still brings the monolith's change it has not read yet."""
+
+    @abstractmethod
+    def insert(self, entity: Entity, row: Mapping[str, Any]) -> bool:
+        """Insert ``row`` (``entity.columns``, as ``entity.to_row`` gives them) into the entity's
+        table as the bridge's (``written_by = 'meridian'``, version 1), unless the table already
+        holds its id: then nothing changes. Whether it was inserted."""
 
     @abstractmethod
     def savepoint(self) -> contextlib.AbstractContextManager[None]:
