@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from meridian import adapters
+from meridian import adapters, metrics
 from meridian.catalog import load_catalog
 from meridian.codec.events import EventCodec
 from meridian.config import Settings
@@ -80,6 +80,13 @@ def _apply_job(job: str) -> Job:
             conflicts=len(outcome.conflicts),
             rejected=outcome.rejected,
         )
+        for counted, rows in (
+            ("created", outcome.created),
+            ("updated", outcome.updated),
+            ("unchanged", outcome.unchanged),
+            ("rejected", len(outcome.rejected)),
+        ):
+            metrics.sync_rows(target.name, counted, rows)
         return 1 if outcome.rejected else 0
 
     run.__name__ = job.replace("-", "_")
