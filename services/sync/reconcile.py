@@ -12,7 +12,8 @@ when every synced field agrees), in pages, never a whole table in memory:
 2. **Meridian's side** (a whole-entity run only). Its documents in keyset pages on the id field;
    those the bridge brought (a link names them) whose row is gone are *missing in the monolith*.
    A document Meridian created itself (no link) is counted as ``native``, not a difference: the
-   push direction carries Meridian's facts into the monolith, not its new records.
+   bridge never applied it. (The legacy writer inserts the rows of Meridian's own shipments, their
+   parcels and clients into the monolith; those rows are compared from the monolith's side.)
 
 **The in-flight window** (``MERIDIAN_SYNC_IN_FLIGHT_S``, ``--in-flight``): a record may differ
 because its change is still on its way across. A difference is *in flight*, and not counted,
