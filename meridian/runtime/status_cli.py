@@ -138,11 +138,16 @@ def _consumers(catalog: Catalog) -> list[str]:
 
 @dataclass(frozen=True)
 class EmbeddedVitalSigns(VitalSigns):
-    """The embedded runtime in ``settings.data_dir``."""
+    """The embedded runtime in ``settings.data_dir``, as it deploys ``catalog``
+    (``supervisor.local_catalog``: what it does not run, such as the legacy writer with no monolith
+    configured, has no subscription to read)."""
 
     settings: Settings
     catalog: Catalog
     limits: Thresholds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "catalog", local_catalog(self.catalog, self.settings))
 
     def read(self) -> Status:
         from meridian.embedded.docstore.changelog import Cursors
@@ -336,7 +341,7 @@ def status(
             raise typer.Exit(2) from no_credentials
         reader = CloudMonitoringVitalSigns(monitoring, catalog, limits, prefix)
     else:
-        reader = EmbeddedVitalSigns(settings, local_catalog(catalog, settings), limits)
+        reader = EmbeddedVitalSigns(settings, catalog, limits)
 
     def frame() -> Status:
         return reader.read().judge(limits)
