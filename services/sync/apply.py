@@ -27,6 +27,21 @@ holds is skipped, and a job killed mid-page and run again writes only what had n
   publisher never meets a parcel its event cannot describe; the rest of the row is applied, and
   reconciliation shows the status difference until either side moves the parcel on.
 - **Changed in Meridian only** never reaches here as a new row version: nothing to do.
+- **Meridian's winning values go back** (``write_back``). A field Meridian won by a rule (final
+  state, state machine, last writer, source priority; not ``inexpressible``, which leaves the
+  monolith's status alone) is written into the monolith's row once the document store has
+  committed, as the bridge's (``legacy.as_meridian``: ``written_by = 'meridian'``, so the pull
+  does not bring it back) and only ``WHERE version =`` the version applied: a row the monolith
+  changed again meanwhile is left alone, and the next pull merges that change. The push direction
+  carries only parcel facts, so without this the monolith would keep the value it lost.
+  **Crash safety**: the link records the fields to write back (``write_back``) with the version
+  applied, in the same transaction as the document. A job killed between the two commits leaves
+  the row at that version: rerun, the row is "applied already", and the write is derived again
+  from the link (the fields it names whose value in Meridian is still the one it won, as the
+  base records it). A write that did land leaves the row one version further, the bridge's; when
+  the monolith next changes it, a recorded field the row holds with Meridian's value counts as
+  unchanged by the monolith (the base is read as if written back), so it is no conflict. A field
+  still to write back after a guarded write found the row changed is carried to the next merge.
 
 What the bridge writes carries the echo markers of ``services.sync.entities``. A row that does not
 make a valid Meridian record (a parcel without a recipient's phone in E.164) is rejected: logged,
@@ -67,15 +82,28 @@ from services.sync.entities import (
     SYNC_ROLE,
     Entity,
     Row,
+    field_digests,
     row_checksum,
+    synced_values,
 )
-from services.sync.legacy import Connection
+from services.sync.legacy import Connection, as_meridian
 
 log = get_logger(__name__)
 
 CONFLICTS = "sync_conflicts"
 Seen = Mapping[str, Document | None]  # what a transaction read, by path
 CHUNK = 100  # rows per document-store transaction (Firestore allows 500 writes; a row makes <= 3)
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """Meridian's winning values for a monolith row, to write only while the row is still at
+    ``version`` (the one applied)."""
+
+    entity: Entity
+    id: str
+    version: int
+    columns: Mapping[str, Any]
 
 
 @dataclass
@@ -87,6 +115,10 @@ class Outcome:
     unchanged: int = 0
     conflicts: list[tuple[str, list[Decision]]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    written_back: int = 0  # rows the monolith now holds Meridian's winning values in
+    # Not kept past the commit that counts them (``Applier._in_transaction``):
+    changed_at: list[datetime] = field(default_factory=list)  # the applied rows' updated_at
+    write_backs: list[WriteBack] = field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
         self.created += other.created
@@ -94,6 +126,7 @@ class Outcome:
         self.unchanged += other.unchanged
         self.conflicts += other.conflicts
         self.rejected += other.rejected
+        self.written_back += other.written_back
 
 
 # Reading the page ---------------------------------------------------------------------------
@@ -158,6 +191,9 @@ class Applier:
     conn: Connection
     job: str
     clock: Callable[[], datetime]
+    # The sync lag (meridian_sync_lag_seconds{direction="to_meridian"}) of each row applied; the
+    # backfill's rows are as old as the monolith's history, so it observes none.
+    observe_lag: bool = True
 
     def apply(self, entity: Entity, rows: Sequence[Mapping[str, Any]]) -> Outcome:
         outcome = Outcome()
@@ -174,9 +210,41 @@ class Applier:
 
     def _in_transaction(self, work: Callable[[Transaction], Outcome]) -> Outcome:
         outcome = self.store.run_transaction(work)
-        for key, _ in outcome.conflicts:  # counted once committed: the function may run again
+        # Counted once committed: the function may run again.
+        committed = self.clock()
+        for key, _ in outcome.conflicts:
             metrics.sync_conflict(key.split("~", 1)[0])
+        for changed_at in outcome.changed_at if self.observe_lag else ():
+            metrics.sync_lag("to_meridian", (committed - changed_at).total_seconds())
+        outcome.written_back = sum(self._write_back(w) for w in outcome.write_backs)
+        outcome.changed_at, outcome.write_backs = [], []
         return outcome
+
+    def _write_back(self, write: WriteBack) -> bool:
+        """Write Meridian's winning values into the row as the bridge's, if the row is still at
+        the version applied; whether it was."""
+        query = sql.SQL("UPDATE {} SET {} WHERE id = %s AND version = %s").format(
+            sql.Identifier(write.entity.table),
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in write.columns),
+        )
+        with self.conn.transaction():
+            as_meridian(self.conn)
+            cursor = self.conn.execute(query, [*write.columns.values(), write.id, write.version])
+        if cursor.rowcount == 1:
+            log.info(
+                "Meridian's values written back",
+                entity=write.entity.name,
+                id=write.id,
+                columns=sorted(write.columns),
+            )
+            return True
+        log.info(
+            "not written back: the monolith changed the row again; the next pull merges it",
+            entity=write.entity.name,
+            id=write.id,
+            version=write.version,
+        )
+        return False
 
     def _bring_in_shipments(self, rows: Sequence[Mapping[str, Any]], outcome: Outcome) -> None:
         """The shipments of ``rows`` Meridian does not hold yet, each with its parcels."""
@@ -233,9 +301,11 @@ class Applier:
         row: Row,
         meridian_at: datetime,
         meridian: Mapping[str, Any],
+        write_back: Sequence[str] = (),
     ) -> None:
-        """The row's link: the version applied, and the base of the next three-way merge (the
-        row's synced fields as a document, and ``meridian``: the document's after this write)."""
+        """The row's link: the version applied, the base of the next three-way merge (the
+        row's synced fields as a document, and ``meridian``: the document's after this write),
+        and the fields Meridian won that the row is to be given (``write_back``)."""
         tx.set(
             entity.link_path(row["id"]),
             {
@@ -246,6 +316,7 @@ class Applier:
                 "meridian_updated_at": meridian_at,
                 "checksum": row_checksum(entity, row),
                 "base": Base.of(entity.to_document(row), meridian).to_link(),
+                "write_back": sorted(write_back),
             },
         )
 
@@ -273,7 +344,9 @@ class Applier:
             incoming = PARCELS.to_document(parcel)
             tx.create(PARCELS.path(parcel["id"]), {**incoming, **self._written(parcel, now)})
             self._link(tx, PARCELS, parcel, now, incoming)
+            outcome.changed_at.append(parcel["updated_at"])
         outcome.created += 1 + len(new_parcels)
+        outcome.changed_at.append(row["updated_at"])
 
     def _row(
         self,
@@ -292,15 +365,23 @@ class Applier:
             tx.create(path, {**incoming, **self._written(row, now)})
             self._link(tx, entity, row, now, incoming)
             outcome.created += 1
-            return
-        if link is not None and link.data["legacy_version"] >= row["version"]:
-            outcome.unchanged += 1  # applied already
+            outcome.changed_at.append(row["updated_at"])
             return
         current = {key: document.data.get(key) for key in incoming}
+        base = None if link is None else Base.from_link(link.data)
+        pending = [] if link is None else list(link.data.get("write_back", ()))
+        if link is not None and link.data["legacy_version"] >= row["version"]:
+            outcome.unchanged += 1  # applied already
+            if base is not None and link.data["legacy_version"] == row["version"]:
+                # Killed before its write-back, or run again: derive it from the link.
+                still = field_digests(current)
+                kept = [f for f in pending if still.get(f) == base.meridian.get(f)]
+                self._plan_write_back(entity, row, incoming, current, kept, outcome)
+            return
         meridian_at: datetime = document.data.get("updated_at") or now
         has_status = entity is PARCELS
-        base = None if link is None else Base.from_link(link.data)
         if base is not None:
+            base = _as_written_back(base, incoming, pending)
             merged, decisions = merge(
                 base, current, incoming, meridian_at, row["updated_at"], has_status
             )
@@ -324,14 +405,42 @@ class Applier:
         if decisions:
             self._record_conflict(tx, entity, row, current, incoming, decisions, missing, now)
             outcome.conflicts.append((f"{entity.name}~{row['id']}", decisions))
+        # What Meridian won by a rule (not inexpressible), and what was still to write back.
+        won = {
+            d.field
+            for d in decisions
+            if d.winner is Source.MERIDIAN and d.rule is not Rule.INEXPRESSIBLE
+        } | set(pending)
+        won = {f for f in won if merged.get(f) != incoming.get(f)}
         if merged == current:
-            self._link(tx, entity, row, meridian_at, current)
+            self._link(tx, entity, row, meridian_at, current, sorted(won))
             outcome.unchanged += 1
+        else:
+            _valid(entity, {**document.data, **merged})
+            tx.set(path, {**document.data, **merged, **self._written(row, now)})
+            self._link(tx, entity, row, now, merged, sorted(won))
+            outcome.updated += 1
+            outcome.changed_at.append(row["updated_at"])
+        self._plan_write_back(entity, row, incoming, merged, sorted(won), outcome)
+
+    def _plan_write_back(
+        self,
+        entity: Entity,
+        row: Row,
+        incoming: Mapping[str, Any],
+        meridian: Mapping[str, Any],
+        won: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        """Meridian's values of the fields it ``won``, as the row's columns that differ from
+        the row's (written once the document store has committed)."""
+        if not won:
             return
-        _valid(entity, {**document.data, **merged})
-        tx.set(path, {**document.data, **merged, **self._written(row, now)})
-        self._link(tx, entity, row, now, merged)
-        outcome.updated += 1
+        target = entity.to_row({**incoming, **{f: meridian.get(f) for f in won}})
+        before, after = synced_values(entity, row), synced_values(entity, target)
+        columns = {c: target[c] for c in entity.columns if c != "id" and before[c] != after[c]}
+        if columns:
+            outcome.write_backs.append(WriteBack(entity, row["id"], row["version"], columns))
 
     def _record_conflict(
         self,
@@ -364,6 +473,20 @@ class Applier:
                 "recorded_at": now,
             },
         )
+
+
+def _as_written_back(base: Base, incoming: Mapping[str, Any], pending: Sequence[str]) -> Base:
+    """The base, with each field the link had to write back counted as the monolith's own where
+    the row holds Meridian's value for it: written back (or set so by the monolith), it is no
+    change of the monolith's to merge."""
+    if not pending:
+        return base
+    now = field_digests({f: incoming.get(f) for f in pending if f in incoming})
+    monolith = dict(base.monolith)
+    for f, digest in now.items():
+        if digest == base.meridian.get(f):
+            monolith[f] = digest
+    return Base(monolith, base.meridian)
 
 
 def _overall(decisions: Sequence[Decision]) -> str:

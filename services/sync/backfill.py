@@ -125,7 +125,7 @@ def backfill(
     progress = progress or Silent()
     chosen = [entity(n) for n in names]
     order = [e for e in ENTITIES.values() if e in chosen]
-    applier = Applier(store, conn, JOB, clock)
+    applier = Applier(store, conn, JOB, clock, observe_lag=False)
     moved: dict[str, Moved] = {}
     for target in order:
         checkpoint = read_checkpoint(store, target.name)
