@@ -28,9 +28,13 @@ each move. Each event is applied in one transaction with its id in ``bridge_proc
 6. **Equal values**: nothing is written (``unchanged``). This is how an event the bridge itself
    caused ends when it slips past the subscription's filter: the row already says it.
 7. Otherwise the row is updated as the bridge's (``written_by = 'meridian'``), so the pull never
-   brings the write back; except over a monolith change the pull has not read yet (the row is
-   past its cursor), which keeps ``written_by = 'monolith'`` so that change is not lost: the pull
-   then brings the row, whose pushed columns Meridian already holds.
+   brings the write back; except over a monolith change not applied in Meridian yet, which keeps
+   ``written_by = 'monolith'`` so that change is not lost: the pull then brings the row, whose
+   pushed columns Meridian already holds. Not applied means the row is past the pull's cursor,
+   or its link (``sync_links``) holds an older version: the cursor moves once the page is
+   published, before the apply job re-reads the page's rows, and that re-read takes only
+   ``written_by = 'monolith'`` rows within the page, so a row marked the bridge's in between would
+   drop the monolith's edit.
 
 ``ShipmentCreated`` brings a shipment created in Meridian in at once (step 2 alone), so it reaches
 the monolith before any of its parcels moves. The rows come from Meridian's documents as they are
@@ -45,11 +49,12 @@ recorded as processed all the same: the event is done.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, assert_never
 
+from meridian import metrics
 from meridian.domain import events as ev
 from meridian.domain.errors import NotFound
 from meridian.domain.events import DomainEvent
@@ -90,6 +95,9 @@ PUSHED_EVENT_TYPES = (ev.ShipmentCreated.event_type, *(t.event_type for t in _PA
 class Deps:
     tables: LegacyTables
     store: DocumentStore  # Meridian's documents, read to insert what the monolith lacks
+    # Read once a batch has committed: each event written is observed in
+    # meridian_sync_lag_seconds{direction="to_monolith"} (the commit - the event's time).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 def changes_for(event: ParcelFact) -> dict[str, Any]:
@@ -164,7 +172,15 @@ def write_back_batch(events: Sequence[DomainEvent], deps: Deps) -> list[str | Ba
                     outcomes[i] = _apply(tx, events[i], deps)
             except NotFound as e:
                 outcomes[i] = e
+    committed = deps.clock()  # counted once committed: a failed transaction raised above
+    for event, outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, str) and outcome.startswith(_WRITTEN):
+            metrics.sync_lag("to_monolith", (committed - event.occurred_at).total_seconds())
     return outcomes
+
+
+# The outcomes of an event that changed the monolith's tables (``_apply``'s).
+_WRITTEN = ("updated", "inserted")
 
 
 def _parcel_of(event: DomainEvent) -> str:
@@ -232,10 +248,12 @@ def _apply(tx: LegacyTransaction, event: DomainEvent, deps: Deps) -> str:
                 f"{event.shipment_id} in Meridian: {why} cannot be written back (it is retried, "
                 "then dead-lettered)"
             )
-    return inserted + _write(tx, event, fact, row)
+    return inserted + _write(tx, event, fact, row, deps.store)
 
 
-def _write(tx: LegacyTransaction, event: ParcelFact, fact: Fact, row: LegacyParcel) -> str:
+def _write(
+    tx: LegacyTransaction, event: ParcelFact, fact: Fact, row: LegacyParcel, store: DocumentStore
+) -> str:
     changes = changes_for(event)
     verdict = _verdict(tx, fact, row, changes["status"])
     if verdict is not None:
@@ -243,7 +261,7 @@ def _write(tx: LegacyTransaction, event: ParcelFact, fact: Fact, row: LegacyParc
     changed = {k: v for k, v in changes.items() if not _same(row.values.get(k), v)}
     if not changed:
         return "unchanged"
-    if row.written_by == MONOLITH and not row.pulled:
+    if row.written_by == MONOLITH and not _in_meridian(row, store):
         # The monolith's latest change is not in Meridian yet: marked as the bridge's, the row
         # would be skipped by the pull and that change lost. Left the monolith's, the pull
         # brings it with these columns, which Meridian already holds.
@@ -251,6 +269,21 @@ def _write(tx: LegacyTransaction, event: ParcelFact, fact: Fact, row: LegacyParc
         return "updated, the monolith's change still to pull"
     tx.update_parcel(event.parcel_id, changed)
     return "updated"
+
+
+def _in_meridian(row: LegacyParcel, store: DocumentStore) -> bool:
+    """Whether the row's latest change is applied in Meridian. Past the pull's cursor is not
+    enough (the page may be published and not yet applied): the link must hold the version, and
+    a parcel Meridian holds without a link (created in Meridian, then edited in the monolith) has
+    had no change of the monolith's applied. With neither, only the cursor can tell."""
+    if not row.pulled:
+        return False
+    link_path, path = PARCELS.link_path(row.parcel_id), PARCELS.path(row.parcel_id)
+    found = store.get_all([link_path, path])
+    link = found[link_path]
+    if link is not None:
+        return int(link.data["legacy_version"]) >= row.version
+    return found[path] is None
 
 
 def _verdict(tx: LegacyTransaction, fact: Fact, row: LegacyParcel, status: str) -> str | None:
