@@ -78,6 +78,7 @@ def _apply_job(job: str) -> Job:
             updated=outcome.updated,
             unchanged=outcome.unchanged,
             conflicts=len(outcome.conflicts),
+            written_back=outcome.written_back,
             rejected=outcome.rejected,
         )
         for counted, rows in (
