@@ -430,7 +430,7 @@ def test_the_gcp_backend_builds_the_adapter_from_the_terraform_environment(
         "GOOGLE_CLOUD_PROJECT": "meridian-prod",
         "MERIDIAN_DISPATCH_WORKFLOW": PARENT,
     }
-    monkeypatch.setattr(adapters, "document_store", lambda settings: store)
+    monkeypatch.setattr(adapters, "document_store", lambda settings, **_: store)
 
     built = adapters.workflow_executions(Settings.from_env(environment))
 

@@ -92,7 +92,7 @@ def test_a_failed_install_is_said_and_fails(tmp_path: Path) -> None:
 def test_an_install_that_does_not_bring_the_command_fails(tmp_path: Path) -> None:
     result = _need(_stand_ins(tmp_path, uid=0, apt_get="exit 0"), "postgresql", "initdb")
     assert result.returncode == 1
-    assert "so that 'initdb' is on PATH" in result.stderr
+    assert "so that 'initdb' is there" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -111,4 +111,24 @@ def test_the_make_targets_explain_themselves(tmp_path: Path, target: str, packag
     )
     assert result.returncode != 0
     assert f"run 'sudo apt-get install {package}', then run make again." in result.stderr
+    assert _apt_calls(tmp_path) == []
+
+
+def test_a_program_kept_off_path_is_found_by_its_path_glob(tmp_path: Path) -> None:
+    # Debian keeps PostgreSQL's server programs in /usr/lib/postgresql/<version>/bin.
+    program = tmp_path / "lib" / "postgresql" / "15" / "bin" / "pg_ctl"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    bin_dir = _stand_ins(tmp_path, uid=1000, apt_get="exit 1")
+    result = _need(bin_dir, "postgresql", f"{tmp_path}/lib/postgresql/*/bin/pg_ctl")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert _apt_calls(tmp_path) == []
+
+
+def test_a_path_glob_matching_nothing_asks_for_the_package(tmp_path: Path) -> None:
+    bin_dir = _stand_ins(tmp_path, uid=1000, apt_get="exit 0")
+    result = _need(bin_dir, "postgresql", f"{tmp_path}/lib/postgresql/*/bin/pg_ctl")
+    assert result.returncode == 1
+    assert "run 'sudo apt-get install postgresql', then run make again." in result.stderr
     assert _apt_calls(tmp_path) == []
