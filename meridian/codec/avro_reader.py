@@ -278,6 +278,8 @@ def _optional(present: Reader) -> Reader:
             return None, pos + 1
         if branch == 2:  # zigzag 1
             return present(data, pos + 1)
+        if branch < 0x80:  # a one-byte varint: say which index it is (zigzag)
+            raise ValueError(f"union branch {(branch >> 1) ^ -(branch & 1)} does not exist")
         raise ValueError(f"union branch byte {branch} does not exist")
 
     return read

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import re
 from typing import Any
 
 import pytest
@@ -100,6 +101,8 @@ def test_corrupt_bodies_are_refused_exactly_when_fastavro_refuses_them(data: st.
         except DecodeError as refusal:
             if "longer than 64 bits" in str(refusal):
                 continue  # not an Avro long: fastavro wraps it into some number, this refuses
+            if re.search(r"(enum index|union branch) -\d", str(refusal)):
+                continue  # fastavro takes a negative index from the end (Python lists); this refuses
             got = None
         assert same(got, expected), (name, corrupt.hex())
 
