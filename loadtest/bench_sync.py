@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import statistics
 import tempfile
 import threading
@@ -67,30 +65,10 @@ def _scale() -> tuple[int, float]:
 @contextlib.contextmanager
 def legacy_database() -> Iterator[str]:
     """A PostgreSQL server in a temporary directory with legacy/schema.sql applied; its DSN."""
-    from pytest_postgresql.executors import PostgreSQLExecutor
+    from tests.legacy_db import SCHEMA, postgres_server
 
-    from tests.legacy_db import SCHEMA, _as_postgres_user, _free_port, pg_ctl
-
-    executable = pg_ctl()
-    workdir = Path(tempfile.mkdtemp(prefix="meridian-bench-pg-"))
-    workdir.chmod(0o755)
-    if os.geteuid() == 0:
-        shutil.chown(workdir, user="postgres", group="postgres")
-        executable = _as_postgres_user(executable, workdir)
-    server = PostgreSQLExecutor(
-        executable=executable,
-        host="127.0.0.1",
-        port=_free_port(),
-        datadir=str(workdir / "data"),
-        unixsocketdir=str(workdir),
-        logfile=str(workdir / "postgresql.log"),
-        startparams="-w",
-        dbname="legacy",
-        user="postgres",
-        postgres_options="-c shared_buffers=128MB -c max_connections=20",
-    )
-    server.start()
-    try:
+    options = "-c shared_buffers=128MB -c max_connections=20"
+    with postgres_server("meridian-bench-pg-", options) as server:
         dsn = f"host=127.0.0.1 port={server.port} dbname=postgres user=postgres"
         deadline = time.monotonic() + 60
         while True:  # pg_ctl -w returns as the server starts accepting, not always after
@@ -106,28 +84,6 @@ def legacy_database() -> Iterator[str]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SCHEMA.read_text())
         yield dsn
-    finally:
-        pid_file = workdir / "data" / "postmaster.pid"
-        postmaster = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
-        server.stop()
-        if postmaster is not None:
-            _make_sure_it_stopped(postmaster)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _make_sure_it_stopped(pid: int) -> None:
-    """pg_ctl stop through the runuser wrapper has been seen to return with the postmaster still
-    running (rarely): a fast shutdown signal, then a kill, so the bench never leaves a server."""
-    for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def _seed(conn: psycopg.Connection[dict[str, object]], parcels: int) -> None:

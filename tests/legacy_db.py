@@ -14,12 +14,15 @@ directory is made in a directory that user owns.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,11 +63,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def legacy_postgres() -> Iterator[PostgreSQLExecutor]:
-    """One PostgreSQL server for the session, its template database holding the legacy schema."""
+@contextlib.contextmanager
+def postgres_server(prefix: str, options: str) -> Iterator[PostgreSQLExecutor]:
+    """A PostgreSQL server in a new temporary directory (named ``prefix``…) with ``options``
+    (``postgres -c`` settings), as the ``postgres`` user when run as root; stopped and its
+    directory removed on the way out. Used by the session fixture and by the benchmarks."""
     executable = pg_ctl()
-    workdir = Path(tempfile.mkdtemp(prefix="meridian-legacy-pg-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     workdir.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(workdir, user=_USER, group=_USER)
@@ -79,24 +84,53 @@ def legacy_postgres() -> Iterator[PostgreSQLExecutor]:
         startparams="-w",
         dbname="legacy",
         user=_USER,
-        # One worker per test database is plenty; keep the shared machine's memory for others.
-        postgres_options="-c shared_buffers=32MB -c max_connections=60 -c fsync=off",
+        postgres_options=options,
     )
     server.start()
     try:
-        with DatabaseJanitor(
+        yield server
+    finally:
+        pid_file = workdir / "data" / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+        server.stop()
+        if postmaster is not None:
+            _make_sure_it_stopped(postmaster)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _make_sure_it_stopped(pid: int) -> None:
+    """pg_ctl stop through the runuser wrapper has been seen to return with the postmaster still
+    running (rarely): a fast shutdown signal, then a kill, so no server is left behind."""
+    for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@pytest.fixture(scope="session")
+def legacy_postgres() -> Iterator[PostgreSQLExecutor]:
+    """One PostgreSQL server for the session, its template database holding the legacy schema."""
+    # One worker per test database is plenty; keep the shared machine's memory for others.
+    options = "-c shared_buffers=32MB -c max_connections=60 -c fsync=off"
+    with (
+        postgres_server("meridian-legacy-pg-", options) as server,
+        DatabaseJanitor(
             user=_USER,
             host=server.host,
             port=server.port,
             dbname=server.template_dbname,
             as_template=True,
             maintenance_dbname=server.maintenance_dbname,
-        ) as template:
-            template.load(SCHEMA)
-            yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        ) as template,
+    ):
+        template.load(SCHEMA)
+        yield server
 
 
 @pytest.fixture
