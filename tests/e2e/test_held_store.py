@@ -13,8 +13,6 @@ import dataclasses
 import functools
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from meridian.documents.ownership import Ownership
 from meridian.embedded.docstore.stores import store_file
 from meridian.embedded.pubsub.broker import Broker
 from meridian.embedded.pubsub.config import RetryPolicy
+from tests import lock_holder
 from tests.e2e.conftest import eventually
 from tests.e2e.test_reactors import REACTORS
 from tests.e2e.whole_platform import send_out, wait_drained, whole_platform
@@ -36,15 +35,6 @@ from tests.e2e.whole_platform import send_out, wait_drained, whole_platform
 pytestmark = pytest.mark.e2e
 HOLD_S = 5.0
 SAMPLES = 20  # deliveries (and health checks) idle, and as many while the lock is held
-# A second process holding the database's write lock: says "held" once it has it.
-HOLDER = """
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-db.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-db.execute("COMMIT")
-"""
 
 
 def _timed(call: Callable[[], httpx.Response], answers: Counter[int]) -> float:
@@ -103,11 +93,7 @@ def test_a_write_held_on_a_reactors_store_leaves_deliver_and_healthz_at_idle_lat
         assert wait_drained(platform.settings, REACTORS, 60)[0], "the idle deliveries' effects"
 
         billing = store_file(data_dir, Ownership.of(load_catalog()).homes["billing"])
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(billing), str(HOLD_S)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        holder = lock_holder.start(billing, HOLD_S)
         try:
             assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             held = sample(parcels[SAMPLES:])

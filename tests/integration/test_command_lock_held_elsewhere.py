@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,21 +34,12 @@ from meridian.embedded.docstore.stores import ServiceStores
 from meridian.ports import IdentityVerifier
 from services.command.app import create_app
 from services.command.bootstrap import bootstrap
+from tests import lock_holder
 
 HOLD_S = 3.0
 # /healthz answers in about a millisecond in-process; the bound leaves room for a loaded CI
 # machine and is still far below the seconds the lock is held.
 HEALTHZ_BOUND_S = 0.5
-
-HOLDER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.execute("ROLLBACK")
-print("freed", flush=True)
-"""
 
 
 class TokenVerifier(IdentityVerifier):
@@ -138,11 +128,7 @@ def test_the_loop_serves_while_another_process_holds_the_lock_and_deliveries_com
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://command") as client:
             await _out_for_delivery(client, ["p-1", "p-2"], now)
-            process = subprocess.Popen(
-                [sys.executable, "-c", HOLDER, str(database), str(HOLD_S)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            process = lock_holder.start(database, HOLD_S)
             holder.append(process)
             assert process.stdout is not None
             assert await asyncio.to_thread(process.stdout.readline) == "held\n"

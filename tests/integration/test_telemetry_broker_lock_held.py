@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -47,22 +46,13 @@ from meridian.embedded.pubsub.config import SubscriptionConfig
 from meridian.ports import IdentityVerifier
 from services.command.app import create_app
 from services.command.bootstrap import bootstrap
+from tests import lock_holder
 
 HOLD_S = 3.0
 # /healthz answers in about a millisecond in-process; the bound leaves room for a loaded CI
 # machine and is still far below the seconds the lock is held.
 HEALTHZ_BOUND_S = 0.5
 GATEWAY = {"Authorization": "Bearer gateway:gw-fleet"}
-
-HOLDER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.execute("ROLLBACK")
-print("freed", flush=True)
-"""
 
 
 class TokenVerifier(IdentityVerifier):
@@ -113,11 +103,7 @@ def test_the_loop_serves_while_another_process_holds_the_broker_and_batches_publ
         async with httpx.AsyncClient(transport=transport, base_url="http://command") as client:
             warm = await client.post("/v1/telemetry", json=batch(["veh-0"], now), headers=GATEWAY)
             assert warm.status_code == 202, warm.text
-            process = subprocess.Popen(
-                [sys.executable, "-c", HOLDER, str(tmp_path / DB_FILE), str(HOLD_S)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            process = lock_holder.start(tmp_path / DB_FILE, HOLD_S)
             holder.append(process)
             assert process.stdout is not None
             assert await asyncio.to_thread(process.stdout.readline) == "held\n"
