@@ -52,32 +52,8 @@ class TestEmbeddedDocumentStore(DocumentStoreContract):
         self, store: DocumentStore, release_after_failures: int | None
     ) -> Iterator[None]:
         assert isinstance(store, EmbeddedDocumentStore)
-        # Another connection holds the write lock; the store waits only briefly for it, and each
-        # failed attempt is logged, which is when the lock is let go if the test asks.
-        holder = sqlite3.connect(store.file, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        store._conn().execute("PRAGMA busy_timeout = 20")
-        failures = []
-
-        class Release(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                failures.append(record)
-                if release_after_failures is not None and len(failures) == release_after_failures:
-                    holder.execute("ROLLBACK")
-
-        handler = Release(logging.WARNING)
-        logger = logging.getLogger("meridian.docstore")
-        logger.addHandler(handler)
-        try:
+        with write_lock_held(store, release_after_failures):
             yield
-        finally:
-            logger.removeHandler(handler)
-            if holder.in_transaction:
-                holder.execute("ROLLBACK")
-            holder.close()
-            store._conn().execute(f"PRAGMA busy_timeout = {store.busy_timeout_ms}")
-        if release_after_failures is not None:
-            assert len(failures) == release_after_failures
 
     def test_transactions_run_together_stay_independent(self, store: DocumentStore) -> None:
         # The group commit of the command service (``run_transactions``, the embedded adapter's
@@ -409,3 +385,36 @@ def test_commits_never_checkpoint_and_the_background_thread_does(tmp_path: Path)
         assert time.monotonic() < deadline, "the log was never checkpointed into the file"
         time.sleep(0.05)
     store.close()
+
+
+@contextmanager
+def write_lock_held(
+    store: EmbeddedDocumentStore, release_after_failures: int | None
+) -> Iterator[None]:
+    """The contract's ``contention`` on one SQLite file: another connection holds the write lock;
+    the store waits only briefly for it, and each failed attempt is logged, which is when the lock
+    is let go if the test asks."""
+    holder = sqlite3.connect(store.file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    store._conn().execute("PRAGMA busy_timeout = 20")
+    failures = []
+
+    class Release(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            failures.append(record)
+            if release_after_failures is not None and len(failures) == release_after_failures:
+                holder.execute("ROLLBACK")
+
+    handler = Release(logging.WARNING)
+    logger = logging.getLogger("meridian.docstore")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        store._conn().execute(f"PRAGMA busy_timeout = {store.busy_timeout_ms}")
+    if release_after_failures is not None:
+        assert len(failures) == release_after_failures

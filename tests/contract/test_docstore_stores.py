@@ -7,7 +7,6 @@ catalog's own, so every contract test runs through the routing store into that o
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from meridian.embedded.docstore.stores import ServiceStores, store_file
 from meridian.ports import DocumentStore, Query, Transaction
 
 from .docstore_contract import DocumentStoreContract
+from .test_docstore_embedded import write_lock_held
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog()
@@ -76,31 +76,8 @@ class TestEachStoreAsItsOwner(DocumentStoreContract):
         self, store: DocumentStore, release_after_failures: int | None
     ) -> Iterator[None]:
         assert isinstance(store, ServiceStores)
-        own = store.store(self.owner)
-        holder = sqlite3.connect(own.file, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        own._conn().execute("PRAGMA busy_timeout = 20")
-        failures = []
-
-        class Release(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                failures.append(record)
-                if release_after_failures is not None and len(failures) == release_after_failures:
-                    holder.execute("ROLLBACK")
-
-        handler = Release(logging.WARNING)
-        logger = logging.getLogger("meridian.docstore")
-        logger.addHandler(handler)
-        try:
+        with write_lock_held(store.store(self.owner), release_after_failures):
             yield
-        finally:
-            logger.removeHandler(handler)
-            if holder.in_transaction:
-                holder.execute("ROLLBACK")
-            holder.close()
-            own._conn().execute(f"PRAGMA busy_timeout = {own.busy_timeout_ms}")
-        if release_after_failures is not None:
-            assert len(failures) == release_after_failures
 
     def test_writes_land_in_the_owners_file_alone(self, store: DocumentStore) -> None:
         store.set(f"{self.col('things')}/a", {"n": 1})
