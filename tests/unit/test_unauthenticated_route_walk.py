@@ -24,58 +24,36 @@ from fastapi.testclient import TestClient
 from meridian.config import Settings
 
 DOCUMENTATION = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+# Every HTTP service walked below: each serves its docs, its health check and its metrics.
+SERVICES = (
+    "command",
+    "dispatch",
+    "live-map",
+    "event-publisher",
+    "billing",
+    "client-webhook",
+    "driver-scoring",
+    "eta",
+    "notification",
+    "pod",
+    "legacy-writer",
+)
 # (service, method, path template): why anyone may call it.
 PUBLIC: dict[tuple[str, str, str], str] = {
     **{
         (service, "GET", path): "documentation of the API, public like the API's shape"
-        for service in (
-            "command",
-            "dispatch",
-            "live-map",
-            "event-publisher",
-            "billing",
-            "client-webhook",
-            "driver-scoring",
-            "eta",
-            "notification",
-            "pod",
-            "legacy-writer",
-        )
+        for service in SERVICES
         for path in DOCUMENTATION
     },
     **{
         (service, "GET", "/healthz"): "the health check Cloud Run and the supervisor call"
-        for service in (
-            "command",
-            "dispatch",
-            "live-map",
-            "event-publisher",
-            "billing",
-            "client-webhook",
-            "driver-scoring",
-            "eta",
-            "notification",
-            "pod",
-            "legacy-writer",
-        )
+        for service in SERVICES
     },
     **{
         (service, "GET", "/metrics"): "Prometheus metrics (counts and latencies, no data), "
         "scraped inside the project; the load balancer sends only named paths to a service and "
         "Cloud Armor denies /metrics from outside (docs/operations.md)"
-        for service in (
-            "command",
-            "dispatch",
-            "live-map",
-            "event-publisher",
-            "billing",
-            "client-webhook",
-            "driver-scoring",
-            "eta",
-            "notification",
-            "pod",
-            "legacy-writer",
-        )
+        for service in SERVICES
     },
     ("live-map", "GET", "/map"): "the customer's map page; its data comes from the stream, "
     "which takes the tracking token (from the page's URL fragment) as a bearer header",
