@@ -106,6 +106,7 @@ def test_the_installed_wheel_has_its_data_and_no_beam(venv: Path, tmp_path: Path
         assert Path(found[key]).resolve().is_relative_to(site), f"{key} from {found[key]}"
     assert found["event_types"] >= 20
     assert "dispatch.yaml" in found["workflows"]
+    assert "sync.yaml" in found["workflows"]
     assert found["leaflet"] is True
     assert Path(found["swagger"]).resolve().is_relative_to(site)
     assert found["swagger_files"] == found["swagger_vendored"]  # LICENSE and NOTICE among them
@@ -171,3 +172,41 @@ def test_a_service_serves_from_the_installed_wheel(served: dict[str, str], tmp_p
     assert docs.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in docs.text
     bundle = httpx.get(f"{command}/docs/assets/swagger-ui-bundle.js", timeout=5)
     assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+
+
+def test_a_cloud_run_job_runs_from_the_installed_wheel(
+    venv: Path, tmp_path: Path, legacy_dsn: str
+) -> None:
+    """The migration bridge's jobs run as ``meridian job run NAME`` from the image (Terraform's
+    Cloud Run Jobs, the Workflows connector): the scheduled pull, from the installed wheel, over a
+    real PostgreSQL, publishes the monolith's change and moves its cursor."""
+    import psycopg
+
+    from meridian.catalog import load_catalog
+    from meridian.config import Settings
+    from meridian.runtime.platform import prepare_data_dir
+
+    with psycopg.connect(legacy_dsn) as conn:
+        conn.execute("INSERT INTO clients (id, name) VALUES ('c-wheel', 'Wheel Retail')")
+    # The topics and subscriptions, as meridian up makes them (Terraform, on Google Cloud).
+    prepare_data_dir(load_catalog(), Settings(data_dir=tmp_path / "data"))
+    env = clean_environment(
+        tmp_path, MERIDIAN_DATA_DIR=str(tmp_path / "data"), MERIDIAN_LEGACY_DSN=legacy_dsn
+    )
+    meridian = str(venv / "bin" / "meridian")
+    unknown = subprocess.run(
+        [meridian, "job", "run", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "sync-pull" in unknown.stderr
+    pulled = subprocess.run(
+        [meridian, "job", "run", "sync-pull"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    with psycopg.connect(legacy_dsn) as conn:
+        cursor = conn.execute("SELECT id FROM bridge_cursors WHERE entity = 'clients'").fetchone()
+    assert cursor == ("c-wheel",)
