@@ -116,9 +116,10 @@ def test_the_redoc_page_renders_the_reference_with_no_network(command: str) -> N
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"{command}/redoc")
-            page.wait_for_function(
-                "document.body.innerText.includes('/v1/parcels/{parcel_id}:deliver')",
-                timeout=30_000,
+            # Polled from here: wait_for_function evaluates its predicate in the page with
+            # eval, which the page's Content Security Policy (no 'unsafe-eval') refuses.
+            page.locator("body", has_text="/v1/parcels/{parcel_id}:deliver").wait_for(
+                timeout=30_000
             )
             text = page.inner_text("body")
             assert "/v1/telemetry" in text and "/v1/dispatch-windows" in text
